@@ -1,0 +1,232 @@
+package sim
+
+import (
+	"math/rand/v2"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/core/cut"
+)
+
+// Wire sizes.
+const (
+	MSS        = 1448 // TCP payload per segment
+	tcpHeader  = 66   // Ethernet + IP + TCP with timestamps
+	udpHeader  = 42
+	tunnelOver = 36 // outer IP/UDP and the tunnel header carrying epoch and frame id
+)
+
+// Frame is one Ethernet frame on the virtual network. The sender's switch
+// tags it with the sender's epoch.
+type Frame struct {
+	ID       uint64
+	Src, Dst core.VMID
+	Epoch    core.Epoch
+	Size     int
+	Proto    cut.Proto
+	Flow     uint32 // data flow of this direction
+	RevFlow  uint32 // flow whose data Ack acknowledges
+	Seq      uint64
+	Len      uint32
+	Ack      uint64
+	Gen      uint32 // content generation of the payload (restore verification)
+	Retx     bool   // a retransmission
+	Replayed bool   // delivered from the in-transit log at restore
+	To       Receiver
+}
+
+// Receiver takes frames delivered to a VM (a TCP or UDP endpoint).
+type Receiver interface {
+	Input(f *Frame)
+}
+
+// Link is a host's uplink into the underlay: frames to other hosts queue
+// here, leave at the link's bandwidth and arrive after its latency. The queue
+// is drop-tail in bytes.
+type Link struct {
+	Bandwidth float64 // bytes per second
+	Latency   Time
+	Queue     int     // bytes
+	Loss      float64 // probability of losing a frame
+	busyUntil Time
+}
+
+// NetConfig configures the network.
+type NetConfig struct {
+	Algorithm     core.Algorithm
+	Link          Link // every host's uplink
+	SwitchLatency Time // a frame's time through a switch to a local VM
+	MaxHeld       int  // vnsnap-log hold queue per port
+}
+
+// Network is the VNE's virtual network: one switch per host applying the
+// core's colour rule at the receiving side, tunnels over the hosts' links.
+type Network struct {
+	eng      *Engine
+	cfg      NetConfig
+	rng      *rand.Rand
+	hostOf   []int
+	links    []Link
+	ports    []core.Port[*Frame]
+	vms      []*VM
+	frames   slots[*Frame]
+	nextID   uint64
+	observer func(cut.Record)
+	// Log holds the frames recorded as channel state (vnsnap-log), per
+	// destination VM, in arrival order, for replay at restore.
+	Log     [][]*Frame
+	Counter NetCounters
+}
+
+// NetCounters counts what the network did.
+type NetCounters struct {
+	Sent, Delivered, DroppedColour, DroppedQueue, DroppedLoss, Held, Logged uint64
+}
+
+const (
+	evArrive Kind = iota + 1
+)
+
+// NewNetwork returns a network for VMs placed on hosts (hostOf[vm]).
+func NewNetwork(eng *Engine, cfg NetConfig, hostOf []int, nHosts int) *Network {
+	n := &Network{
+		eng: eng, cfg: cfg, rng: eng.Rand(), hostOf: hostOf,
+		links: make([]Link, nHosts), ports: make([]core.Port[*Frame], len(hostOf)),
+		vms: make([]*VM, len(hostOf)), Log: make([][]*Frame, len(hostOf)),
+	}
+	for i := range n.links {
+		n.links[i] = cfg.Link
+	}
+	for i := range n.ports {
+		n.ports[i].MaxHeld = cfg.MaxHeld
+	}
+	return n
+}
+
+// Observe sets the function that receives every trace record.
+func (n *Network) Observe(f func(cut.Record)) { n.observer = f }
+
+func (n *Network) record(r cut.Record) {
+	n.eng.Mix(uint64(r.Kind)<<56 ^ r.Frame<<8 ^ uint64(r.VM))
+	if n.observer != nil {
+		n.observer(r)
+	}
+}
+
+// Epoch returns a VM's port epoch.
+func (n *Network) Epoch(vm core.VMID) core.Epoch { return n.ports[vm].Epoch() }
+
+// Send takes a frame from a VM's NIC: the local switch tags it with the
+// sender's epoch, then forwards it to the destination's switch.
+func (n *Network) Send(f *Frame) {
+	n.nextID++
+	f.ID = n.nextID
+	f.Epoch = n.ports[f.Src].Epoch()
+	n.Counter.Sent++
+	n.record(cut.Record{Kind: cut.Send, VM: f.Src, Frame: f.ID, Epoch: f.Epoch, Proto: f.Proto,
+		Flow: f.Flow, Seq: f.Seq, Len: f.Len, Ack: f.Ack, RevFlow: f.RevFlow})
+	src, dst := n.hostOf[f.Src], n.hostOf[f.Dst]
+	slot := n.frames.put(f)
+	if src == dst {
+		n.eng.After(n.cfg.SwitchLatency, n, evArrive, slot)
+		return
+	}
+	l := &n.links[src]
+	now := n.eng.Now()
+	if l.busyUntil < now {
+		l.busyUntil = now
+	}
+	if backlog := (l.busyUntil - now).Seconds() * l.Bandwidth; backlog+float64(f.Size) > float64(l.Queue) {
+		n.frames.take(slot)
+		n.drop(f, cut.DropQueue)
+		return
+	}
+	if l.Loss > 0 && n.rng.Float64() < l.Loss {
+		n.frames.take(slot)
+		n.drop(f, cut.DropLoss)
+		return
+	}
+	l.busyUntil += Time(float64(f.Size+tunnelOver) / l.Bandwidth * 1e9)
+	n.eng.At(l.busyUntil+l.Latency+n.cfg.SwitchLatency, n, evArrive, slot)
+}
+
+func (n *Network) drop(f *Frame, why cut.DropReason) {
+	switch why {
+	case cut.DropColour:
+		n.Counter.DroppedColour++
+	case cut.DropQueue:
+		n.Counter.DroppedQueue++
+	default:
+		n.Counter.DroppedLoss++
+	}
+	n.record(cut.Record{Kind: cut.Drop, VM: f.Dst, Frame: f.ID, Reason: why})
+}
+
+// Handle delivers a frame arriving at its destination's switch.
+func (n *Network) Handle(_ Kind, slot int64) {
+	f := n.frames.take(slot)
+	switch n.ports[f.Dst].Admit(n.cfg.Algorithm, f.Epoch, f) {
+	case core.Deliver:
+		n.toVM(f)
+	case core.Drop:
+		n.drop(f, cut.DropColour)
+	case core.Hold:
+		n.Counter.Held++
+	case core.DeliverLog:
+		n.Counter.Logged++
+		n.record(cut.Record{Kind: cut.Log, VM: f.Dst, Frame: f.ID})
+		n.Log[f.Dst] = append(n.Log[f.Dst], f)
+		n.toVM(f)
+	}
+}
+
+func (n *Network) toVM(f *Frame) {
+	vm := n.vms[f.Dst]
+	if !vm.accept(f) {
+		n.drop(f, cut.DropQueue)
+	}
+}
+
+// delivered records a frame's receipt by its VM.
+func (n *Network) delivered(f *Frame) {
+	n.Counter.Delivered++
+	if f.Replayed {
+		return
+	}
+	n.record(cut.Record{Kind: cut.Receive, VM: f.Dst, Frame: f.ID, Proto: f.Proto, Ack: f.Ack, RevFlow: f.RevFlow})
+}
+
+// SetEpoch moves a VM's port to epoch e (its snapshot point) and records the
+// cut; frames held for it are handed to the VM (which is paused, so they are
+// received after its snapshot point).
+func (n *Network) SetEpoch(vm core.VMID, e core.Epoch) {
+	n.record(cut.Record{Kind: cut.Cut, VM: vm, Epoch: e})
+	for _, f := range n.ports[vm].SetEpoch(e) {
+		n.toVM(f)
+	}
+}
+
+// slots is a table of values addressed by an int64 slot, with a free list,
+// so that events can carry a value without allocating.
+type slots[T any] struct {
+	vals []T
+	free []int64
+}
+
+func (s *slots[T]) put(v T) int64 {
+	if k := len(s.free); k > 0 {
+		i := s.free[k-1]
+		s.free = s.free[:k-1]
+		s.vals[i] = v
+		return i
+	}
+	s.vals = append(s.vals, v)
+	return int64(len(s.vals) - 1)
+}
+
+func (s *slots[T]) take(i int64) T {
+	v := s.vals[i]
+	var zero T
+	s.vals[i] = zero
+	s.free = append(s.free, i)
+	return v
+}

@@ -1,0 +1,486 @@
+package sim
+
+import (
+	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/core/cut"
+)
+
+// TCP parameters (Linux defaults where they matter here).
+const (
+	MinRTO     = 200 * time.Millisecond
+	MaxRTO     = 120 * time.Second
+	InitialRTO = time.Second
+	rwnd       = 4 << 20
+	initCwnd   = 10 * MSS
+)
+
+// genRun says that the stream's bytes from From on carry content generation
+// Gen (until the next run).
+type genRun struct {
+	From uint64
+	Gen  uint32
+}
+
+// tcpState is everything of one TCP endpoint that is part of its VM's image.
+type tcpState struct {
+	// sender
+	SndUna, SndNxt, SndMax uint64
+	Written                uint64 // bytes the application has written
+	Cwnd, Ssthresh         float64
+	DupAcks                int
+	InRecovery             bool
+	Recover                uint64
+	SRTT, RTTVar, RTO      Time
+	RTTSeq                 uint64
+	RTTStart               Time
+	RTTValid               bool
+	TimerArmed             bool
+	TimerAt                Time
+	Gens                   []genRun // content generation of written bytes
+	// receiver
+	RcvNxt    uint64
+	OOO       []segment
+	Delivered []genRun // content generation of delivered bytes
+}
+
+type segment struct {
+	Seq uint64
+	Len uint32
+	Gen uint32
+}
+
+func (s *tcpState) clone() tcpState {
+	c := *s
+	c.Gens = append([]genRun(nil), s.Gens...)
+	c.OOO = append([]segment(nil), s.OOO...)
+	c.Delivered = append([]genRun(nil), s.Delivered...)
+	return c
+}
+
+// TCPStats counts an endpoint's sender events.
+type TCPStats struct {
+	Segments, Retransmits, Timeouts, FastRetransmits uint64
+	MaxBackoff                                       int
+	// NeededRetx counts bytes this endpoint received for the first time
+	// from a retransmitted segment.
+	NeededRetx uint64
+}
+
+// Conn is one endpoint of a packet-level TCP connection: a sender for its
+// outgoing flow and a receiver for the incoming one. Every ACK is sent at
+// once (no delayed ACKs); the congestion control is Reno with slow start,
+// congestion avoidance, fast retransmit on three duplicate ACKs, and an RTO
+// (RFC 6298, 200 ms minimum) doubling per timeout up to 120 s, after which
+// the sender goes back to the first unacknowledged byte.
+type Conn struct {
+	vm      *VM
+	peer    *Conn
+	remote  core.VMID
+	flowOut uint32
+	flowIn  uint32
+	gen     uint32 // content generation the application writes now
+	st      tcpState
+	backoff int
+	timerGn int64
+	// timerPending says an engine event for the timer is outstanding, at
+	// timerEvAt.
+	timerPending bool
+	timerEvAt    Time
+	Stats        TCPStats
+	// OnDeliver is called with the bytes newly delivered in order.
+	OnDeliver func(n uint64)
+	// OnAcked is called when acknowledged data frees send buffer.
+	OnAcked func()
+}
+
+const connEvRTO Kind = 1
+
+// NewConnPair connects a and b with a TCP connection whose two directions
+// are flows fa (a to b) and fb (b to a).
+func NewConnPair(a, b *VM, fa, fb uint32) (*Conn, *Conn) {
+	ca := &Conn{vm: a, remote: b.ID, flowOut: fa, flowIn: fb}
+	cb := &Conn{vm: b, remote: a.ID, flowOut: fb, flowIn: fa}
+	ca.peer, cb.peer = cb, ca
+	for _, c := range []*Conn{ca, cb} {
+		c.st.Cwnd = initCwnd
+		c.st.Ssthresh = 1 << 30
+		c.st.RTO = InitialRTO
+		c.st.Gens = []genRun{{0, 0}}
+	}
+	return ca, cb
+}
+
+// Write makes n more bytes available to send.
+func (c *Conn) Write(n uint64) {
+	if n == 0 {
+		return
+	}
+	if last := c.st.Gens[len(c.st.Gens)-1]; last.Gen != c.gen {
+		c.st.Gens = append(c.st.Gens, genRun{c.st.Written, c.gen})
+	}
+	c.st.Written += n
+	c.trySend()
+}
+
+// Unacked returns the bytes written but not yet acknowledged.
+func (c *Conn) Unacked() uint64 { return c.st.Written - c.st.SndUna }
+
+// Written returns the bytes written so far.
+func (c *Conn) Written() uint64 { return c.st.Written }
+
+// Received returns the bytes delivered in order so far.
+func (c *Conn) Received() uint64 { return c.st.RcvNxt }
+
+// Backoff returns how many consecutive timeouts the sender has taken.
+func (c *Conn) Backoff() int { return c.backoff }
+
+func (c *Conn) genAt(off uint64) uint32 {
+	g := c.st.Gens[0].Gen
+	for _, r := range c.st.Gens {
+		if r.From > off {
+			break
+		}
+		g = r.Gen
+	}
+	return g
+}
+
+func (c *Conn) trySend() {
+	if c.vm.paused {
+		return
+	}
+	s := &c.st
+	for s.SndNxt < s.Written {
+		flight := s.SndNxt - s.SndUna
+		win := uint64(s.Cwnd)
+		if win > rwnd {
+			win = rwnd
+		}
+		if flight >= win {
+			break
+		}
+		n := s.Written - s.SndNxt
+		if n > MSS {
+			n = MSS
+		}
+		// Keep segments within one content generation.
+		g := c.genAt(s.SndNxt)
+		for _, r := range s.Gens {
+			if r.From > s.SndNxt && r.From < s.SndNxt+n {
+				n = r.From - s.SndNxt
+				break
+			}
+		}
+		retx := s.SndNxt < s.SndMax
+		c.sendSegment(s.SndNxt, uint32(n), g, retx)
+		if !retx && !s.RTTValid {
+			s.RTTValid, s.RTTSeq, s.RTTStart = true, s.SndNxt+n, c.vm.eng.Now()
+		}
+		s.SndNxt += n
+		if s.SndNxt > s.SndMax {
+			s.SndMax = s.SndNxt
+		}
+		if !s.TimerArmed {
+			c.armTimer(c.rto())
+		}
+	}
+}
+
+func (c *Conn) sendSegment(seq uint64, n uint32, gen uint32, retx bool) {
+	c.Stats.Segments++
+	if retx {
+		c.Stats.Retransmits++
+	}
+	c.vm.Send(&Frame{
+		Dst: c.remote, Size: int(n) + tcpHeader, Proto: cut.TCP, Flow: c.flowOut, RevFlow: c.flowIn,
+		Seq: seq, Len: n, Ack: c.st.RcvNxt, Gen: gen, Retx: retx, To: c.peer,
+	})
+}
+
+func (c *Conn) sendAck() {
+	c.vm.Send(&Frame{
+		Dst: c.remote, Size: tcpHeader, Proto: cut.TCP, Flow: c.flowOut, RevFlow: c.flowIn,
+		Seq: c.st.SndNxt, Ack: c.st.RcvNxt, To: c.peer,
+	})
+}
+
+func (c *Conn) rto() Time {
+	r := c.st.RTO << c.backoff
+	if r > MaxRTO || r <= 0 {
+		r = MaxRTO
+	}
+	return r
+}
+
+// armTimer sets the retransmission deadline d from now. At most one engine
+// event per endpoint is outstanding: when it fires early (the deadline moved
+// later meanwhile) it re-schedules itself, so re-arming on every ACK costs
+// no heap growth.
+func (c *Conn) armTimer(d Time) {
+	now := c.vm.eng.Now()
+	c.st.TimerArmed = true
+	c.st.TimerAt = now + d
+	if !c.timerPending || c.timerEvAt > c.st.TimerAt {
+		c.scheduleTimer(c.st.TimerAt)
+	}
+}
+
+func (c *Conn) scheduleTimer(at Time) {
+	c.timerGn++
+	c.timerPending = true
+	c.timerEvAt = at
+	c.vm.After(at-c.vm.eng.Now(), c, connEvRTO, c.timerGn)
+}
+
+func (c *Conn) stopTimer() {
+	c.st.TimerArmed = false
+}
+
+// Handle fires the retransmission timer.
+func (c *Conn) Handle(kind Kind, gen int64) {
+	if kind != connEvRTO || gen != c.timerGn {
+		return
+	}
+	c.timerPending = false
+	s := &c.st
+	if !s.TimerArmed {
+		return
+	}
+	if now := c.vm.eng.Now(); now < s.TimerAt {
+		c.scheduleTimer(s.TimerAt)
+		return
+	}
+	s.TimerArmed = false
+	if s.SndUna >= s.SndMax {
+		return
+	}
+	c.Stats.Timeouts++
+	flight := float64(s.SndMax - s.SndUna)
+	s.Ssthresh = max(flight/2, 2*MSS)
+	s.Cwnd = MSS
+	s.SndNxt = s.SndUna
+	s.DupAcks, s.InRecovery, s.RTTValid = 0, false, false
+	if c.backoff < 16 {
+		c.backoff++
+	}
+	if c.backoff > c.Stats.MaxBackoff {
+		c.Stats.MaxBackoff = c.backoff
+	}
+	c.armTimer(c.rto())
+	c.trySend()
+}
+
+// Input processes a segment delivered to this endpoint.
+func (c *Conn) Input(f *Frame) {
+	c.processAck(f)
+	if f.Len > 0 {
+		c.receiveData(f)
+		c.sendAck()
+	}
+}
+
+func (c *Conn) processAck(f *Frame) {
+	s := &c.st
+	ack := f.Ack
+	switch {
+	case ack > s.SndUna && ack <= s.SndMax:
+		now := c.vm.eng.Now()
+		if s.RTTValid && ack >= s.RTTSeq {
+			c.sampleRTT(now - s.RTTStart)
+			s.RTTValid = false
+		}
+		acked := float64(ack - s.SndUna)
+		s.SndUna = ack
+		if s.SndNxt < s.SndUna {
+			s.SndNxt = s.SndUna
+		}
+		c.backoff = 0
+		switch {
+		case s.InRecovery && ack >= s.Recover:
+			s.InRecovery = false
+			s.Cwnd = s.Ssthresh
+		case s.InRecovery:
+			// NewReno partial ACK: retransmit the next hole.
+			c.retransmitHead()
+		case s.Cwnd < s.Ssthresh:
+			s.Cwnd += min(acked, MSS)
+		default:
+			s.Cwnd += MSS * MSS / s.Cwnd
+		}
+		s.DupAcks = 0
+		if s.SndUna >= s.SndMax {
+			c.stopTimer()
+		} else {
+			c.armTimer(c.rto())
+		}
+		if c.OnAcked != nil {
+			c.OnAcked()
+		}
+		c.trySend()
+	case ack == s.SndUna && f.Len == 0 && s.SndMax > s.SndUna:
+		s.DupAcks++
+		switch {
+		case s.DupAcks == 3 && !s.InRecovery:
+			s.Ssthresh = max(float64(s.SndMax-s.SndUna)/2, 2*MSS)
+			s.Cwnd = s.Ssthresh + 3*MSS
+			s.InRecovery, s.Recover = true, s.SndMax
+			c.Stats.FastRetransmits++
+			c.retransmitHead()
+		case s.DupAcks > 3:
+			s.Cwnd += MSS
+			c.trySend()
+		}
+	}
+}
+
+func (c *Conn) retransmitHead() {
+	s := &c.st
+	n := s.SndMax - s.SndUna
+	if n > MSS {
+		n = MSS
+	}
+	if n == 0 {
+		return
+	}
+	s.RTTValid = false
+	c.sendSegment(s.SndUna, uint32(n), c.genAt(s.SndUna), true)
+}
+
+func (c *Conn) sampleRTT(r Time) {
+	s := &c.st
+	if s.SRTT == 0 {
+		s.SRTT, s.RTTVar = r, r/2
+	} else {
+		d := s.SRTT - r
+		if d < 0 {
+			d = -d
+		}
+		s.RTTVar = (3*s.RTTVar + d) / 4
+		s.SRTT = (7*s.SRTT + r) / 8
+	}
+	s.RTO = max(s.SRTT+4*s.RTTVar, MinRTO)
+	if s.RTO > MaxRTO {
+		s.RTO = MaxRTO
+	}
+}
+
+func (c *Conn) receiveData(f *Frame) {
+	s := &c.st
+	end := f.Seq + uint64(f.Len)
+	if end <= s.RcvNxt {
+		return
+	}
+	if f.Seq > s.RcvNxt {
+		c.insertOOO(segment{f.Seq, f.Len, f.Gen})
+		return
+	}
+	before := s.RcvNxt
+	c.deliver(s.RcvNxt, end, f.Gen)
+	if f.Retx {
+		c.Stats.NeededRetx += end - before
+	}
+	for len(s.OOO) > 0 && s.OOO[0].Seq <= s.RcvNxt {
+		o := s.OOO[0]
+		s.OOO = s.OOO[1:]
+		if e := o.Seq + uint64(o.Len); e > s.RcvNxt {
+			c.deliver(s.RcvNxt, e, o.Gen)
+		}
+	}
+	if c.OnDeliver != nil {
+		c.OnDeliver(s.RcvNxt - before)
+	}
+}
+
+func (c *Conn) deliver(from, to uint64, gen uint32) {
+	s := &c.st
+	if n := len(s.Delivered); n == 0 || s.Delivered[n-1].Gen != gen {
+		s.Delivered = append(s.Delivered, genRun{from, gen})
+	}
+	s.RcvNxt = to
+}
+
+func (c *Conn) insertOOO(g segment) {
+	s := &c.st
+	i := 0
+	for i < len(s.OOO) && s.OOO[i].Seq < g.Seq {
+		i++
+	}
+	if i < len(s.OOO) && s.OOO[i].Seq == g.Seq && s.OOO[i].Len >= g.Len {
+		return
+	}
+	s.OOO = append(s.OOO, segment{})
+	copy(s.OOO[i+1:], s.OOO[i:])
+	s.OOO[i] = g
+}
+
+// snapshot returns the endpoint's state as its VM's image holds it.
+func (c *Conn) snapshot() tcpState { return c.st.clone() }
+
+// restore loads an image's state into a fresh endpoint and re-arms its
+// retransmission timer with the time it had left at the snapshot point
+// (the guest's clock does not see the time between snapshot and restore).
+func (c *Conn) restore(st tcpState, point Time, gen uint32) {
+	c.st = st.clone()
+	c.gen = gen
+	if c.st.TimerArmed {
+		left := c.st.TimerAt - point
+		if left < 0 {
+			left = 0
+		}
+		c.armTimer(left)
+	}
+	c.st.RTTValid = false
+}
+
+// VerifyStream checks the in-order stream received by c against what its
+// peer wrote: every byte delivered once, in order, with the content
+// generation the peer's history says. It returns "" if intact, else a
+// description of the first problem.
+func VerifyStream(sender, receiver *Conn) string {
+	s, r := &sender.st, &receiver.st
+	if r.RcvNxt != s.Written {
+		return sprintf("received %d bytes, sender wrote %d", r.RcvNxt, s.Written)
+	}
+	// Compare the generation runs over [0, Written).
+	bound := func(runs []genRun, i int, limit uint64) uint64 {
+		if i+1 < len(runs) {
+			return runs[i+1].From
+		}
+		return limit
+	}
+	for off := uint64(0); off < s.Written; {
+		gs, gr := sender.genAt(off), receiver.deliveredGenAt(off)
+		if gs != gr {
+			return sprintf("byte %d: content generation %d received, %d written", off, gr, gs)
+		}
+		next := s.Written
+		for i, run := range s.Gens {
+			if run.From > off {
+				next = min(next, run.From)
+				break
+			}
+			_ = bound(s.Gens, i, s.Written)
+		}
+		for _, run := range r.Delivered {
+			if run.From > off {
+				next = min(next, run.From)
+				break
+			}
+		}
+		off = next
+	}
+	return ""
+}
+
+func (c *Conn) deliveredGenAt(off uint64) uint32 {
+	var g uint32
+	for _, r := range c.st.Delivered {
+		if r.From > off {
+			break
+		}
+		g = r.Gen
+	}
+	return g
+}

@@ -1,0 +1,216 @@
+package sim
+
+import (
+	"math"
+
+	"github.com/vnsnap/vnsnap/core"
+)
+
+// VM is a simulated virtual machine: memory with a dirtying model, a CPU
+// that workloads consume, and a NIC. While it is paused nothing in it runs:
+// its timers and CPU work wait, and frames arriving for it wait in the
+// backend's ring (dropped when the ring is full), to be handled on resume.
+type VM struct {
+	ID       core.VMID
+	Host     int
+	Mem      *Memory
+	RingSize int
+
+	eng      *Engine
+	net      *Network
+	paused   bool
+	throttle int
+	ring     []*Frame
+	evs      slots[vmEvent]
+	deferred []int64
+	cpu      cpuTask
+	// PausedTotal is the time spent paused so far.
+	PausedTotal Time
+	pausedAt    Time
+}
+
+type vmEvent struct {
+	h    Handler
+	kind Kind
+	arg  int64
+}
+
+const (
+	vmEvTimer Kind = iota + 1
+	vmEvCPU
+)
+
+func newVM(eng *Engine, net *Network, id core.VMID, host int, mem *Memory) *VM {
+	v := &VM{ID: id, Host: host, Mem: mem, RingSize: 256, eng: eng, net: net}
+	net.vms[id] = v
+	return v
+}
+
+// Paused reports whether the VM is paused.
+func (v *VM) Paused() bool { return v.paused }
+
+// Speed is the fraction of CPU the guest gets: 0 paused, less than 1 when
+// throttled.
+func (v *VM) Speed() float64 {
+	if v.paused {
+		return 0
+	}
+	return 1 - float64(v.throttle)/100
+}
+
+// After schedules an event for a handler inside the VM d from now. If the
+// VM is paused when it is due, it fires at resume.
+func (v *VM) After(d Time, h Handler, kind Kind, arg int64) {
+	slot := v.evs.put(vmEvent{h, kind, arg})
+	v.eng.After(d, v, vmEvTimer, slot)
+}
+
+// Handle dispatches the VM's own events.
+func (v *VM) Handle(kind Kind, arg int64) {
+	switch kind {
+	case vmEvTimer:
+		if v.paused {
+			v.deferred = append(v.deferred, arg)
+			return
+		}
+		e := v.evs.take(arg)
+		e.h.Handle(e.kind, e.arg)
+	case vmEvCPU:
+		v.cpu.fire(v, arg)
+	default:
+		panic("sim: unknown VM event")
+	}
+}
+
+// Send puts a frame on the network.
+func (v *VM) Send(f *Frame) {
+	if v.paused {
+		panic("sim: a paused VM sent a frame")
+	}
+	f.Src = v.ID
+	v.net.Send(f)
+}
+
+// accept takes a frame from the switch. It returns false if the frame is
+// dropped because the ring of a paused VM is full.
+func (v *VM) accept(f *Frame) bool {
+	if v.paused {
+		if len(v.ring) >= v.RingSize {
+			return false
+		}
+		v.ring = append(v.ring, f)
+		return true
+	}
+	v.deliver(f)
+	return true
+}
+
+func (v *VM) deliver(f *Frame) {
+	v.net.delivered(f)
+	if f.To != nil {
+		f.To.Input(f)
+	}
+}
+
+// Pause stops the VM.
+func (v *VM) Pause() {
+	if v.paused {
+		return
+	}
+	now := v.eng.Now()
+	v.cpu.advance(now, v.Speed())
+	v.paused = true
+	v.pausedAt = now
+	v.Mem.SetSpeed(now, 0)
+}
+
+// Resume lets the VM run: frames that waited in the ring are delivered, then
+// the timers that fell due while it was paused fire, in order.
+func (v *VM) Resume() {
+	if !v.paused {
+		return
+	}
+	now := v.eng.Now()
+	v.cpu.advance(now, 0)
+	v.paused = false
+	v.PausedTotal += now - v.pausedAt
+	v.Mem.SetSpeed(now, v.Speed())
+	ring := v.ring
+	v.ring = nil
+	for _, f := range ring {
+		if v.paused {
+			v.ring = append(v.ring, f)
+			continue
+		}
+		v.deliver(f)
+	}
+	def := v.deferred
+	v.deferred = nil
+	for _, slot := range def {
+		if v.paused {
+			v.deferred = append(v.deferred, slot)
+			continue
+		}
+		e := v.evs.take(slot)
+		e.h.Handle(e.kind, e.arg)
+	}
+	v.cpu.reschedule(v)
+}
+
+// SetThrottle takes percent of the VM's CPU away (auto-converge).
+func (v *VM) SetThrottle(percent int) {
+	now := v.eng.Now()
+	v.cpu.advance(now, v.Speed())
+	v.throttle = percent
+	v.Mem.SetSpeed(now, v.Speed())
+	v.cpu.reschedule(v)
+}
+
+// Compute runs work of CPU time on the VM's CPU and fires the handler's
+// event when it is done; pauses and throttling stretch it. One computation
+// runs at a time: starting another replaces it.
+func (v *VM) Compute(work Time, h Handler, kind Kind, arg int64) {
+	now := v.eng.Now()
+	v.cpu = cpuTask{remaining: work.Seconds(), h: h, kind: kind, arg: arg, last: now, gen: v.cpu.gen + 1, active: true}
+	v.cpu.reschedule(v)
+}
+
+// cpuTask is the VM's one computation in progress (a fluid model).
+type cpuTask struct {
+	remaining float64 // seconds of CPU work
+	last      Time
+	gen       int64
+	active    bool
+	h         Handler
+	kind      Kind
+	arg       int64
+}
+
+func (c *cpuTask) advance(now Time, speed float64) {
+	if c.active && now > c.last {
+		c.remaining -= (now - c.last).Seconds() * speed
+	}
+	c.last = now
+}
+
+func (c *cpuTask) reschedule(v *VM) {
+	if !c.active {
+		return
+	}
+	c.gen++
+	s := v.Speed()
+	if s <= 0 {
+		return
+	}
+	d := Time(math.Ceil(math.Max(c.remaining, 0) / s * 1e9))
+	v.eng.After(d, v, vmEvCPU, c.gen)
+}
+
+func (c *cpuTask) fire(v *VM, gen int64) {
+	if gen != c.gen || !c.active || v.paused {
+		return
+	}
+	c.advance(v.eng.Now(), v.Speed())
+	c.active = false
+	c.h.Handle(c.kind, c.arg)
+}

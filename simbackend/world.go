@@ -1,0 +1,133 @@
+package sim
+
+import (
+	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+)
+
+// Host is a simulated physical host.
+type Host struct {
+	ID   int
+	Disk *Resource
+	Mem  *Resource // the memory bus as seen by the memory sink's copies
+}
+
+// World is a built VNE: hosts, network, VMs and their applications.
+type World struct {
+	Eng     *Engine
+	Cfg     Config
+	Hosts   []*Host
+	Net     *Network
+	VMs     []*VM
+	Streams []*Stream
+	UDP     []*Datagrams
+	conns   [][]*Conn // per VM, in a fixed order
+}
+
+// build makes the world of cfg on engine eng. Flow ids, connection order and
+// random streams are fixed by cfg, so an original run and a restored run
+// build identical topologies.
+func build(cfg Config, eng *Engine) *World {
+	w := &World{Eng: eng, Cfg: cfg}
+	hostOf := make([]int, cfg.VMs)
+	for i := range hostOf {
+		hostOf[i] = i % cfg.Hosts
+	}
+	w.Net = NewNetwork(eng, NetConfig{
+		Algorithm: cfg.Algorithm, Link: cfg.Host.Link, SwitchLatency: 10 * time.Microsecond, MaxHeld: 4096,
+	}, hostOf, cfg.Hosts)
+	for h := 0; h < cfg.Hosts; h++ {
+		w.Hosts = append(w.Hosts, &Host{
+			ID:   h,
+			Disk: NewResource(eng, "disk", cfg.Host.DiskBandwidth),
+			Mem:  NewResource(eng, "membus", cfg.Host.MemoryBandwidth),
+		})
+	}
+	pages := cfg.MemBytes / core.PageSize
+	hot := cfg.HotBytes / core.PageSize
+	if hot == 0 {
+		hot = max(pages/8, 1)
+	}
+	vrng := eng.Rand()
+	for i := 0; i < cfg.VMs; i++ {
+		m := NewMemory(pages, hot, cfg.HotFrac)
+		f := 1 + cfg.DirtySpread*(2*vrng.Float64()-1)
+		m.SetRate(eng.Now(), cfg.DirtyRate*f/core.PageSize)
+		w.VMs = append(w.VMs, newVM(eng, w.Net, core.VMID(i), hostOf[i], m))
+	}
+	w.conns = make([][]*Conn, cfg.VMs)
+	pairs, _ := pairsFor(cfg.Traffic, cfg.VMs)
+	rng := eng.Rand()
+	flow := uint32(0)
+	for _, p := range pairs {
+		a, b := w.VMs[p[0]], w.VMs[p[1]]
+		ca, cb := NewConnPair(a, b, flow+1, flow+2)
+		flow += 2
+		w.conns[p[0]] = append(w.conns[p[0]], ca)
+		w.conns[p[1]] = append(w.conns[p[1]], cb)
+		s := &Stream{
+			Src: a.ID, Dst: b.ID, Out: ca, In: cb, Rate: cfg.FlowRate,
+			Tick: 10 * time.Millisecond, SendBuffer: 512 << 10, stopAt: 1 << 62,
+		}
+		// Stagger the first write so flows do not tick in lockstep.
+		s.phase = Time(rng.IntN(10000)) * time.Microsecond
+		w.Streams = append(w.Streams, s)
+	}
+	if cfg.UDP && cfg.VMs > 1 {
+		for i := 0; i < cfg.VMs; i++ {
+			flow++
+			w.UDP = append(w.UDP, &Datagrams{
+				Src: core.VMID(i), Dst: core.VMID((i + 1) % cfg.VMs), Flow: flow, Size: 512,
+				Interval: 50 * time.Millisecond, vm: w.VMs[i], stopAt: 1 << 62,
+			})
+		}
+	}
+	return w
+}
+
+// startApps starts every application.
+func (w *World) startApps() {
+	for _, s := range w.Streams {
+		s.start()
+	}
+	for _, d := range w.UDP {
+		d.vm.After(0, d, 0, 0)
+	}
+}
+
+// stopApps makes every application stop writing at t.
+func (w *World) stopApps(t Time) {
+	for _, s := range w.Streams {
+		s.stopAt = t
+	}
+	for _, d := range w.UDP {
+		d.stopAt = t
+	}
+}
+
+// streamsDone reports whether every stream has delivered everything.
+func (w *World) streamsDone() bool {
+	now := w.Eng.Now()
+	for _, s := range w.Streams {
+		if !s.Done(now) {
+			return false
+		}
+	}
+	return true
+}
+
+// image is one VM's state at its snapshot point.
+type image struct {
+	point Time
+	mem   *Memory
+	conns []tcpState
+}
+
+func (w *World) capture(vm core.VMID) image {
+	im := image{point: w.Eng.Now(), mem: w.VMs[vm].Mem.Clone()}
+	for _, c := range w.conns[vm] {
+		im.conns = append(im.conns, c.snapshot())
+	}
+	return im
+}

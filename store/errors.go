@@ -1,0 +1,140 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Sentinel errors. Every error the package returns for one of these conditions
+// wraps the sentinel, so callers test with errors.Is; the message names the
+// snapshot, VM, stream or file concerned.
+var (
+	// ErrInvalidName reports a snapshot, VM, stream or metadata key that is
+	// not a valid name (see ValidName).
+	ErrInvalidName = errors.New("invalid name")
+	// ErrNotFound reports a snapshot that is absent, including a directory
+	// that has no manifest (an unfinished or crashed write).
+	ErrNotFound = errors.New("snapshot not found")
+	// ErrExists reports a Create for a name whose directory already exists.
+	ErrExists = errors.New("snapshot already exists")
+	// ErrDuplicate reports a second stream with the same VM and stream name
+	// in one snapshot.
+	ErrDuplicate = errors.New("duplicate stream")
+	// ErrNoStream reports a Reader for a VM or stream the snapshot lacks.
+	ErrNoStream = errors.New("no such stream")
+	// ErrFinished reports use of a Writer or StreamWriter after Commit,
+	// Abort or Close.
+	ErrFinished = errors.New("writer finished")
+	// ErrAborted is returned by writes to a stream whose snapshot was
+	// aborted.
+	ErrAborted = errors.New("snapshot aborted")
+	// ErrBusy reports a GC that could not run because writers or readers
+	// hold the store open.
+	ErrBusy = errors.New("store busy")
+	// ErrSchema reports a manifest whose schema version this build cannot
+	// read.
+	ErrSchema = errors.New("unsupported manifest schema")
+	// ErrCorrupt is wrapped by every *CorruptError.
+	ErrCorrupt = errors.New("corrupt snapshot data")
+)
+
+// CorruptError reports stored data that fails verification: a chunk file that
+// is missing, truncated, fails its checksum or does not decode; a stream whose
+// length or SHA-256 differs from the manifest; or a manifest that fails its
+// own checksum. errors.Is(err, ErrCorrupt) holds for every CorruptError.
+type CorruptError struct {
+	Snapshot string // snapshot name
+	VM       string // VM name; empty for per-snapshot extras and the manifest
+	Stream   string // stream name; empty for the manifest
+	Chunk    int    // index of the chunk in the stream; -1 if not chunk-specific
+	Addr     string // chunk address (hex SHA-256); empty if not chunk-specific
+	Path     string // file concerned
+	Reason   string // what is wrong
+	Err      error  // underlying error, if any
+}
+
+// Error describes where the corruption is and what is wrong.
+func (e *CorruptError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "store: snapshot %q", e.Snapshot)
+	if e.VM != "" {
+		fmt.Fprintf(&b, " vm %q", e.VM)
+	}
+	if e.Stream != "" {
+		if e.VM == "" {
+			b.WriteString(" extra")
+		}
+		fmt.Fprintf(&b, " stream %q", e.Stream)
+	}
+	if e.Chunk >= 0 {
+		fmt.Fprintf(&b, " chunk %d", e.Chunk)
+	}
+	if e.Addr != "" {
+		fmt.Fprintf(&b, " (%s)", e.Addr)
+	}
+	fmt.Fprintf(&b, ": %s", e.Reason)
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	if e.Path != "" {
+		fmt.Fprintf(&b, " [%s]", e.Path)
+	}
+	return b.String()
+}
+
+// Unwrap returns the underlying error.
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrCorrupt.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+const maxNameLen = 128
+
+// ValidName reports why s is not a valid snapshot, VM or stream name, or nil
+// if it is valid. A valid name is 1 to 128 bytes of ASCII letters, digits,
+// '.', '_' and '-', and starts with a letter, digit or '_'. Names are used as
+// directory names, so path separators, "." and ".." are rejected, and names
+// starting with '.' are reserved for the store's own temporary files.
+func ValidName(s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	}
+	if len(s) > maxNameLen {
+		return fmt.Errorf("%w: %q is %d bytes, longer than %d", ErrInvalidName, s, len(s), maxNameLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_':
+		case (c == '.' || c == '-') && i > 0:
+		case c == '/' || c == '\\':
+			return fmt.Errorf("%w: %q contains a path separator", ErrInvalidName, s)
+		default:
+			return fmt.Errorf("%w: %q has character %q at offset %d (allowed: letters, digits, '_', and '.' or '-' after the first)", ErrInvalidName, s, c, i)
+		}
+	}
+	return nil
+}
+
+// checkName wraps ValidName's error with the field it came from.
+func checkName(field, s string) error {
+	if err := ValidName(s); err != nil {
+		return fmt.Errorf("store: %s: %w", field, err)
+	}
+	return nil
+}
+
+// checkMeta rejects metadata the manifest could not round-trip byte for byte.
+func checkMeta(meta map[string]string) error {
+	for k, v := range meta {
+		if k == "" || !utf8.ValidString(k) {
+			return fmt.Errorf("store: metadata key %q: %w: must be non-empty valid UTF-8", k, ErrInvalidName)
+		}
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("store: metadata %q: value is not valid UTF-8", k)
+		}
+	}
+	return nil
+}

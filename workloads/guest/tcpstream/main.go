@@ -1,0 +1,256 @@
+// Command tcpstream makes every VM of a VNE stream data to every other VM over
+// TCP and verifies every byte it receives.
+//
+// The byte at offset o of the stream from sender s is fixed by (s, o), so the
+// receiver regenerates and compares all of it; a trailer carries the CRC-64 of
+// the whole stream as a second check. A stream starts with a header (magic,
+// sender index, length). Dialling retries until the peer listens, and TCP
+// keep-alive is off, so a pause of any length (a snapshot, a restore, TCP
+// backoff while frames are dropped) only delays the transfer.
+//
+// Output lines on stdout (the serial console):
+//
+//	TCPSTREAM PROGRESS rx=<bytes> tx=<bytes>
+//	TCPSTREAM SENT peer=<addr> bytes=<n>
+//	TCPSTREAM OK peer=<addr> from=<index> bytes=<n>
+//	TCPSTREAM FAIL peer=<addr> ... reason
+//	TCPSTREAM DONE ok=<n> fail=<n>
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"hash/crc64"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	magic    = 0x564e534e // "VNSN"
+	hdrLen   = 16         // magic uint32, sender uint32, length uint64
+	blockLen = 32 << 10
+)
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+// fill writes the stream content of sender s at byte offset off into b.
+// off must be a multiple of 8.
+func fill(b []byte, s uint32, off uint64) {
+	for i := 0; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], word(s, (off+uint64(i))/8))
+	}
+	if r := len(b) % 8; r != 0 {
+		var t [8]byte
+		binary.LittleEndian.PutUint64(t[:], word(s, (off+uint64(len(b)-r))/8))
+		copy(b[len(b)-r:], t[:r])
+	}
+}
+
+func word(s uint32, w uint64) uint64 {
+	z := uint64(s)<<48 ^ w + 0x9E3779B97F4A7C15
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+	return z ^ (z >> 31)
+}
+
+// send writes the stream of sender s, n bytes long, to w, counting into tx.
+func send(w io.Writer, s uint32, n uint64, tx *atomic.Uint64) error {
+	bw := bufio.NewWriterSize(w, blockLen)
+	var hdr [hdrLen]byte
+	binary.BigEndian.PutUint32(hdr[0:], magic)
+	binary.BigEndian.PutUint32(hdr[4:], s)
+	binary.BigEndian.PutUint64(hdr[8:], n)
+	if _, err := bw.Write(hdr[:]); err != nil {
+		return err
+	}
+	crc := uint64(0)
+	buf := make([]byte, blockLen)
+	for off := uint64(0); off < n; off += blockLen {
+		b := buf[:min(uint64(blockLen), n-off)]
+		fill(b, s, off)
+		crc = crc64.Update(crc, crcTable, b)
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+		tx.Add(uint64(len(b)))
+	}
+	var tr [8]byte
+	binary.BigEndian.PutUint64(tr[:], crc)
+	if _, err := bw.Write(tr[:]); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// receive reads and verifies one stream from r, counting into rx. It returns
+// the sender index and the stream length.
+func receive(r io.Reader, rx *atomic.Uint64) (uint32, uint64, error) {
+	br := bufio.NewReaderSize(r, blockLen)
+	var hdr [hdrLen]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return 0, 0, fmt.Errorf("header: %w", err)
+	}
+	if m := binary.BigEndian.Uint32(hdr[0:]); m != magic {
+		return 0, 0, fmt.Errorf("bad magic %#x", m)
+	}
+	s := binary.BigEndian.Uint32(hdr[4:])
+	n := binary.BigEndian.Uint64(hdr[8:])
+	crc := uint64(0)
+	got := make([]byte, blockLen)
+	want := make([]byte, blockLen)
+	for off := uint64(0); off < n; off += blockLen {
+		g, w := got[:min(uint64(blockLen), n-off)], want[:min(uint64(blockLen), n-off)]
+		if _, err := io.ReadFull(br, g); err != nil {
+			return s, n, fmt.Errorf("offset %d: %w", off, err)
+		}
+		fill(w, s, off)
+		for i := range g {
+			if g[i] != w[i] {
+				return s, n, fmt.Errorf("byte mismatch at offset %d: got %#x want %#x", off+uint64(i), g[i], w[i])
+			}
+		}
+		crc = crc64.Update(crc, crcTable, g)
+		rx.Add(uint64(len(g)))
+	}
+	var tr [8]byte
+	if _, err := io.ReadFull(br, tr[:]); err != nil {
+		return s, n, fmt.Errorf("trailer: %w", err)
+	}
+	if c := binary.BigEndian.Uint64(tr[:]); c != crc {
+		return s, n, fmt.Errorf("checksum mismatch: got %#x want %#x", c, crc)
+	}
+	return s, n, nil
+}
+
+// dialRetry connects to addr, retrying every interval until it succeeds.
+func dialRetry(addr string, interval time.Duration) net.Conn {
+	d := net.Dialer{KeepAlive: -1, Timeout: 5 * time.Second}
+	for {
+		c, err := d.Dial("tcp", addr)
+		if err == nil {
+			return c
+		}
+		time.Sleep(interval)
+	}
+}
+
+type result struct {
+	line string
+	ok   bool
+}
+
+// run streams n bytes to each peer other than self and verifies the streams
+// of all of them, printing to out. It returns the number of failed streams.
+func run(ln net.Listener, self int, peers []string, n uint64, out io.Writer, progress time.Duration) int {
+	var mu sync.Mutex
+	printf := func(format string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(out, format, a...) // Fprintf issues one write per line
+	}
+	var rx, tx atomic.Uint64
+	results := make(chan result, 2*len(peers))
+	expect := 0
+	for i, p := range peers {
+		if i == self {
+			continue
+		}
+		expect += 2
+		go func(p string) {
+			c := dialRetry(p, 200*time.Millisecond)
+			defer c.Close()
+			if err := send(c, uint32(self), n, &tx); err != nil {
+				results <- result{fmt.Sprintf("TCPSTREAM FAIL peer=%s send: %v\n", p, err), false}
+				return
+			}
+			// Wait for the receiver to close: its data has all arrived.
+			_, _ = io.Copy(io.Discard, c)
+			results <- result{fmt.Sprintf("TCPSTREAM SENT peer=%s bytes=%d\n", p, n), true}
+		}(p)
+	}
+	go func() {
+		for k := 0; k < expect/2; k++ {
+			c, err := ln.Accept()
+			if err != nil {
+				results <- result{fmt.Sprintf("TCPSTREAM FAIL accept: %v\n", err), false}
+				continue
+			}
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetKeepAlive(false)
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				s, m, err := receive(c, &rx)
+				if err != nil {
+					results <- result{fmt.Sprintf("TCPSTREAM FAIL peer=%s from=%d: %v\n", c.RemoteAddr(), s, err), false}
+					return
+				}
+				results <- result{fmt.Sprintf("TCPSTREAM OK peer=%s from=%d bytes=%d\n", c.RemoteAddr(), s, m), true}
+			}(c)
+		}
+	}()
+	tick := time.NewTicker(progress)
+	defer tick.Stop()
+	ok, fail := 0, 0
+	for ok+fail < expect {
+		select {
+		case r := <-results:
+			printf("%s", r.line)
+			if r.ok {
+				ok++
+			} else {
+				fail++
+			}
+		case <-tick.C:
+			printf("TCPSTREAM PROGRESS rx=%d tx=%d\n", rx.Load(), tx.Load())
+		}
+	}
+	printf("TCPSTREAM DONE ok=%d fail=%d\n", ok, fail)
+	return fail
+}
+
+func main() {
+	peersFlag := flag.String("peers", "", "comma-separated IPs of all VMs, this one included")
+	selfFlag := flag.String("self", "", "this VM's IP (one of -peers)")
+	port := flag.Int("port", 7000, "TCP port")
+	bytes := flag.Uint64("bytes", 64<<20, "bytes to send to each peer")
+	progress := flag.Duration("progress", time.Second, "time between progress lines")
+	flag.Parse()
+	var peers []string
+	self := -1
+	for i, p := range strings.Split(*peersFlag, ",") {
+		if p == *selfFlag {
+			self = i
+		}
+		peers = append(peers, net.JoinHostPort(p, fmt.Sprint(*port)))
+	}
+	if self < 0 {
+		fmt.Fprintf(os.Stderr, "tcpstream: -self %q not in -peers %q\n", *selfFlag, *peersFlag)
+		os.Exit(2)
+	}
+	lc := net.ListenConfig{KeepAlive: -1}
+	var ln net.Listener
+	var err error
+	// eth0 may not have its address yet: retry for a while.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ln, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(*selfFlag, fmt.Sprint(*port)))
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		fmt.Printf("TCPSTREAM FAIL listen: %v\n", err)
+		os.Exit(1)
+	}
+	if run(ln, self, peers, *bytes, os.Stdout, *progress) > 0 {
+		os.Exit(1)
+	}
+}

@@ -60,8 +60,9 @@ func (p *XenPolicy) String() string {
 // QEMUPolicy is QEMU's pre-copy stop condition: stop when the dirty pages fit
 // in DowntimeLimit at the bandwidth measured in the last round. With
 // AutoConverge, when the pages dirtied in a round exceed ThresholdPct of the
-// pages sent in it twice in a row, the guest's CPU is throttled, starting at
-// InitialPct and rising by IncrementPct up to MaxPct (QEMU's
+// pages sent in it for the second time (as QEMU's dirty_rate_high_cnt, a round
+// below the threshold does not reset the count), the guest's CPU is throttled,
+// starting at InitialPct and rising by IncrementPct up to MaxPct (QEMU's
 // cpu-throttle-initial/-increment, max-cpu-throttle and
 // throttle-trigger-threshold). QEMU itself never gives up; MaxRounds, if
 // non-zero, forces the final pause after that many rounds.

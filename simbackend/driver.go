@@ -105,8 +105,10 @@ func (d *driver) exec(c core.Command) {
 	case core.StartLiveCopy:
 		panic("sim: the simulator runs the core in Driven mode")
 	case core.PauseVM:
-		w.VMs[c.VM].Pause()
-		d.emit(hc.PauseLatency, core.VMPaused{VM: c.VM})
+		// The VM runs on until the pause takes effect; the core hears of
+		// it in the same instant, so its colour flips exactly at the pause
+		// and nothing reaches the paused VM in an earlier colour.
+		w.Eng.After(hc.PauseLatency, vmFunc{d, c.VM, true}, 0, 0)
 	case core.SetColour:
 		w.Net.SetEpoch(c.VM, c.Epoch)
 		d.images[c.VM] = w.capture(c.VM)
@@ -135,7 +137,7 @@ func (d *driver) exec(c core.Command) {
 		})
 	case core.ResumeVM:
 		id := c.VM
-		w.Eng.After(hc.ResumeLatency, resumeFunc{d, id}, 0, 0)
+		w.Eng.After(hc.ResumeLatency, vmFunc{d, id, false}, 0, 0)
 	case core.ThrottleVM:
 		w.VMs[c.VM].SetThrottle(c.Percent)
 	case core.FlushImage:
@@ -164,12 +166,19 @@ func (d *driver) exec(c core.Command) {
 	}
 }
 
-type resumeFunc struct {
-	d  *driver
-	vm core.VMID
+// vmFunc pauses or resumes a VM and tells the core.
+type vmFunc struct {
+	d     *driver
+	vm    core.VMID
+	pause bool
 }
 
-func (r resumeFunc) Handle(Kind, int64) {
-	r.d.w.VMs[r.vm].Resume()
-	r.d.step(core.VMResumed{VM: r.vm})
+func (f vmFunc) Handle(Kind, int64) {
+	if f.pause {
+		f.d.w.VMs[f.vm].Pause()
+		f.d.step(core.VMPaused{VM: f.vm})
+		return
+	}
+	f.d.w.VMs[f.vm].Resume()
+	f.d.step(core.VMResumed{VM: f.vm})
 }

@@ -168,7 +168,11 @@ func (n *Network) Handle(_ Kind, slot int64) {
 	case core.Deliver:
 		n.toVM(f)
 	case core.Drop:
-		n.drop(f, cut.DropColour)
+		why := cut.DropColour
+		if n.cfg.Algorithm == core.VNsnapLog {
+			why = cut.DropQueue // the hold queue is full
+		}
+		n.drop(f, why)
 	case core.Hold:
 		n.Counter.Held++
 	case core.DeliverLog:

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,7 @@ func randomConfig(seed uint64, algo core.Algorithm) Config {
 	cfg.Host.DiskBandwidth = float64(50+r.IntN(450)) * 1e6
 	cfg.Warmup = 300 * time.Millisecond
 	cfg.RunOn = 300 * time.Millisecond
+	cfg.Restore = true
 	return cfg
 }
 
@@ -78,9 +80,39 @@ func TestPropertyConsistent(t *testing.T) {
 				if err != nil {
 					t.Fatalf("seed %d: %v\nrerun: %s", seed, err, rerun("TestPropertyConsistent/"+algo.String(), seed))
 				}
-				if res.State != "committed" || res.Orphans != 0 || !res.StreamsOK {
-					t.Errorf("seed %d (%d VMs on %d hosts, %s, %s sink): state %s, orphans %d (want 0), streams ok %t\nrerun: %s",
-						seed, cfg.VMs, cfg.Hosts, cfg.Traffic, cfg.Sink, res.State, res.Orphans, res.StreamsOK,
+				var problems []string
+				if res.State != "committed" {
+					problems = append(problems, "state "+res.State+", want committed")
+				}
+				if res.Orphans != 0 {
+					problems = append(problems, fmt.Sprintf("%d orphans, want 0", res.Orphans))
+				}
+				if !res.StreamsOK {
+					problems = append(problems, "streams incomplete in the original run")
+				}
+				if res.RestoreOK == nil || !*res.RestoreOK {
+					problems = append(problems, "restore failed: "+res.RestoreError)
+				}
+				if algo == core.VNsnapLog {
+					// Every in-transit frame that reached its receiver's
+					// switch is in the log.
+					if res.Replayed+res.NetDropped != res.InTransit {
+						problems = append(problems, fmt.Sprintf("%d of %d in-transit frames replayed (%d dropped by the network), want all the others",
+							res.Replayed, res.InTransit, res.NetDropped))
+					}
+					// Without drops of any kind, nothing sent before a
+					// snapshot point may need retransmitting after restore.
+					lossless := res.Dropped+res.DroppedQueue+res.DroppedLoss == 0
+					if lossless && res.RestoreRetx != nil && *res.RestoreRetx != 0 {
+						problems = append(problems, fmt.Sprintf("%d bytes retransmitted after restore on a lossless run, want 0", *res.RestoreRetx))
+					}
+				}
+				if res.Replayed != 0 && algo != core.VNsnapLog {
+					problems = append(problems, fmt.Sprintf("%d frames replayed without a log", res.Replayed))
+				}
+				if len(problems) > 0 {
+					t.Errorf("seed %d (%d VMs on %d hosts, %s traffic, %s sink, loss %g): %s\nrerun: %s",
+						seed, cfg.VMs, cfg.Hosts, cfg.Traffic, cfg.Sink, cfg.Host.Link.Loss, strings.Join(problems, "; "),
 						rerun("TestPropertyConsistent/"+algo.String(), seed))
 				}
 			}

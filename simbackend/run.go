@@ -42,6 +42,7 @@ type Result struct {
 	Recovered     int        `json:"recovered_by_tcp"`
 	Replayed      int        `json:"replayed"`
 	Lost          int        `json:"lost"`
+	NetDropped    int        `json:"in_transit_net_dropped"`
 	Dropped       int        `json:"dropped_frames"` // by the colour rule
 	DroppedQueue  int        `json:"dropped_queue"`
 	DroppedLoss   int        `json:"dropped_loss"`
@@ -133,6 +134,7 @@ func Run(cfg Config) (*Result, error) {
 	}
 	cr := checker.Result()
 	res.Orphans, res.InTransit, res.Recovered, res.Replayed, res.Lost = cr.Orphans, cr.InTransit, cr.RecoveredByTCP, cr.Replayed, cr.Lost
+	res.NetDropped = cr.NetDropped
 	res.Dropped, res.DroppedQueue, res.DroppedLoss = cr.DroppedColour, cr.DroppedQueue, cr.DroppedLoss
 	now := eng.Now()
 	var stall Time

@@ -63,8 +63,10 @@ func (s *tcpState) clone() tcpState {
 type TCPStats struct {
 	Segments, Retransmits, Timeouts, FastRetransmits uint64
 	MaxBackoff                                       int
-	// NeededRetx counts bytes this endpoint received for the first time
-	// from a retransmitted segment.
+	// NeededRetx counts bytes this endpoint received, after a restore, for
+	// the first time from a retransmitted segment although its peer had
+	// sent them before its snapshot point: data lost with the network's
+	// state, that logging would have replayed.
 	NeededRetx uint64
 }
 
@@ -88,7 +90,10 @@ type Conn struct {
 	// timerEvAt.
 	timerPending bool
 	timerEvAt    Time
-	Stats        TCPStats
+	// restoredSndMax is SndMax in the image this endpoint was restored
+	// from (0 if not restored).
+	restoredSndMax uint64
+	Stats          TCPStats
 	// OnDeliver is called with the bytes newly delivered in order.
 	OnDeliver func(n uint64)
 	// OnAcked is called when acknowledged data frees send buffer.
@@ -136,6 +141,20 @@ func (c *Conn) Received() uint64 { return c.st.RcvNxt }
 // Backoff returns how many consecutive timeouts the sender has taken.
 func (c *Conn) Backoff() int { return c.backoff }
 
+// segment returns the length and content generation of the segment that
+// starts at off: at most MSS bytes, not past limit, and within one content
+// generation.
+func (c *Conn) segment(off, limit uint64) (uint64, uint32) {
+	n := min(limit-off, MSS)
+	for _, r := range c.st.Gens {
+		if r.From > off && r.From < off+n {
+			n = r.From - off
+			break
+		}
+	}
+	return n, c.genAt(off)
+}
+
 func (c *Conn) genAt(off uint64) uint32 {
 	g := c.st.Gens[0].Gen
 	for _, r := range c.st.Gens {
@@ -161,18 +180,7 @@ func (c *Conn) trySend() {
 		if flight >= win {
 			break
 		}
-		n := s.Written - s.SndNxt
-		if n > MSS {
-			n = MSS
-		}
-		// Keep segments within one content generation.
-		g := c.genAt(s.SndNxt)
-		for _, r := range s.Gens {
-			if r.From > s.SndNxt && r.From < s.SndNxt+n {
-				n = r.From - s.SndNxt
-				break
-			}
-		}
+		n, g := c.segment(s.SndNxt, s.Written)
 		retx := s.SndNxt < s.SndMax
 		c.sendSegment(s.SndNxt, uint32(n), g, retx)
 		if !retx && !s.RTTValid {
@@ -337,15 +345,12 @@ func (c *Conn) processAck(f *Frame) {
 
 func (c *Conn) retransmitHead() {
 	s := &c.st
-	n := s.SndMax - s.SndUna
-	if n > MSS {
-		n = MSS
-	}
-	if n == 0 {
+	if s.SndMax <= s.SndUna {
 		return
 	}
+	n, g := c.segment(s.SndUna, s.SndMax)
 	s.RTTValid = false
-	c.sendSegment(s.SndUna, uint32(n), c.genAt(s.SndUna), true)
+	c.sendSegment(s.SndUna, uint32(n), g, true)
 }
 
 func (c *Conn) sampleRTT(r Time) {
@@ -379,7 +384,9 @@ func (c *Conn) receiveData(f *Frame) {
 	before := s.RcvNxt
 	c.deliver(s.RcvNxt, end, f.Gen)
 	if f.Retx {
-		c.Stats.NeededRetx += end - before
+		if limit := min(end, c.peer.restoredSndMax); limit > before {
+			c.Stats.NeededRetx += limit - before
+		}
 	}
 	for len(s.OOO) > 0 && s.OOO[0].Seq <= s.RcvNxt {
 		o := s.OOO[0]
@@ -424,6 +431,7 @@ func (c *Conn) snapshot() tcpState { return c.st.clone() }
 func (c *Conn) restore(st tcpState, point Time, gen uint32) {
 	c.st = st.clone()
 	c.gen = gen
+	c.restoredSndMax = st.SndMax
 	if c.st.TimerArmed {
 		left := c.st.TimerAt - point
 		if left < 0 {
@@ -443,30 +451,20 @@ func VerifyStream(sender, receiver *Conn) string {
 	if r.RcvNxt != s.Written {
 		return sprintf("received %d bytes, sender wrote %d", r.RcvNxt, s.Written)
 	}
-	// Compare the generation runs over [0, Written).
-	bound := func(runs []genRun, i int, limit uint64) uint64 {
-		if i+1 < len(runs) {
-			return runs[i+1].From
-		}
-		return limit
-	}
+	// Compare the generation runs over [0, Written), run boundary by run
+	// boundary.
 	for off := uint64(0); off < s.Written; {
 		gs, gr := sender.genAt(off), receiver.deliveredGenAt(off)
 		if gs != gr {
 			return sprintf("byte %d: content generation %d received, %d written", off, gr, gs)
 		}
 		next := s.Written
-		for i, run := range s.Gens {
-			if run.From > off {
-				next = min(next, run.From)
-				break
-			}
-			_ = bound(s.Gens, i, s.Written)
-		}
-		for _, run := range r.Delivered {
-			if run.From > off {
-				next = min(next, run.From)
-				break
+		for _, runs := range [][]genRun{s.Gens, r.Delivered} {
+			for _, run := range runs {
+				if run.From > off {
+					next = min(next, run.From)
+					break
+				}
 			}
 		}
 		off = next

@@ -21,6 +21,11 @@ type Result struct {
 	Replayed       int
 	RecoveredByTCP int
 	Lost           int
+	// NetDropped counts the in-transit frames that the network dropped
+	// (a full queue or link loss) without logging them: no switch saw them
+	// arrive, so no algorithm could have recorded them. They are also
+	// counted as recovered or lost.
+	NetDropped int
 	// Drops by reason, over the whole trace.
 	DroppedColour, DroppedQueue, DroppedLoss int
 	// MissingCuts lists VMs with no Cut record for Epoch: the snapshot is
@@ -45,11 +50,12 @@ type sendInfo struct {
 }
 
 type transit struct {
-	frame uint64
-	proto Proto
-	flow  uint32
-	end   uint64
-	len   uint32
+	dropped bool
+	frame   uint64
+	proto   Proto
+	flow    uint32
+	end     uint64
+	len     uint32
 }
 
 const maxOrphanSamples = 8
@@ -79,8 +85,11 @@ func NewChecker(e core.Epoch, n int) *Checker {
 }
 
 // Observe feeds the next record. It returns an error for a malformed trace: an
-// unknown VM, a frame sent twice, a receipt of a frame never sent, or a second
-// cut of a VM for the checker's epoch.
+// unknown VM, a frame sent again before it was delivered or dropped, a receipt
+// or drop of a frame not in flight (never sent, or already resolved), or a
+// second cut of a VM for the checker's epoch. A resolved frame is forgotten
+// (memory stays bounded), so an id reused after its frame was resolved is not
+// detected.
 func (c *Checker) Observe(r Record) error {
 	if int(r.VM) < 0 || int(r.VM) >= len(c.cut) {
 		return fmt.Errorf("cut: record %v: vm %d out of range [0,%d)", r, r.VM, len(c.cut))
@@ -144,6 +153,7 @@ func (c *Checker) Observe(r Record) error {
 		// channel at the cut.
 		if s.inImage && c.cut[r.VM] {
 			c.addTransit(r.Frame, s)
+			c.transit[len(c.transit)-1].dropped = r.Reason != DropColour
 		}
 	case Log:
 		c.logged[r.Frame] = true
@@ -183,6 +193,9 @@ func (c *Checker) Result() Result {
 	}
 	for _, t := range all {
 		res.InTransit++
+		if t.dropped && !c.logged[t.frame] {
+			res.NetDropped++
+		}
 		switch {
 		case c.logged[t.frame]:
 			res.Replayed++

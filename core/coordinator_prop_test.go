@@ -1,0 +1,361 @@
+package core_test
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+)
+
+var (
+	propSeeds = flag.Int("seeds", 1000, "random runs per property test")
+	propSeed  = flag.Uint64("seed", 0, "run only this seed (0: all)")
+)
+
+// TestCoordinatorProperties drives coordinators with a random but correct
+// backend: random configs (every algorithm, mode and sink), completions in a
+// random order, random failures, deadlines, and completions of cancelled
+// copies delivered late. Whatever happens, the run must end committed or
+// aborted with every VM running, coloured once to the epoch and unthrottled;
+// a snapshot point (colour, disk freeze, final copy, memory protection) must
+// happen only while the VM is paused; Step must never fail.
+func TestCoordinatorProperties(t *testing.T) {
+	run := func(seed uint64) {
+		if err := runRandom(seed); err != nil {
+			t.Errorf("seed %d: %v\nrerun with: go test ./core -run TestCoordinatorProperties -seed %d", seed, err, seed)
+		}
+	}
+	if *propSeed != 0 {
+		run(*propSeed)
+		return
+	}
+	for s := uint64(1); s <= uint64(*propSeeds) && !t.Failed(); s++ {
+		run(s)
+	}
+}
+
+// op is a completion the model backend owes the core.
+type op struct {
+	vm   core.VMID
+	live bool       // Observed pre-copy: rounds, then the hypervisor's pause
+	ev   core.Event // otherwise: the event to deliver
+	copy bool       // a copy, which CancelCopy stops
+}
+
+type model struct {
+	r        *rand.Rand
+	cfg      core.Config
+	clock    core.ManualClock
+	c        *core.Coordinator
+	pending  []op
+	timers   map[core.TimerID]time.Duration
+	round    []int // Observed: rounds reported so far
+	paused   []bool
+	colours  []int
+	throttle []int
+	copied   []bool // FinalCopied delivered before the end of the snapshot
+	flushed  []bool
+	commits  int
+	aborts   int
+	failProb int // a Failed is injected with probability 1/failProb (0: never)
+}
+
+func randomConfig(r *rand.Rand) core.Config {
+	cfg := core.Config{
+		Algorithm: core.Algorithms()[r.IntN(len(core.Algorithms()))],
+		Sink:      core.Sink(r.IntN(2)),
+		Mode:      core.Mode(r.IntN(2)),
+		Epoch:     core.Epoch(1 + r.IntN(5)),
+	}
+	hosts := 1 + r.IntN(2)
+	for range hosts {
+		cfg.Hosts = append(cfg.Hosts, core.HostSpec{RAMBudget: int64(r.IntN(5)) << 20})
+	}
+	for range 1 + r.IntN(4) {
+		cfg.VMs = append(cfg.VMs, core.VMSpec{Host: core.HostID(r.IntN(hosts)), MemBytes: int64(1+r.IntN(256)) * core.PageSize})
+	}
+	if r.IntN(2) == 0 {
+		cfg.Deadline = time.Duration(50+r.IntN(2000)) * time.Millisecond
+	}
+	switch r.IntN(4) {
+	case 0:
+		cfg.Policy = nil
+	case 1:
+		cfg.Policy = func() core.StopPolicy { return core.DefaultXen() }
+	case 2:
+		cfg.Policy = func() core.StopPolicy { p := core.DefaultQEMU(false); p.MaxRounds = 30; return p }
+	case 3:
+		cfg.Policy = func() core.StopPolicy { p := core.DefaultQEMU(true); p.MaxRounds = 30; return p }
+	}
+	return cfg
+}
+
+func runRandom(seed uint64) error {
+	r := rand.New(rand.NewPCG(seed, 0xc0de))
+	cfg := randomConfig(r)
+	n := len(cfg.VMs)
+	m := &model{
+		r: r, cfg: cfg, timers: map[core.TimerID]time.Duration{},
+		round: make([]int, n), paused: make([]bool, n), colours: make([]int, n),
+		throttle: make([]int, n), copied: make([]bool, n), flushed: make([]bool, n),
+	}
+	if r.IntN(3) == 0 {
+		m.failProb = 20 + r.IntN(200)
+	}
+	var err error
+	if m.c, err = core.NewCoordinator(cfg, &m.clock); err != nil {
+		return err
+	}
+	desc := fmt.Sprintf("%s/%s/%s vms=%d deadline=%v", cfg.Algorithm, cfg.Mode, cfg.Sink, n, cfg.Deadline)
+	if err := m.step(core.Started{}); err != nil {
+		return fmt.Errorf("%s: %w", desc, err)
+	}
+	if err := m.checkBudget(); err != nil {
+		return fmt.Errorf("%s: %w", desc, err)
+	}
+	for steps := 0; len(m.pending) > 0 || len(m.timers) > 0; steps++ {
+		if steps > 10000 {
+			return fmt.Errorf("%s: no end after %d steps (state %s)", desc, steps, m.c.State())
+		}
+		if err := m.next(); err != nil {
+			return fmt.Errorf("%s: %w", desc, err)
+		}
+	}
+	if err := m.checkEnd(); err != nil {
+		return fmt.Errorf("%s: %w", desc, err)
+	}
+	return nil
+}
+
+// next delivers one event: a timer that is due, an injected failure, or a
+// random pending completion.
+func (m *model) next() error {
+	dt := time.Duration(m.r.IntN(50)) * time.Millisecond
+	for id, at := range m.timers { // at most one timer
+		if len(m.pending) == 0 || m.clock.Now()+dt >= at {
+			m.clock.Set(max(at, m.clock.Now()))
+			delete(m.timers, id)
+			return m.step(core.TimerFired{ID: id})
+		}
+	}
+	m.clock.Set(m.clock.Now() + dt)
+	if m.failProb > 0 && m.r.IntN(m.failProb) == 0 {
+		return m.step(core.Failed{VM: core.VMID(m.r.IntN(len(m.cfg.VMs))), Err: errors.New("injected")})
+	}
+	i := m.r.IntN(len(m.pending))
+	o := m.pending[i]
+	m.pending = append(m.pending[:i], m.pending[i+1:]...)
+	if !o.live {
+		return m.step(o.ev)
+	}
+	// The hypervisor's own loop: another pass, or its final pause.
+	if m.r.IntN(3) == 0 {
+		m.paused[o.vm] = true
+		return m.step(core.VMPaused{VM: o.vm})
+	}
+	m.round[o.vm]++
+	m.pending = append(m.pending, o)
+	return m.step(m.roundCopied(o.vm, m.round[o.vm], m.round[o.vm] == 1))
+}
+
+func (m *model) roundCopied(vm core.VMID, round int, all bool) core.RoundCopied {
+	pages := m.cfg.VMs[vm].MemBytes / core.PageSize
+	sent := pages
+	if !all {
+		sent = m.r.Int64N(pages + 1)
+	}
+	return core.RoundCopied{VM: vm, Round: round, Sent: sent, Dirty: m.r.Int64N(pages + 1),
+		Elapsed: time.Duration(1+m.r.IntN(100)) * time.Millisecond}
+}
+
+func (m *model) step(ev core.Event) error {
+	before := m.c.State()
+	cmds, err := m.c.Step(ev)
+	if err != nil {
+		return fmt.Errorf("Step(%v) in state %s: %w", ev, before, err)
+	}
+	if (before == core.StateAborted || before == core.StateCommitted) && len(cmds) > 0 {
+		return fmt.Errorf("Step(%v) after the end returned %v", ev, cmds)
+	}
+	switch ev := ev.(type) {
+	case core.FinalCopied:
+		if before == core.StateRunning {
+			m.copied[ev.VM] = true
+		}
+	case core.ImageFlushed:
+		if before == core.StateRunning {
+			m.flushed[ev.VM] = true
+		}
+	}
+	aborting := len(cmds) > 0 && isAbort(cmds[len(cmds)-1])
+	for i, c := range cmds {
+		if err := m.exec(c, aborting, i == len(cmds)-1); err != nil {
+			return fmt.Errorf("Step(%v) -> %v: %w", ev, c, err)
+		}
+	}
+	return nil
+}
+
+func isAbort(c core.Command) bool { _, ok := c.(core.Abort); return ok }
+
+// exec carries out one command, checking it is legal now.
+func (m *model) exec(c core.Command, aborting, last bool) error {
+	needPaused := func(vm core.VMID) error {
+		if !m.paused[vm] && !aborting {
+			return errors.New("the VM is running")
+		}
+		return nil
+	}
+	switch c := c.(type) {
+	case core.CopyRound:
+		m.pending = append(m.pending, op{vm: c.VM, copy: true, ev: m.roundCopied(c.VM, c.Round, c.All)})
+	case core.StartLiveCopy:
+		m.pending = append(m.pending, op{vm: c.VM, copy: true, live: true})
+	case core.PauseVM:
+		if m.paused[c.VM] {
+			return errors.New("already paused")
+		}
+		m.paused[c.VM] = true
+		m.pending = append(m.pending, op{vm: c.VM, ev: core.VMPaused{VM: c.VM}})
+	case core.SetColour:
+		if c.Epoch != m.cfg.Epoch {
+			return fmt.Errorf("epoch %d, want %d", c.Epoch, m.cfg.Epoch)
+		}
+		m.colours[c.VM]++
+		return needPaused(c.VM)
+	case core.FreezeDisk:
+		return needPaused(c.VM)
+	case core.CopyFinal:
+		m.pending = append(m.pending, op{vm: c.VM, copy: true, ev: core.FinalCopied{VM: c.VM, Sent: 1}})
+		return needPaused(c.VM)
+	case core.ProtectMemory:
+		m.pending = append(m.pending, op{vm: c.VM, copy: true, ev: core.FinalCopied{VM: c.VM, Sent: 1}})
+		return needPaused(c.VM)
+	case core.ResumeVM:
+		if !m.paused[c.VM] {
+			return errors.New("not paused")
+		}
+		m.paused[c.VM] = false
+		m.pending = append(m.pending, op{vm: c.VM, ev: core.VMResumed{VM: c.VM}})
+	case core.ThrottleVM:
+		if m.cfg.Mode != core.Driven || m.paused[c.VM] && c.Percent != 0 {
+			return errors.New("throttle outside a Driven live copy")
+		}
+		m.throttle[c.VM] = c.Percent
+	case core.FlushImage:
+		m.pending = append(m.pending, op{vm: c.VM, copy: true, ev: core.ImageFlushed{VM: c.VM}})
+	case core.CancelCopy:
+		if !aborting {
+			return errors.New("outside an abort")
+		}
+		// Half the time the cancelled copy still reports, late.
+		if m.r.IntN(2) == 0 {
+			kept := m.pending[:0]
+			for _, o := range m.pending {
+				if o.vm != c.VM || !o.copy {
+					kept = append(kept, o)
+				}
+			}
+			m.pending = kept
+		} else {
+			for i, o := range m.pending {
+				if o.vm == c.VM && o.live { // a late pass, not a pause
+					m.pending[i] = op{vm: o.vm, ev: m.roundCopied(o.vm, m.round[o.vm]+1, false)}
+				}
+			}
+		}
+	case core.SetTimer:
+		if len(m.timers) > 0 {
+			return errors.New("a second timer")
+		}
+		m.timers[c.ID] = c.At
+	case core.CancelTimer:
+		if _, ok := m.timers[c.ID]; !ok {
+			return errors.New("no such timer")
+		}
+		delete(m.timers, c.ID)
+	case core.Commit:
+		m.commits++
+		if c.Epoch != m.cfg.Epoch {
+			return fmt.Errorf("commit of epoch %d, want %d", c.Epoch, m.cfg.Epoch)
+		}
+		if m.failProb > 0 && m.r.IntN(4) == 0 {
+			m.pending = append(m.pending, op{ev: core.Failed{VM: 0, Err: errors.New("manifest")}})
+		} else {
+			m.pending = append(m.pending, op{ev: core.Committed{}})
+		}
+	case core.Abort:
+		m.aborts++
+		if !last {
+			return errors.New("Abort is not the last command")
+		}
+	default:
+		return fmt.Errorf("unknown command %T", c)
+	}
+	return nil
+}
+
+// checkBudget checks the memory sink's reservations after Started: greedy in
+// VMID order, never over a host's budget.
+func (m *model) checkBudget() error {
+	used := make([]int64, len(m.cfg.Hosts))
+	for i, v := range m.c.Report().VMs {
+		spec := m.cfg.VMs[i]
+		fits := used[spec.Host]+spec.MemBytes <= m.cfg.Hosts[spec.Host].RAMBudget
+		switch {
+		case m.cfg.Sink == core.DiskSink:
+			if v.Sink != core.DiskSink || v.Fallback {
+				return fmt.Errorf("vm %d: sink %s fallback %t with the disk sink", i, v.Sink, v.Fallback)
+			}
+		case fits:
+			if v.Sink != core.MemorySink || v.Fallback {
+				return fmt.Errorf("vm %d fits its host's budget but got sink %s fallback %t", i, v.Sink, v.Fallback)
+			}
+			used[spec.Host] += spec.MemBytes
+		default:
+			if v.Sink != core.DiskSink || !v.Fallback {
+				return fmt.Errorf("vm %d does not fit its host's budget but got sink %s fallback %t", i, v.Sink, v.Fallback)
+			}
+		}
+	}
+	return nil
+}
+
+func (m *model) checkEnd() error {
+	rep := m.c.Report()
+	for vm := range m.cfg.VMs {
+		switch {
+		case m.paused[vm]:
+			return fmt.Errorf("vm %d left paused", vm)
+		case m.colours[vm] != 1:
+			return fmt.Errorf("vm %d coloured %d times, want once", vm, m.colours[vm])
+		case m.throttle[vm] != 0:
+			return fmt.Errorf("vm %d left throttled at %d%%", vm, m.throttle[vm])
+		}
+	}
+	switch rep.State {
+	case core.StateCommitted:
+		if m.commits != 1 || m.aborts != 0 {
+			return fmt.Errorf("committed after %d commits and %d aborts", m.commits, m.aborts)
+		}
+		for vm, v := range rep.VMs {
+			if !m.copied[vm] || (v.Sink == core.MemorySink && !m.flushed[vm]) {
+				return fmt.Errorf("committed with vm %d copied=%t flushed=%t", vm, m.copied[vm], m.flushed[vm])
+			}
+			if !v.Done || !v.HasPoint || v.Rounds < 1 || v.Downtime() < 0 || v.Resumed < v.Paused {
+				return fmt.Errorf("committed with vm %d report %+v", vm, v)
+			}
+		}
+	case core.StateAborted:
+		if m.aborts != 1 || rep.Reason == "" {
+			return fmt.Errorf("aborted after %d aborts, reason %q", m.aborts, rep.Reason)
+		}
+	default:
+		return fmt.Errorf("ended in state %s", rep.State)
+	}
+	return nil
+}

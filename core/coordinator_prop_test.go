@@ -12,7 +12,7 @@ import (
 )
 
 var (
-	propSeeds = flag.Int("seeds", 1000, "random runs per property test")
+	propSeeds = flag.Int("seeds", 3000, "random runs per property test")
 	propSeed  = flag.Uint64("seed", 0, "run only this seed (0: all)")
 )
 
@@ -24,9 +24,19 @@ var (
 // a snapshot point (colour, disk freeze, final copy, memory protection) must
 // happen only while the VM is paused; Step must never fail.
 func TestCoordinatorProperties(t *testing.T) {
+	ends := map[string]int{}
 	run := func(seed uint64) {
-		if err := runRandom(seed); err != nil {
+		rep, err := runRandom(seed)
+		if err != nil {
 			t.Errorf("seed %d: %v\nrerun with: go test ./core -run TestCoordinatorProperties -seed %d", seed, err, seed)
+			return
+		}
+		ends[fmt.Sprintf("%s/%s", rep.Algorithm, rep.State)]++
+		for _, v := range rep.VMs {
+			if v.MaxThrottle > 0 {
+				ends["throttled/"+rep.State.String()]++
+				break
+			}
 		}
 	}
 	if *propSeed != 0 {
@@ -36,6 +46,20 @@ func TestCoordinatorProperties(t *testing.T) {
 	for s := uint64(1); s <= uint64(*propSeeds) && !t.Failed(); s++ {
 		run(s)
 	}
+	// The runs must reach both ends for every algorithm, or they prove little.
+	for _, a := range core.Algorithms() {
+		for _, st := range []core.State{core.StateCommitted, core.StateAborted} {
+			if k := fmt.Sprintf("%s/%s", a, st); ends[k] == 0 && !t.Failed() {
+				t.Errorf("no run ended %s in %d seeds", k, *propSeeds)
+			}
+		}
+	}
+	for _, k := range []string{"throttled/committed", "throttled/aborted"} {
+		if ends[k] == 0 && !t.Failed() {
+			t.Errorf("no run ended %s in %d seeds", k, *propSeeds)
+		}
+	}
+	t.Logf("ends: %v", ends)
 }
 
 // op is a completion the model backend owes the core.
@@ -94,7 +118,7 @@ func randomConfig(r *rand.Rand) core.Config {
 	return cfg
 }
 
-func runRandom(seed uint64) error {
+func runRandom(seed uint64) (core.Report, error) {
 	r := rand.New(rand.NewPCG(seed, 0xc0de))
 	cfg := randomConfig(r)
 	n := len(cfg.VMs)
@@ -108,27 +132,27 @@ func runRandom(seed uint64) error {
 	}
 	var err error
 	if m.c, err = core.NewCoordinator(cfg, &m.clock); err != nil {
-		return err
+		return core.Report{}, err
 	}
 	desc := fmt.Sprintf("%s/%s/%s vms=%d deadline=%v", cfg.Algorithm, cfg.Mode, cfg.Sink, n, cfg.Deadline)
 	if err := m.step(core.Started{}); err != nil {
-		return fmt.Errorf("%s: %w", desc, err)
+		return core.Report{}, fmt.Errorf("%s: %w", desc, err)
 	}
 	if err := m.checkBudget(); err != nil {
-		return fmt.Errorf("%s: %w", desc, err)
+		return core.Report{}, fmt.Errorf("%s: %w", desc, err)
 	}
 	for steps := 0; len(m.pending) > 0 || len(m.timers) > 0; steps++ {
 		if steps > 10000 {
-			return fmt.Errorf("%s: no end after %d steps (state %s)", desc, steps, m.c.State())
+			return core.Report{}, fmt.Errorf("%s: no end after %d steps (state %s)", desc, steps, m.c.State())
 		}
 		if err := m.next(); err != nil {
-			return fmt.Errorf("%s: %w", desc, err)
+			return core.Report{}, fmt.Errorf("%s: %w", desc, err)
 		}
 	}
 	if err := m.checkEnd(); err != nil {
-		return fmt.Errorf("%s: %w", desc, err)
+		return core.Report{}, fmt.Errorf("%s: %w", desc, err)
 	}
-	return nil
+	return m.c.Report(), nil
 }
 
 // next delivers one event: a timer that is due, an injected failure, or a
@@ -169,7 +193,7 @@ func (m *model) roundCopied(vm core.VMID, round int, all bool) core.RoundCopied 
 		sent = m.r.Int64N(pages + 1)
 	}
 	return core.RoundCopied{VM: vm, Round: round, Sent: sent, Dirty: m.r.Int64N(pages + 1),
-		Elapsed: time.Duration(1+m.r.IntN(100)) * time.Millisecond}
+		Elapsed: time.Duration(1+m.r.IntN(3000)) * time.Millisecond}
 }
 
 func (m *model) step(ev core.Event) error {

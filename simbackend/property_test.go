@@ -33,7 +33,7 @@ func randomConfig(seed uint64, algo core.Algorithm) Config {
 	if cfg.Traffic == "all-to-all" {
 		flows = cfg.VMs - 1
 	}
-	cfg.FlowRate = float64(256<<10+r.IntN(2<<20)) / float64(flows)
+	cfg.FlowRate = float64(128<<10+r.IntN(1<<20)) / float64(flows)
 	cfg.UDP = r.IntN(2) == 0
 	cfg.Host.Link.Loss = []float64{0, 0, 0.001, 0.01}[r.IntN(4)]
 	cfg.Host.DiskBandwidth = float64(50+r.IntN(450)) * 1e6
@@ -74,6 +74,7 @@ func TestPropertyConsistent(t *testing.T) {
 			continue
 		}
 		t.Run(algo.String(), func(t *testing.T) {
+			t.Parallel()
 			for _, seed := range seeds {
 				cfg := randomConfig(seed, algo)
 				res, err := Run(cfg)

@@ -100,7 +100,21 @@ func TestCheckerTraces(t *testing.T) {
 			trace: []cut.Record{
 				udp(1, 0), cutAt(1, e), drop(1, 1, cut.DropQueue), cutAt(0, e),
 			},
-			want: cut.Result{Sent: 1, InTransit: 1, Lost: 1, DroppedQueue: 1},
+			want: cut.Result{Sent: 1, InTransit: 1, Lost: 1, NetDropped: 1, DroppedQueue: 1},
+		},
+		{
+			name: "logged, then dropped after the receiver's cut, is replayed",
+			trace: []cut.Record{
+				udp(1, 0), cutAt(1, e), logged(1, 1), drop(1, 1, cut.DropQueue), cutAt(0, e),
+			},
+			want: cut.Result{Sent: 1, InTransit: 1, Replayed: 1, DroppedQueue: 1},
+		},
+		{
+			name: "dropped by the colour rule after the receiver's cut is not a network drop",
+			trace: []cut.Record{
+				udp(1, 0), cutAt(1, e), drop(1, 1, cut.DropColour), cutAt(0, e),
+			},
+			want: cut.Result{Sent: 1, InTransit: 1, Lost: 1, DroppedColour: 1},
 		},
 		{
 			name: "dropped before the receiver's cut was lost in the run itself",
@@ -171,7 +185,7 @@ func TestCheckerTraces(t *testing.T) {
 			trace: []cut.Record{
 				udp(1, 0), udp(2, 1), cutAt(0, e), cutAt(1, e), recv(2, 0), drop(1, 1, cut.DropLoss),
 			},
-			want: cut.Result{Sent: 2, InTransit: 2, Lost: 2, DroppedLoss: 1},
+			want: cut.Result{Sent: 2, InTransit: 2, Lost: 2, NetDropped: 1, DroppedLoss: 1},
 		},
 		{
 			name: "other protocols in transit are lost",

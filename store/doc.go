@@ -15,8 +15,11 @@
 // and one zstd frame (with zstd's content checksum) of the chunk. Streams are
 // cut with a Rabin fingerprint over a 64-byte window (restic's chunker, fixed
 // polynomial 0x3DA3358B4DC173), chunks 256 KiB to 4 MiB, about 1.25 MiB on
-// average, so the same content always yields the same chunks, and a change to
-// a few pages of a stream invalidates only the one or two chunks around it.
+// average for high-entropy data, so the same content always yields the same
+// chunks, and a change to a few pages of a stream invalidates only the one or
+// two chunks around it. The Rabin fingerprint of a window of zeros is zero, a
+// cut point, so data with frequent zero runs (zero pages) is cut near the
+// 256 KiB minimum: finer deduplication for more chunk files.
 //
 // The manifest (schema version SchemaVersion) is indented JSON: name,
 // creation time, algorithm, epoch, free-form labels, chunking parameters, per
@@ -43,10 +46,11 @@
 //     before io.EOF. Failures are *CorruptError values naming the snapshot,
 //     VM, stream, chunk index, address and file. Snapshot.Verify checks
 //     everything and reports every problem.
-//   - Writing streams holds at most a few chunk buffers per stream (about
-//     13 MiB), whatever the stream's size. Streams are written concurrently
-//     by independent goroutines; identical chunks written at the same time
-//     by two writers are stored once.
+//   - Writing a stream holds at most three chunk buffers and two compressed
+//     buffers (about 22 MiB at worst, whatever the stream's size): one
+//     goroutine chunks and hashes while two compress and write. Streams are
+//     written concurrently by independent goroutines; identical chunks written
+//     at the same time by two streams or two writers are stored once.
 //   - GC runs only with the store to itself (ErrBusy otherwise), so it never
 //     removes a chunk that an unfinished writer deduplicated against or an
 //     open snapshot is reading.

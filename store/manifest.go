@@ -25,7 +25,7 @@ type Manifest struct {
 	Created   time.Time         `json:"created"`
 	Algorithm string            `json:"algorithm"`
 	Epoch     uint64            `json:"epoch"`
-	Meta      map[string]string `json:"meta"`
+	Labels    map[string]string `json:"labels"`
 	Chunking  Chunking          `json:"chunking"`
 	VMs       []VM              `json:"vms"`
 	Extras    []Stream          `json:"extras"`
@@ -226,7 +226,7 @@ func (m *Manifest) find(vm, stream string) *Stream {
 	return nil
 }
 
-// refs calls fn for every stream in the manifest, VMs first, in order.
+// eachStream calls fn for every stream in the manifest, VMs first, in order.
 func (m *Manifest) eachStream(fn func(vm string, s *Stream)) {
 	for i := range m.VMs {
 		for j := range m.VMs[i].Streams {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -70,7 +71,7 @@ type Writer struct {
 	streams map[streamKey]*StreamWriter
 
 	poolMu sync.Mutex       // guards known, shards and added; never held with mu by a stream goroutine
-	known  map[string]int64 // chunk address -> stored size, for chunks known to be in the pool
+	known  map[string]int64 // chunk address -> stored size, or -1 while being written
 	shards map[string]bool  // shard directories referenced, synced at Commit
 	added  Added
 }
@@ -196,10 +197,12 @@ func (w *Writer) manifest() (*Manifest, error) {
 		Created:   w.meta.Created,
 		Algorithm: w.meta.Algorithm,
 		Epoch:     w.meta.Epoch,
-		Meta:      w.meta.Labels,
+		Labels:    w.meta.Labels,
 		Chunking:  chunkingInfo(),
 	}
 	vms := make(map[string][]Stream)
+	w.poolMu.Lock()
+	defer w.poolMu.Unlock()
 	for _, k := range slices.SortedFunc(maps.Keys(w.streams), func(a, b streamKey) int {
 		return cmp.Or(cmp.Compare(a.vm, b.vm), cmp.Compare(a.stream, b.stream))
 	}) {
@@ -213,6 +216,10 @@ func (w *Writer) manifest() (*Manifest, error) {
 		case err != nil:
 			return nil, fmt.Errorf("%s failed: %w", k, err)
 		}
+		s.Chunks = slices.Clone(s.Chunks)
+		for i := range s.Chunks {
+			s.Chunks[i].Stored = w.known[s.Chunks[i].Addr]
+		}
 		if k.vm == "" {
 			m.Extras = append(m.Extras, s)
 		} else {
@@ -222,9 +229,7 @@ func (w *Writer) manifest() (*Manifest, error) {
 	for _, vm := range slices.Sorted(maps.Keys(vms)) {
 		m.VMs = append(m.VMs, VM{Name: vm, Streams: vms[vm]})
 	}
-	w.poolMu.Lock()
 	m.Added = w.added
-	w.poolMu.Unlock()
 	if err := m.check(); err != nil {
 		panic(fmt.Sprintf("store: writer built an inconsistent manifest: %v", err))
 	}
@@ -271,6 +276,7 @@ func (w *Writer) Abort() error {
 func (w *Writer) abortLocked() error {
 	w.state = writerAborted
 	for _, sw := range w.streams {
+		sw.aborted.Store(true)
 		sw.pw.CloseWithError(ErrAborted)
 		<-sw.done
 	}
@@ -279,25 +285,28 @@ func (w *Writer) abortLocked() error {
 	return err
 }
 
-// lookup returns the stored size of a chunk known to be in the pool.
-func (w *Writer) lookup(addr string) (int64, bool) {
-	w.poolMu.Lock()
-	defer w.poolMu.Unlock()
-	n, ok := w.known[addr]
-	return n, ok
-}
-
-func (w *Writer) remember(addr string, stored int64, created bool) {
+// claim reports whether the caller is the first of this writer's streams to
+// meet chunk addr, and so must make sure it is in the pool and call stored.
+func (w *Writer) claim(addr string) bool {
 	w.poolMu.Lock()
 	defer w.poolMu.Unlock()
 	if _, ok := w.known[addr]; ok {
-		return
+		return false
 	}
-	w.known[addr] = stored
+	w.known[addr] = -1 // pending until stored
 	w.shards[addr[:2]] = true
+	return true
+}
+
+// stored records that chunk addr is in the pool with the given file size,
+// and whether this writer created it.
+func (w *Writer) stored(addr string, size int64, created bool) {
+	w.poolMu.Lock()
+	defer w.poolMu.Unlock()
+	w.known[addr] = size
 	if created {
 		w.added.Chunks++
-		w.added.Stored += stored
+		w.added.Stored += size
 	}
 }
 
@@ -308,6 +317,8 @@ type StreamWriter struct {
 	key  streamKey
 	pw   *io.PipeWriter
 	done chan struct{} // closed when run returns
+
+	aborted atomic.Bool // set by Abort before it closes pw
 
 	mu     sync.Mutex
 	closed bool
@@ -323,6 +334,9 @@ func (sw *StreamWriter) Write(p []byte) (int, error) {
 	if err != nil {
 		if errors.Is(err, io.ErrClosedPipe) {
 			err = ErrFinished
+			if sw.aborted.Load() {
+				err = ErrAborted
+			}
 		}
 		return n, fmt.Errorf("store: snapshot %q %s: %w", sw.w.name, sw.key, err)
 	}
@@ -377,44 +391,101 @@ func (sw *StreamWriter) run(pr *io.PipeReader) {
 	sw.mu.Unlock()
 }
 
+// store runs the stream's pipeline: this goroutine chunks and hashes, and
+// writeWorkers goroutines compress and write new chunks, so that compression
+// and the fsync of one chunk overlap with chunking the next. Memory is bounded
+// by writeWorkers+1 chunk buffers plus one compressed buffer per worker. The
+// refs' Stored sizes are filled in at Commit, once every write has finished.
 func (sw *StreamWriter) store(r io.Reader) (Stream, error) {
 	w := sw.w
 	s := Stream{Name: sw.key.stream}
+	free := make(chan []byte, writeWorkers+1)
+	for range writeWorkers + 1 {
+		free <- make([]byte, 0, maxChunk)
+	}
+	jobs := make(chan chunkJob)
+	failed := make(chan struct{})
+	var (
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		werr    error
+	)
+	for range writeWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			enc := newEncoder()
+			defer enc.Close()
+			var file []byte
+			for j := range jobs {
+				file = encodeChunk(enc, file, j.data)
+				free <- j.data
+				size, created, err := writeChunk(w.root, j.addr, file)
+				if err != nil {
+					errOnce.Do(func() { werr = err; close(failed) })
+					continue
+				}
+				w.stored(j.addr, size, created)
+			}
+		}()
+	}
+	err := sw.chunk(r, &s, free, jobs, failed)
+	close(jobs)
+	wg.Wait()
+	if werr != nil {
+		return s, werr
+	}
+	return s, err
+}
+
+// writeWorkers is the number of goroutines per stream that compress and
+// write chunks.
+const writeWorkers = 2
+
+type chunkJob struct {
+	addr string
+	data []byte
+}
+
+func (sw *StreamWriter) chunk(r io.Reader, s *Stream, free chan []byte, jobs chan<- chunkJob, failed <-chan struct{}) error {
+	w := sw.w
 	c := chunker.NewWithBoundaries(r, polynomial, minChunk, maxChunk)
 	c.SetAverageBits(avgBits)
-	enc := newEncoder()
-	defer enc.Close()
-	buf := make([]byte, 0, maxChunk)
-	var file []byte
 	image := sha256.New()
 	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-failed:
+			return nil // the worker's error is reported
+		}
 		ch, err := c.Next(buf)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return s, err
+			return err
 		}
 		image.Write(ch.Data)
 		sum := sha256.Sum256(ch.Data)
 		addr := hex.EncodeToString(sum[:])
-		stored, ok := w.lookup(addr)
-		if !ok {
-			if fi, err := os.Stat(chunkPath(w.root, addr)); err == nil {
-				stored = fi.Size()
-				w.remember(addr, stored, false)
-			} else {
-				file = encodeChunk(enc, file, ch.Data)
-				var created bool
-				if stored, created, err = writeChunk(w.root, addr, file); err != nil {
-					return s, err
-				}
-				w.remember(addr, stored, created)
-			}
-		}
-		s.Chunks = append(s.Chunks, ChunkRef{Addr: addr, Size: int64(len(ch.Data)), Stored: stored})
+		s.Chunks = append(s.Chunks, ChunkRef{Addr: addr, Size: int64(len(ch.Data))})
 		s.Length += int64(len(ch.Data))
+		if !w.claim(addr) {
+			free <- ch.Data
+			continue
+		}
+		if fi, err := os.Stat(chunkPath(w.root, addr)); err == nil {
+			w.stored(addr, fi.Size(), false)
+			free <- ch.Data
+			continue
+		}
+		select {
+		case jobs <- chunkJob{addr, ch.Data}:
+		case <-failed:
+			return nil
+		}
 	}
 	s.SHA256 = hex.EncodeToString(image.Sum(nil))
-	return s, nil
+	return nil
 }

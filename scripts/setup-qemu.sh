@@ -9,7 +9,8 @@
 #     QEMU 7.2 from bookworm silently corrupts pre-copy snapshots under TCG, fixed by
 #     commit "physmem: Fix migration dirty bitmap coherency with TCG memory access");
 #   - the guest build inputs: linux-image-amd64 (the cloud flavour lacks e1000; the
-#     guest initramfs takes only the few modules it needs), busybox-static.
+#     guest initramfs takes only the few modules it needs), busybox-static,
+#     xz-utils (to unpack the kernel into an ELF vmlinux that boots via PVH).
 set -eu
 
 MIN_MAJOR=9
@@ -36,7 +37,7 @@ elif [ "$(qemu_major)" -lt "$MIN_MAJOR" ]; then
 	need_qemu=1
 fi
 need_guest=""
-for p in "$KERNEL_PKG" busybox-static; do
+for p in "$KERNEL_PKG" busybox-static xz-utils; do
 	installed "$p" || need_guest="$need_guest $p"
 done
 

@@ -46,8 +46,8 @@ type Header struct {
 	Len uint32
 }
 
-// errHeader is wrapped by ParseHeader's errors.
-var errHeader = errors.New("bad tunnel header")
+// ErrBadHeader is wrapped by every error ParseHeader returns.
+var ErrBadHeader = errors.New("vnet: bad tunnel header")
 
 // AppendHeader appends h's wire form to b.
 func AppendHeader(b []byte, h Header) []byte {
@@ -62,10 +62,10 @@ func AppendHeader(b []byte, h Header) []byte {
 // the frame length it announces matches the rest of d.
 func ParseHeader(d []byte) (Header, error) {
 	if len(d) < HeaderLen {
-		return Header{}, fmt.Errorf("%w: %d bytes, want at least %d", errHeader, len(d), HeaderLen)
+		return Header{}, fmt.Errorf("%w: %d bytes, want at least %d", ErrBadHeader, len(d), HeaderLen)
 	}
 	if d[0] != HeaderMagic || d[1] != HeaderVersion {
-		return Header{}, fmt.Errorf("%w: magic %#x version %d, want %#x version %d", errHeader, d[0], d[1], HeaderMagic, HeaderVersion)
+		return Header{}, fmt.Errorf("%w: magic %#x version %d, want %#x version %d", ErrBadHeader, d[0], d[1], HeaderMagic, HeaderVersion)
 	}
 	h := Header{
 		Flags: d[3],
@@ -75,7 +75,7 @@ func ParseHeader(d []byte) (Header, error) {
 		Len:   binary.BigEndian.Uint32(d[20:]),
 	}
 	if int(h.Len) != len(d)-HeaderLen || h.Len < MinFrame {
-		return Header{}, fmt.Errorf("%w: frame length %d in a %d-byte datagram", errHeader, h.Len, len(d))
+		return Header{}, fmt.Errorf("%w: frame length %d in a %d-byte datagram", ErrBadHeader, h.Len, len(d))
 	}
 	return h, nil
 }

@@ -30,7 +30,7 @@ var DefaultPrograms = []string{"heartbeat", "dirtier", "tcpstream"}
 // Config says what goes into a guest image. The zero value of every field but
 // CacheDir and ModuleRoot selects a default.
 type Config struct {
-	// CacheDir receives vmlinuz, initrd.gz and inputs.sha256. Required.
+	// CacheDir receives vmlinux, initrd.gz and inputs.sha256. Required.
 	CacheDir string
 	// ModuleRoot is the root of the vnsnap Go module (holding
 	// workloads/guest). Required.
@@ -127,7 +127,7 @@ func Build(ctx context.Context, cfg Config) (Image, error) {
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	img := Image{
-		Kernel:        filepath.Join(cfg.CacheDir, "vmlinuz"),
+		Kernel:        filepath.Join(cfg.CacheDir, "vmlinux"),
 		Initrd:        filepath.Join(cfg.CacheDir, "initrd.gz"),
 		KernelVersion: cfg.KernelVersion,
 		Hash:          sum,
@@ -171,6 +171,13 @@ func Build(ctx context.Context, cfg Config) (Image, error) {
 	kdata, err := os.ReadFile(kernel)
 	if err != nil {
 		return Image{}, fmt.Errorf("guestimg: %w", err)
+	}
+	// QEMU boots an uncompressed ELF vmlinux through its PVH entry point,
+	// skipping SeaBIOS's real-mode path and the in-guest decompression, which
+	// under TCG halves the boot time (about 5.5 s to 2.7 s). Fall back to the
+	// bzImage when the payload cannot be extracted.
+	if vmlinux, err := extractVmlinux(ctx, kdata); err == nil {
+		kdata = vmlinux
 	}
 	for _, f := range []struct {
 		path string
@@ -340,4 +347,23 @@ func writeAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// extractVmlinux returns the ELF kernel inside an xz-compressed bzImage, using
+// the xz command (xz-utils is required in Debian).
+func extractVmlinux(ctx context.Context, bz []byte) ([]byte, error) {
+	i := bytes.Index(bz, []byte("\xfd7zXZ\x00"))
+	if i < 0 {
+		return nil, errors.New("no xz payload in kernel image")
+	}
+	cmd := exec.CommandContext(ctx, "xz", "-dc", "--single-stream")
+	cmd.Stdin = bytes.NewReader(bz[i:])
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("xz: %w", err)
+	}
+	if !bytes.HasPrefix(out, []byte("\x7fELF")) {
+		return nil, errors.New("kernel payload is not ELF")
+	}
+	return out, nil
 }

@@ -1,0 +1,261 @@
+package qemubackend
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+)
+
+// requireQEMU probes the installed QEMU. Without QEMU (or with -short) the
+// test is skipped, except in CI (CI set), where a missing QEMU is a failure.
+func requireQEMU(t *testing.T) *Host {
+	t.Helper()
+	if testing.Short() && os.Getenv("CI") == "" {
+		t.Skip("real QEMU test: skipped in -short mode (never in CI)")
+	}
+	h, err := Probe(context.Background(), "")
+	if errors.Is(err, ErrNoQEMU) && os.Getenv("CI") == "" {
+		t.Skipf("QEMU not installed (run scripts/setup-qemu.sh): %v", err)
+	}
+	if err != nil {
+		t.Fatalf("QEMU unusable: %v (run scripts/setup-qemu.sh as root)", err)
+	}
+	return h
+}
+
+// guestImage builds (or reuses) the guest image in <module>/.cache/guest.
+func guestImage(t *testing.T) guestimg.Image {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	img, err := guestimg.Build(context.Background(), guestimg.Config{
+		CacheDir:   filepath.Join(root, ".cache", "guest"),
+		ModuleRoot: root,
+	})
+	if err != nil {
+		t.Fatalf("build guest image: %v", err)
+	}
+	t.Logf("guest image %s (rebuilt=%v) in %v", img.Initrd, img.Rebuilt, time.Since(start).Round(time.Millisecond))
+	return img
+}
+
+// startVM boots a VM and arranges for it to be killed when the test ends.
+func startVM(ctx context.Context, t *testing.T, h *Host, spec Spec) *VM {
+	t.Helper()
+	vm, err := Start(ctx, h, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vm.Kill)
+	return vm
+}
+
+// consoleLog writes a VM's console to a file in the test's temp dir, shown
+// when the test fails.
+func consoleLog(t *testing.T, name string) *os.File {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), name+".console"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		f.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(f.Name())
+			if len(b) > 4000 {
+				b = b[len(b)-4000:]
+			}
+			t.Logf("console of %s (tail):\n%s", name, b)
+		}
+	})
+	return f
+}
+
+func isHeartbeat(l Line) bool { _, ok := l.Heartbeat(); return ok }
+
+type snap struct {
+	method Method
+	path   string
+	stats  Stats
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	h := requireQEMU(t)
+	img := guestImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	spec := Spec{
+		Name:      "vm1",
+		MemoryMiB: 128,
+		Kernel:    img.Kernel,
+		Initrd:    img.Initrd,
+		Append: guestimg.KernelArgs("", "",
+			guestimg.Program{Name: "heartbeat"},
+			guestimg.Program{Name: "dirtier", Args: []string{"-rate=8", "-ws=16"}}),
+	}
+	spec.ConsoleLog = consoleLog(t, "vm1")
+	bootStart := time.Now()
+	vm := startVM(ctx, t, h, spec)
+	first, _, err := vm.Console.WaitFor(ctx, 0, isHeartbeat)
+	if err != nil {
+		t.Fatalf("waiting for the first heartbeat: %v%s", err, vm.stderrTail())
+	}
+	t.Logf("boot to first heartbeat: %v (QEMU %s, machine %s)", first.At.Sub(bootStart).Round(time.Millisecond), h.Version, h.Machine)
+	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
+		t.Fatalf("waiting for the dirtier's first sweep: %v", err)
+	}
+
+	dir := t.TempDir()
+	var snaps []snap
+	for _, m := range []Method{Precopy, StopCopy, Background} {
+		path := filepath.Join(dir, m.String()+".vmstate")
+		var events []string
+		var hookStatus string
+		var hook func(context.Context) error
+		if m != Background {
+			hook = func(ctx context.Context) error {
+				var err error
+				hookStatus, err = vm.Status(ctx)
+				return err
+			}
+		}
+		st := takeSnapshot(ctx, t, vm, path, Options{
+			Method:          m,
+			AtSnapshotPoint: hook,
+			OnEvent: func(e SnapshotEvent) {
+				switch e := e.(type) {
+				case PassStarted:
+					events = append(events, "pass")
+				case VMPaused:
+					events = append(events, "paused")
+				case VMResumed:
+					events = append(events, "resumed")
+				case SnapshotPointReached:
+					events = append(events, "point")
+				case MigrationStatusChanged:
+					events = append(events, e.Status)
+				default:
+					panic("unknown event")
+				}
+			},
+		})
+		t.Logf("%-10s status-at-point=%q pause(outside)=%v qemu-downtime=%v passes=%d bytes=%d duration=%v point-hb=%d events=%s",
+			m, hookStatus, st.Pause.Gap.Round(time.Millisecond), st.QEMUDowntime, st.Passes, st.Bytes,
+			st.Duration.Round(time.Millisecond), st.PointHeartbeat, strings.Join(events, ","))
+		if !st.HavePoint || st.Pause.Count == 0 {
+			t.Fatalf("%s: no heartbeat measured around the snapshot: %+v", m, st)
+		}
+		if m == Precopy && !strings.Contains(strings.Join(events, ","), "pre-switchover,point") {
+			t.Errorf("precopy events %v: want pre-switchover then the snapshot point", events)
+		}
+		if hook != nil && (hookStatus == "" || hookStatus == "running") {
+			t.Errorf("%s: VM status at the snapshot point = %q, want paused", m, hookStatus)
+		}
+		snaps = append(snaps, snap{m, path, st})
+		// The original keeps running its workload.
+		n := vm.Console.Len()
+		if _, _, err := vm.Console.WaitFor(ctx, n, isHeartbeat); err != nil {
+			t.Fatalf("after %s snapshot the VM does not run: %v", m, err)
+		}
+	}
+	pre, sc := snaps[0].stats.Pause.Gap, snaps[1].stats.Pause.Gap
+	t.Logf("pause seen from outside: stop-copy/precopy = %.1f (%v / %v), background %v",
+		float64(sc)/float64(pre), sc.Round(time.Millisecond), pre.Round(time.Millisecond),
+		snaps[2].stats.Pause.Gap.Round(time.Millisecond))
+	checkNoFail(t, vm, "original")
+	vm.Kill()
+
+	runs := []snap{snaps[0], snaps[0], snaps[0], snaps[1], snaps[2]}
+	for i, s := range runs {
+		t.Run(s.method.String(), func(t *testing.T) {
+			restoreAndCheck(ctx, t, h, spec, s, i)
+		})
+	}
+}
+
+func takeSnapshot(ctx context.Context, t *testing.T, vm *VM, path string, opts Options) Stats {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	st, err := vm.Snapshot(ctx, bw, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func restoreAndCheck(ctx context.Context, t *testing.T, h *Host, spec Spec, s snap, i int) {
+	f, err := os.Open(s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	spec.Name = "restored" + string(rune('0'+i))
+	spec.ConsoleLog = consoleLog(t, spec.Name)
+	start := time.Now()
+	vm, err := Restore(ctx, h, spec, bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Kill()
+	loaded := time.Since(start)
+	if st, err := vm.Status(ctx); err != nil || st != "paused" {
+		t.Fatalf("restored VM status %q, %v; want paused", st, err)
+	}
+	if err := vm.Cont(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, _, err := vm.Console.WaitFor(ctx, 0, isHeartbeat)
+	if err != nil {
+		t.Fatalf("no heartbeat after restore: %v%s", err, vm.stderrTail())
+	}
+	n, _ := l.Heartbeat()
+	t.Logf("%s: loaded in %v; first heartbeat %d, snapshot point %d", s.method, loaded.Round(time.Millisecond), n, s.stats.PointHeartbeat)
+	// The guest continues from its snapshot point; lines still in flight
+	// when the host saw the pause make it start a few counts later.
+	if p := s.stats.PointHeartbeat; n+2 < p+1 || n > p+30 {
+		t.Errorf("first heartbeat after restore = %d, want about %d (continuing from the snapshot point)", n, p+1)
+	}
+	// Two full sweeps of the dirtier after the restore: every page checked.
+	from := 0
+	for k := 0; k < 2; k++ {
+		l, idx, err := vm.Console.WaitFor(ctx, from, func(l Line) bool {
+			return strings.HasPrefix(l.Text, "DIRTIER OK") || strings.HasPrefix(l.Text, "DIRTIER FAIL")
+		})
+		if err != nil {
+			t.Fatalf("waiting for the dirtier: %v", err)
+		}
+		if !strings.HasPrefix(l.Text, "DIRTIER OK") {
+			t.Fatalf("dirtier self-check after restore: %q", l.Text)
+		}
+		from = idx + 1
+	}
+	checkNoFail(t, vm, spec.Name)
+}
+
+func checkNoFail(t *testing.T, vm *VM, name string) {
+	t.Helper()
+	for _, l := range vm.Console.Lines() {
+		if strings.Contains(l.Text, "FAIL") || strings.Contains(l.Text, "panic") {
+			t.Errorf("%s console: %q", name, l.Text)
+		}
+	}
+}

@@ -1,0 +1,53 @@
+package qemubackend
+
+import (
+	"context"
+	"io"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+)
+
+// TestPauseLiveVsStopCopy measures, on one VM under one load, the pause seen
+// from outside (heartbeat gap) of live pre-copy and of stop-and-copy,
+// alternating three of each into a sink that discards (memory speed), and
+// logs the medians and their ratio. Wall-clock numbers are reported, never
+// asserted.
+func TestPauseLiveVsStopCopy(t *testing.T) {
+	h := requireQEMU(t)
+	img := guestImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	spec := Spec{
+		Name: "pause", MemoryMiB: 256, Kernel: img.Kernel, Initrd: img.Initrd,
+		Append: guestimg.KernelArgs("", "",
+			guestimg.Program{Name: "heartbeat"},
+			guestimg.Program{Name: "dirtier", Args: []string{"-rate=16", "-ws=96"}}),
+		ConsoleLog: consoleLog(t, "pause"),
+	}
+	vm := startVM(ctx, t, h, spec)
+	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER START"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // let the dirtier reach its rate
+	pauses := map[Method][]time.Duration{}
+	for round := 0; round < 3; round++ {
+		for _, m := range []Method{Precopy, StopCopy} {
+			st, err := vm.Snapshot(ctx, io.Discard, Options{Method: m, DowntimeLimit: 30 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pauses[m] = append(pauses[m], st.Pause.Gap)
+			t.Logf("round %d %-9s pause(outside)=%v qemu-downtime=%v passes=%d bytes=%d duration=%v",
+				round, m, st.Pause.Gap.Round(time.Millisecond), st.QEMUDowntime, st.Passes, st.Bytes, st.Duration.Round(time.Millisecond))
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	med := func(d []time.Duration) time.Duration { d = slices.Clone(d); slices.Sort(d); return d[len(d)/2] }
+	p, s := med(pauses[Precopy]), med(pauses[StopCopy])
+	t.Logf("median pause from outside: precopy %v, stop-copy %v, stop-copy/precopy = %.1f",
+		p.Round(time.Millisecond), s.Round(time.Millisecond), float64(s)/float64(p))
+	checkNoFail(t, vm, "pause")
+}

@@ -1,0 +1,445 @@
+package qemubackend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Method is how a VM's memory is captured.
+type Method int
+
+const (
+	// Precopy is a live snapshot: memory is copied in passes while the VM runs,
+	// then the VM pauses for the last dirty pages and the device state (the
+	// snapshot point is at the end) and resumes on the same host.
+	Precopy Method = iota
+	// StopCopy pauses the VM for the whole copy.
+	StopCopy
+	// Background is QEMU's background-snapshot (copy-on-write with
+	// userfaultfd write protection): the snapshot point is at the start, the
+	// VM pauses only to save its device state and arm write protection.
+	Background
+)
+
+// String returns the method's name.
+func (m Method) String() string {
+	switch m {
+	case Precopy:
+		return "precopy"
+	case StopCopy:
+		return "stop-copy"
+	case Background:
+		return "background"
+	default:
+		panic(fmt.Sprintf("unknown Method %d", int(m)))
+	}
+}
+
+// SnapshotEvent is an observation made during a snapshot, in the order QEMU
+// reported it. It is a closed sum type: PassStarted, VMPaused,
+// SnapshotPointReached, VMResumed, MigrationStatusChanged.
+type SnapshotEvent interface{ snapshotEvent() }
+
+// PassStarted reports the start of a pre-copy pass (MIGRATION_PASS).
+type PassStarted struct {
+	At   time.Time
+	Pass int
+}
+
+// VMPaused reports that the VM stopped (STOP).
+type VMPaused struct{ At time.Time }
+
+// VMResumed reports that the VM runs again (RESUME).
+type VMResumed struct{ At time.Time }
+
+// SnapshotPointReached reports that the VM is paused at its snapshot point;
+// the Options.AtSnapshotPoint hook runs right after.
+type SnapshotPointReached struct{ At time.Time }
+
+// MigrationStatusChanged reports a MIGRATION event (setup, active,
+// pre-switchover, device, completed, failed, ...).
+type MigrationStatusChanged struct {
+	At     time.Time
+	Status string
+}
+
+func (PassStarted) snapshotEvent()            {}
+func (VMPaused) snapshotEvent()               {}
+func (VMResumed) snapshotEvent()              {}
+func (SnapshotPointReached) snapshotEvent()   {}
+func (MigrationStatusChanged) snapshotEvent() {}
+
+// Options tune a snapshot.
+type Options struct {
+	Method Method
+	// DowntimeLimit is QEMU's downtime-limit for Precopy: it switches over
+	// once the rest fits this time at the measured bandwidth. Default 300 ms.
+	DowntimeLimit time.Duration
+	// MaxBandwidth caps the copy (bytes/s). Default 4 GiB/s, i.e. the sink's
+	// speed.
+	MaxBandwidth int64
+	// AtSnapshotPoint, if set, runs while the VM is paused at its snapshot
+	// point (Precopy: pre-switchover; StopCopy: after stop), e.g. to freeze
+	// the disk and flip the switch's epoch. An error aborts the snapshot. It
+	// is not called for Background, whose pause happens inside QEMU.
+	AtSnapshotPoint func(context.Context) error
+	// OnEvent, if set, receives every SnapshotEvent, synchronously from the
+	// goroutine running the snapshot.
+	OnEvent func(SnapshotEvent)
+}
+
+// Stats are the measured numbers of one snapshot.
+type Stats struct {
+	Method Method
+	Bytes  int64 // bytes of migration stream written to the sink
+	// Passes is QEMU's dirty-sync-count: the number of dirty-bitmap syncs
+	// (for Precopy, the rounds plus the final one).
+	Passes         int
+	RAMTransferred int64 // RAM bytes sent, as QEMU counts them
+	// QEMUDowntime is QEMU's own downtime figure: from its stop to the end of
+	// the stream, so it excludes the caller's hook and, for StopCopy, the
+	// whole copy (the VM was stopped before the migration began).
+	QEMUDowntime time.Duration
+	QEMUTotal    time.Duration // QEMU's total migration time
+	// Paused and Resumed are the host times the STOP and RESUME events
+	// arrived (the first STOP and last RESUME of the snapshot).
+	Paused, Resumed time.Time
+	// Pause is the pause seen from outside: the largest gap between heartbeat
+	// lines during the snapshot (zero when the guest prints none).
+	Pause HeartbeatGap
+	// PointHeartbeat is the last heartbeat counter that arrived before the VM
+	// paused: the guest's progress at the snapshot point (for Background the
+	// pause is at the start). Valid when HavePoint.
+	PointHeartbeat uint64
+	HavePoint      bool
+	Duration       time.Duration // from the first command to the VM running again
+}
+
+const snapFD = "vnsnap-snap"
+
+// Snapshot captures vm's state into w using opts.Method. It returns once the
+// stream is complete and a VM that was running runs again (it sends cont
+// itself: after pre-copy and stop-copy QEMU leaves the source in
+// postmigrate); a VM that was paused stays paused. On error it cancels the
+// migration and resumes a VM that was running.
+func (vm *VM) Snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, error) {
+	st, err := vm.snapshot(ctx, w, opts)
+	if err != nil {
+		return st, fmt.Errorf("snapshot %s %s: %w", opts.Method, vm.Spec.Name, err)
+	}
+	return st, nil
+}
+
+func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, error) {
+	st := Stats{Method: opts.Method}
+	emit := func(e SnapshotEvent) {
+		if opts.OnEvent != nil {
+			opts.OnEvent(e)
+		}
+	}
+	if opts.DowntimeLimit == 0 {
+		opts.DowntimeLimit = 300 * time.Millisecond
+	}
+	if opts.MaxBandwidth == 0 {
+		opts.MaxBandwidth = 4 << 30
+	}
+	q := vm.QMP
+	caps := []map[string]any{
+		{"capability": "events", "state": true},
+		{"capability": "pause-before-switchover", "state": opts.Method == Precopy},
+		{"capability": "background-snapshot", "state": opts.Method == Background},
+	}
+	if err := q.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
+		return st, err
+	}
+	params := map[string]any{
+		"downtime-limit": opts.DowntimeLimit.Milliseconds(),
+		"max-bandwidth":  opts.MaxBandwidth,
+	}
+	if err := q.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
+		return st, err
+	}
+	wasRunning := false
+	if s, err := vm.Status(ctx); err != nil {
+		return st, err
+	} else {
+		wasRunning = s == "running"
+	}
+
+	sub := q.Subscribe()
+	defer sub.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return st, err
+	}
+	defer pr.Close()
+	err = q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": snapFD}, nil, pw)
+	pw.Close() // QEMU holds its own copy now
+	if err != nil {
+		return st, err
+	}
+	type copied struct {
+		n   int64
+		err error
+	}
+	copyDone := make(chan copied, 1)
+	go func() {
+		n, err := io.Copy(w, pr)
+		copyDone <- copied{n, err}
+	}()
+
+	start := time.Now()
+	fail := func(err error) (Stats, error) {
+		// Best effort: leave the VM as we found it.
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = q.Execute(cctx, "migrate_cancel", nil, nil)
+		if s, _ := vm.Status(cctx); wasRunning && s != "running" {
+			_ = q.Execute(cctx, "cont", nil, nil)
+		}
+		return st, err
+	}
+	if opts.Method == StopCopy {
+		if err := q.Execute(ctx, "stop", nil, nil); err != nil {
+			return fail(err)
+		}
+		emit(SnapshotPointReached{time.Now()})
+		if opts.AtSnapshotPoint != nil {
+			if err := opts.AtSnapshotPoint(ctx); err != nil {
+				return fail(fmt.Errorf("at snapshot point: %w", err))
+			}
+		}
+	}
+	if err := q.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + snapFD}, nil); err != nil {
+		return fail(err)
+	}
+
+	// Follow the events until the stream is complete.
+	for done := false; !done; {
+		var ev Event
+		var ok bool
+		select {
+		case ev, ok = <-sub.C():
+			if !ok {
+				return fail(fmt.Errorf("during migration: %w%s", ErrExited, vm.stderrTail()))
+			}
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+		switch ev.Name {
+		case "STOP":
+			if st.Paused.IsZero() {
+				st.Paused = ev.Received
+			}
+			emit(VMPaused{ev.Received})
+		case "RESUME":
+			st.Resumed = ev.Received
+			emit(VMResumed{ev.Received})
+		case "MIGRATION_PASS":
+			var d struct {
+				Pass int `json:"pass"`
+			}
+			_ = json.Unmarshal(ev.Data, &d)
+			emit(PassStarted{ev.Received, d.Pass})
+		case "MIGRATION":
+			var d struct {
+				Status string `json:"status"`
+			}
+			_ = json.Unmarshal(ev.Data, &d)
+			emit(MigrationStatusChanged{ev.Received, d.Status})
+			switch d.Status {
+			case "pre-switchover":
+				emit(SnapshotPointReached{ev.Received})
+				if opts.AtSnapshotPoint != nil {
+					if err := opts.AtSnapshotPoint(ctx); err != nil {
+						return fail(fmt.Errorf("at snapshot point: %w", err))
+					}
+				}
+				if err := q.Execute(ctx, "migrate-continue", map[string]any{"state": "pre-switchover"}, nil); err != nil {
+					return fail(err)
+				}
+			case "completed":
+				done = true
+			case "failed", "cancelled":
+				return fail(fmt.Errorf("migration %s: %s", d.Status, vm.migrationError(ctx)))
+			}
+		}
+	}
+	var cp copied
+	select {
+	case cp = <-copyDone:
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	st.Bytes = cp.n
+	if cp.err != nil {
+		return fail(fmt.Errorf("copy stream to sink: %w", cp.err))
+	}
+	var info migrateInfo
+	if err := q.Execute(ctx, "query-migrate", nil, &info); err != nil {
+		return fail(err)
+	}
+	st.Passes = info.RAM.DirtySyncCount
+	st.RAMTransferred = info.RAM.Transferred
+	st.QEMUDowntime = time.Duration(info.Downtime) * time.Millisecond
+	st.QEMUTotal = time.Duration(info.TotalTime) * time.Millisecond
+
+	// After pre-copy and stop-copy the source sits in postmigrate; and since
+	// QEMU 10 a background snapshot no longer resumes a VM that was paused.
+	if s, err := vm.Status(ctx); err != nil {
+		return fail(err)
+	} else if s != "running" && wasRunning {
+		if err := vm.Cont(ctx); err != nil {
+			return fail(err)
+		}
+		st.Resumed = time.Now()
+		emit(VMResumed{st.Resumed})
+	}
+	st.Duration = time.Since(start)
+	vm.measurePause(ctx, &st, start)
+	return st, nil
+}
+
+// measurePause waits briefly for the first heartbeat after the resume, then
+// takes the largest heartbeat gap of the snapshot.
+func (vm *VM) measurePause(ctx context.Context, st *Stats, start time.Time) {
+	// The window opens at the last heartbeat before the snapshot began, so a
+	// pause right at the start (StopCopy, Background) is measured too.
+	before, _, ok := vm.Console.LastHeartbeat(start)
+	if !ok {
+		return // the guest prints no heartbeat
+	}
+	resumed := st.Resumed
+	if resumed.IsZero() {
+		resumed = time.Now()
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	last, _, err := vm.Console.WaitFor(wctx, 0, func(l Line) bool {
+		_, ok := l.Heartbeat()
+		return ok && l.At.After(resumed)
+	})
+	end := time.Now()
+	if err == nil {
+		end = last.At
+	}
+	st.Pause = vm.Console.MaxHeartbeatGap(before.At, end)
+	if !st.Paused.IsZero() {
+		_, st.PointHeartbeat, st.HavePoint = vm.Console.LastHeartbeat(st.Paused)
+	}
+}
+
+type migrateInfo struct {
+	Status    string `json:"status"`
+	TotalTime int64  `json:"total-time"`
+	Downtime  int64  `json:"downtime"`
+	ErrorDesc string `json:"error-desc"`
+	RAM       struct {
+		Transferred    int64 `json:"transferred"`
+		Total          int64 `json:"total"`
+		DirtySyncCount int   `json:"dirty-sync-count"`
+	} `json:"ram"`
+}
+
+func (vm *VM) migrationError(ctx context.Context) string {
+	var info migrateInfo
+	if err := vm.QMP.Execute(ctx, "query-migrate", nil, &info); err != nil {
+		return "query-migrate: " + err.Error()
+	}
+	if info.ErrorDesc == "" {
+		return "no error-desc"
+	}
+	return info.ErrorDesc
+}
+
+// ErrRestore is returned (wrapped, with QEMU's error-desc) when QEMU fails to
+// load a snapshot stream.
+var ErrRestore = errors.New("restore failed")
+
+const restoreFD = "vnsnap-restore"
+
+// Restore starts a VM from spec (which must match the snapshotted VM's,
+// machine type included) and loads the snapshot stream read from r into it.
+// The VM stays paused until the caller calls Cont. QEMU runs with
+// exit-on-error off, so a load error is reported here rather than lost with
+// the process. On error the VM is killed.
+func Restore(ctx context.Context, host *Host, spec Spec, r io.Reader) (*VM, error) {
+	vm, err := start(ctx, host, spec, true)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)
+	}
+	if err := vm.restore(ctx, r); err != nil {
+		vm.Kill()
+		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)
+	}
+	return vm, nil
+}
+
+func (vm *VM) restore(ctx context.Context, r io.Reader) error {
+	q := vm.QMP
+	caps := []map[string]any{{"capability": "events", "state": true}}
+	if err := q.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
+		return err
+	}
+	sub := q.Subscribe()
+	defer sub.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pw.Close() // unblocks the feeder if QEMU stops reading
+	err = q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": restoreFD}, nil, pr)
+	pr.Close()
+	if err != nil {
+		return err
+	}
+	fed := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(pw, r)
+		pw.Close()
+		fed <- err
+	}()
+	args := map[string]any{"uri": "fd:" + restoreFD, "exit-on-error": false}
+	if err := q.Execute(ctx, "migrate-incoming", args, nil); err != nil {
+		return err
+	}
+	for {
+		select {
+		case ev, ok := <-sub.C():
+			if !ok {
+				return fmt.Errorf("during load: %w%s", ErrExited, vm.stderrTail())
+			}
+			if ev.Name != "MIGRATION" {
+				continue
+			}
+			var d struct {
+				Status string `json:"status"`
+			}
+			_ = json.Unmarshal(ev.Data, &d)
+			switch d.Status {
+			case "completed":
+				// QEMU has read through the end-of-stream marker; the feeder
+				// only has to see EOF (or EPIPE, if QEMU closed first).
+				select {
+				case err := <-fed:
+					if err != nil && !errors.Is(err, syscall.EPIPE) {
+						return fmt.Errorf("read snapshot stream: %w", err)
+					}
+				case <-time.After(5 * time.Second):
+					return errors.New("snapshot stream has data after its end")
+				}
+				return nil
+			case "failed", "cancelled":
+				return fmt.Errorf("%w: %s%s", ErrRestore, vm.migrationError(ctx), vm.stderrTail())
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -61,8 +61,13 @@ func propertySeeds(t *testing.T) []uint64 {
 	return seeds
 }
 
+// rerun returns the command that reruns one seed of a (sub)test.
 func rerun(name string, seed uint64) string {
-	return fmt.Sprintf("go test ./simbackend -run '%s' -seed %d -v", name, seed)
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = "^" + p + "$"
+	}
+	return fmt.Sprintf("go test ./simbackend -run '%s' -seed %d -v", strings.Join(parts, "/"), seed)
 }
 
 // TestPropertyConsistent checks that every consistent algorithm produces

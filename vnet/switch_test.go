@@ -68,7 +68,14 @@ func TestTunnelDelivery(t *testing.T) {
 	v2.expect("0to2")
 	v1.expectNone()
 
+	// A switch counts a frame after handing it on, so the receiver may see
+	// the frame before the sender's counter moves: wait for the counters.
+	deadline := time.Now().Add(waitFor)
 	c1, c2 := b.sw[0].Counters(), b.sw[1].Counters()
+	for (c1.Tunnels[0].TxFrames != 2 || c2.Tunnels[0].Flooded != 1) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+		c1, c2 = b.sw[0].Counters(), b.sw[1].Counters()
+	}
 	if got := c1.Tunnels[0]; got.TxFrames != 2 || got.RxFrames != 1 {
 		t.Errorf("sw1 tunnel tx %d rx %d, want 2 1", got.TxFrames, got.RxFrames)
 	}

@@ -250,7 +250,7 @@ func (p *port) writeLoop(c *pconn) {
 	defer c.close()
 	bw := bufio.NewWriterSize(c.conn, 64<<10)
 	for {
-		if !p.writePending(bw) {
+		if !p.writePending(c, bw) {
 			return
 		}
 		var f *frame
@@ -274,30 +274,35 @@ func (p *port) writeLoop(c *pconn) {
 }
 
 // writePending writes replayed and released frames. It reports false when
-// the connection failed.
-func (p *port) writePending(bw *bufio.Writer) bool {
+// the connection failed. Replayed frames that could not be written to this
+// connection go back to the front of the replay queue for the next one (a
+// restored VM reconnecting), so a writer outliving its connection cannot
+// swallow them.
+func (p *port) writePending(c *pconn, bw *bufio.Writer) bool {
 	p.mu.Lock()
 	if len(p.replay) == 0 && len(p.released) == 0 {
 		p.mu.Unlock()
 		return true
 	}
+	select {
+	case <-c.done:
+		p.mu.Unlock()
+		return false
+	default:
+	}
 	rp, rel := p.replay, p.released
 	p.replay, p.released = nil, nil
 	alg := p.s.Algorithm()
 	ep := p.cp.Epoch()
-	for _, f := range rp {
-		p.s.flog.add(frameEntry(LogReplay, f, p.vm, ep))
-	}
 	for _, f := range rel {
 		p.decideDeliver(alg, f, ep)
 	}
 	p.mu.Unlock()
 	ok := true
-	for _, f := range slices.Concat(rp, rel) {
+	for _, f := range rp {
 		if ok {
 			ok = p.write(bw, f)
 		}
-		f.release()
 	}
 	if ok {
 		if err := bw.Flush(); err != nil {
@@ -305,7 +310,34 @@ func (p *port) writePending(bw *bufio.Writer) bool {
 			ok = false
 		}
 	}
-	p.replayLeft.Add(-int64(len(rp)))
+	if !ok {
+		p.mu.Lock()
+		p.replay = append(rp, p.replay...)
+		p.mu.Unlock()
+		p.kickWriter()
+	} else {
+		p.mu.Lock()
+		for _, f := range rp {
+			p.s.flog.add(frameEntry(LogReplay, f, p.vm, ep))
+		}
+		p.mu.Unlock()
+		for _, f := range rp {
+			f.release()
+		}
+		p.replayLeft.Add(-int64(len(rp)))
+	}
+	for _, f := range rel {
+		if ok {
+			ok = p.write(bw, f)
+		}
+		f.release()
+	}
+	if ok && len(rel) > 0 {
+		if err := bw.Flush(); err != nil {
+			p.writeErr(err)
+			ok = false
+		}
+	}
 	return ok
 }
 

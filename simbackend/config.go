@@ -42,7 +42,18 @@ type Config struct {
 	Host        HostConfig
 	Warmup      Time // the snapshot starts at this time
 	RunOn       Time // applications keep writing this long after the snapshot ends
-	Restore     bool // restore the VNE from the snapshot and run it on
+	Restore     bool // restore the VNE from the last committed snapshot and run it on
+	// Snapshots is the number of snapshots taken (0: none, a baseline run),
+	// starting at Warmup and then every Interval (or as soon as the previous
+	// one has finished).
+	Snapshots int
+	Interval  Time
+	// Workload, if set, runs instead of the simple traffic generator.
+	Workload Workload
+	// TimeLimit bounds the virtual time of a run with a Workload.
+	TimeLimit Time
+	// OnTCP, if set, receives TCP sender events (for timelines).
+	OnTCP func(TCPEvent)
 	// Trace, if set, also receives every trace record of the snapshot run.
 	Trace func(r cut.Record)
 }
@@ -60,7 +71,7 @@ func DefaultConfig() Config {
 			Link:         Link{Bandwidth: 125e6, Latency: 100 * time.Microsecond, Queue: 512 << 10},
 			PauseLatency: time.Millisecond, ResumeLatency: time.Millisecond, DeviceState: 256 << 10,
 		},
-		Warmup: 2 * time.Second, RunOn: 2 * time.Second,
+		Warmup: 2 * time.Second, RunOn: 2 * time.Second, Snapshots: 1, TimeLimit: time.Hour,
 	}
 }
 
@@ -93,6 +104,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("loss: %g, want 0 <= loss < 1", c.Host.Link.Loss)
 	case c.Warmup < 0 || c.RunOn < 0 || c.Deadline < 0:
 		return errors.New("warmup, run-on and deadline must not be negative")
+	case c.Snapshots < 0:
+		return fmt.Errorf("snapshots: %d is negative", c.Snapshots)
+	case c.Snapshots > 1 && c.Interval <= 0:
+		return fmt.Errorf("interval: %v, want a positive interval for %d snapshots", c.Interval, c.Snapshots)
 	}
 	if _, err := pairsFor(c.Traffic, c.VMs); err != nil {
 		return fmt.Errorf("traffic: %w", err)

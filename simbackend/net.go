@@ -34,6 +34,13 @@ type Frame struct {
 	To       Receiver
 }
 
+// loggedFrame is a frame recorded as channel state of the snapshot whose
+// epoch its receiver had reached.
+type loggedFrame struct {
+	f     *Frame
+	epoch core.Epoch
+}
+
 // Receiver takes frames delivered to a VM (a TCP or UDP endpoint).
 type Receiver interface {
 	Input(f *Frame)
@@ -73,8 +80,9 @@ type Network struct {
 	observer func(cut.Record)
 	// Log holds the frames recorded as channel state (vnsnap-log), per
 	// destination VM, in arrival order, for replay at restore.
-	Log     [][]*Frame
+	Log     [][]loggedFrame
 	Counter NetCounters
+	onTCP   func(TCPEvent)
 }
 
 // NetCounters counts what the network did.
@@ -91,7 +99,7 @@ func NewNetwork(eng *Engine, cfg NetConfig, hostOf []int, nHosts int) *Network {
 	n := &Network{
 		eng: eng, cfg: cfg, rng: eng.Rand(), hostOf: hostOf,
 		links: make([]Link, nHosts), ports: make([]core.Port[*Frame], len(hostOf)),
-		vms: make([]*VM, len(hostOf)), Log: make([][]*Frame, len(hostOf)),
+		vms: make([]*VM, len(hostOf)), Log: make([][]loggedFrame, len(hostOf)),
 	}
 	for i := range n.links {
 		n.links[i] = cfg.Link
@@ -178,7 +186,7 @@ func (n *Network) Handle(_ Kind, slot int64) {
 	case core.DeliverLog:
 		n.Counter.Logged++
 		n.record(cut.Record{Kind: cut.Log, VM: f.Dst, Frame: f.ID})
-		n.Log[f.Dst] = append(n.Log[f.Dst], f)
+		n.Log[f.Dst] = append(n.Log[f.Dst], loggedFrame{f: f, epoch: n.ports[f.Dst].Epoch()})
 		n.toVM(f)
 	}
 }

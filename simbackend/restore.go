@@ -17,19 +17,25 @@ const restoreGen = 1
 // unless logged), resumes every VM together, runs on, and checks that every
 // TCP stream completes with every byte delivered once, in order and with the
 // content its sender's restored history says.
-func restoreRun(cfg Config, orig *World, drv *driver, rep core.Report, crash Time, res *Result) {
+func restoreRun(cfg Config, orig *World, sr *snapshotRun, res *Result) {
 	ok := false
 	res.RestoreOK = &ok
-	if rep.State != core.StateCommitted {
-		res.RestoreError = "no snapshot to restore: " + rep.State.String()
+	if sr == nil {
+		res.RestoreError = "no committed snapshot to restore"
 		return
 	}
+	drv := sr.drv
 	rcfg := cfg
 	rcfg.Seed = cfg.Seed ^ 0x5deece66d
+	rcfg.OnTCP = nil
 	eng := NewEngine(rcfg.Seed)
-	t0 := crash + time.Second
+	t0 := orig.Eng.Now() + time.Second
 	eng.now = t0
-	w := build(rcfg, eng)
+	w, err := build(rcfg, eng)
+	if err != nil {
+		res.RestoreError = err.Error()
+		return
+	}
 	for i, vm := range w.VMs {
 		im, have := drv.images[core.VMID(i)]
 		if !have {
@@ -41,7 +47,10 @@ func restoreRun(cfg Config, orig *World, drv *driver, rep core.Report, crash Tim
 		for j, c := range w.conns[i] {
 			c.restore(im.conns[j], im.point, restoreGen)
 		}
-		w.Net.ports[i].SetEpoch(rep.Epoch)
+		if a := w.apps[i]; a != nil && im.app != nil {
+			a.Restore(im.app)
+		}
+		w.Net.ports[i].SetEpoch(sr.epoch)
 	}
 	for _, s := range w.Streams {
 		s.measure = t0
@@ -52,8 +61,11 @@ func restoreRun(cfg Config, orig *World, drv *driver, rep core.Report, crash Tim
 	// Resume all together, then replay the logged channel state.
 	w.startApps()
 	for dst, frames := range orig.Net.Log {
-		for _, f := range frames {
-			g := *f
+		for _, lf := range frames {
+			if lf.epoch != sr.epoch {
+				continue
+			}
+			g := *lf.f
 			g.Replayed = true
 			g.To = connFor(w, core.VMID(dst), &g)
 			if g.To != nil {
@@ -61,7 +73,11 @@ func restoreRun(cfg Config, orig *World, drv *driver, rep core.Report, crash Tim
 			}
 		}
 	}
-	eng.RunUntil(t0+cfg.RunOn+3*MaxRTO+time.Minute, w.streamsDone)
+	limit := t0 + cfg.RunOn + 3*MaxRTO + time.Minute
+	if w.load != nil {
+		limit = max(limit, t0+cfg.TimeLimit)
+	}
+	eng.RunUntil(limit, w.done)
 	res.RestoreEvents = eng.Fired()
 	var needed uint64
 	var recover Time
@@ -80,9 +96,19 @@ func restoreRun(cfg Config, orig *World, drv *driver, rep core.Report, crash Tim
 			return
 		}
 	}
-	for _, d := range w.UDP {
-		_ = d // UDP users accept loss: nothing to verify.
+	if w.load != nil {
+		if !w.load.Done() {
+			res.RestoreError = "the workload did not finish after the restore"
+			return
+		}
+		if err := w.load.Verify(); err != nil {
+			res.RestoreError = "workload: " + err.Error()
+			return
+		}
+		d := ms(eng.Now() - t0)
+		res.RestoreAppDoneMS = &d
 	}
+	// UDP users accept loss: nothing to verify for datagrams.
 	ok = true
 }
 

@@ -58,84 +58,169 @@ type Result struct {
 	RecoverMS     *float64   `json:"recover_ms,omitempty"`
 	RestoreRetx   *uint64    `json:"restore_needed_retx_bytes,omitempty"`
 	RestoreEvents uint64     `json:"restore_events,omitempty"`
+	// Snaps has one entry per snapshot taken (Config.Snapshots); the
+	// top-level snapshot fields above describe the last one.
+	Snaps []SnapResult `json:"snapshots,omitempty"`
+	// Workload results (Config.Workload).
+	Workload         string    `json:"workload,omitempty"`
+	AppDoneMS        float64   `json:"app_done_ms"` // when the applications finished; -1 if they did not
+	AppOK            bool      `json:"app_ok"`      // the workload's own verification passed
+	AppError         string    `json:"app_error,omitempty"`
+	PeerDoneMS       []float64 `json:"peer_done_ms,omitempty"`
+	ThroughputMBps   []float64 `json:"throughput_mbps,omitempty"`
+	RestoreAppDoneMS *float64  `json:"restore_app_done_ms,omitempty"`
+}
+
+// SnapResult summarises one snapshot of a run.
+type SnapResult struct {
+	Epoch      int        `json:"epoch"`
+	State      string     `json:"state"`
+	StartMS    float64    `json:"start_ms"`
+	TotalMS    float64    `json:"total_ms"`
+	WindowMS   float64    `json:"window_ms"`
+	MaxDownMS  float64    `json:"max_downtime_ms"`
+	MeanDownMS float64    `json:"mean_downtime_ms"`
+	Orphans    int        `json:"orphans"`
+	InTransit  int        `json:"in_transit"`
+	Recovered  int        `json:"recovered_by_tcp"`
+	Replayed   int        `json:"replayed"`
+	Lost       int        `json:"lost"`
+	NetDropped int        `json:"in_transit_net_dropped"`
+	Dropped    int        `json:"dropped_frames"`
+	VMs        []VMResult `json:"vms"`
 }
 
 func ms(d Time) float64 { return float64(d) / float64(time.Millisecond) }
 
-// Run simulates one VNE snapshot as cfg describes (and, with cfg.Restore, a
-// restore of it) and returns what happened. Invalid configs return an
-// error; a broken invariant panics with the seed.
+// snapshotRun is one snapshot within a run: its coordinator, driver and checker.
+type snapshotRun struct {
+	// drops counts the colour rule's drops from this snapshot's start to
+	// the next one's (or the end of the run).
+	dropStart, dropEnd uint64
+	epoch              core.Epoch
+	start              Time
+	end                Time
+	coord              *core.Coordinator
+	drv                *driver
+	checker            *cut.Checker
+}
+
+func (sr *snapshotRun) finished() bool {
+	st := sr.coord.State()
+	return st == core.StateCommitted || st == core.StateAborted
+}
+
+// Run simulates a VNE as cfg describes: its applications, cfg.Snapshots
+// snapshots (one by default) and, with cfg.Restore, a restore of the last
+// committed one. Invalid configs return an error; a broken invariant panics
+// with the seed.
 func Run(cfg Config) (*Result, error) {
+	if cfg.Workload != nil {
+		if err := cfg.Workload.Configure(&cfg); err != nil {
+			return nil, fmt.Errorf("workload %s: %w", cfg.Workload.Name(), err)
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	policy, _ := core.ParsePolicy(cfg.Policy)
 	eng := NewEngine(cfg.Seed)
-	w := build(cfg, eng)
-	const epoch core.Epoch = 1
-	checker := cut.NewChecker(epoch, cfg.VMs)
+	w, err := build(cfg, eng)
+	if err != nil {
+		return nil, err
+	}
+	var snaps []*snapshotRun
 	var traceErr error
 	w.Net.Observe(func(r cut.Record) {
-		if err := checker.Observe(r); err != nil && traceErr == nil {
-			traceErr = err
+		for _, sr := range snaps {
+			if err := sr.checker.Observe(r); err != nil && traceErr == nil {
+				traceErr = err
+			}
 		}
 		if cfg.Trace != nil {
 			cfg.Trace(r)
 		}
 	})
 	ccfg := core.Config{
-		Algorithm: cfg.Algorithm, Sink: cfg.Sink, Mode: core.Driven, Policy: policy,
-		Epoch: epoch, Deadline: cfg.Deadline,
+		Algorithm: cfg.Algorithm, Sink: cfg.Sink, Mode: core.Driven, Policy: policy, Deadline: cfg.Deadline,
 	}
 	for _, v := range w.VMs {
-		ccfg.VMs = append(ccfg.VMs, core.VMSpec{Host: core.HostID(v.Host), MemBytes: cfg.MemBytes})
+		ccfg.VMs = append(ccfg.VMs, core.VMSpec{Host: core.HostID(v.Host), MemBytes: v.Mem.Pages * core.PageSize})
 	}
 	for range w.Hosts {
 		ccfg.Hosts = append(ccfg.Hosts, core.HostSpec{RAMBudget: cfg.Host.RAMBudget})
 	}
-	coord, err := core.NewCoordinator(ccfg, engineClock{eng})
-	if err != nil {
-		return nil, err
-	}
-	drv := newDriver(w, coord, epoch)
 	for _, s := range w.Streams {
 		s.measure = cfg.Warmup
 	}
 	w.startApps()
-	eng.At(cfg.Warmup, drv, drvEvCore, drv.events.put(core.Started{}))
-	finished := func() bool {
-		st := coord.State()
-		return st == core.StateCommitted || st == core.StateAborted
-	}
 	const horizon = 1 << 62
-	eng.RunUntil(horizon, finished)
-	if !finished() {
-		panic(fmt.Sprintf("sim: seed %d: snapshot neither committed nor aborted", cfg.Seed))
+	var last *snapshotRun
+	var lastCommitted *snapshotRun
+	for k := 0; k < cfg.Snapshots; k++ {
+		at := cfg.Warmup + Time(k)*cfg.Interval
+		if at < eng.Now() {
+			at = eng.Now()
+		}
+		c := ccfg
+		c.Epoch = core.Epoch(k + 1)
+		coord, err := core.NewCoordinator(c, engineClock{eng})
+		if err != nil {
+			return nil, err
+		}
+		sr := &snapshotRun{epoch: c.Epoch, start: at, coord: coord, checker: cut.NewChecker(c.Epoch, cfg.VMs)}
+		if last != nil {
+			last.dropEnd = w.Net.Counter.DroppedColour
+		}
+		sr.drv = newDriver(w, coord, c.Epoch)
+		snaps = append(snaps, sr)
+		eng.RunUntil(at, nil)
+		sr.dropStart = w.Net.Counter.DroppedColour
+		eng.At(at, sr.drv, drvEvCore, sr.drv.events.put(core.Started{}))
+		eng.RunUntil(horizon, sr.finished)
+		if !sr.finished() {
+			panic(fmt.Sprintf("sim: seed %d: snapshot %d neither committed nor aborted", cfg.Seed, k+1))
+		}
+		sr.end = eng.Now()
+		last = sr
+		if coord.State() == core.StateCommitted {
+			lastCommitted = sr
+		}
 	}
 	end := eng.Now()
+	if last == nil {
+		end = cfg.Warmup
+	}
 	w.stopApps(end + cfg.RunOn)
-	eng.RunUntil(end+cfg.RunOn+MaxRTO*3, w.streamsDone)
+	limit := end + cfg.RunOn + 3*MaxRTO
+	if w.load != nil {
+		limit = max(limit, cfg.TimeLimit)
+	}
+	eng.RunUntil(limit, w.done)
 	if traceErr != nil {
 		panic(fmt.Sprintf("sim: seed %d: malformed trace: %v", cfg.Seed, traceErr))
 	}
-	rep := coord.Report()
+	if last != nil {
+		last.dropEnd = w.Net.Counter.DroppedColour
+	}
 	res := &Result{
 		Algo: cfg.Algorithm.String(), Seed: cfg.Seed, VMCount: cfg.VMs, Hosts: cfg.Hosts,
-		Sink: cfg.Sink.String(), Policy: cfg.Policy, State: rep.State.String(), AbortReason: rep.Reason,
-		WindowMS: ms(rep.Window()), TotalMS: ms(end - cfg.Warmup),
+		Sink: cfg.Sink.String(), Policy: cfg.Policy, State: "none",
 		Frames: w.Net.Counter.Sent, StreamsOK: w.streamsDone(),
 	}
-	for _, v := range rep.VMs {
-		res.VMs = append(res.VMs, VMResult{
-			VM: int(v.VM), Host: int(v.Host), Sink: v.Sink.String(), Fallback: v.Fallback,
-			DowntimeMS: ms(v.Downtime()), DurationMS: ms(v.Duration()), FlushMS: ms(v.Flushed - v.Copied),
-			BytesCopied: v.BytesCopied(), Rounds: v.Rounds, MaxThrottle: v.MaxThrottle, COWFaults: drv.faults[v.VM],
-		})
+	for _, sr := range snaps {
+		res.Snaps = append(res.Snaps, sr.result())
 	}
-	cr := checker.Result()
-	res.Orphans, res.InTransit, res.Recovered, res.Replayed, res.Lost = cr.Orphans, cr.InTransit, cr.RecoveredByTCP, cr.Replayed, cr.Lost
-	res.NetDropped = cr.NetDropped
-	res.Dropped, res.DroppedQueue, res.DroppedLoss = cr.DroppedColour, cr.DroppedQueue, cr.DroppedLoss
+	if last != nil {
+		ls := res.Snaps[len(res.Snaps)-1]
+		rep := last.coord.Report()
+		res.State, res.AbortReason = ls.State, rep.Reason
+		res.WindowMS, res.TotalMS, res.VMs = ls.WindowMS, ls.TotalMS, ls.VMs
+		res.Orphans, res.InTransit, res.Recovered, res.Replayed, res.Lost = ls.Orphans, ls.InTransit, ls.Recovered, ls.Replayed, ls.Lost
+		res.NetDropped, res.Dropped = ls.NetDropped, ls.Dropped
+		cr := last.checker.Result()
+		res.DroppedQueue, res.DroppedLoss = cr.DroppedQueue, cr.DroppedLoss
+	}
 	now := eng.Now()
 	var stall Time
 	for _, s := range w.Streams {
@@ -148,10 +233,36 @@ func Run(cfg Config) (*Result, error) {
 			res.Timeouts += c.Stats.Timeouts
 		}
 	}
+	w.workloadResult(res)
 	if cfg.Restore {
-		restoreRun(cfg, w, drv, rep, end, res)
+		restoreRun(cfg, w, lastCommitted, res)
 	}
 	res.Events = eng.Fired()
 	res.TraceHash = fmt.Sprintf("%016x", eng.Hash())
 	return res, nil
+}
+
+func (sr *snapshotRun) result() SnapResult {
+	rep := sr.coord.Report()
+	cr := sr.checker.Result()
+	out := SnapResult{
+		Epoch: int(sr.epoch), State: rep.State.String(), StartMS: ms(sr.start), TotalMS: ms(sr.end - sr.start),
+		WindowMS: ms(rep.Window()), Orphans: cr.Orphans, InTransit: cr.InTransit, Recovered: cr.RecoveredByTCP,
+		Replayed: cr.Replayed, Lost: cr.Lost, NetDropped: cr.NetDropped, Dropped: int(sr.dropEnd - sr.dropStart),
+	}
+	var sum float64
+	for _, v := range rep.VMs {
+		vr := VMResult{
+			VM: int(v.VM), Host: int(v.Host), Sink: v.Sink.String(), Fallback: v.Fallback,
+			DowntimeMS: ms(v.Downtime()), DurationMS: ms(v.Duration()), FlushMS: ms(v.Flushed - v.Copied),
+			BytesCopied: v.BytesCopied(), Rounds: v.Rounds, MaxThrottle: v.MaxThrottle, COWFaults: sr.drv.faults[v.VM],
+		}
+		out.VMs = append(out.VMs, vr)
+		sum += vr.DowntimeMS
+		out.MaxDownMS = max(out.MaxDownMS, vr.DowntimeMS)
+	}
+	if len(rep.VMs) > 0 {
+		out.MeanDownMS = sum / float64(len(rep.VMs))
+	}
+	return out
 }

@@ -196,11 +196,20 @@ func (c *Conn) trySend() {
 	}
 }
 
+func (c *Conn) event(kind string) {
+	if h := c.vm.net.onTCP; h != nil {
+		h(TCPEvent{At: c.vm.eng.Now(), Flow: c.flowOut, Kind: kind, Backoff: c.backoff, CwndBytes: c.st.Cwnd})
+	}
+}
+
 func (c *Conn) sendSegment(seq uint64, n uint32, gen uint32, retx bool) {
 	c.Stats.Segments++
+	kind := "send"
 	if retx {
 		c.Stats.Retransmits++
+		kind = "retx"
 	}
+	c.event(kind)
 	c.vm.Send(&Frame{
 		Dst: c.remote, Size: int(n) + tcpHeader, Proto: cut.TCP, Flow: c.flowOut, RevFlow: c.flowIn,
 		Seq: seq, Len: n, Ack: c.st.RcvNxt, Gen: gen, Retx: retx, To: c.peer,
@@ -276,6 +285,7 @@ func (c *Conn) Handle(kind Kind, gen int64) {
 	if c.backoff > c.Stats.MaxBackoff {
 		c.Stats.MaxBackoff = c.backoff
 	}
+	c.event("timeout")
 	c.armTimer(c.rto())
 	c.trySend()
 }
@@ -300,6 +310,7 @@ func (c *Conn) processAck(f *Frame) {
 			s.RTTValid = false
 		}
 		acked := float64(ack - s.SndUna)
+		defer c.event("ack")
 		s.SndUna = ack
 		if s.SndNxt < s.SndUna {
 			s.SndNxt = s.SndUna

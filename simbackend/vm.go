@@ -175,6 +175,16 @@ func (v *VM) Compute(work Time, h Handler, kind Kind, arg int64) {
 	v.cpu.reschedule(v)
 }
 
+// ComputeLeft returns the CPU work left of the computation in progress, or
+// zero if there is none.
+func (v *VM) ComputeLeft() Time {
+	if !v.cpu.active {
+		return 0
+	}
+	v.cpu.advance(v.eng.Now(), v.Speed())
+	return Time(math.Max(v.cpu.remaining, 0) * 1e9)
+}
+
 // cpuTask is the VM's one computation in progress (a fluid model).
 type cpuTask struct {
 	remaining float64 // seconds of CPU work

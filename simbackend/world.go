@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
@@ -23,12 +24,16 @@ type World struct {
 	Streams []*Stream
 	UDP     []*Datagrams
 	conns   [][]*Conn // per VM, in a fixed order
+	apps    []App     // per VM, nil where a workload runs none
+	load    Instance  // the workload, if any
+	// nextFlow numbers TCP flows; Connect takes two per connection.
+	nextFlow uint32
 }
 
 // build makes the world of cfg on engine eng. Flow ids, connection order and
 // random streams are fixed by cfg, so an original run and a restored run
 // build identical topologies.
-func build(cfg Config, eng *Engine) *World {
+func build(cfg Config, eng *Engine) (*World, error) {
 	w := &World{Eng: eng, Cfg: cfg}
 	hostOf := make([]int, cfg.VMs)
 	for i := range hostOf {
@@ -57,15 +62,21 @@ func build(cfg Config, eng *Engine) *World {
 		w.VMs = append(w.VMs, newVM(eng, w.Net, core.VMID(i), hostOf[i], m))
 	}
 	w.conns = make([][]*Conn, cfg.VMs)
+	w.apps = make([]App, cfg.VMs)
+	w.Net.onTCP = cfg.OnTCP
+	if cfg.Workload != nil {
+		inst, err := cfg.Workload.Build(w)
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %w", cfg.Workload.Name(), err)
+		}
+		w.load = inst
+		return w, nil
+	}
 	pairs, _ := pairsFor(cfg.Traffic, cfg.VMs)
 	rng := eng.Rand()
-	flow := uint32(0)
 	for _, p := range pairs {
 		a, b := w.VMs[p[0]], w.VMs[p[1]]
-		ca, cb := NewConnPair(a, b, flow+1, flow+2)
-		flow += 2
-		w.conns[p[0]] = append(w.conns[p[0]], ca)
-		w.conns[p[1]] = append(w.conns[p[1]], cb)
+		ca, cb := w.Connect(a.ID, b.ID)
 		s := &Stream{
 			Src: a.ID, Dst: b.ID, Out: ca, In: cb, Rate: cfg.FlowRate,
 			Tick: 10 * time.Millisecond, SendBuffer: 512 << 10, stopAt: 1 << 62,
@@ -75,6 +86,7 @@ func build(cfg Config, eng *Engine) *World {
 		w.Streams = append(w.Streams, s)
 	}
 	if cfg.UDP && cfg.VMs > 1 {
+		flow := w.nextFlow
 		for i := 0; i < cfg.VMs; i++ {
 			flow++
 			w.UDP = append(w.UDP, &Datagrams{
@@ -82,8 +94,9 @@ func build(cfg Config, eng *Engine) *World {
 				Interval: 50 * time.Millisecond, vm: w.VMs[i], stopAt: 1 << 62,
 			})
 		}
+		w.nextFlow = flow
 	}
-	return w
+	return w, nil
 }
 
 // startApps starts every application.
@@ -94,6 +107,42 @@ func (w *World) startApps() {
 	for _, d := range w.UDP {
 		d.vm.After(0, d, 0, 0)
 	}
+	for _, a := range w.apps {
+		if a != nil {
+			a.Start()
+		}
+	}
+}
+
+// done reports whether the applications have finished: the workload's, or
+// every stream of the simple traffic generator.
+func (w *World) done() bool {
+	if w.load != nil {
+		return w.load.Done()
+	}
+	return w.streamsDone()
+}
+
+// workloadResult fills the workload's fields of a result.
+func (w *World) workloadResult(res *Result) {
+	res.AppDoneMS = -1
+	if w.load == nil {
+		res.AppOK = res.StreamsOK
+		if res.StreamsOK {
+			res.AppDoneMS = ms(w.Eng.Now())
+		}
+		return
+	}
+	res.Workload = w.Cfg.Workload.Name()
+	if w.load.Done() {
+		res.AppDoneMS = ms(w.Eng.Now())
+	}
+	if err := w.load.Verify(); err != nil {
+		res.AppError = err.Error()
+	} else {
+		res.AppOK = true
+	}
+	w.load.Report(res)
 }
 
 // stopApps makes every application stop writing at t.
@@ -122,12 +171,17 @@ type image struct {
 	point Time
 	mem   *Memory
 	conns []tcpState
+	app   any
 }
 
 func (w *World) capture(vm core.VMID) image {
-	im := image{point: w.Eng.Now(), mem: w.VMs[vm].Mem.Clone()}
+	v := w.VMs[vm]
+	im := image{point: w.Eng.Now(), mem: v.Mem.Clone()}
 	for _, c := range w.conns[vm] {
 		im.conns = append(im.conns, c.snapshot())
+	}
+	if a := w.apps[vm]; a != nil {
+		im.app = a.Capture()
 	}
 	return im
 }

@@ -122,10 +122,14 @@ func (e *Engine) Step() bool {
 	return true
 }
 
-// RunUntil fires events until stop returns true (checked after every event),
+// RunUntil fires events until stop returns true (checked first and after
+// every event),
 // no event is left, or the next event is later than limit. It returns
 // whether stop became true.
 func (e *Engine) RunUntil(limit Time, stop func() bool) bool {
+	if stop != nil && stop() {
+		return true
+	}
 	for len(e.heap) > 0 && e.heap[0].at <= limit {
 		e.Step()
 		if stop != nil && stop() {

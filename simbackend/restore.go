@@ -97,7 +97,8 @@ func restoreRun(cfg Config, orig *World, sr *snapshotRun, res *Result) {
 		}
 	}
 	if w.load != nil {
-		if !w.load.Done() {
+		at, done := w.load.Finished()
+		if !done {
 			res.RestoreError = "the workload did not finish after the restore"
 			return
 		}
@@ -105,7 +106,7 @@ func restoreRun(cfg Config, orig *World, sr *snapshotRun, res *Result) {
 			res.RestoreError = "workload: " + err.Error()
 			return
 		}
-		d := ms(eng.Now() - t0)
+		d := ms(at - t0)
 		res.RestoreAppDoneMS = &d
 	}
 	// UDP users accept loss: nothing to verify for datagrams.

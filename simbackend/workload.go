@@ -23,8 +23,9 @@ type Workload interface {
 
 // Instance is a built workload.
 type Instance interface {
-	// Done reports whether every application has finished.
-	Done() bool
+	// Finished reports whether every application has finished, and when
+	// the last one did.
+	Finished() (Time, bool)
 	// Verify checks the workload's own result (every message arrived, every
 	// piece verified).
 	Verify() error

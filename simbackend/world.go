@@ -118,7 +118,8 @@ func (w *World) startApps() {
 // every stream of the simple traffic generator.
 func (w *World) done() bool {
 	if w.load != nil {
-		return w.load.Done()
+		_, ok := w.load.Finished()
+		return ok
 	}
 	return w.streamsDone()
 }
@@ -134,8 +135,8 @@ func (w *World) workloadResult(res *Result) {
 		return
 	}
 	res.Workload = w.Cfg.Workload.Name()
-	if w.load.Done() {
-		res.AppDoneMS = ms(w.Eng.Now())
+	if at, ok := w.load.Finished(); ok {
+		res.AppDoneMS = ms(at)
 	}
 	if err := w.load.Verify(); err != nil {
 		res.AppError = err.Error()

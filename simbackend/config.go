@@ -15,6 +15,7 @@ type HostConfig struct {
 	MemoryBandwidth float64 // bytes per second: the memory sink's copy rate
 	RAMBudget       int64   // bytes the memory-sink daemon may hold
 	Link            Link    // the host's uplink
+	Local           Link    // the host's software bridge between its own VMs
 	PauseLatency    Time    // time to pause a VM
 	ResumeLatency   Time    // time to resume a VM
 	DeviceState     int64   // bytes of CPU and device state in the final round
@@ -69,6 +70,7 @@ func DefaultConfig() Config {
 		Host: HostConfig{
 			DiskBandwidth: 150e6, MemoryBandwidth: 2e9, RAMBudget: 8 << 30,
 			Link:         Link{Bandwidth: 125e6, Latency: 100 * time.Microsecond, Queue: 512 << 10},
+			Local:        Link{Bandwidth: 1.25e9, Latency: 10 * time.Microsecond, Queue: 1 << 20},
 			PauseLatency: time.Millisecond, ResumeLatency: time.Millisecond, DeviceState: 256 << 10,
 		},
 		Warmup: 2 * time.Second, RunOn: 2 * time.Second, Snapshots: 1, TimeLimit: time.Hour,
@@ -100,6 +102,8 @@ func (c *Config) Validate() error {
 		return errors.New("memory bandwidth must be positive")
 	case c.Host.Link.Bandwidth <= 0:
 		return errors.New("link bandwidth must be positive")
+	case c.Host.Local.Bandwidth <= 0:
+		return errors.New("local bridge bandwidth must be positive")
 	case c.Host.Link.Loss < 0 || c.Host.Link.Loss >= 1:
 		return fmt.Errorf("loss: %g, want 0 <= loss < 1", c.Host.Link.Loss)
 	case c.Warmup < 0 || c.RunOn < 0 || c.Deadline < 0:

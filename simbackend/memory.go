@@ -85,6 +85,22 @@ func (m *Memory) Sync(now Time) int64 {
 	return d
 }
 
+// Write applies n page writes at once (e.g. a received buffer copied into
+// memory), spread like the other writes over the hot set and the rest.
+func (m *Memory) Write(now Time, n float64) {
+	m.advance(now)
+	hot := float64(m.HotPages)
+	cold := float64(m.Pages - m.HotPages)
+	hf := m.HotFrac
+	if cold <= 0 {
+		hf = 1
+	}
+	m.dHot = hot - (hot-m.dHot)*math.Exp(-n*hf/hot)
+	if cold > 0 {
+		m.dCold = cold - (cold-m.dCold)*math.Exp(-n*(1-hf)/cold)
+	}
+}
+
 // Dirties reports whether the memory is being written at all.
 func (m *Memory) Dirties() bool { return m.rate > 0 }
 

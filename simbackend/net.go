@@ -61,6 +61,7 @@ type Link struct {
 type NetConfig struct {
 	Algorithm     core.Algorithm
 	Link          Link // every host's uplink
+	Local         Link // every host's software bridge between its own VMs
 	SwitchLatency Time // a frame's time through a switch to a local VM
 	MaxHeld       int  // vnsnap-log hold queue per port
 }
@@ -73,6 +74,7 @@ type Network struct {
 	rng      *rand.Rand
 	hostOf   []int
 	links    []Link
+	local    []Link
 	ports    []core.Port[*Frame]
 	vms      []*VM
 	frames   slots[*Frame]
@@ -98,11 +100,12 @@ const (
 func NewNetwork(eng *Engine, cfg NetConfig, hostOf []int, nHosts int) *Network {
 	n := &Network{
 		eng: eng, cfg: cfg, rng: eng.Rand(), hostOf: hostOf,
-		links: make([]Link, nHosts), ports: make([]core.Port[*Frame], len(hostOf)),
+		links: make([]Link, nHosts), local: make([]Link, nHosts), ports: make([]core.Port[*Frame], len(hostOf)),
 		vms: make([]*VM, len(hostOf)), Log: make([][]loggedFrame, len(hostOf)),
 	}
 	for i := range n.links {
 		n.links[i] = cfg.Link
+		n.local[i] = cfg.Local
 	}
 	for i := range n.ports {
 		n.ports[i].MaxHeld = cfg.MaxHeld
@@ -134,11 +137,11 @@ func (n *Network) Send(f *Frame) {
 		Flow: f.Flow, Seq: f.Seq, Len: f.Len, Ack: f.Ack, RevFlow: f.RevFlow})
 	src, dst := n.hostOf[f.Src], n.hostOf[f.Dst]
 	slot := n.frames.put(f)
-	if src == dst {
-		n.eng.After(n.cfg.SwitchLatency, n, evArrive, slot)
-		return
-	}
 	l := &n.links[src]
+	overhead := tunnelOver
+	if src == dst {
+		l, overhead = &n.local[src], 0
+	}
 	now := n.eng.Now()
 	if l.busyUntil < now {
 		l.busyUntil = now
@@ -153,7 +156,7 @@ func (n *Network) Send(f *Frame) {
 		n.drop(f, cut.DropLoss)
 		return
 	}
-	l.busyUntil += Time(float64(f.Size+tunnelOver) / l.Bandwidth * 1e9)
+	l.busyUntil += Time(float64(f.Size+overhead) / l.Bandwidth * 1e9)
 	n.eng.At(l.busyUntil+l.Latency+n.cfg.SwitchLatency, n, evArrive, slot)
 }
 
@@ -166,7 +169,7 @@ func (n *Network) drop(f *Frame, why cut.DropReason) {
 	default:
 		n.Counter.DroppedLoss++
 	}
-	n.record(cut.Record{Kind: cut.Drop, VM: f.Dst, Frame: f.ID, Reason: why})
+	n.record(cut.Record{Kind: cut.Drop, VM: f.Dst, Frame: f.ID, Reason: why, Proto: f.Proto})
 }
 
 // Handle delivers a frame arriving at its destination's switch.

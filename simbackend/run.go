@@ -168,7 +168,8 @@ func Run(cfg Config) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		sr := &snapshotRun{epoch: c.Epoch, start: at, coord: coord, checker: cut.NewChecker(c.Epoch, cfg.VMs)}
+		// Applications started before the checker: it joins the trace.
+		sr := &snapshotRun{epoch: c.Epoch, start: at, coord: coord, checker: cut.NewJoinedChecker(c.Epoch, cfg.VMs)}
 		if last != nil {
 			last.dropEnd = w.Net.Counter.DroppedColour
 		}

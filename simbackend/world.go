@@ -40,7 +40,8 @@ func build(cfg Config, eng *Engine) (*World, error) {
 		hostOf[i] = i % cfg.Hosts
 	}
 	w.Net = NewNetwork(eng, NetConfig{
-		Algorithm: cfg.Algorithm, Link: cfg.Host.Link, SwitchLatency: 10 * time.Microsecond, MaxHeld: 4096,
+		Algorithm: cfg.Algorithm, Link: cfg.Host.Link, Local: cfg.Host.Local,
+		SwitchLatency: 10 * time.Microsecond, MaxHeld: 4096,
 	}, hostOf, cfg.Hosts)
 	for h := 0; h < cfg.Hosts; h++ {
 		w.Hosts = append(w.Hosts, &Host{

@@ -70,6 +70,20 @@ type Checker struct {
 	ackIn   map[uint32]uint64 // per data flow: highest ACK its sender received within its image
 	transit []transit
 	res     Result
+	joined  bool
+}
+
+// NewJoinedChecker returns a checker that joins a trace already under way,
+// before any VM has cut for epoch e: a receipt or drop of a frame it never
+// saw sent is taken as a frame sent before it joined, so in its sender's
+// image. Its data range is unknown, so a TCP frame of that kind found in
+// transit counts as recovered by TCP (an ACK for it received before the
+// sender's cut would make it lost, and the checker cannot see that); the
+// Receive or Drop record's Proto says whether it is TCP.
+func NewJoinedChecker(e core.Epoch, n int) *Checker {
+	c := NewChecker(e, n)
+	c.joined = true
+	return c
 }
 
 // NewChecker returns a checker for snapshot epoch e of a VNE with n VMs.
@@ -115,6 +129,9 @@ func (c *Checker) Observe(r Record) error {
 		}
 	case Receive:
 		s, ok := c.sends[r.Frame]
+		if !ok && c.joined {
+			s, ok = sendInfo{inImage: true, proto: r.Proto}, true
+		}
 		if !ok {
 			return fmt.Errorf("cut: frame %d delivered to vm %d but never sent", r.Frame, r.VM)
 		}
@@ -136,6 +153,9 @@ func (c *Checker) Observe(r Record) error {
 		}
 	case Drop:
 		s, ok := c.sends[r.Frame]
+		if !ok && c.joined {
+			s, ok = sendInfo{inImage: true, proto: r.Proto}, true
+		}
 		if !ok {
 			return fmt.Errorf("cut: frame %d dropped for vm %d but never sent (or already resolved)", r.Frame, r.VM)
 		}

@@ -2,6 +2,7 @@ package bittorrent
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -294,3 +295,33 @@ func (p *Peer) Rechoke(now time.Duration, rates map[PeerID]float64) []PeerID {
 
 // Optimistic returns the current optimistic unchoke, if any.
 func (p *Peer) Optimistic() (PeerID, bool) { return p.optimistic, p.hasOptimistic }
+
+// Clone returns an independent copy of the peer that draws from rng: a
+// snapshot of the peer's state (the caller gives it a random source in the
+// same state as the peer's, e.g. a copied *rand.PCG).
+func (p *Peer) Clone(rng *rand.Rand) *Peer {
+	c := *p
+	c.rng = rng
+	c.have = p.have.Clone()
+	c.avail = slices.Clone(p.avail)
+	c.pending = maps.Clone(p.pending)
+	c.unchoked = maps.Clone(p.unchoked)
+	c.remotes = make(map[PeerID]*remote, len(p.remotes))
+	for id, r := range p.remotes {
+		rc := *r
+		rc.have = r.have.Clone()
+		c.remotes[id] = &rc
+	}
+	return &c
+}
+
+// PendingFrom returns the number of outstanding requests to remote id.
+func (p *Peer) PendingFrom(id PeerID) int {
+	n := 0
+	for _, from := range p.pending {
+		if from == id {
+			n++
+		}
+	}
+	return n
+}

@@ -218,12 +218,12 @@ type rankState struct {
 }
 
 type rank struct {
-	inst  *npbInstance
-	id    int
-	vm    *sim.VM
-	plan  rankPlan
-	out   map[int]*sim.Conn // to peer
-	in    map[int]*sim.Conn // from peer
+	inst   *npbInstance
+	id     int
+	vm     *sim.VM
+	plan   rankPlan
+	out    map[int]*sim.Conn // to peer
+	in     map[int]*sim.Conn // from peer
 	conns  []*sim.Conn
 	st     rankState
 	doneAt sim.Time

@@ -12,15 +12,16 @@ import (
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/internal/units"
 	sim "github.com/vnsnap/vnsnap/simbackend"
+	"github.com/vnsnap/vnsnap/workloads/simload"
 )
 
 // simFlags binds the sim command's flags to a config. Values that need
 // parsing are kept as strings and parsed in parse, so errors name the flag.
 type simFlags struct {
-	cfg                                   sim.Config
-	algo, sink, mem, dirty, flowRate, hot string
-	diskBW, memBW, linkBW, budget, queue  string
-	asJSON                                bool
+	cfg                                             sim.Config
+	algo, sink, mem, dirty, flowRate, hot, workload string
+	diskBW, memBW, linkBW, budget, queue            string
+	asJSON                                          bool
 }
 
 func newSimFlags(fs *flag.FlagSet) *simFlags {
@@ -49,7 +50,10 @@ func newSimFlags(fs *flag.FlagSet) *simFlags {
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "virtual time before the snapshot starts")
 	fs.DurationVar(&c.RunOn, "run-on", c.RunOn, "how long applications keep writing after the snapshot")
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "master seed")
-	fs.BoolVar(&c.Restore, "restore", false, "restore the VNE from the snapshot, run on, and verify every TCP stream")
+	fs.BoolVar(&c.Restore, "restore", false, "restore the VNE from the last snapshot, run on, and verify every TCP stream and the workload")
+	fs.IntVar(&c.Snapshots, "snapshots", c.Snapshots, "number of snapshots (0: a baseline run without any)")
+	fs.DurationVar(&c.Interval, "interval", c.Interval, "time between periodic snapshots' starts")
+	fs.StringVar(&f.workload, "workload", "", "run a workload instead of --traffic: npb-KERNEL-CLASS-RANKS[-xREPEAT] (e.g. npb-cg-A-16) or bittorrent-PEERS-FILESIZE[-SEEDS] (e.g. bittorrent-16-256MiB); sets --vms and --mem")
 	fs.BoolVar(&f.asJSON, "json", false, "print one JSON object")
 	return f
 }
@@ -101,6 +105,14 @@ func (f *simFlags) parse() error {
 	c.Host.Link.Queue = int(q)
 	if c.Host.RAMBudget, err = units.ParseBytes(f.budget); err != nil {
 		return fmt.Errorf("--budget: %w", err)
+	}
+	if f.workload != "" {
+		if c.Workload, err = simload.Parse(f.workload); err != nil {
+			return fmt.Errorf("--workload: %w", err)
+		}
+		if err := c.Workload.Configure(c); err != nil {
+			return fmt.Errorf("--workload: %w", err)
+		}
 	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("--%w", err)
@@ -166,6 +178,23 @@ func printSummary(w io.Writer, cfg sim.Config, r *sim.Result) {
 		} else {
 			fmt.Fprintf(w, "restore: FAILED: %s\n", r.RestoreError)
 		}
+	}
+	if r.Workload != "" {
+		status := "ok"
+		if !r.AppOK {
+			status = "FAILED: " + r.AppError
+		}
+		fmt.Fprintf(w, "workload %s: finished at %.0f ms, %s\n", r.Workload, r.AppDoneMS, status)
+		if r.RestoreAppDoneMS != nil {
+			fmt.Fprintf(w, "restored workload finished %.0f ms after the restore\n", *r.RestoreAppDoneMS)
+		}
+	}
+	if len(r.Snaps) > 1 {
+		fmt.Fprintf(w, "%d snapshots:", len(r.Snaps))
+		for _, sn := range r.Snaps {
+			fmt.Fprintf(w, " [e%d %s, max downtime %.1f ms, window %.1f ms]", sn.Epoch, sn.State, sn.MaxDownMS, sn.WindowMS)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "simulated %d events; trace hash %s\n", r.Events, r.TraceHash)
 	_ = time.Second

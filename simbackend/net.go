@@ -2,6 +2,7 @@ package sim
 
 import (
 	"math/rand/v2"
+	"time"
 
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/core/cut"
@@ -85,6 +86,9 @@ type Network struct {
 	Log     [][]loggedFrame
 	Counter NetCounters
 	onTCP   func(TCPEvent)
+	// goodput counts the TCP payload bytes delivered in order to
+	// applications, per GoodputBin of virtual time.
+	goodput []float64
 }
 
 // NetCounters counts what the network did.
@@ -218,6 +222,27 @@ func (n *Network) SetEpoch(vm core.VMID, e core.Epoch) {
 	for _, f := range n.ports[vm].SetEpoch(e) {
 		n.toVM(f)
 	}
+}
+
+// GoodputBin is the width of the bins of Result.GoodputMBps.
+const GoodputBin = 100 * time.Millisecond
+
+// addGoodput counts n bytes delivered in order now.
+func (n *Network) addGoodput(bytes uint64) {
+	b := int(n.eng.Now() / GoodputBin)
+	for len(n.goodput) <= b {
+		n.goodput = append(n.goodput, 0)
+	}
+	n.goodput[b] += float64(bytes)
+}
+
+// goodputMBps returns the goodput trace in MB/s per bin, from bin first on.
+func (n *Network) goodputMBps(first int) []float64 {
+	var out []float64
+	for i := first; i < len(n.goodput); i++ {
+		out = append(out, n.goodput[i]/GoodputBin.Seconds()/1e6)
+	}
+	return out
 }
 
 // slots is a table of values addressed by an int64 slot, with a free list,

@@ -79,6 +79,7 @@ func restoreRun(cfg Config, orig *World, sr *snapshotRun, res *Result) {
 	}
 	eng.RunUntil(limit, w.done)
 	res.RestoreEvents = eng.Fired()
+	res.RestoreGoodputMBps = w.Net.goodputMBps(int(t0 / GoodputBin))
 	var needed uint64
 	var recover Time
 	for _, s := range w.Streams {

@@ -69,6 +69,11 @@ type Result struct {
 	PeerDoneMS       []float64 `json:"peer_done_ms,omitempty"`
 	ThroughputMBps   []float64 `json:"throughput_mbps,omitempty"`
 	RestoreAppDoneMS *float64  `json:"restore_app_done_ms,omitempty"`
+	// GoodputMBps is the TCP payload delivered in order to applications, in
+	// MB/s per 100 ms of virtual time from the start of the run;
+	// RestoreGoodputMBps the same from the restore on.
+	GoodputMBps        []float64 `json:"goodput_mbps,omitempty"`
+	RestoreGoodputMBps []float64 `json:"restore_goodput_mbps,omitempty"`
 }
 
 // SnapResult summarises one snapshot of a run.
@@ -235,6 +240,7 @@ func Run(cfg Config) (*Result, error) {
 		}
 	}
 	w.workloadResult(res)
+	res.GoodputMBps = w.Net.goodputMBps(0)
 	if cfg.Restore {
 		restoreRun(cfg, w, lastCommitted, res)
 	}

@@ -406,6 +406,7 @@ func (c *Conn) receiveData(f *Frame) {
 			c.deliver(s.RcvNxt, e, o.Gen)
 		}
 	}
+	c.vm.net.addGoodput(s.RcvNxt - before)
 	if c.OnDeliver != nil {
 		c.OnDeliver(s.RcvNxt - before)
 	}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run.sh: the front door of vnsnap.
 #
-#   ./run.sh           the main job: simulate every algorithm and sink on the
-#                      default VNE and write results/out/ (see README.md)
+#   ./run.sh           the main job: the paper suite (experiments E1-E8) on the
+#                      simulator; writes results/out/ and results/REPORT.md
+#   ./run.sh --full    the same at the large sizes
 #   ./run.sh test      install what the tests need, then run every test
 #   ./run.sh sim ...   any vnsnap command, built from this checkout
 #
@@ -30,30 +31,25 @@ setup() {
 	fi
 }
 
+# main_job runs the paper suite (experiments E1-E8 on the simulator) and
+# writes results/out/ (CSV, JSON, PNG and SVG) and results/REPORT.md with
+# results/REPORT.html. With --full it runs the large sizes.
 main_job() {
-	build
+	mkdir -p .cache/bin
+	# -buildvcs=auto records the git revision, which every results file carries.
+	go build -buildvcs=auto -o "$BIN" ./cmd/vnsnap
 	local out=results/out
 	mkdir -p "$out"
-	local seed=${SEED:-1}
-	echo "vnsnap $( "$BIN" version | cut -d' ' -f2- ): simulating every algorithm and sink, seed $seed" >&2
-	local rows="$out/sim-summary.jsonl"
-	: >"$rows.tmp"
-	for algo in vnsnap vnsnap-log stop-copy sync-freeze cow uncoordinated; do
-		for sink in disk memory; do
-			printf '  %-14s %-7s ' "$algo" "$sink" >&2
-			"$BIN" sim --algo "$algo" --sink "$sink" --vms 16 --hosts 4 --mem 512MiB \
-				--dirty 40MiB/s --traffic all-to-all --restore --seed "$seed" --json >>"$rows.tmp"
-			echo done >&2
-		done
-	done
-	mv "$rows.tmp" "$rows"
-	go run ./cmd/vnsnap-table "$rows" | tee "$out/sim-summary.txt"
-	echo "wrote $rows and $out/sim-summary.txt" >&2
+	echo "vnsnap $("$BIN" version | cut -d' ' -f2-): the paper suite on the simulator ${1:-(default sizes)}" >&2
+	"$BIN" experiment all --out "$out" --report results/REPORT.md "$@"
 }
 
 case "${1:-}" in
 "")
 	main_job
+	;;
+--full)
+	main_job --full
 	;;
 test)
 	shift

@@ -111,7 +111,8 @@ type Stats struct {
 	// arrived (the first STOP and last RESUME of the snapshot).
 	Paused, Resumed time.Time
 	// Pause is the pause seen from outside: the largest gap between heartbeat
-	// lines during the snapshot (zero when the guest prints none).
+	// lines during the snapshot (zero when the guest prints none, or when a
+	// VM that was paused is left paused: its caller measures the pause).
 	Pause HeartbeatGap
 	// PointHeartbeat is the last heartbeat counter that arrived before the VM
 	// paused: the guest's progress at the snapshot point (for Background the
@@ -302,7 +303,11 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 		emit(VMResumed{st.Resumed})
 	}
 	st.Duration = time.Since(start)
-	vm.measurePause(ctx, &st, start)
+	if wasRunning || !st.Resumed.IsZero() {
+		// A VM left paused has no heartbeat to wait for: the caller
+		// resumes it and measures the pause.
+		vm.measurePause(ctx, &st, start)
+	}
 	return st, nil
 }
 

@@ -2,6 +2,12 @@
 // environments, and simulates them.
 //
 //	vnsnap sim [flags]         simulate one VNE snapshot (and restore)
+//	vnsnap up VNE.yaml         boot a VNE of QEMU VMs and supervise it
+//	vnsnap snapshot NAME       snapshot the running VNE into the store
+//	vnsnap restore NAME        replace the running VNE by a snapshot
+//	vnsnap verify NAME         check a stored snapshot
+//	vnsnap ls                  list stored snapshots
+//	vnsnap down                stop the running VNE
 //	vnsnap version             print the version
 //
 // Run `vnsnap CMD -h` for a command's flags.
@@ -25,8 +31,15 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"sim":     {"simulate one VNE snapshot and print a summary", runSim},
-		"version": {"print the version", runVersion},
+		"sim":        {"simulate one VNE snapshot and print a summary", runSim},
+		"experiment": {"run the paper's experiments (vnsnap experiment list)", runExperiment},
+		"version":    {"print the version", runVersion},
+		"up":         {"boot a VNE of QEMU VMs and supervise it (foreground)", runUp},
+		"snapshot":   {"take a consistent snapshot of the running VNE", runSnapshot},
+		"restore":    {"replace the running VNE by a stored snapshot", runRestore},
+		"verify":     {"check every byte of a stored snapshot", runVerify},
+		"ls":         {"list the stored snapshots", runLs},
+		"down":       {"stop the running VNE", runDown},
 	}
 }
 

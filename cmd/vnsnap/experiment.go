@@ -1,0 +1,124 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vnsnap/vnsnap/experiments"
+)
+
+const experimentUsage = `usage:
+  vnsnap experiment list
+  vnsnap experiment NAME [--config FILE] [--seeds N] [--out DIR] [--full] [--workers N] [--quiet]
+  vnsnap experiment all  [same flags] [--report FILE]   every experiment, then the report
+  vnsnap experiment report [--out DIR] [--report FILE]  rebuild figures and report from DIR
+
+NAME is an experiment's name (e1-downtime) or its short form (e1).
+`
+
+func runExperiment(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, experimentUsage)
+		if len(args) == 0 {
+			return errUsage
+		}
+		return flag.ErrHelp
+	}
+	name, rest := args[0], args[1:]
+	if name == "list" {
+		return listExperiments(stdout)
+	}
+	fs := flag.NewFlagSet("vnsnap experiment "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, experimentUsage, "\nflags:\n"); fs.PrintDefaults() }
+	var opt experiments.Options
+	fs.StringVar(&opt.ConfigFile, "config", "", "JSON or YAML `file` overriding the experiment's config")
+	fs.IntVar(&opt.Seeds, "seeds", 0, "number of seeds, 1..`N` (default: the config's)")
+	fs.StringVar(&opt.Out, "out", experiments.DefaultOut, "output `dir`ectory")
+	fs.BoolVar(&opt.Full, "full", false, "run the large config")
+	fs.IntVar(&opt.Workers, "workers", 0, "parallel simulator runs (default GOMAXPROCS)")
+	quiet := fs.Bool("quiet", false, "no progress on stderr")
+	report := fs.String("report", "results/REPORT.md", "report `file` (Markdown; an HTML page is written beside it)")
+	if err := fs.Parse(rest); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if opt.Seeds < 0 {
+		return fmt.Errorf("--seeds: %d is negative", opt.Seeds)
+	}
+	if !*quiet {
+		opt.Log = stderr
+		opt.Bar = isTerminal(stderr)
+	}
+	htmlPath := strings.TrimSuffix(*report, filepath.Ext(*report)) + ".html"
+	switch name {
+	case "report":
+		names, err := experiments.Report(opt.Out, *report, htmlPath)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s and %s (%s)\n", *report, htmlPath, strings.Join(names, ", "))
+		return nil
+	case "all":
+		if opt.ConfigFile != "" {
+			return fmt.Errorf("--config: give it to one experiment, not to all")
+		}
+		t0 := time.Now()
+		for _, e := range experiments.All() {
+			if _, err := experiments.Run(e, opt); err != nil {
+				return err
+			}
+		}
+		if _, err := experiments.Report(opt.Out, *report, htmlPath); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "paper suite done in %s: outputs in %s, report %s and %s\n",
+			time.Since(t0).Round(time.Second), opt.Out, *report, htmlPath)
+		return nil
+	}
+	e, err := experiments.Lookup(name)
+	if err != nil {
+		return err
+	}
+	sec, err := experiments.Run(e, opt)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: wrote %s/%s.csv, %s/%s.json and %d figures\n", e.Name, opt.Out, e.Name, opt.Out, e.Name, len(sec.Figures))
+	for _, f := range sec.Figures {
+		fmt.Fprintf(stdout, "  %s.png: %s\n", f.File, f.Text)
+	}
+	return nil
+}
+
+func listExperiments(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, e := range experiments.All() {
+		d, f := e.New(false), e.New(true)
+		jd, _ := d.Plan(experiments.Seeds(d.SeedCount()))
+		jf, _ := f.Plan(experiments.Seeds(f.SeedCount()))
+		fmt.Fprintf(tw, "%s\t%s\t%d runs (--full: %d)\n", e.Name, e.Title, len(jd), len(jf))
+	}
+	return tw.Flush()
+}
+
+// isTerminal reports whether w is a terminal (for the progress bar).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

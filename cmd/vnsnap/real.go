@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/store"
+)
+
+// The real-VM commands. `vnsnap up` is a foreground supervisor that owns the
+// VNE's switches and QEMUs and serves a control socket in its state
+// directory; snapshot, restore and down talk to it. verify and ls read the
+// store directly.
+
+const defaultStore = ".vnsnap/store"
+
+// stateFlags are the flags shared by the commands that reach a supervisor.
+type stateFlags struct {
+	state, store string
+}
+
+func (f *stateFlags) bind(fs *flag.FlagSet) {
+	fs.StringVar(&f.state, "state", "", "state directory of the VNE (default: the only one under .vnsnap/)")
+	fs.StringVar(&f.store, "store", defaultStore, "snapshot store directory")
+}
+
+// controlSocket finds the supervisor's control socket.
+func (f *stateFlags) controlSocket() (string, error) {
+	if f.state != "" {
+		return filepath.Join(f.state, "control.sock"), nil
+	}
+	socks, _ := filepath.Glob(filepath.Join(".vnsnap", "*", "control.sock"))
+	switch len(socks) {
+	case 1:
+		return socks[0], nil
+	case 0:
+		return "", errors.New("no VNE is up under .vnsnap/ (start one with `vnsnap up VNE.yaml`, or give --state)")
+	default:
+		return "", fmt.Errorf("several VNEs are up (%s): choose one with --state", strings.Join(socks, ", "))
+	}
+}
+
+// request is one control request to the supervisor, one JSON line.
+type request struct {
+	Op    string `json:"op"` // snapshot, restore, status, down
+	Name  string `json:"name,omitempty"`
+	Algo  string `json:"algo,omitempty"`
+	Sink  string `json:"sink,omitempty"`
+	Store string `json:"store,omitempty"`
+}
+
+// response answers a request: Text is printed as is.
+type response struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	Text  string `json:"text,omitempty"`
+}
+
+// call sends req to the supervisor and returns its answer's text.
+func call(ctx context.Context, sock string, req request) (string, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return "", fmt.Errorf("reach the VNE supervisor at %s: %w (is `vnsnap up` running?)", sock, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return "", fmt.Errorf("send %s request: %w", req.Op, err)
+	}
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		return "", fmt.Errorf("read %s answer: %w", req.Op, err)
+	}
+	var resp response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return "", fmt.Errorf("decode %s answer: %w", req.Op, err)
+	}
+	if !resp.OK {
+		return resp.Text, errors.New(resp.Error)
+	}
+	return resp.Text, nil
+}
+
+func runSnapshot(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("snapshot", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sf stateFlags
+	sf.bind(fs)
+	algo := fs.String("algo", "", "algorithm: "+algoNames()+" (default: the VNE file's, else vnsnap)")
+	sink := fs.String("sink", "", "sink: memory or disk (default: the VNE file's, else memory)")
+	fs.Usage = func() { fmt.Fprintln(stderr, "usage: vnsnap snapshot [flags] NAME"); fs.PrintDefaults() }
+	name, err := oneArg(fs, args, "snapshot name")
+	if err != nil {
+		return err
+	}
+	if _, err := core.ParseAlgorithm(*algo); *algo != "" && err != nil {
+		return fmt.Errorf("--algo: %w", err)
+	}
+	if _, err := core.ParseSink(*sink); *sink != "" && err != nil {
+		return fmt.Errorf("--sink: %w", err)
+	}
+	if err := store.ValidName(name); err != nil {
+		return fmt.Errorf("snapshot name: %w", err)
+	}
+	sock, err := sf.controlSocket()
+	if err != nil {
+		return err
+	}
+	store, err := filepath.Abs(sf.store)
+	if err != nil {
+		return err
+	}
+	text, err := call(context.Background(), sock, request{Op: "snapshot", Name: name, Algo: *algo, Sink: *sink, Store: store})
+	fmt.Fprint(stdout, text)
+	return err
+}
+
+func runRestore(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sf stateFlags
+	sf.bind(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: vnsnap restore [flags] NAME\n\nThe running VNE (vnsnap up) is replaced by the snapshot NAME.")
+		fs.PrintDefaults()
+	}
+	name, err := oneArg(fs, args, "snapshot name")
+	if err != nil {
+		return err
+	}
+	sock, err := sf.controlSocket()
+	if err != nil {
+		return err
+	}
+	store, err := filepath.Abs(sf.store)
+	if err != nil {
+		return err
+	}
+	text, err := call(context.Background(), sock, request{Op: "restore", Name: name, Store: store})
+	fmt.Fprint(stdout, text)
+	return err
+}
+
+func runDown(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("down", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sf stateFlags
+	sf.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return errUsage
+	}
+	sock, err := sf.controlSocket()
+	if err != nil {
+		return err
+	}
+	text, err := call(context.Background(), sock, request{Op: "down"})
+	fmt.Fprint(stdout, text)
+	return err
+}
+
+func runVerify(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	root := fs.String("store", defaultStore, "snapshot store directory")
+	fs.Usage = func() { fmt.Fprintln(stderr, "usage: vnsnap verify [--store DIR] NAME"); fs.PrintDefaults() }
+	name, err := oneArg(fs, args, "snapshot name")
+	if err != nil {
+		return err
+	}
+	s, err := store.Open(*root, name)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	probs, err := s.Verify(context.Background())
+	if err != nil {
+		return err
+	}
+	for _, p := range probs {
+		fmt.Fprintln(stdout, p)
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("snapshot %s is damaged: %d problem(s)", name, len(probs))
+	}
+	m := s.Manifest()
+	fmt.Fprintf(stdout, "snapshot %s ok: %d VMs, %d extras, id %s\n", name, len(m.VMs), len(m.Extras), m.Checksum)
+	return nil
+}
+
+func runLs(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	root := fs.String("store", defaultStore, "snapshot store directory")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return errUsage
+	}
+	infos, err := store.List(*root)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tCREATED\tALGORITHM\tEPOCH\tVMS\tSIZE\tSTORED")
+	for _, in := range infos {
+		if in.Err != nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t%v\n", in.Name, in.Err)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%.1fMiB\t%.1fMiB\n", in.Name, in.Created.Local().Format(time.DateTime),
+			in.Algorithm, in.Epoch, strings.Join(in.VMs, ","), float64(in.Logical)/(1<<20), float64(in.Stored)/(1<<20))
+	}
+	return tw.Flush()
+}
+
+// oneArg parses flags and returns the single positional argument.
+func oneArg(fs *flag.FlagSet, args []string, what string) (string, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", err
+		}
+		return "", errUsage
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintf(fs.Output(), "vnsnap %s: want exactly one %s, got %d arguments\n", fs.Name(), what, fs.NArg())
+		fs.Usage()
+		return "", errUsage
+	}
+	return fs.Arg(0), nil
+}
+
+// storeDir makes sure the store directory exists.
+func storeDir(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return "", fmt.Errorf("store %s: %w", p, err)
+	}
+	return abs, nil
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/store"
+)
+
+func runCmd(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestUpBadVNE(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "bad.yaml")
+	yaml := "name: lab\nhosts:\n  - name: h1\nvms:\n  - name: a\n    host: h1\n    memory: lots\n    guest: {builtin: idle}\n"
+	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCmd("up", "--state", filepath.Join(dir, "st"), p)
+	if code == 0 {
+		t.Fatal("up with a malformed VNE file: exit 0, want non-zero")
+	}
+	if want := p + ":7: vms[0].memory"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q does not name %q", stderr, want)
+	}
+	for _, args := range [][]string{
+		{"up"}, {"up", "--state", dir, filepath.Join(dir, "missing.yaml")},
+		{"snapshot", "--algo", "nope", "x"}, {"snapshot", "--sink", "tape", "x"},
+		{"snapshot", "--state", dir, "bad/name"}, {"verify"}, {"ls", "extra"},
+		{"down", "--state", filepath.Join(dir, "none")},
+	} {
+		if code, _, stderr := runCmd(args...); code == 0 || stderr == "" {
+			t.Errorf("vnsnap %s: exit %d, stderr %q; want non-zero and a message", strings.Join(args, " "), code, stderr)
+		}
+	}
+}
+
+// TestVerifyDamaged writes a snapshot directly with the store, checks that
+// verify and ls accept it, flips one byte of a chunk and expects verify to
+// fail naming the VM and the chunk.
+func TestVerifyDamaged(t *testing.T) {
+	root := t.TempDir()
+	w, err := store.Create(root, "s1", store.Meta{Created: time.Unix(1e9, 0), Algorithm: "vnsnap-memory", Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	for _, vm := range []string{"a", "b"} {
+		sw, err := w.Stream(vm, "memory")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := sw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		data[0]++ // b differs from a
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := runCmd("verify", "--store", root, "s1"); code != 0 || !strings.Contains(out, "s1 ok") {
+		t.Fatalf("verify of a sound snapshot: exit %d, %q %q", code, out, stderr)
+	}
+	if code, out, _ := runCmd("ls", "--store", root); code != 0 || !strings.Contains(out, "s1") || !strings.Contains(out, "a,b") {
+		t.Errorf("ls: exit %d, %q; want s1 with VMs a,b", code, out)
+	}
+	s, err := store.Open(root, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := s.Manifest().VMs[1].Streams[0].Chunks[1]
+	s.Close()
+	path := filepath.Join(root, "chunks", ch.Addr[:2], ch.Addr)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCmd("verify", "--store", root, "s1")
+	if code == 0 {
+		t.Fatalf("verify of a damaged snapshot: exit 0, want non-zero; out %q", out)
+	}
+	if !strings.Contains(out, `vm "b"`) || !strings.Contains(out, "chunk 1") || !strings.Contains(stderr, "damaged") {
+		t.Errorf("verify output %q / %q: want vm \"b\" chunk 1 named", out, stderr)
+	}
+}
+
+// TestUpSnapshotRestoreDown drives the CLI against real QEMU: up in the
+// foreground (here a goroutine), snapshot, ls, verify, restore, down.
+func TestUpSnapshotRestoreDown(t *testing.T) {
+	if testing.Short() && os.Getenv("CI") == "" {
+		t.Skip("real QEMU test: skipped in -short mode (never in CI)")
+	}
+	if _, err := qemubackend.Probe(context.Background(), ""); err != nil {
+		if errors.Is(err, qemubackend.ErrNoQEMU) && os.Getenv("CI") == "" {
+			t.Skipf("QEMU not installed (run scripts/setup-qemu.sh): %v", err)
+		}
+		t.Fatalf("QEMU unusable: %v", err)
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	state, err := os.MkdirTemp("", "vnsc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(state)
+	root := filepath.Join(dir, "store")
+	p := filepath.Join(dir, "duo.yaml")
+	yaml := `name: duo
+hosts:
+  - {name: h1, ram_budget: 1GiB}
+  - {name: h2}
+vms:
+  - {name: a, host: h1, memory: 96MiB, ip: 10.0.0.1, guest: {builtin: dirtier, args: ["-rate=4", "-ws=8"]}}
+  - {name: b, host: h2, memory: 96MiB, ip: 10.0.0.2, guest: {builtin: idle}}
+`
+	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	upDone := make(chan int, 1)
+	var upOut, upErr bytes.Buffer
+	go func() { upDone <- run([]string{"up", "--state", state, p}, &upOut, &upErr) }()
+	defer func() {
+		// Whatever happened, take the VNE down and wait for up to return.
+		runCmd("down", "--state", state)
+		select {
+		case <-upDone:
+		case <-time.After(30 * time.Second):
+			t.Error("vnsnap up did not return after down")
+		}
+	}()
+	sock := filepath.Join(state, "control.sock")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(state, "pid")); err == nil && strings.Contains(upOut.String(), "up:") {
+			break
+		}
+		select {
+		case code := <-upDone:
+			upDone <- code
+			t.Fatalf("up exited %d: %s", code, upErr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("up did not come up: %s", upErr.String())
+		}
+	}
+	_ = sock
+	// Let the guests boot: wait for their first heartbeats.
+	for _, vm := range []string{"a", "b"} {
+		waitConsole(t, filepath.Join(state, vm+".console"), "HB ", 60*time.Second)
+	}
+	code, out, stderr := runCmd("snapshot", "--state", state, "--store", root, "--algo", "vnsnap", "--sink", "memory", "s1")
+	t.Logf("snapshot:\n%s", out)
+	if code != 0 {
+		t.Fatalf("snapshot: exit %d: %s", code, stderr)
+	}
+	if code, out, stderr = runCmd("snapshot", "--state", state, "--store", root, "--algo", "cow", "s2"); code != 0 {
+		t.Fatalf("snapshot cow: exit %d: %s", code, stderr)
+	}
+	t.Logf("snapshot cow:\n%s", out)
+	if code, out, _ := runCmd("ls", "--store", root); code != 0 || !strings.Contains(out, "s1") || !strings.Contains(out, "s2") {
+		t.Errorf("ls: exit %d: %s", code, out)
+	}
+	if code, out, stderr := runCmd("verify", "--store", root, "s2"); code != 0 {
+		t.Errorf("verify: exit %d: %s %s", code, out, stderr)
+	}
+	if code, out, stderr = runCmd("restore", "--state", state, "--store", root, "s1"); code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	t.Logf("restore: %s", out)
+	if code, _, stderr = runCmd("snapshot", "--state", state, "--store", root, "--algo", "stop-copy", "--sink", "disk", "s3"); code != 0 {
+		t.Fatalf("snapshot after restore: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr = runCmd("down", "--state", state); code != 0 {
+		t.Fatalf("down: exit %d: %s", code, stderr)
+	}
+	select {
+	case code := <-upDone:
+		upDone <- code
+		if code != 0 {
+			t.Errorf("up exited %d: %s", code, upErr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("up did not return after down")
+	}
+	b, err := os.ReadFile(filepath.Join(state, "a.console"))
+	if err != nil || !strings.Contains(string(b), "DIRTIER OK") || strings.Contains(string(b), "FAIL") {
+		t.Errorf("console of a (%v): want DIRTIER OK and no FAIL:\n%s", err, tailString(string(b), 2000))
+	}
+}
+
+// waitConsole waits until the console file at path contains s.
+func waitConsole(t *testing.T, path, s string, d time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(path)
+			t.Fatalf("%s: no %q after %v:\n%s", path, s, d, tailString(string(b), 2000))
+		}
+	}
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,126 @@
+package realbackend
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/store"
+	"github.com/vnsnap/vnsnap/vnet"
+)
+
+// failingColour is a switch controller whose SetEpoch fails for one VM.
+type failingColour struct {
+	vnet.Controller
+	vm core.VMID
+}
+
+var errInjected = errors.New("injected set-epoch failure")
+
+func (f failingColour) SetEpoch(vm core.VMID, e core.Epoch) error {
+	if vm == f.vm {
+		return errInjected
+	}
+	return f.Controller.SetEpoch(vm, e)
+}
+
+// TestAbortResumesEveryVM makes snapshots fail in the middle (a switch that
+// refuses a colour, a deadline that passes during the copies) and checks that
+// every VM runs again and nothing is recorded; then a snapshot succeeds.
+func TestAbortResumesEveryVM(t *testing.T) {
+	h := requireQEMU(t)
+	img := guestImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	console := consoles(t, t.TempDir())
+	o := Options{QEMU: h, Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
+	l := &Layout{Name: "abort", Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}, {Name: "h2", Address: "127.0.0.1"}}}
+	for i, n := range []string{"x", "y"} {
+		l.VMs = append(l.VMs, VMLayout{
+			Name: n, Host: i, MemoryMiB: 96, VCPUs: 1, Machine: h.Machine, MAC: qemubackend.MACFor(n),
+			Kernel: img.Kernel, Initrd: img.Initrd, Heartbeat: true,
+			Append: guestimg.KernelArgs("", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=20ms"}},
+				guestimg.Program{Name: "dirtier", Args: []string{"-rate=4", "-ws=8"}}),
+		})
+	}
+	env, err := BootLayout(ctx, l, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Close() })
+	for i := 0; i < env.NumVMs(); i++ {
+		if _, _, err := env.VM(i).Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	cases := []struct {
+		name     string
+		algo     core.Algorithm
+		sink     core.Sink
+		fail     bool
+		deadline time.Duration
+		cancel   time.Duration // cancel the caller's context after this long
+	}{
+		{"colour-vnsnap", core.VNsnap, core.MemorySink, true, 0, 0},
+		{"colour-cow", core.COW, core.DiskSink, true, 0, 0},
+		{"colour-stop-copy", core.StopCopy, core.MemorySink, true, 0, 0},
+		{"deadline-vnsnap", core.VNsnap, core.DiskSink, false, 200 * time.Millisecond, 0},
+		{"cancel-stop-copy", core.StopCopy, core.DiskSink, false, 0, 150 * time.Millisecond},
+	}
+	for _, c := range cases {
+		orig := env.ctl[1]
+		if c.fail {
+			env.ctl[1] = failingColour{orig, 1}
+		}
+		start := time.Now()
+		sctx, scancel := context.WithCancel(ctx)
+		if c.cancel > 0 {
+			time.AfterFunc(c.cancel, scancel)
+		}
+		_, err := env.Snapshot(sctx, SnapshotOptions{Store: root, Name: c.name, Algorithm: c.algo, Sink: c.sink, Deadline: c.deadline})
+		scancel()
+		env.ctl[1] = orig
+		if !errors.Is(err, ErrAborted) {
+			t.Fatalf("%s: got %v, want ErrAborted", c.name, err)
+		}
+		if c.fail && !errors.Is(err, errInjected) && !contains(err, errInjected.Error()) {
+			t.Errorf("%s: error %v does not give the cause", c.name, err)
+		}
+		t.Logf("%s: %v (after %v)", c.name, err, since(start))
+		if _, err := store.Open(root, c.name); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: store.Open after abort: %v, want ErrNotFound", c.name, err)
+		}
+		if _, err := os.Stat(filepath.Join(root, "snapshots", c.name)); !os.IsNotExist(err) {
+			t.Errorf("%s: snapshot directory left behind: %v", c.name, err)
+		}
+		for i := 0; i < env.NumVMs(); i++ {
+			vm := env.VM(i)
+			if st, err := vm.Status(ctx); err != nil || st != "running" {
+				t.Errorf("%s: %s status %q, %v; want running", c.name, vm.Spec.Name, st, err)
+			}
+			n := vm.Console.Len()
+			if _, _, err := vm.Console.WaitFor(ctx, n, func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }); err != nil {
+				t.Errorf("%s: %s prints no heartbeat after the abort: %v", c.name, vm.Spec.Name, err)
+			}
+		}
+	}
+	rep, err := env.Snapshot(ctx, SnapshotOptions{Store: root, Name: "ok", Algorithm: core.VNsnap, Sink: core.MemorySink})
+	if err != nil {
+		t.Fatalf("snapshot after the aborts: %v", err)
+	}
+	if want := core.Epoch(len(cases) + 1); rep.Epoch != want {
+		t.Errorf("epoch after %d aborted snapshots: %d, want %d", len(cases), rep.Epoch, want)
+	}
+	noFail(t, env, "after aborts")
+}
+
+func contains(err error, s string) bool { return err != nil && strings.Contains(err.Error(), s) }

@@ -1,0 +1,61 @@
+// Package realbackend runs whole VNEs of real QEMU VMs joined by vnsnap's
+// user-space switches, and takes and restores their consistent snapshots by
+// driving the same core.Coordinator as the simulator.
+//
+// # Pieces
+//
+//   - Boot starts a VNE from its description (vne.VNE): one vnet.Switch per
+//     host with a UDP tunnel to every other host's switch (all in this
+//     process: the "hosts" share a machine and talk over loopback), one port
+//     per VM, and one QEMU per VM connected to its port with -netdev stream.
+//     Built-in guests boot the project's image (qemubackend/guestimg) with
+//     a heartbeat on the serial console, so pauses are measured from outside.
+//   - Env.Snapshot runs one VNE snapshot. A single goroutine owns the
+//     coordinator (core.Mode Observed): it feeds core.Started, then receives
+//     events from one channel, calls Step and executes the commands in
+//     order. Executing a command may start a goroutine (a QEMU migration, a
+//     memory-sink flush, the commit) that later posts an event into the
+//     channel; no other goroutine touches the coordinator.
+//   - Restore rebuilds a VNE from a stored snapshot: switches, tunnels and
+//     ports (at the snapshot's epoch), every QEMU started with -incoming
+//     defer and loaded from the store, the in-transit log replayed into the
+//     ports (vnsnap-log), then every VM resumed together.
+//
+// # Commands
+//
+//   - StartLiveCopy: VM.Snapshot(Precopy) in a goroutine. QEMU's
+//     MIGRATION_PASS n>1 is reported as RoundCopied{Round: n-1}. At
+//     pre-switchover the snapshot-point hook posts VMPaused and blocks until
+//     the loop has executed SetColour and FreezeDisk and reaches CopyFinal
+//     for that VM; when the stream is complete FinalCopied is posted. QEMU's
+//     own `cont` at the end makes the following ResumeVM a no-op.
+//   - PauseVM: `stop`, then VMPaused. CopyFinal{All} of a paused VM:
+//     VM.Snapshot(StopCopy), which leaves the VM paused (postmigrate).
+//   - ProtectMemory: VM.Snapshot(Background) of the paused VM. Since QEMU 10
+//     the background snapshot of a paused VM leaves it paused, so the
+//     executor waits until QEMU has saved the device state and armed write
+//     protection (the migration is active and has started saving pages)
+//     before it returns; the ResumeVM the core orders next sends `cont`.
+//   - SetColour: Controller.SetEpoch on the switch of the VM's host.
+//   - FreezeDisk: blockdev-snapshot-sync of a disk guest's image to a new
+//     qcow2 overlay while the VM is paused: the old image is the disk at the
+//     snapshot point. Kernel+initramfs guests have no disk; the report
+//     records that nothing was frozen.
+//   - ResumeVM: `cont` unless the VM runs, until QEMU reports it running,
+//     then VMResumed.
+//   - ThrottleVM: never issued in Observed mode (QEMU's own auto-converge
+//     would do it); ignored.
+//   - FlushImage: a goroutine copies the VM's RAM buffer (VNsnap-memory)
+//     into its store stream, then ImageFlushed. With the disk sink QEMU's
+//     stream goes straight into the store stream (paced by the store).
+//   - CancelCopy: cancels the VM's migration goroutine (migrate_cancel).
+//   - SetTimer/CancelTimer: time.AfterFunc posting TimerFired.
+//   - Commit: writes the extras (layout, frame logs of every switch, the
+//     in-transit log for vnsnap-log, the VNE file), then store.Writer.Commit
+//     (manifest last), then Committed.
+//   - Abort: store.Writer.Abort; once every goroutine has stopped, every VM
+//     still not running is sent `cont`.
+//
+// A command that fails is reported with core.Failed; the coordinator then
+// aborts (every VM resumed, no snapshot recorded).
+package realbackend

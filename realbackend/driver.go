@@ -1,0 +1,420 @@
+package realbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/store"
+)
+
+// SnapshotOptions configures one VNE snapshot.
+type SnapshotOptions struct {
+	// Store is the snapshot store's root directory; it must exist.
+	Store string
+	// Name is the snapshot's name in the store.
+	Name      string
+	Algorithm core.Algorithm
+	Sink      core.Sink
+	// Deadline aborts the snapshot if it has not committed by then; 0 means
+	// two minutes.
+	Deadline time.Duration
+	// Created is the time recorded in the manifest; zero means now.
+	Created time.Time
+}
+
+// Report is the outcome of one VNE snapshot.
+type Report struct {
+	Name  string
+	Epoch core.Epoch
+	// Start is when the coordinator was started: its clock's origin.
+	Start time.Time
+	// Core is what the coordinator measured (its clock starts at Start).
+	Core core.Report
+	// VMs holds per-VM measurements made outside the core, in VM order.
+	VMs []VMResult
+	// Duration is the wall time from Started to Committed.
+	Duration time.Duration
+}
+
+// VMResult is what the backend measured of one VM's snapshot.
+type VMResult struct {
+	Name string
+	// Pause is the largest gap between the guest's heartbeat lines around
+	// the snapshot, stamped on the host: the pause seen from outside (zero
+	// for a guest without heartbeat).
+	Pause qemubackend.HeartbeatGap
+	// QEMU is what the QEMU migration reported.
+	QEMU qemubackend.Stats
+	// Frozen is the disk image frozen at the snapshot point; empty for a
+	// guest without disk (nothing frozen).
+	Frozen string
+}
+
+// ErrAborted is returned (wrapped, with the coordinator's reason) when a
+// snapshot is abandoned. Every VM runs again and nothing is recorded.
+var ErrAborted = errors.New("snapshot aborted")
+
+// clock is the coordinator's monotonic clock: time since the driver began.
+type clock struct{ start time.Time }
+
+func (c clock) Now() time.Duration { return time.Since(c.start) }
+
+// vmRun is the driver's state for one VM of the snapshot.
+type vmRun struct {
+	vm      *qemubackend.VM
+	name    string
+	ctx     context.Context // of the copy in progress
+	cancel  context.CancelFunc
+	release chan struct{} // closed by CopyFinal: the pre-copy hook may return
+	stream  *store.StreamWriter
+	ram     *ramBuffer
+	stats   qemubackend.Stats // written by the copy goroutine, read after wg.Wait
+	frozen  string
+	disk    string // current top image (qcow2) of a disk guest
+	node    string // its block node name
+}
+
+// driver runs one snapshot. Only the goroutine in run touches co, vms' fields
+// other than stats, timers and pending.
+type driver struct {
+	env    *Env
+	opts   SnapshotOptions
+	epoch  core.Epoch
+	co     *core.Coordinator
+	clock  clock
+	w      *store.Writer
+	vms    []*vmRun
+	events chan core.Event
+	quit   chan struct{} // closed when the loop has ended: posts are dropped
+	// pending holds events produced synchronously by executed commands;
+	// they are stepped before the next event from the channel.
+	pending []core.Event
+	timers  map[core.TimerID]*time.Timer
+	wg      sync.WaitGroup
+	ctx     context.Context
+	aborted bool
+	commit  bool // the coordinator is in StateCommitted
+}
+
+// post hands an event to the loop; after the loop has ended it is dropped.
+func (d *driver) post(ev core.Event) {
+	select {
+	case d.events <- ev:
+	case <-d.quit:
+	}
+}
+
+// Snapshot takes a consistent snapshot of the whole VNE into the store. The
+// epoch is one more than the largest of the store's snapshots and the VNE's
+// current epoch. On any failure every VM is left running, no snapshot is
+// recorded and the error wraps ErrAborted with the reason.
+func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) {
+	if e.closed {
+		return nil, errors.New("snapshot: VNE is down")
+	}
+	if o.Deadline == 0 {
+		o.Deadline = 2 * time.Minute
+	}
+	if o.Created.IsZero() {
+		o.Created = time.Now()
+	}
+	epoch, err := nextEpoch(o.Store, e.epoch)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
+	}
+	cfg := core.Config{
+		Algorithm: o.Algorithm, Sink: o.Sink, Mode: core.Observed, Epoch: epoch, Deadline: o.Deadline,
+	}
+	for _, h := range e.Layout.Hosts {
+		b := h.RAMBudget
+		if b == 0 {
+			b = 1 << 40 // unset: no limit
+		}
+		cfg.Hosts = append(cfg.Hosts, core.HostSpec{RAMBudget: b})
+	}
+	for _, vm := range e.Layout.VMs {
+		cfg.VMs = append(cfg.VMs, core.VMSpec{Host: core.HostID(vm.Host), MemBytes: int64(vm.MemoryMiB) << 20})
+	}
+	for _, sw := range e.switches {
+		if err := sw.SetAlgorithm(o.Algorithm); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
+		}
+	}
+	w, err := store.Create(o.Store, o.Name, store.Meta{
+		Created: o.Created, Algorithm: o.Algorithm.String() + "-" + o.Sink.String(), Epoch: uint64(epoch),
+		Labels: map[string]string{
+			"machine": e.machine(), "qemu": e.opts.QEMU.Version.String(),
+			"algorithm": o.Algorithm.String(), "sink": o.Sink.String(), "vne": e.Layout.Name,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
+	}
+	d := &driver{
+		env: e, opts: o, epoch: epoch, w: w, ctx: ctx,
+		clock:  clock{start: time.Now()},
+		events: make(chan core.Event, 256),
+		quit:   make(chan struct{}),
+		timers: map[core.TimerID]*time.Timer{},
+	}
+	for i, vm := range e.vms {
+		node := e.nodes[i]
+		if node == "" {
+			node = "disk0" // as on the command line (qemubackend.Spec)
+		}
+		d.vms = append(d.vms, &vmRun{vm: vm, name: e.Layout.VMs[i].Name, disk: e.Layout.VMs[i].Disk, node: node})
+	}
+	if d.co, err = core.NewCoordinator(cfg, d.clock); err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
+	}
+	err = d.run()
+	// Committed or aborted, every port is at epoch now (an abort colours
+	// the VMs it had not reached): the next snapshot needs a later one.
+	e.epoch = epoch
+	rep := d.report()
+	if err != nil {
+		return rep, fmt.Errorf("snapshot %s: %w", o.Name, err)
+	}
+	return rep, nil
+}
+
+func (e *Env) machine() string {
+	if len(e.Layout.VMs) > 0 && e.Layout.VMs[0].Machine != "" {
+		return e.Layout.VMs[0].Machine
+	}
+	return e.opts.QEMU.Machine
+}
+
+// nextEpoch returns one more than the largest epoch in the store and cur.
+func nextEpoch(root string, cur core.Epoch) (core.Epoch, error) {
+	infos, err := store.List(root)
+	if err != nil {
+		return 0, err
+	}
+	max := uint64(cur)
+	for _, in := range infos {
+		if in.Err == nil && in.Epoch > max {
+			max = in.Epoch
+		}
+	}
+	return core.Epoch(max + 1), nil
+}
+
+// run is the loop that owns the coordinator.
+func (d *driver) run() error {
+	d.pending = append(d.pending, core.Started{})
+	ctxDone := d.ctx.Done()
+	for !d.commit && !d.aborted {
+		var ev core.Event
+		switch {
+		case len(d.pending) > 0:
+			ev, d.pending = d.pending[0], d.pending[1:]
+		default:
+			select {
+			case ev = <-d.events:
+			case <-ctxDone:
+				ctxDone = nil // report it once; the abort runs on
+				ev = core.Failed{VM: 0, Err: d.ctx.Err()}
+			}
+		}
+		cmds, err := d.co.Step(ev)
+		if err != nil {
+			// A backend bug or a stale event: abandon the snapshot cleanly.
+			d.pending = append(d.pending, core.Failed{VM: 0, Err: err})
+			continue
+		}
+		aborting := d.co.State() == core.StateAborted
+		for _, c := range cmds {
+			if err := d.exec(c); err != nil {
+				if aborting {
+					// Carry out the rest of the abort (Abort itself last);
+					// stop resumes any VM a failed ResumeVM left paused.
+					continue
+				}
+				d.pending = append(d.pending, core.Failed{VM: cmdVM(c), Err: err})
+				break
+			}
+		}
+		d.commit = d.co.State() == core.StateCommitted
+	}
+	d.stop()
+	if d.aborted {
+		return fmt.Errorf("%w: %s", ErrAborted, d.co.Report().Reason)
+	}
+	return nil
+}
+
+// stop ends the loop: it releases every goroutine still waiting, waits for
+// them, and after an abort makes sure every VM runs.
+func (d *driver) stop() {
+	close(d.quit)
+	for _, t := range d.timers {
+		t.Stop()
+	}
+	for _, v := range d.vms {
+		if v.cancel != nil && d.aborted {
+			v.cancel()
+		}
+	}
+	d.wg.Wait()
+	for _, v := range d.vms {
+		if v.cancel != nil {
+			v.cancel()
+		}
+		if v.ram != nil {
+			v.ram.Reset()
+		}
+	}
+	if d.aborted {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, v := range d.vms {
+			_ = resume(ctx, v.vm) // best effort: the abort's own error is reported
+		}
+	}
+}
+
+// cmdVM returns the VM a command concerns (0 for VNE-wide ones).
+func cmdVM(c core.Command) core.VMID {
+	switch c := c.(type) {
+	case core.StartLiveCopy:
+		return c.VM
+	case core.PauseVM:
+		return c.VM
+	case core.SetColour:
+		return c.VM
+	case core.FreezeDisk:
+		return c.VM
+	case core.CopyFinal:
+		return c.VM
+	case core.ProtectMemory:
+		return c.VM
+	case core.ResumeVM:
+		return c.VM
+	case core.ThrottleVM:
+		return c.VM
+	case core.FlushImage:
+		return c.VM
+	case core.CancelCopy:
+		return c.VM
+	case core.CopyRound:
+		return c.VM
+	}
+	return 0
+}
+
+// report assembles the report, measuring each VM's pause from outside.
+func (d *driver) report() *Report {
+	cr := d.co.Report()
+	r := &Report{Name: d.opts.Name, Epoch: d.epoch, Start: d.clock.start, Core: cr}
+	var last time.Duration
+	for _, v := range cr.VMs {
+		last = max(last, v.Resumed, v.Flushed)
+	}
+	r.Duration = last
+	end := d.clock.start.Add(last)
+	// Wait briefly for a heartbeat after the last resume, so the gap that
+	// spans the pause is closed.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for i, v := range d.vms {
+		res := VMResult{Name: v.name, QEMU: v.stats, Frozen: v.frozen}
+		if d.env.Layout.VMs[i].Heartbeat {
+			to := end
+			if l, _, err := v.vm.Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool {
+				_, ok := l.Heartbeat()
+				return ok && l.At.After(end)
+			}); err == nil {
+				to = l.At
+			}
+			res.Pause = v.vm.Console.MaxHeartbeatGap(d.beforeStart(v), to)
+		}
+		r.VMs = append(r.VMs, res)
+	}
+	return r
+}
+
+// beforeStart is the arrival of the last heartbeat before the snapshot
+// began, so that a pause at the very start is measured too.
+func (d *driver) beforeStart(v *vmRun) time.Time {
+	if l, _, ok := v.vm.Console.LastHeartbeat(d.clock.start); ok {
+		return l.At
+	}
+	return d.clock.start
+}
+
+// ramBuffer is the memory sink of one VM: the migration stream kept in RAM
+// in 1 MiB blocks until FlushImage writes it to the store.
+type ramBuffer struct {
+	mu     sync.Mutex
+	blocks [][]byte
+	n      int64
+}
+
+const ramBlock = 1 << 20
+
+// Write appends p.
+func (b *ramBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		if len(b.blocks) == 0 || len(b.blocks[len(b.blocks)-1]) == ramBlock {
+			b.blocks = append(b.blocks, make([]byte, 0, ramBlock))
+		}
+		last := &b.blocks[len(b.blocks)-1]
+		k := min(len(p), ramBlock-len(*last))
+		*last = append(*last, p[:k]...)
+		p = p[k:]
+	}
+	b.n += int64(n)
+	return n, nil
+}
+
+// WriteTo writes the buffered stream to w.
+func (b *ramBuffer) WriteTo(w io.Writer) (int64, error) {
+	b.mu.Lock()
+	blocks := b.blocks
+	b.mu.Unlock()
+	var n int64
+	for _, blk := range blocks {
+		k, err := w.Write(blk)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// Len returns the number of bytes buffered.
+func (b *ramBuffer) Len() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n
+}
+
+// Reset frees the buffer.
+func (b *ramBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.blocks, b.n = nil, 0
+}
+
+// sortedKeys returns m's keys in order (no map order leaks into output).
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,352 @@
+package realbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/vne"
+	"github.com/vnsnap/vnsnap/vnet"
+)
+
+// Options says how to run a VNE on this machine.
+type Options struct {
+	// QEMU is the probed QEMU installation (qemubackend.Probe).
+	QEMU *qemubackend.Host
+	// Image is the built-in guest image; needed only by built-in guests.
+	Image guestimg.Image
+	// Dir receives the runtime files: port sockets, frame logs, disk
+	// overlays. It must exist and should be short (unix socket paths are
+	// limited to 107 bytes).
+	Dir string
+	// Console, if set, returns the writer that receives a VM's console lines
+	// (host-stamped). It is called from one goroutine at a time.
+	Console func(vm string) io.Writer
+	// HeartbeatInterval is the built-in guests' heartbeat; default 20ms.
+	HeartbeatInterval time.Duration
+	// Logger receives the switches' diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// Layout is everything a restore needs to rebuild a VNE: the hosts, and per
+// VM its host and the exact QEMU configuration it ran with. It is stored
+// with every snapshot (the extra "layout.json").
+type Layout struct {
+	Name  string       `json:"name"`
+	Hosts []HostLayout `json:"hosts"`
+	VMs   []VMLayout   `json:"vms"`
+}
+
+// HostLayout is one host: the address its switch's tunnel listens on (an IP
+// or IP:port; port 0 or none picks a free one) and its memory-sink budget in
+// bytes (0: unlimited; a VM that does not fit falls back to the disk sink).
+type HostLayout struct {
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	RAMBudget int64  `json:"ram_budget"`
+}
+
+// VMLayout is one VM: its host (index in Layout.Hosts) and QEMU settings.
+// Disk, when set, is the qcow2 image the VM runs on (an overlay created by
+// Boot or by the last FreezeDisk).
+type VMLayout struct {
+	Name      string `json:"name"`
+	Host      int    `json:"host"`
+	MemoryMiB int    `json:"memory_mib"`
+	VCPUs     int    `json:"vcpus"`
+	Machine   string `json:"machine"`
+	MAC       string `json:"mac"`
+	Kernel    string `json:"kernel,omitempty"`
+	Initrd    string `json:"initrd,omitempty"`
+	Append    string `json:"append,omitempty"`
+	Disk      string `json:"disk,omitempty"`
+	// Heartbeat says the guest prints "HB n" lines (built-in guests).
+	Heartbeat bool `json:"heartbeat"`
+}
+
+// LayoutOf turns a VNE description into a layout. Built-in guests get the
+// image in o.Image, a heartbeat and, for tcpstream, the -peers and -self of
+// every tcpstream VM of the same network (unless the args set them).
+func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
+	l := &Layout{Name: v.Name}
+	hostIdx := map[string]int{}
+	for i, h := range v.Hosts {
+		hostIdx[h.Name] = i
+		l.Hosts = append(l.Hosts, HostLayout{Name: h.Name, Address: h.Address, RAMBudget: h.RAMBudget})
+	}
+	hb := o.HeartbeatInterval
+	if hb == 0 {
+		hb = 20 * time.Millisecond
+	}
+	for i, vm := range v.VMs {
+		field := fmt.Sprintf("%s: vms[%d] (%s)", v.File, i, vm.Name)
+		if vm.Memory%(1<<20) != 0 {
+			return nil, fmt.Errorf("%s.memory: %d bytes is not a whole number of MiB (QEMU -m)", field, vm.Memory)
+		}
+		machine := ""
+		if o.QEMU != nil {
+			machine = o.QEMU.Machine
+		}
+		vl := VMLayout{
+			Name: vm.Name, Host: hostIdx[vm.Host], MemoryMiB: int(vm.Memory >> 20), VCPUs: vm.VCPUs,
+			Machine: machine, MAC: vm.MAC.String(),
+		}
+		g := vm.Guest
+		switch g.Kind() {
+		case vne.BuiltinGuest:
+			if o.Image.Kernel == "" {
+				return nil, fmt.Errorf("%s.guest.builtin: no built-in guest image given", field)
+			}
+			vl.Kernel, vl.Initrd, vl.Heartbeat = o.Image.Kernel, o.Image.Initrd, true
+			progs := []guestimg.Program{{Name: "heartbeat", Args: []string{"-interval=" + hb.String()}}}
+			switch g.Builtin {
+			case "idle", "heartbeat":
+			case "tcpstream":
+				progs = append(progs, guestimg.Program{Name: "tcpstream", Args: tcpstreamArgs(v, vm, g.Args)})
+			default:
+				progs = append(progs, guestimg.Program{Name: g.Builtin, Args: g.Args})
+			}
+			ip := ""
+			if vm.IP.IsValid() {
+				ip = vm.IP.String() + "/" + strconv.Itoa(v.Network(vm.Network).Subnet.Bits())
+			}
+			vl.Append = guestimg.KernelArgs(ip, vl.MAC, progs...)
+		case vne.KernelGuest:
+			vl.Kernel, vl.Initrd, vl.Append = g.Kernel, g.Initrd, g.Cmdline
+		case vne.DiskGuest:
+			vl.Disk = g.Disk // Boot puts an overlay on it
+		default:
+			return nil, fmt.Errorf("%s.guest: no guest", field)
+		}
+		l.VMs = append(l.VMs, vl)
+	}
+	return l, nil
+}
+
+func tcpstreamArgs(v *vne.VNE, vm vne.VM, args []string) []string {
+	joined := strings.Join(args, " ")
+	out := append([]string(nil), args...)
+	if !strings.Contains(joined, "-peers") {
+		var ips []string
+		for _, o := range v.VMs {
+			if o.Guest.Builtin == "tcpstream" && o.Network == vm.Network && o.IP.IsValid() {
+				ips = append(ips, o.IP.String())
+			}
+		}
+		out = append(out, "-peers="+strings.Join(ips, ","))
+	}
+	if !strings.Contains(joined, "-self") && vm.IP.IsValid() {
+		out = append(out, "-self="+vm.IP.String())
+	}
+	return out
+}
+
+// Env is a running VNE: its switches (one per host, all in this process) and
+// its QEMU VMs. Its methods are not safe for concurrent use; one snapshot or
+// restore at a time.
+type Env struct {
+	Layout Layout
+	// Source is the VNE file's content, stored with each snapshot; may be nil.
+	Source []byte
+
+	opts     Options
+	switches []*vnet.Switch
+	ctl      []vnet.Controller // per host: how SetColour reaches its switch
+	logPaths []string          // per host: the switch's frame log file
+	logFiles []*os.File
+	vms      []*qemubackend.VM
+	epoch    core.Epoch     // every port's epoch
+	nodes    map[int]string // disk guests: the block node on top, once not "disk0"
+	runs     int            // how many switch generations Dir has seen (file names)
+	closed   bool
+}
+
+// Boot starts the VNE v: switches, tunnels, ports and VMs. On error
+// everything started is stopped again.
+func Boot(ctx context.Context, v *vne.VNE, o Options) (*Env, error) {
+	l, err := LayoutOf(v, o)
+	if err != nil {
+		return nil, err
+	}
+	src, _ := os.ReadFile(v.File) // stored with snapshots, for people
+	return BootLayout(ctx, l, src, o)
+}
+
+// BootLayout starts the VNE described by l (see Boot); source, if not nil,
+// is stored with every snapshot as the extra "vne.yaml".
+func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env, error) {
+	e := &Env{Layout: *l, Source: source, opts: o}
+	e.Layout.VMs = append([]VMLayout(nil), l.VMs...)
+	for i := range e.Layout.VMs {
+		vm := &e.Layout.VMs[i]
+		if vm.Disk == "" {
+			continue
+		}
+		// Never write the user's image: run on an overlay.
+		ov := filepath.Join(o.Dir, vm.Name+".boot.qcow2")
+		if err := qcow2Overlay(ctx, vm.Disk, ov); err != nil {
+			return nil, fmt.Errorf("boot %s: %w", vm.Name, err)
+		}
+		vm.Disk = ov
+	}
+	if err := e.startNet(0); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("boot %s: %w", l.Name, err)
+	}
+	e.vms = make([]*qemubackend.VM, len(e.Layout.VMs))
+	for i := range e.Layout.VMs {
+		vm, err := qemubackend.Start(ctx, o.QEMU, e.spec(i))
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("boot %s: %w", l.Name, err)
+		}
+		e.vms[i] = vm
+	}
+	return e, nil
+}
+
+// qcow2Overlay creates a qcow2 image at path whose backing file is base.
+func qcow2Overlay(ctx context.Context, base, path string) error {
+	out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
+		"-b", base, "-F", "qcow2", path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("qemu-img create overlay %s on %s: %w: %s", path, base, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// startNet creates one switch per host with a frame log, a full mesh of
+// tunnels, and a port per VM at epoch ep.
+func (e *Env) startNet(ep core.Epoch) error {
+	e.runs++
+	for i, h := range e.Layout.Hosts {
+		path := filepath.Join(e.opts.Dir, fmt.Sprintf("%s.r%d.framelog", h.Name, e.runs))
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		e.logFiles = append(e.logFiles, f)
+		e.logPaths = append(e.logPaths, path)
+		sw, err := vnet.New(vnet.Config{
+			ID: uint16(i + 1), TunnelAddr: tunnelAddr(h.Address), FrameLog: f,
+			PortSendBuffer: 64 << 10, Logger: e.opts.Logger,
+		})
+		if err != nil {
+			return fmt.Errorf("switch of host %s: %w", h.Name, err)
+		}
+		e.switches = append(e.switches, sw)
+		e.ctl = append(e.ctl, sw)
+	}
+	for i, a := range e.switches {
+		for j, b := range e.switches {
+			if i != j {
+				if err := a.AddTunnel(e.Layout.Hosts[j].Name, b.TunnelAddr()); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for i, vm := range e.Layout.VMs {
+		sw := e.switches[vm.Host]
+		if err := sw.AddPort(vnet.PortConfig{VM: core.VMID(i), Name: vm.Name, Path: e.sock(i)}); err != nil {
+			return err
+		}
+		if ep > 0 {
+			if err := sw.SetEpoch(core.VMID(i), ep); err != nil {
+				return err
+			}
+		}
+	}
+	e.epoch = ep
+	return nil
+}
+
+// tunnelAddr turns a host address (IP or IP:port) into a UDP listen address.
+func tunnelAddr(a string) string {
+	if ap, err := netip.ParseAddrPort(a); err == nil {
+		return ap.String()
+	}
+	if ip, err := netip.ParseAddr(a); err == nil {
+		return netip.AddrPortFrom(ip, 0).String()
+	}
+	return a
+}
+
+func (e *Env) sock(i int) string {
+	return filepath.Join(e.opts.Dir, e.Layout.VMs[i].Name+".sock")
+}
+
+func (e *Env) spec(i int) qemubackend.Spec {
+	vm := e.Layout.VMs[i]
+	s := qemubackend.Spec{
+		Name: vm.Name, MemoryMiB: vm.MemoryMiB, VCPUs: vm.VCPUs, Machine: vm.Machine,
+		Kernel: vm.Kernel, Initrd: vm.Initrd, Append: vm.Append, Disk: vm.Disk,
+		NetSocket: e.sock(i), ReconnectMs: 50, MAC: vm.MAC,
+	}
+	if e.opts.Console != nil {
+		s.ConsoleLog = e.opts.Console(vm.Name)
+	}
+	return s
+}
+
+// VM returns the i-th VM's QEMU (in Layout.VMs order).
+func (e *Env) VM(i int) *qemubackend.VM { return e.vms[i] }
+
+// NumVMs returns the number of VMs.
+func (e *Env) NumVMs() int { return len(e.vms) }
+
+// Switch returns the switch of host h (in Layout.Hosts order).
+func (e *Env) Switch(h int) *vnet.Switch { return e.switches[h] }
+
+// Epoch returns the epoch of every port: that of the last snapshot taken of
+// (or restored into) this VNE, 0 before any.
+func (e *Env) Epoch() core.Epoch { return e.epoch }
+
+// FrameLogs returns the paths of the switches' frame logs (flushed first),
+// in host order: vnet.ReadLogs reads them together.
+func (e *Env) FrameLogs() ([]string, error) {
+	for _, sw := range e.switches {
+		if err := sw.FlushLog(); err != nil {
+			return nil, fmt.Errorf("flush frame log: %w", err)
+		}
+	}
+	return append([]string(nil), e.logPaths...), nil
+}
+
+// Close kills every VM and stops every switch. It is safe to call more than
+// once.
+func (e *Env) Close() error {
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	var wg sync.WaitGroup
+	for _, vm := range e.vms {
+		if vm != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); vm.Kill() }()
+		}
+	}
+	wg.Wait()
+	var errs []error
+	for _, sw := range e.switches {
+		errs = append(errs, sw.Close())
+	}
+	for _, f := range e.logFiles {
+		errs = append(errs, f.Close())
+	}
+	return errors.Join(errs...)
+}

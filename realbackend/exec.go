@@ -1,0 +1,388 @@
+package realbackend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/vnet"
+)
+
+// errLoopEnded is returned by a snapshot-point hook released because the
+// snapshot ended (aborted) before CopyFinal.
+var errLoopEnded = errors.New("snapshot ended")
+
+// exec carries out one command in the loop goroutine. An error is reported to
+// the coordinator as Failed.
+func (d *driver) exec(c core.Command) error {
+	switch c := c.(type) {
+	case core.StartLiveCopy:
+		return d.startCopy(c.VM, c.Sink, qemubackend.Precopy)
+	case core.PauseVM:
+		if err := d.vms[c.VM].vm.Stop(d.ctx); err != nil {
+			return err
+		}
+		d.pending = append(d.pending, core.VMPaused{VM: c.VM})
+		return nil
+	case core.SetColour:
+		host := d.env.Layout.VMs[c.VM].Host
+		if err := d.env.ctl[host].SetEpoch(c.VM, c.Epoch); err != nil {
+			return fmt.Errorf("set colour of %s: %w", d.vms[c.VM].name, err)
+		}
+		return nil
+	case core.FreezeDisk:
+		return d.freezeDisk(c.VM)
+	case core.CopyFinal:
+		v := d.vms[c.VM]
+		if v.release != nil { // the pre-copy hook waits: let QEMU finish
+			close(v.release)
+			v.release = nil
+			return nil
+		}
+		return d.startCopy(c.VM, c.Sink, qemubackend.StopCopy)
+	case core.ProtectMemory:
+		return d.protect(c.VM, c.Sink)
+	case core.ResumeVM:
+		if err := resume(d.ctx, d.vms[c.VM].vm); err != nil {
+			return err
+		}
+		d.pending = append(d.pending, core.VMResumed{VM: c.VM})
+		return nil
+	case core.ThrottleVM:
+		// Observed mode never throttles: QEMU runs its own pre-copy loop
+		// (and its own auto-converge, if enabled). Nothing to do.
+		return nil
+	case core.FlushImage:
+		d.flush(c.VM)
+		return nil
+	case core.CancelCopy:
+		if v := d.vms[c.VM]; v.cancel != nil {
+			v.cancel() // Snapshot sends migrate_cancel and resumes the VM
+		}
+		return nil
+	case core.SetTimer:
+		if t := d.timers[c.ID]; t != nil {
+			t.Stop()
+		}
+		id := c.ID
+		d.timers[id] = time.AfterFunc(max(0, c.At-d.clock.Now()), func() { d.post(core.TimerFired{ID: id}) })
+		return nil
+	case core.CancelTimer:
+		if t := d.timers[c.ID]; t != nil {
+			t.Stop()
+			delete(d.timers, c.ID)
+		}
+		return nil
+	case core.Commit:
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := d.commitSnapshot(); err != nil {
+				d.post(core.Failed{VM: 0, Err: err})
+				return
+			}
+			d.post(core.Committed{})
+		}()
+		return nil
+	case core.Abort:
+		d.aborted = true
+		return d.w.Abort()
+	case core.CopyRound:
+		return errors.New("CopyRound in Observed mode")
+	default:
+		panic(fmt.Sprintf("realbackend: unknown command %T", c))
+	}
+}
+
+// sink returns where vm's migration stream goes: its store stream (disk
+// sink) or a fresh RAM buffer (memory sink).
+func (d *driver) sink(v *vmRun, s core.Sink) (io.Writer, error) {
+	if s == core.MemorySink {
+		v.ram = &ramBuffer{}
+		return v.ram, nil
+	}
+	sw, err := d.w.Stream(v.name, "memory")
+	if err != nil {
+		return nil, err
+	}
+	v.stream = sw
+	return sw, nil
+}
+
+// startCopy runs VM.Snapshot with method m in a goroutine. For Precopy the
+// snapshot-point hook posts VMPaused and waits for CopyFinal.
+func (d *driver) startCopy(id core.VMID, s core.Sink, m qemubackend.Method) error {
+	v := d.vms[id]
+	w, err := d.sink(v, s)
+	if err != nil {
+		return err
+	}
+	v.ctx, v.cancel = context.WithCancel(d.ctx)
+	opts := qemubackend.Options{Method: m}
+	if m == qemubackend.Precopy {
+		release := make(chan struct{})
+		v.release = release
+		ctx := v.ctx
+		opts.AtSnapshotPoint = func(context.Context) error {
+			d.post(core.VMPaused{VM: id})
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-d.quit:
+				return errLoopEnded
+			}
+		}
+		start := time.Now()
+		last := start
+		paused := false
+		opts.OnEvent = func(e qemubackend.SnapshotEvent) {
+			switch e := e.(type) {
+			case qemubackend.VMPaused, qemubackend.SnapshotPointReached:
+				// The final dirty-bitmap sync (one more pass) comes after
+				// the pause: it is part of the final copy, not a round.
+				paused = true
+			case qemubackend.PassStarted:
+				if e.Pass > 1 && !paused {
+					d.post(core.RoundCopied{VM: id, Round: e.Pass - 1, Elapsed: e.At.Sub(last)})
+					last = e.At
+				}
+			}
+		}
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		st, err := v.vm.Snapshot(v.ctx, w, opts)
+		d.copied(id, v, st, err)
+	}()
+	return nil
+}
+
+// copied runs in a copy goroutine when VM.Snapshot returned: the disk sink's
+// stream is closed (the image is then complete in the store) before
+// FinalCopied is posted.
+func (d *driver) copied(id core.VMID, v *vmRun, st qemubackend.Stats, err error) {
+	v.stats = st
+	if v.stream != nil {
+		if err != nil {
+			v.stream.CloseWithError(err)
+		} else {
+			err = v.stream.Close()
+		}
+	}
+	if err != nil {
+		d.post(core.Failed{VM: id, Err: err})
+		return
+	}
+	d.post(core.FinalCopied{VM: id, Sent: st.RAMTransferred / core.PageSize})
+}
+
+// protect starts QEMU's background snapshot of a paused VM and returns once
+// QEMU has saved the device state and armed write protection, so that the
+// ResumeVM that follows lets the VM run during the background copy. QEMU 10
+// leaves a VM that was paused paused after the background snapshot's own
+// stop, and a `cont` sent before that stop would move the snapshot point;
+// the first saved RAM page shows the stop is behind us.
+func (d *driver) protect(id core.VMID, s core.Sink) error {
+	v := d.vms[id]
+	w, err := d.sink(v, s)
+	if err != nil {
+		return err
+	}
+	v.ctx, v.cancel = context.WithCancel(d.ctx)
+	active := make(chan struct{})
+	done := make(chan struct{})
+	opts := qemubackend.Options{Method: qemubackend.Background, OnEvent: func(e qemubackend.SnapshotEvent) {
+		if m, ok := e.(qemubackend.MigrationStatusChanged); ok && m.Status == "active" {
+			select {
+			case <-active:
+			default:
+				close(active)
+			}
+		}
+	}}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer close(done)
+		st, err := v.vm.Snapshot(v.ctx, w, opts)
+		d.copied(id, v, st, err)
+	}()
+	ctx, cancel := context.WithTimeout(v.ctx, 30*time.Second)
+	defer cancel()
+	select {
+	case <-active:
+	case <-done:
+		return nil // finished (or failed: Failed is posted) already
+	case <-ctx.Done():
+		return fmt.Errorf("background snapshot of %s: not active: %w", v.name, ctx.Err())
+	}
+	for {
+		var info struct {
+			Status string `json:"status"`
+			RAM    struct {
+				Normal    int64 `json:"normal"`
+				Duplicate int64 `json:"duplicate"`
+			} `json:"ram"`
+		}
+		if err := v.vm.QMP.Execute(ctx, "query-migrate", nil, &info); err != nil {
+			return fmt.Errorf("background snapshot of %s: qmp query-migrate: %w", v.name, err)
+		}
+		if info.Status != "active" || info.RAM.Normal+info.RAM.Duplicate > 0 {
+			return nil
+		}
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("background snapshot of %s: no page saved: %w", v.name, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// resume sends `cont` until QEMU reports the VM running. A VM may be in
+// postmigrate (after a snapshot), paused, or already running.
+func resume(ctx context.Context, vm *qemubackend.VM) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for confirmed := false; ; {
+		st, err := vm.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st == "running" {
+			if confirmed {
+				return nil
+			}
+			// A background snapshot's own resume may land just after ours
+			// and set its saved (paused) state: look once more.
+			confirmed = true
+		} else if st != "finish-migrate" {
+			if err := vm.Cont(ctx); err != nil {
+				return err
+			}
+			confirmed = false
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("resume %s: %w", vm.Spec.Name, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// flush writes a memory-sink image to its store stream in a goroutine.
+func (d *driver) flush(id core.VMID) {
+	v := d.vms[id]
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		err := func() error {
+			sw, err := d.w.Stream(v.name, "memory")
+			if err != nil {
+				return err
+			}
+			if _, err := v.ram.WriteTo(sw); err != nil {
+				sw.CloseWithError(err)
+				return fmt.Errorf("flush image of %s: %w", v.name, err)
+			}
+			return sw.Close()
+		}()
+		v.ram.Reset()
+		if err != nil {
+			d.post(core.Failed{VM: id, Err: err})
+			return
+		}
+		d.post(core.ImageFlushed{VM: id})
+	}()
+}
+
+// freezeDisk takes the disk's snapshot at the snapshot point: new writes go
+// to a fresh qcow2 overlay, so the image below is the disk as it was here.
+func (d *driver) freezeDisk(id core.VMID) error {
+	v := d.vms[id]
+	if v.disk == "" {
+		v.frozen = "" // no disk: nothing to freeze
+		return nil
+	}
+	overlay := filepath.Join(d.env.opts.Dir, fmt.Sprintf("%s.e%d.qcow2", v.name, d.epoch))
+	node := fmt.Sprintf("disk-e%d", d.epoch)
+	args := map[string]any{
+		"node-name": v.node, "snapshot-file": overlay, "snapshot-node-name": node, "format": "qcow2",
+	}
+	if err := v.vm.QMP.Execute(d.ctx, "blockdev-snapshot-sync", args, nil); err != nil {
+		return fmt.Errorf("freeze disk of %s: qmp blockdev-snapshot-sync: %w", v.name, err)
+	}
+	v.frozen, v.disk, v.node = v.disk, overlay, node
+	// The VM writes to the overlay from now on, whatever becomes of the
+	// snapshot.
+	e := d.env
+	e.Layout.VMs[id].Disk = overlay
+	if e.nodes == nil {
+		e.nodes = map[int]string{}
+	}
+	e.nodes[int(id)] = node
+	return nil
+}
+
+// commitSnapshot writes the extras and then the manifest.
+func (d *driver) commitSnapshot() error {
+	e := d.env
+	l := e.Layout
+	l.VMs = append([]VMLayout(nil), e.Layout.VMs...)
+	for i := range l.VMs {
+		if d.vms[i].frozen != "" {
+			l.VMs[i].Disk = d.vms[i].frozen
+		}
+	}
+	extras := map[string][]byte{"layout.json": mustJSON(l)}
+	if e.Source != nil {
+		extras["vne.yaml"] = e.Source
+	}
+	var frames []vnet.LoggedFrame
+	for _, sw := range e.switches {
+		frames = append(frames, sw.InTransit(d.epoch)...)
+	}
+	var b bytes.Buffer
+	if err := vnet.WriteInTransit(&b, frames); err != nil {
+		return fmt.Errorf("in-transit log: %w", err)
+	}
+	extras["intransit"] = b.Bytes()
+	logs, err := e.FrameLogs()
+	if err != nil {
+		return err
+	}
+	for i, p := range logs {
+		data, err := readFile(p)
+		if err != nil {
+			return err
+		}
+		extras["framelog."+e.Layout.Hosts[i].Name] = data
+	}
+	for _, name := range sortedKeys(extras) {
+		sw, err := d.w.Extra(name)
+		if err != nil {
+			return err
+		}
+		if _, err := sw.Write(extras[name]); err != nil {
+			sw.CloseWithError(err)
+			return err
+		}
+		if err := sw.Close(); err != nil {
+			return err
+		}
+	}
+	if err := d.w.Commit(); err != nil {
+		return err
+	}
+	return nil
+}

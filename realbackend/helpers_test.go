@@ -1,0 +1,223 @@
+package realbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/core/cut"
+	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/vne"
+	"github.com/vnsnap/vnsnap/vnet"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// requireQEMU probes the installed QEMU. Without QEMU (or with -short) the
+// test is skipped, except in CI (CI set), where a missing QEMU is a failure.
+func requireQEMU(t *testing.T) *qemubackend.Host {
+	t.Helper()
+	if testing.Short() && os.Getenv("CI") == "" {
+		t.Skip("real QEMU test: skipped in -short mode (never in CI)")
+	}
+	h, err := qemubackend.Probe(context.Background(), "")
+	if errors.Is(err, qemubackend.ErrNoQEMU) && os.Getenv("CI") == "" {
+		t.Skipf("QEMU not installed (run scripts/setup-qemu.sh): %v", err)
+	}
+	if err != nil {
+		t.Fatalf("QEMU unusable: %v (run scripts/setup-qemu.sh as root)", err)
+	}
+	return h
+}
+
+// guestImage builds (or reuses) the guest image in <module>/.cache/guest.
+func guestImage(t *testing.T) guestimg.Image {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := guestimg.Build(context.Background(), guestimg.Config{
+		CacheDir: filepath.Join(root, ".cache", "guest"), ModuleRoot: root,
+	})
+	if err != nil {
+		t.Fatalf("build guest image: %v", err)
+	}
+	return img
+}
+
+// shortDir returns a fresh directory with a short path (unix socket paths
+// are limited to 107 bytes; t.TempDir's can be long), removed at cleanup.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "vnsr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// consoles writes every VM's console to a file per VM in dir and prints the
+// tails when the test fails.
+func consoles(t *testing.T, dir string) func(string) (w *os.File) {
+	t.Helper()
+	var files []*os.File
+	t.Cleanup(func() {
+		for _, f := range files {
+			f.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(f.Name())
+				if len(b) > 3000 {
+					b = b[len(b)-3000:]
+				}
+				t.Logf("console %s (tail):\n%s", filepath.Base(f.Name()), b)
+			}
+		}
+	})
+	return func(vm string) *os.File {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s.%d.console", vm, len(files))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+		return f
+	}
+}
+
+const vneYAML = `name: trio
+hosts:
+  - name: h1
+  - name: h2
+vms:
+  - name: a
+    host: h1
+    memory: %[1]dMiB
+    ip: 10.0.0.1
+    guest: {builtin: tcpstream, args: ["-bytes=%[2]d", "-progress=250ms"]}
+  - name: b
+    host: h1
+    memory: %[1]dMiB
+    ip: 10.0.0.2
+    guest: {builtin: tcpstream, args: ["-bytes=%[2]d", "-progress=250ms"]}
+  - name: c
+    host: h2
+    memory: %[1]dMiB
+    ip: 10.0.0.3
+    guest: {builtin: tcpstream, args: ["-bytes=%[2]d", "-progress=250ms"]}
+`
+
+// loadVNE writes the test VNE (three tcpstream VMs on two hosts) and loads it.
+func loadVNE(t *testing.T, dir string, memMiB int, bytes int) *vne.VNE {
+	t.Helper()
+	p := filepath.Join(dir, "trio.yaml")
+	if err := os.WriteFile(p, []byte(fmt.Sprintf(vneYAML, memMiB, bytes)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v, err := vne.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// checkCut reads the frame logs of env's switches and checks the cut of
+// epoch e.
+func checkCut(t *testing.T, env *Env, e core.Epoch) cut.Result {
+	t.Helper()
+	paths, err := env.FrameLogs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*os.File
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files = append(files, f)
+	}
+	rs := make([]io.Reader, len(files))
+	for i, f := range files {
+		rs[i] = f
+	}
+	recs, err := vnet.ReadLogs(rs...)
+	if err != nil {
+		t.Fatalf("read frame logs: %v", err)
+	}
+	ch := cut.NewChecker(e, env.NumVMs())
+	for _, r := range recs {
+		if err := ch.Observe(r); err != nil {
+			t.Fatalf("checker: %v", err)
+		}
+	}
+	return ch.Result()
+}
+
+// waitAll waits on every VM's console for a line with prefix, after line
+// index from.
+func waitAll(ctx context.Context, t *testing.T, env *Env, prefix string) []qemubackend.Line {
+	t.Helper()
+	var out []qemubackend.Line
+	for i := 0; i < env.NumVMs(); i++ {
+		vm := env.VM(i)
+		l, _, err := vm.Console.WaitPrefix(ctx, 0, prefix)
+		if err != nil {
+			t.Fatalf("%s: waiting for %q: %v%s", vm.Spec.Name, prefix, err, tail(vm.Stderr()))
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+func tail(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return ""
+	}
+	if len(s) > 1000 {
+		s = s[len(s)-1000:]
+	}
+	return "\nqemu stderr: " + s
+}
+
+// waitProgress waits until every VM reports having received data.
+func waitProgress(ctx context.Context, t *testing.T, env *Env, minRx uint64) {
+	t.Helper()
+	for i := 0; i < env.NumVMs(); i++ {
+		vm := env.VM(i)
+		_, _, err := vm.Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool {
+			var rx, tx uint64
+			_, err := fmt.Sscanf(l.Text, "TCPSTREAM PROGRESS rx=%d tx=%d", &rx, &tx)
+			return err == nil && rx >= minRx
+		})
+		if err != nil {
+			t.Fatalf("%s: workload makes no progress: %v", vm.Spec.Name, err)
+		}
+	}
+}
+
+// noFail reports console lines with FAIL or panic.
+func noFail(t *testing.T, env *Env, what string) {
+	t.Helper()
+	for i := 0; i < env.NumVMs(); i++ {
+		for _, l := range env.VM(i).Console.Lines() {
+			if strings.Contains(l.Text, "FAIL") || strings.Contains(l.Text, "panic") {
+				t.Errorf("%s %s console: %q", what, env.VM(i).Spec.Name, l.Text)
+			}
+		}
+	}
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }

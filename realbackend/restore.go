@@ -1,0 +1,217 @@
+package realbackend
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/store"
+	"github.com/vnsnap/vnsnap/vnet"
+)
+
+func mustJSON(v any) []byte {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		panic(fmt.Sprintf("realbackend: marshal %T: %v", v, err))
+	}
+	return b
+}
+
+func readFile(p string) ([]byte, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	return b, nil
+}
+
+// readExtra reads a whole extra stream of a snapshot.
+func readExtra(s *store.Snapshot, name string) ([]byte, error) {
+	r, err := s.ExtraReader(name)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var b bytes.Buffer
+	if _, err := r.WriteTo(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// RestoreReport says what a restore did.
+type RestoreReport struct {
+	Epoch core.Epoch
+	// Replayed is the number of in-transit frames queued for replay
+	// (vnsnap-log).
+	Replayed int
+}
+
+// errReader remembers the first error its reader returned, so that a
+// damaged chunk is reported as such rather than as QEMU's load failure at
+// the truncated stream.
+type errReader struct {
+	r   io.Reader
+	mu  sync.Mutex
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.mu.Lock()
+		if e.err == nil {
+			e.err = err
+		}
+		e.mu.Unlock()
+	}
+	return n, err
+}
+
+func (e *errReader) Err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.err
+}
+
+// Restore rebuilds the VNE stored as snapshot name in the store at root:
+// switches, tunnels and ports at the snapshot's epoch, every VM started with
+// `-incoming defer` and loaded from the store, the in-transit log replayed
+// into the ports (vnsnap-log), then every VM resumed at once. The returned
+// Env runs the restored VNE. On error nothing is left running; an error
+// from damaged data names the VM (or extra), stream and chunk
+// (store.CorruptError). o.QEMU must have the snapshot's machine type.
+func Restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreReport, error) {
+	e, rep, err := restore(ctx, root, name, o)
+	if err != nil {
+		return nil, nil, fmt.Errorf("restore %s: %w", name, err)
+	}
+	return e, rep, nil
+}
+
+func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreReport, error) {
+	s, err := store.Open(root, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer s.Close()
+	m := s.Manifest()
+	lb, err := readExtra(s, "layout.json")
+	if err != nil {
+		return nil, nil, err
+	}
+	var l Layout
+	if err := json.Unmarshal(lb, &l); err != nil {
+		return nil, nil, fmt.Errorf("layout.json: %w", err)
+	}
+	if mt := m.Labels["machine"]; mt != "" && o.QEMU.Machine != mt {
+		return nil, nil, fmt.Errorf("snapshot needs machine type %s, this QEMU pins %s", mt, o.QEMU.Machine)
+	}
+	tb, err := readExtra(s, "intransit")
+	if err != nil {
+		return nil, nil, err
+	}
+	frames, err := vnet.ReadInTransit(bytes.NewReader(tb))
+	if err != nil {
+		return nil, nil, fmt.Errorf("in-transit log: %w", err)
+	}
+	src, _ := readExtra(s, "vne.yaml") // optional
+	e := &Env{Layout: l, Source: src, opts: o}
+	epoch := core.Epoch(m.Epoch)
+	ok := false
+	defer func() {
+		if !ok {
+			e.Close()
+		}
+	}()
+	for i := range e.Layout.VMs {
+		vm := &e.Layout.VMs[i]
+		if vm.Disk == "" {
+			continue
+		}
+		// Run on an overlay of the image frozen at the snapshot point, so
+		// the snapshot can be restored again.
+		ov := filepath.Join(o.Dir, fmt.Sprintf("%s.restore-e%d.qcow2", vm.Name, epoch))
+		_ = os.Remove(ov)
+		if err := qcow2Overlay(ctx, vm.Disk, ov); err != nil {
+			return nil, nil, fmt.Errorf("vm %s: %w", vm.Name, err)
+		}
+		vm.Disk = ov
+	}
+	if err := e.startNet(epoch); err != nil {
+		return nil, nil, err
+	}
+	e.vms = make([]*qemubackend.VM, len(l.VMs))
+	errs := make([]error, len(l.VMs))
+	specs := make([]qemubackend.Spec, len(l.VMs))
+	for i := range specs {
+		specs[i] = e.spec(i) // Options.Console is called from here only
+	}
+	var wg sync.WaitGroup
+	for i := range l.VMs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.vms[i], errs[i] = e.load(ctx, s, specs[i])
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	rep := &RestoreReport{Epoch: epoch}
+	for _, sw := range e.switches {
+		n, err := sw.Replay(frames)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replay in-transit frames: %w", err)
+		}
+		rep.Replayed += n
+	}
+	// Resume every VM together.
+	for i, vm := range e.vms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = vm.Cont(ctx)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	ok = true
+	return e, rep, nil
+}
+
+// load starts the VM of spec paused and loads its image from the store.
+func (e *Env) load(ctx context.Context, s *store.Snapshot, spec qemubackend.Spec) (*qemubackend.VM, error) {
+	name := spec.Name
+	r, err := s.Reader(name, "memory")
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	er := &errReader{r: r}
+	vm, err := qemubackend.Restore(ctx, e.opts.QEMU, spec, er)
+	if rerr := er.Err(); rerr != nil {
+		if vm != nil {
+			vm.Kill()
+		}
+		if errors.Is(rerr, store.ErrCorrupt) {
+			return nil, rerr // names the VM, stream and chunk already
+		}
+		return nil, fmt.Errorf("vm %s: read image: %w", name, rerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return vm, nil
+}

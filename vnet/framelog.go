@@ -48,12 +48,16 @@ const (
 	// LogReplay: a frame from an in-transit log was written to Dst at
 	// restore. It belongs to the previous run and is not a checker event.
 	LogReplay
+	// LogMark: the log was flushed; every event of this switch up to this
+	// time is in the log. Readers of several logs captured while traffic
+	// flows cut them all at the earliest last mark (see ReadLogs).
+	LogMark
 	numLogActions
 )
 
 var logActionNames = [...]string{
 	LogSend: "send", LogDeliver: "deliver", LogDrop: "drop", LogHold: "hold",
-	LogDeliverLog: "deliver-log", LogCut: "cut", LogReplay: "replay",
+	LogDeliverLog: "deliver-log", LogCut: "cut", LogReplay: "replay", LogMark: "mark",
 }
 
 // String returns the action's name.
@@ -199,6 +203,11 @@ func (l *frameLog) flush() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.err == nil {
+		e := LogEntry{Action: LogMark, Src: NoVM, Dst: NoVM, Time: time.Since(l.start)}
+		putLogEntry(&l.rec, &e)
+		_, l.err = l.w.Write(l.rec[:])
+	}
 	if l.err == nil {
 		l.err = l.w.Flush()
 	}

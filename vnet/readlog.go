@@ -59,7 +59,7 @@ func checkEntry(e LogEntry, last time.Duration) error {
 		return fmt.Errorf("time %v before previous record's %v", e.Time, last)
 	case e.Src < NoVM || e.Dst < NoVM:
 		return fmt.Errorf("bad vm src %d dst %d", e.Src, e.Dst)
-	case e.Action != LogSend && e.Action != LogCut && e.Dst == NoVM:
+	case e.Action != LogSend && e.Action != LogCut && e.Action != LogMark && e.Dst == NoVM:
 		return fmt.Errorf("%s without a destination vm", e.Action)
 	case e.Action == LogDrop && (e.Reason < cut.DropColour || e.Reason > cut.DropLoss):
 		return fmt.Errorf("drop reason %d", e.Reason)
@@ -102,11 +102,47 @@ func ReadLogs(rs ...io.Reader) ([]cut.Record, error) {
 		}
 		streams[i] = logStream{h: h, es: es}
 	}
+	cutAtHorizon(streams)
 	c := newConverter(streams)
 	if err := c.scan(); err != nil {
 		return nil, err
 	}
 	return c.merge()
+}
+
+// cutAtHorizon drops, when every log has a flush mark, the entries after the
+// earliest of the logs' last marks: logs flushed one after another while
+// frames flow would otherwise hold deliveries whose sends were written to
+// another switch's log after that log was flushed. Up to the horizon every
+// log is complete, so the prefix is a consistent trace.
+func cutAtHorizon(ss []logStream) {
+	if len(ss) < 2 {
+		return
+	}
+	horizon := int64(-1)
+	for _, s := range ss {
+		last := int64(-1)
+		for i := len(s.es) - 1; i >= 0; i-- {
+			if s.es[i].Action == LogMark {
+				last = s.h.Start.UnixNano() + int64(s.es[i].Time)
+				break
+			}
+		}
+		if last < 0 {
+			return
+		}
+		if horizon < 0 || last < horizon {
+			horizon = last
+		}
+	}
+	for i := range ss {
+		s := &ss[i]
+		n := len(s.es)
+		for n > 0 && s.h.Start.UnixNano()+int64(s.es[n-1].Time) > horizon {
+			n--
+		}
+		s.es = s.es[:n]
+	}
 }
 
 type logStream struct {
@@ -302,7 +338,7 @@ func (c *converter) emit(e LogEntry) {
 		c.records = append(c.records, r)
 	case LogDrop:
 		c.records = append(c.records, cut.Record{Kind: cut.Drop, VM: e.Dst, Frame: c.id(e.Frame, e.Dst), Reason: e.Reason})
-	case LogHold, LogReplay:
+	case LogHold, LogReplay, LogMark:
 	default:
 		panic(fmt.Sprintf("vnet: unknown log action %d", e.Action))
 	}

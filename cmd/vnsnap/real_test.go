@@ -86,7 +86,8 @@ func TestVerifyDamaged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := s.Manifest().VMs[1].Streams[0].Chunks[1]
+	chs := s.Manifest().VMs[1].Streams[0].Chunks
+	ch := chs[len(chs)/2] // random data: the chunk count varies
 	s.Close()
 	path := filepath.Join(root, "chunks", ch.Addr[:2], ch.Addr)
 	b, err := os.ReadFile(path)

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"github.com/vnsnap/vnsnap/results"
+	sim "github.com/vnsnap/vnsnap/simbackend"
 )
 
 type e7Config struct {
@@ -66,7 +68,7 @@ func (c *e7Config) Plan(seeds []uint64) ([]Job, error) {
 func (c *e7Config) Tables(jobs []Job, outs []Outcome) Tables {
 	t := results.NewTable(results.Str("workload"), results.Str("algo"), results.Str("sink"), results.Int("seed"), results.Str("state"),
 		results.Bool("restore_ok"), results.Float("recover_ms", 3), results.Float("retx_kib", 3), results.Float("app_done_ms", 3),
-		results.Float("restored_app_done_ms", 3), results.Str("restore_error"))
+		results.Float("restored_app_done_ms", 3), results.Float("full_goodput_ms", 3), results.Str("restore_error"))
 	for i, j := range jobs {
 		r := outs[i].Res
 		ok := r.RestoreOK != nil && *r.RestoreOK
@@ -84,9 +86,34 @@ func (c *e7Config) Tables(jobs []Job, outs []Outcome) Tables {
 		if r.Workload == "" || done < 0 {
 			done = math.NaN()
 		}
-		t.Add(append(append([]any{}, j.Labels...), j.Seed, r.State, ok, rec, retx, done, rdone, firstLine(r.RestoreError))...)
+		full := fullGoodputMS(r.GoodputMBps, r.RestoreGoodputMBps, j.Sim.Warmup)
+		t.Add(append(append([]any{}, j.Labels...), j.Seed, r.State, ok, rec, retx, done, rdone, full, firstLine(r.RestoreError))...)
 	}
 	return Tables{"": t}
+}
+
+// fullGoodputMS is the time from a restore until the applications' goodput
+// (in-order TCP payload per 100 ms bin) first reaches 90 % of its mean before
+// the snapshot, counting from the first whole bin after the restore; NaN if
+// it never does (or there was no traffic before the snapshot).
+func fullGoodputMS(before, after []float64, warmup sim.Time) float64 {
+	n := int(warmup / sim.GoodputBin)
+	var sum float64
+	var bins int
+	for i := 1; i < n && i < len(before); i++ { // bin 0 is the start-up
+		sum += before[i]
+		bins++
+	}
+	if bins == 0 || sum == 0 {
+		return math.NaN()
+	}
+	target := 0.9 * sum / float64(bins)
+	for i := 1; i < len(after); i++ {
+		if after[i] >= target {
+			return float64(i) * float64(sim.GoodputBin) / float64(time.Millisecond)
+		}
+	}
+	return math.NaN()
 }
 
 func analyzeE7(ts Tables) (Analysis, error) {
@@ -116,7 +143,7 @@ func analyzeE7(ts Tables) (Analysis, error) {
 	}
 	a.Summary = summarize(t, []string{"workload", "variant"}, stat{"restore_ok", "restores ok", 2, mean},
 		stat{"recover_ms", "recover ms", 1, mean}, stat{"retx_kib", "retransmitted KiB", 0, mean},
-		stat{"restored_app_done_ms", "restored run done ms", 0, mean})
+		stat{"restored_app_done_ms", "restored run done ms", 0, mean}, stat{"full_goodput_ms", "ms to 90 % goodput", 0, mean})
 	return a, nil
 }
 

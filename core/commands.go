@@ -99,6 +99,26 @@ type Abort struct {
 	Reason string
 }
 
+// VMCommand is a command that concerns one VM. Backends use Target to route
+// it and to name the VM in a Failed event when it fails.
+type VMCommand interface {
+	Command
+	Target() VMID
+}
+
+// Target returns the VM the command concerns.
+func (c CopyRound) Target() VMID     { return c.VM }
+func (c StartLiveCopy) Target() VMID { return c.VM }
+func (c PauseVM) Target() VMID       { return c.VM }
+func (c SetColour) Target() VMID     { return c.VM }
+func (c FreezeDisk) Target() VMID    { return c.VM }
+func (c CopyFinal) Target() VMID     { return c.VM }
+func (c ProtectMemory) Target() VMID { return c.VM }
+func (c ResumeVM) Target() VMID      { return c.VM }
+func (c ThrottleVM) Target() VMID    { return c.VM }
+func (c FlushImage) Target() VMID    { return c.VM }
+func (c CancelCopy) Target() VMID    { return c.VM }
+
 func (CopyRound) isCommand()     {}
 func (StartLiveCopy) isCommand() {}
 func (PauseVM) isCommand()       {}

@@ -238,3 +238,21 @@ func TestVMReport(t *testing.T) {
 		t.Errorf("empty Window() = %v, want 0", got)
 	}
 }
+
+// TestVMCommandTargets checks that every per-VM command names its VM and
+// the VNE-wide ones do not claim one.
+func TestVMCommandTargets(t *testing.T) {
+	per := []core.Command{core.CopyRound{VM: 3}, core.StartLiveCopy{VM: 3}, core.PauseVM{VM: 3}, core.SetColour{VM: 3}, core.FreezeDisk{VM: 3},
+		core.CopyFinal{VM: 3}, core.ProtectMemory{VM: 3}, core.ResumeVM{VM: 3}, core.ThrottleVM{VM: 3}, core.FlushImage{VM: 3}, core.CancelCopy{VM: 3}}
+	for _, c := range per {
+		vc, ok := c.(core.VMCommand)
+		if !ok || vc.Target() != 3 {
+			t.Errorf("%v: core.VMCommand %t, want a core.VMCommand targeting vm 3", c, ok)
+		}
+	}
+	for _, c := range []core.Command{core.SetTimer{}, core.CancelTimer{}, core.Commit{}, core.Abort{}} {
+		if _, ok := c.(core.VMCommand); ok {
+			t.Errorf("%v is a core.VMCommand, want a VNE-wide command", c)
+		}
+	}
+}

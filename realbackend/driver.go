@@ -284,29 +284,8 @@ func (d *driver) stop() {
 
 // cmdVM returns the VM a command concerns (0 for VNE-wide ones).
 func cmdVM(c core.Command) core.VMID {
-	switch c := c.(type) {
-	case core.StartLiveCopy:
-		return c.VM
-	case core.PauseVM:
-		return c.VM
-	case core.SetColour:
-		return c.VM
-	case core.FreezeDisk:
-		return c.VM
-	case core.CopyFinal:
-		return c.VM
-	case core.ProtectMemory:
-		return c.VM
-	case core.ResumeVM:
-		return c.VM
-	case core.ThrottleVM:
-		return c.VM
-	case core.FlushImage:
-		return c.VM
-	case core.CancelCopy:
-		return c.VM
-	case core.CopyRound:
-		return c.VM
+	if vc, ok := c.(core.VMCommand); ok {
+		return vc.Target()
 	}
 	return 0
 }

@@ -42,7 +42,12 @@ func (m *Memory) advance(now Time) {
 	if dt <= 0 || m.rate == 0 || m.speed == 0 {
 		return
 	}
-	w := m.rate * m.speed * dt
+	m.apply(m.rate * m.speed * dt)
+}
+
+// apply folds w page writes, spread over the hot set and the rest, into the
+// dirty counts.
+func (m *Memory) apply(w float64) {
 	hot := float64(m.HotPages)
 	cold := float64(m.Pages - m.HotPages)
 	hf := m.HotFrac
@@ -89,16 +94,7 @@ func (m *Memory) Sync(now Time) int64 {
 // memory), spread like the other writes over the hot set and the rest.
 func (m *Memory) Write(now Time, n float64) {
 	m.advance(now)
-	hot := float64(m.HotPages)
-	cold := float64(m.Pages - m.HotPages)
-	hf := m.HotFrac
-	if cold <= 0 {
-		hf = 1
-	}
-	m.dHot = hot - (hot-m.dHot)*math.Exp(-n*hf/hot)
-	if cold > 0 {
-		m.dCold = cold - (cold-m.dCold)*math.Exp(-n*(1-hf)/cold)
-	}
+	m.apply(n)
 }
 
 // Dirties reports whether the memory is being written at all.

@@ -19,8 +19,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"sort"
+
+	"github.com/vnsnap/vnsnap/results"
 )
 
 // command is one subcommand: run gets the arguments after its name.
@@ -89,26 +90,7 @@ func usage(w io.Writer, cmds map[string]command) {
 	}
 }
 
-// Version returns the module version and VCS revision this binary was built
-// from, as recorded by the Go toolchain.
-func Version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" {
-			v += " " + s.Value
-		}
-		if s.Key == "vcs.modified" && s.Value == "true" {
-			v += "+dirty"
-		}
-	}
-	return v
-}
-
 func runVersion(args []string, stdout, stderr io.Writer) error {
-	fmt.Fprintln(stdout, "vnsnap", Version())
+	fmt.Fprintln(stdout, "vnsnap", results.Version())
 	return nil
 }

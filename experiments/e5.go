@@ -21,6 +21,11 @@ type e5Config struct {
 	Workloads []string `json:"workloads"`
 	Modes     []Mode   `json:"modes"`
 	Variants  []string `json:"variants"`
+	// LinkByWorkload gives a workload its own host link bandwidth (Mbit/s),
+	// overriding link_mbps: a swarm on 1 GbE finishes before the second
+	// periodic snapshot starts, and a larger file makes every VM, and so
+	// every snapshot, larger in proportion.
+	LinkByWorkload map[string]float64 `json:"link_mbps_by_workload,omitempty"`
 }
 
 func e5() *Experiment {
@@ -29,16 +34,23 @@ func e5() *Experiment {
 		Title: "E5: application slowdown from snapshots",
 		About: "An NPB kernel and a BitTorrent swarm run to completion with no snapshot, one snapshot, and periodic " +
 			"snapshots, under each algorithm and sink; the completion time is compared with the same seed's run " +
-			"without snapshots. Drops and backoff, pauses and the copy's competition for the disk all slow the workload.",
+			"without snapshots. Drops and backoff, pauses and the copy's competition for the disk all slow the workload. " +
+			"The swarm's hosts have 200 Mbit/s links (the NPB kernel's keep 1 GbE): each VM holds the whole file, so a " +
+			"larger file lengthens every snapshot as much as the download, and on 1 GbE the swarm would finish before " +
+			"the second periodic snapshot starts. Snapshots start at the end of the warm-up and then every interval, or " +
+			"as soon as the previous one has committed.",
+		Extra: []string{"peers", "throughput", "snaps"},
 		New: func(full bool) Config {
 			c := &e5Config{Env: defaultEnv(), VMs: 8, Hosts: 4,
-				Workloads: []string{"npb:cg.A.x20", "bittorrent:256"},
-				Modes:     []Mode{{"none", 0, 0}, {"one", 1, 0}, {"periodic", 3, 3000}},
-				Variants:  []string{"vnsnap/disk", "vnsnap/memory", "vnsnap-log/disk", "stop-copy/disk", "cow/disk"}}
+				Workloads:      []string{"npb:cg.A.x20", "bittorrent:256"},
+				Modes:          []Mode{{"none", 0, 0}, {"one", 1, 0}, {"periodic", 3, 3000}},
+				Variants:       []string{"vnsnap/disk", "vnsnap/memory", "vnsnap-log/disk", "stop-copy/disk", "cow/disk"},
+				LinkByWorkload: map[string]float64{"bittorrent:256": 200}}
 			c.Seeds = 2
 			if full {
 				c.Workloads = []string{"npb:cg.A.x20", "npb:ft.A.x10", "npb:lu.W.x20", "npb:is.A.x10", "bittorrent:512"}
 				c.VMs, c.Hosts, c.Seeds = 16, 4, 3
+				c.LinkByWorkload = map[string]float64{"bittorrent:512": 200}
 			}
 			return c
 		},
@@ -62,6 +74,9 @@ func (c *e5Config) Plan(seeds []uint64) ([]Job, error) {
 				for _, s := range seeds {
 					sc := c.base(s)
 					sc.VMs, sc.Hosts = c.VMs, c.Hosts
+					if l, ok := c.LinkByWorkload[w]; ok && l > 0 {
+						sc.Host.Link.Bandwidth = l * 1e6 / 8
+					}
 					if err := applyWorkload(&sc, w); err != nil {
 						return nil, err
 					}
@@ -83,6 +98,12 @@ func (c *e5Config) Tables(jobs []Job, outs []Outcome) Tables {
 	t := results.NewTable(results.Str("workload"), results.Str("mode"), results.Int("snapshots"), results.Str("algo"), results.Str("sink"),
 		results.Int("seed"), results.Float("app_done_ms", 3), results.Bool("app_ok"), results.Float("baseline_ms", 3),
 		results.Float("slowdown_pct", 3), results.Int("committed"), results.Float("window_ms", 3), results.Int("dropped"), results.Int("timeouts"))
+	pt := results.NewTable(results.Str("workload"), results.Str("mode"), results.Str("algo"), results.Str("sink"), results.Int("seed"),
+		results.Int("peer"), results.Float("done_ms", 3))
+	tt := results.NewTable(results.Str("workload"), results.Str("mode"), results.Str("algo"), results.Str("sink"), results.Int("seed"),
+		results.Int("second"), results.Float("mbps", 3))
+	st := results.NewTable(results.Str("workload"), results.Str("mode"), results.Str("algo"), results.Str("sink"), results.Int("seed"),
+		results.Int("snap"), results.Str("state"), results.Float("start_ms", 3), results.Float("total_ms", 3), results.Float("window_ms", 3))
 	base := map[string]float64{}
 	for i, j := range jobs {
 		if j.Labels[2].(int) == 0 {
@@ -109,8 +130,21 @@ func (c *e5Config) Tables(jobs []Job, outs []Outcome) Tables {
 			win = max(win, s.WindowMS)
 		}
 		t.Add(append(append([]any{}, j.Labels...), j.Seed, done, r.AppOK, b, slow, n, win, dropped, r.Timeouts)...)
+		w, m, algo, sink := j.Labels[0], j.Labels[1], j.Labels[3], j.Labels[4]
+		for p, d := range r.PeerDoneMS {
+			if d < 0 {
+				d = math.NaN() // never completed
+			}
+			pt.Add(w, m, algo, sink, j.Seed, p+1, d) // peer 0 is the seeder
+		}
+		for sec, v := range r.ThroughputMBps {
+			tt.Add(w, m, algo, sink, j.Seed, sec, v)
+		}
+		for k, s := range r.Snaps {
+			st.Add(w, m, algo, sink, j.Seed, k+1, s.State, s.StartMS, s.TotalMS, s.WindowMS)
+		}
 	}
-	return Tables{"": t}
+	return Tables{"": t, "peers": pt, "throughput": tt, "snaps": st}
 }
 
 func analyzeE5(ts Tables) (Analysis, error) {
@@ -139,6 +173,7 @@ func analyzeE5(ts Tables) (Analysis, error) {
 			Caption: "Figure E5 (" + w + "): mean completion time over seeds, split into the run without snapshots and what the snapshots added.",
 			Text:    e5Text(sub, w)})
 	}
+	a.Figures = append(a.Figures, e5SwarmFigs(ts)...)
 	a.Summary = summarize(t.Filter(func(r int) bool { return t.String(r, "mode") != "none" }), []string{"workload", "mode", "variant"},
 		stat{"app_done_ms", "done ms", 0, mean}, stat{"baseline_ms", "baseline ms", 0, mean}, stat{"slowdown_pct", "slowdown %", 1, mean},
 		stat{"window_ms", "max window ms", 1, mean}, stat{"dropped", "dropped", 0, mean}, stat{"app_ok", "verified", 2, mean})

@@ -28,6 +28,7 @@ func e7() *Experiment {
 			"point, all resumed together, frames in flight gone unless logged) and run on. Recovery is the time from " +
 			"the restore until every stream delivers in order again; the workloads must complete and verify their " +
 			"own results (every NPB message, every BitTorrent piece; every byte of every stream).",
+		Extra: []string{"goodput"},
 		New: func(full bool) Config {
 			c := &e7Config{Env: defaultEnv(), VMs: 8, Hosts: 4, Workloads: []string{"all-to-all", "npb:cg.A.x20", "bittorrent:256"},
 				MemMiB: 256, DirtyMiBs: 40,
@@ -69,8 +70,16 @@ func (c *e7Config) Tables(jobs []Job, outs []Outcome) Tables {
 	t := results.NewTable(results.Str("workload"), results.Str("algo"), results.Str("sink"), results.Int("seed"), results.Str("state"),
 		results.Bool("restore_ok"), results.Float("recover_ms", 3), results.Float("retx_kib", 3), results.Float("app_done_ms", 3),
 		results.Float("restored_app_done_ms", 3), results.Float("full_goodput_ms", 3), results.Str("restore_error"))
+	gt := results.NewTable(results.Str("workload"), results.Str("algo"), results.Str("sink"), results.Int("seed"),
+		results.Int("bin"), results.Float("mbps", 3), results.Float("pre_mean_mbps", 3))
 	for i, j := range jobs {
 		r := outs[i].Res
+		if r.Workload == "" { // the simple streams: goodput after the restore, per bin
+			pre := preMeanMBps(r.GoodputMBps, j.Sim.Warmup)
+			for b, v := range r.RestoreGoodputMBps {
+				gt.Add(j.Labels[0], j.Labels[1], j.Labels[2], j.Seed, b, v, pre)
+			}
+		}
 		ok := r.RestoreOK != nil && *r.RestoreOK
 		rec, retx, rdone := math.NaN(), math.NaN(), math.NaN()
 		if r.RecoverMS != nil {
@@ -89,7 +98,23 @@ func (c *e7Config) Tables(jobs []Job, outs []Outcome) Tables {
 		full := fullGoodputMS(r.GoodputMBps, r.RestoreGoodputMBps, j.Sim.Warmup)
 		t.Add(append(append([]any{}, j.Labels...), j.Seed, r.State, ok, rec, retx, done, rdone, full, firstLine(r.RestoreError))...)
 	}
-	return Tables{"": t}
+	return Tables{"": t, "goodput": gt}
+}
+
+// preMeanMBps is the applications' mean goodput before the snapshot, over
+// the whole bins after the first (the start-up); NaN if there are none.
+func preMeanMBps(before []float64, warmup sim.Time) float64 {
+	n := int(warmup / sim.GoodputBin)
+	var sum float64
+	var bins int
+	for i := 1; i < n && i < len(before); i++ {
+		sum += before[i]
+		bins++
+	}
+	if bins == 0 {
+		return math.NaN()
+	}
+	return sum / float64(bins)
 }
 
 // fullGoodputMS is the time from a restore until the applications' goodput
@@ -97,17 +122,11 @@ func (c *e7Config) Tables(jobs []Job, outs []Outcome) Tables {
 // the snapshot, counting from the first whole bin after the restore; NaN if
 // it never does (or there was no traffic before the snapshot).
 func fullGoodputMS(before, after []float64, warmup sim.Time) float64 {
-	n := int(warmup / sim.GoodputBin)
-	var sum float64
-	var bins int
-	for i := 1; i < n && i < len(before); i++ { // bin 0 is the start-up
-		sum += before[i]
-		bins++
-	}
-	if bins == 0 || sum == 0 {
+	pre := preMeanMBps(before, warmup)
+	if math.IsNaN(pre) || pre == 0 {
 		return math.NaN()
 	}
-	target := 0.9 * sum / float64(bins)
+	target := 0.9 * pre
 	for i := 1; i < len(after); i++ {
 		if after[i] >= target {
 			return float64(i) * float64(sim.GoodputBin) / float64(time.Millisecond)
@@ -141,6 +160,7 @@ func analyzeE7(ts Tables) (Analysis, error) {
 		b.Stacks = []results.Sample{s}
 		a.Figures = append(a.Figures, Fig{Name: "e7-recover-" + slug(w), Figure: b, Caption: caption, Text: e7Text(sub, w, streams)})
 	}
+	a.Figures = append(a.Figures, e7GoodputFigs(t, ts["goodput"])...)
 	a.Summary = summarize(t, []string{"workload", "variant"}, stat{"restore_ok", "restores ok", 2, mean},
 		stat{"recover_ms", "recover ms", 1, mean}, stat{"retx_kib", "retransmitted KiB", 0, mean},
 		stat{"restored_app_done_ms", "restored run done ms", 0, mean}, stat{"full_goodput_ms", "ms to 90 % goodput", 0, mean})
@@ -171,5 +191,77 @@ func e7Text(t *results.Table, w string, streams bool) string {
 	rv, rl := mean(values(t, "recover_ms", "variant", "vnsnap/disk")), mean(values(t, "recover_ms", "variant", "vnsnap-log/disk"))
 	s2 := fmt.Sprintf("After a VNsnap restore the streams deliver again after %s, waiting for the retransmission of in-transit data that is missing from the receivers' images; VNsnap-log, which replays it, recovers in %s.",
 		dur(rv), dur(rl))
+	return sentences(s1, s2)
+}
+
+// e7GoodputFigs draws, for each stream workload, the applications' goodput
+// after the restore per variant (the first seed), against its mean before
+// the snapshot.
+func e7GoodputFigs(t, g *results.Table) []Fig {
+	if g == nil || len(g.Rows) == 0 {
+		return nil
+	}
+	g = withVariant(g)
+	binS := sim.GoodputBin.Seconds()
+	var figs []Fig
+	for _, w := range g.Distinct("workload") {
+		sub := g.Where("workload", w)
+		seed := sub.String(0, "seed")
+		sub = sub.Where("seed", seed)
+		// Trim the idle tail: keep bins up to one past the last with traffic.
+		last := 0.0
+		for r := range sub.Rows {
+			if sub.Float(r, "mbps") > 0 {
+				last = max(last, sub.Float(r, "bin"))
+			}
+		}
+		sub = sub.Filter(func(r int) bool { return sub.Float(r, "bin") <= last+1 })
+		pre := sub.Float(0, "pre_mean_mbps")
+		l := &results.Line{Title: "Goodput after a restore, seed " + seed + " (" + w + ")", XLabel: "time since the restore (s)",
+			YLabel: "in-order TCP payload (MB/s)", Bars: results.NoBars, ZeroY: true, Legend: results.TopRight,
+			Refs: []results.Ref{{Name: "mean before the snapshot", Y: pre}}}
+		for _, v := range sub.Distinct("variant") {
+			vs := sub.Where("variant", v)
+			s := results.Series{Name: v}
+			for r := range vs.Rows {
+				s.Points = append(s.Points, results.Point{X: (vs.Float(r, "bin") + 0.5) * binS, Ys: []float64{vs.Float(r, "mbps")}})
+			}
+			l.Series = append(l.Series, s)
+		}
+		figs = append(figs, Fig{Name: "e7-goodput-" + slug(w), Figure: l,
+			Caption: fmt.Sprintf("Figure E7 (%s, goodput): TCP payload delivered in order to the applications per %.0f ms bin after the restored VNE resumes, seed %s, per variant; dashed, the mean before the snapshot (the first bin after the start excluded).",
+				w, binS*1000, seed),
+			Text: e7GoodputText(sub, t.Where("workload", w).Where("seed", seed), pre, binS)})
+	}
+	return figs
+}
+
+func e7GoodputText(g, t *results.Table, pre, binS float64) string {
+	var parts []string
+	for _, v := range g.Distinct("variant") {
+		full := values(t, "full_goodput_ms", "variant", v)
+		f := math.NaN()
+		if len(full) > 0 {
+			f = full[0]
+		}
+		if math.IsNaN(f) {
+			parts = append(parts, v+" never")
+		} else {
+			parts = append(parts, fmt.Sprintf("%s after %s", v, dur(f)))
+		}
+	}
+	s1 := fmt.Sprintf("Before the snapshot the streams deliver %.2f MB/s; after the restore goodput is back at 90 %% of that %s.", pre, strings.Join(parts, ", "))
+	first := func(v string) float64 { // the first bin's goodput, as a fraction of the mean before
+		xs := values(g, "mbps", "variant", v, "bin", "1")
+		if len(xs) == 0 || pre <= 0 {
+			return math.NaN()
+		}
+		return xs[0] / pre
+	}
+	d, l := first("vnsnap/disk"), first("vnsnap-log/disk")
+	var s2 string
+	if !math.IsNaN(d) && !math.IsNaN(l) {
+		s2 = fmt.Sprintf("In the first whole %.0f ms bin VNsnap delivers %.0f %% of the earlier goodput and VNsnap-log, which replays the logged in-transit frames, %.0f %%.", binS*1000, d*100, l*100)
+	}
 	return sentences(s1, s2)
 }

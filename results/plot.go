@@ -56,6 +56,26 @@ type Line struct {
 	// NoLines draws points only (a scatter plot).
 	NoLines bool
 	Legend  LegendPos
+	// Spans shades intervals of x (a snapshot's start to its commit) behind
+	// the lines; spans with the same name share one legend entry.
+	Spans []Span
+	// Refs draws horizontal reference lines across the plot.
+	Refs []Ref
+	// ZeroY starts a linear y axis at zero (rates, where the depth of a dip
+	// matters).
+	ZeroY bool
+}
+
+// Span is a shaded interval of x.
+type Span struct {
+	Name     string
+	From, To float64
+}
+
+// Ref is a horizontal reference line at Y.
+type Ref struct {
+	Name string
+	Y    float64
 }
 
 // LegendPos places the legend inside the plot area.
@@ -72,9 +92,11 @@ const (
 // CDF is the empirical distribution of samples, one step line per series.
 type CDF struct {
 	Title, XLabel string
-	LogX          bool
-	Series        []Sample
-	Legend        LegendPos
+	// YLabel names what is counted; "" means "fraction of VMs ≤ x".
+	YLabel string
+	LogX   bool
+	Series []Sample
+	Legend LegendPos
 }
 
 // Sample is a named set of values.
@@ -163,6 +185,18 @@ func (l *Line) Plot() (*plot.Plot, error) {
 	if l.LogY {
 		logAxis(&p.Y)
 	}
+	seen := map[string]bool{}
+	for _, sp := range l.Spans {
+		if !ok(sp.From, l.LogX) || !ok(sp.To, l.LogX) || sp.To < sp.From {
+			continue
+		}
+		sh := shade{from: sp.From, to: sp.To}
+		p.Add(sh)
+		if sp.Name != "" && !seen[sp.Name] {
+			seen[sp.Name] = true
+			p.Legend.Add(sp.Name, sh)
+		}
+	}
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for i, s := range l.Series {
 		var xys plotter.XYs
@@ -228,13 +262,82 @@ func (l *Line) Plot() (*plot.Plot, error) {
 		p.Add(d)
 		p.Legend.Add("y = x", d)
 	}
+	for _, r := range l.Refs {
+		if !ok(r.Y, l.LogY) {
+			continue
+		}
+		h := hline{y: r.Y}
+		p.Add(h)
+		p.Legend.Add(r.Name, h)
+	}
+	if l.ZeroY && !l.LogY {
+		p.Y.Min = min(p.Y.Min, 0)
+	}
 	placeLegend(p, l.Legend)
 	return p, nil
 }
 
+// shade fills an interval of x over the plot's whole height.
+type shade struct{ from, to float64 }
+
+var (
+	shadeColor = color.NRGBA{R: 255, G: 170, B: 60, A: 50}
+	shadeEdge  = draw.LineStyle{Color: color.NRGBA{R: 200, G: 110, B: 0, A: 160}, Width: vg.Points(0.8)}
+)
+
+// Plot implements plot.Plotter.
+func (s shade) Plot(c draw.Canvas, p *plot.Plot) {
+	trX, _ := p.Transforms(&c)
+	x0, x1 := max(trX(s.from), c.Min.X), min(trX(s.to), c.Max.X)
+	if x1 <= x0 {
+		x1 = min(x0+vg.Points(1), c.Max.X) // a span shorter than a point stays visible
+	}
+	c.FillPolygon(shadeColor, []vg.Point{{X: x0, Y: c.Min.Y}, {X: x1, Y: c.Min.Y}, {X: x1, Y: c.Max.Y}, {X: x0, Y: c.Max.Y}})
+	// Edges, so that back-to-back spans stay apart.
+	c.StrokeLine2(shadeEdge, x0, c.Min.Y, x0, c.Max.Y)
+	c.StrokeLine2(shadeEdge, x1, c.Min.Y, x1, c.Max.Y)
+}
+
+// DataRange implements plot.DataRanger: a span widens x only.
+func (s shade) DataRange() (xmin, xmax, ymin, ymax float64) {
+	return s.from, s.to, math.Inf(1), math.Inf(-1)
+}
+
+// Thumbnail implements plot.Thumbnailer.
+func (s shade) Thumbnail(c *draw.Canvas) {
+	c.FillPolygon(shadeColor, []vg.Point{c.Min, {X: c.Max.X, Y: c.Min.Y}, c.Max, {X: c.Min.X, Y: c.Max.Y}})
+}
+
+// hline is a horizontal reference line across the plot.
+type hline struct{ y float64 }
+
+var refStyle = draw.LineStyle{Color: color.Gray{Y: 60}, Width: vg.Points(1.2), Dashes: []vg.Length{vg.Points(5), vg.Points(3)}}
+
+// Plot implements plot.Plotter.
+func (h hline) Plot(c draw.Canvas, p *plot.Plot) {
+	_, trY := p.Transforms(&c)
+	y := trY(h.y)
+	c.StrokeLine2(refStyle, c.Min.X, y, c.Max.X, y)
+}
+
+// DataRange implements plot.DataRanger: a reference line widens y only.
+func (h hline) DataRange() (xmin, xmax, ymin, ymax float64) {
+	return math.Inf(1), math.Inf(-1), h.y, h.y
+}
+
+// Thumbnail implements plot.Thumbnailer.
+func (h hline) Thumbnail(c *draw.Canvas) {
+	y := (c.Min.Y + c.Max.Y) / 2
+	c.StrokeLine2(refStyle, c.Min.X, y, c.Max.X, y)
+}
+
 // Plot implements Figure.
 func (c *CDF) Plot() (*plot.Plot, error) {
-	p := newPlot(c.Title, c.XLabel, "fraction of VMs ≤ x")
+	yl := c.YLabel
+	if yl == "" {
+		yl = "fraction of VMs ≤ x"
+	}
+	p := newPlot(c.Title, c.XLabel, yl)
 	if c.LogX {
 		logAxis(&p.X)
 	}

@@ -21,6 +21,10 @@ type VMResult struct {
 	Rounds      int     `json:"rounds"`
 	MaxThrottle int     `json:"max_throttle_pct"`
 	COWFaults   int64   `json:"cow_faults,omitempty"`
+	// PointMS and ResumedMS are the VM's snapshot point and its resume, in
+	// virtual time since the start of the run.
+	PointMS   float64 `json:"point_ms"`
+	ResumedMS float64 `json:"resumed_ms"`
 }
 
 // Result is the outcome of a simulated snapshot run. Its JSON form is what
@@ -78,21 +82,25 @@ type Result struct {
 
 // SnapResult summarises one snapshot of a run.
 type SnapResult struct {
-	Epoch      int        `json:"epoch"`
-	State      string     `json:"state"`
-	StartMS    float64    `json:"start_ms"`
-	TotalMS    float64    `json:"total_ms"`
-	WindowMS   float64    `json:"window_ms"`
-	MaxDownMS  float64    `json:"max_downtime_ms"`
-	MeanDownMS float64    `json:"mean_downtime_ms"`
-	Orphans    int        `json:"orphans"`
-	InTransit  int        `json:"in_transit"`
-	Recovered  int        `json:"recovered_by_tcp"`
-	Replayed   int        `json:"replayed"`
-	Lost       int        `json:"lost"`
-	NetDropped int        `json:"in_transit_net_dropped"`
-	Dropped    int        `json:"dropped_frames"`
-	VMs        []VMResult `json:"vms"`
+	Epoch      int     `json:"epoch"`
+	State      string  `json:"state"`
+	StartMS    float64 `json:"start_ms"`
+	TotalMS    float64 `json:"total_ms"`
+	WindowMS   float64 `json:"window_ms"`
+	MaxDownMS  float64 `json:"max_downtime_ms"`
+	MeanDownMS float64 `json:"mean_downtime_ms"`
+	Orphans    int     `json:"orphans"`
+	InTransit  int     `json:"in_transit"`
+	Recovered  int     `json:"recovered_by_tcp"`
+	Replayed   int     `json:"replayed"`
+	Lost       int     `json:"lost"`
+	NetDropped int     `json:"in_transit_net_dropped"`
+	Dropped    int     `json:"dropped_frames"`
+	// FirstPointMS and LastResumeMS bound the window in virtual time since
+	// the start of the run.
+	FirstPointMS float64    `json:"first_point_ms"`
+	LastResumeMS float64    `json:"last_resume_ms"`
+	VMs          []VMResult `json:"vms"`
 }
 
 func ms(d Time) float64 { return float64(d) / float64(time.Millisecond) }
@@ -263,6 +271,13 @@ func (sr *snapshotRun) result() SnapResult {
 			VM: int(v.VM), Host: int(v.Host), Sink: v.Sink.String(), Fallback: v.Fallback,
 			DowntimeMS: ms(v.Downtime()), DurationMS: ms(v.Duration()), FlushMS: ms(v.Flushed - v.Copied),
 			BytesCopied: v.BytesCopied(), Rounds: v.Rounds, MaxThrottle: v.MaxThrottle, COWFaults: sr.drv.faults[v.VM],
+			PointMS: ms(v.Paused), ResumedMS: ms(v.Resumed),
+		}
+		if v.HasPoint {
+			if len(out.VMs) == 0 || vr.PointMS < out.FirstPointMS {
+				out.FirstPointMS = vr.PointMS
+			}
+			out.LastResumeMS = max(out.LastResumeMS, vr.ResumedMS)
 		}
 		out.VMs = append(out.VMs, vr)
 		sum += vr.DowntimeMS

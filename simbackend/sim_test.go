@@ -133,3 +133,19 @@ func TestTCPBackoffAroundSnapshot(t *testing.T) {
 		t.Errorf("max stall: disk %.0f ms, memory %.0f ms; want disk longer", rd.MaxStallMS, rm.MaxStallMS)
 	}
 }
+
+// TestWindowBounds checks that the window reported equals its bounds and
+// that every VM's snapshot point and resume lie within them.
+func TestWindowBounds(t *testing.T) {
+	r := mustRun(t, small())
+	s := r.Snaps[0]
+	if d := s.LastResumeMS - s.FirstPointMS - s.WindowMS; d > 1e-6 || d < -1e-6 {
+		t.Errorf("window %.3f ms, bounds %.3f..%.3f ms", s.WindowMS, s.FirstPointMS, s.LastResumeMS)
+	}
+	for _, v := range s.VMs {
+		if v.PointMS < s.FirstPointMS || v.ResumedMS > s.LastResumeMS || v.ResumedMS-v.PointMS-v.DowntimeMS > 1e-6 {
+			t.Errorf("vm %d: point %.3f, resumed %.3f, downtime %.3f outside the window %.3f..%.3f",
+				v.VM, v.PointMS, v.ResumedMS, v.DowntimeMS, s.FirstPointMS, s.LastResumeMS)
+		}
+	}
+}

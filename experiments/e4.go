@@ -135,15 +135,9 @@ func (c *e4Config) timeline(tl *results.Table, r *sim.Result, flows map[uint32][
 	if len(r.Snaps) > 0 {
 		start = r.Snaps[0].StartMS
 	}
-	// The window starts at the first snapshot point: the earliest end of a
-	// final pause is not recorded, so approximate it by the snapshot start
-	// plus the shortest pre-copy duration minus its downtime.
-	first := math.Inf(1)
-	for _, v := range r.VMs {
-		first = min(first, v.DurationMS-v.DowntimeMS)
-	}
-	if !math.IsInf(first, 1) {
-		winStart = start + first
+	// The window starts at the first snapshot point.
+	if len(r.Snaps) > 0 && r.Snaps[0].State == "committed" {
+		winStart = r.Snaps[0].FirstPointMS
 	}
 	end := start + r.TotalMS + r.MaxStallMS + 1000
 	for _, id := range ids {

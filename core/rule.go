@@ -18,6 +18,9 @@ const (
 	// replay at restore (VNsnapLog, a pre-snapshot frame reaching a
 	// post-snapshot VM).
 	DeliverLog
+	// DropFull drops a frame the rule would hold because the port's hold
+	// queue is full. Only Port.Admit returns it; Rule never does.
+	DropFull
 )
 
 // String returns the action's name.
@@ -31,6 +34,8 @@ func (a Action) String() string {
 		return "hold"
 	case DeliverLog:
 		return "deliver-log"
+	case DropFull:
+		return "drop-full"
 	default:
 		return fmt.Sprintf("Action(%d)", uint8(a))
 	}
@@ -83,7 +88,7 @@ func (p *Port[F]) Epoch() Epoch { return p.epoch }
 
 // Admit applies Rule to a frame tagged with epoch e arriving for this port.
 // For Hold it keeps the frame (returned later by SetEpoch); if the hold queue
-// is full it returns Drop instead.
+// is full it returns DropFull instead.
 func (p *Port[F]) Admit(a Algorithm, e Epoch, f F) Action {
 	act := Rule(a, e, p.epoch)
 	if act != Hold {
@@ -94,7 +99,7 @@ func (p *Port[F]) Admit(a Algorithm, e Epoch, f F) Action {
 		limit = 1024
 	}
 	if len(p.held) >= limit {
-		return Drop
+		return DropFull
 	}
 	p.held = append(p.held, heldFrame[F]{e, f})
 	return Hold

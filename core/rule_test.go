@@ -47,7 +47,7 @@ func TestRule(t *testing.T) {
 
 func TestActionString(t *testing.T) {
 	for a, want := range map[core.Action]string{
-		core.Deliver: "deliver", core.Drop: "drop", core.Hold: "hold",
+		core.Deliver: "deliver", core.Drop: "drop", core.Hold: "hold", core.DropFull: "drop-full",
 		core.DeliverLog: "deliver-log", core.Action(9): "Action(9)",
 	} {
 		if got := a.String(); got != want {
@@ -142,8 +142,8 @@ func TestPortMaxHeld(t *testing.T) {
 					t.Fatalf("Admit #%d = %s, want hold", i, got)
 				}
 			}
-			if got := p.Admit(core.VNsnapLog, 1, -1); got != core.Drop {
-				t.Errorf("Admit beyond %d = %s, want drop", tt.limit, got)
+			if got := p.Admit(core.VNsnapLog, 1, -1); got != core.DropFull {
+				t.Errorf("Admit beyond %d = %s, want drop-full", tt.limit, got)
 			}
 			if p.Held() != tt.limit {
 				t.Errorf("Held() = %d, want %d", p.Held(), tt.limit)

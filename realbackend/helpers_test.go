@@ -2,7 +2,6 @@ package realbackend
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,44 +16,16 @@ import (
 	"github.com/vnsnap/vnsnap/core/cut"
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 	"github.com/vnsnap/vnsnap/vne"
 	"github.com/vnsnap/vnsnap/vnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// requireQEMU probes the installed QEMU. Without QEMU (or with -short) the
-// test is skipped, except in CI (CI set), where a missing QEMU is a failure.
-func requireQEMU(t *testing.T) *qemubackend.Host {
-	t.Helper()
-	if testing.Short() && os.Getenv("CI") == "" {
-		t.Skip("real QEMU test: skipped in -short mode (never in CI)")
-	}
-	h, err := qemubackend.Probe(context.Background(), "")
-	if errors.Is(err, qemubackend.ErrNoQEMU) && os.Getenv("CI") == "" {
-		t.Skipf("QEMU not installed (run scripts/setup-qemu.sh): %v", err)
-	}
-	if err != nil {
-		t.Fatalf("QEMU unusable: %v (run scripts/setup-qemu.sh as root)", err)
-	}
-	return h
-}
+func requireQEMU(t *testing.T) *qemubackend.Host { return qemutest.RequireQEMU(t) }
 
-// guestImage builds (or reuses) the guest image in <module>/.cache/guest.
-func guestImage(t *testing.T) guestimg.Image {
-	t.Helper()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := guestimg.Build(context.Background(), guestimg.Config{
-		CacheDir: filepath.Join(root, ".cache", "guest"), ModuleRoot: root,
-	})
-	if err != nil {
-		t.Fatalf("build guest image: %v", err)
-	}
-	return img
-}
+func guestImage(t *testing.T) guestimg.Image { return qemutest.GuestImage(t, "..") }
 
 // shortDir returns a fresh directory with a short path (unix socket paths
 // are limited to 107 bytes; t.TempDir's can be long), removed at cleanup.

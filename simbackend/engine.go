@@ -2,7 +2,6 @@ package sim
 
 import (
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"time"
 )
@@ -184,11 +183,4 @@ func (e *Engine) down(i int) {
 		i = m
 	}
 	h[i] = it
-}
-
-// hashString folds a string into a 64-bit value for Mix.
-func hashString(s string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(s))
-	return h.Sum64()
 }

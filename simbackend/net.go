@@ -183,11 +183,9 @@ func (n *Network) Handle(_ Kind, slot int64) {
 	case core.Deliver:
 		n.toVM(f)
 	case core.Drop:
-		why := cut.DropColour
-		if n.cfg.Algorithm == core.VNsnapLog {
-			why = cut.DropQueue // the hold queue is full
-		}
-		n.drop(f, why)
+		n.drop(f, cut.DropColour)
+	case core.DropFull:
+		n.drop(f, cut.DropQueue)
 	case core.Hold:
 		n.Counter.Held++
 	case core.DeliverLog:

@@ -348,17 +348,16 @@ func (p *port) egress(bw *bufio.Writer, f *frame) bool {
 	alg := p.s.Algorithm()
 	p.mu.Lock()
 	ep := p.cp.Epoch()
-	rule := core.Rule(alg, f.epoch, ep)
-	switch p.cp.Admit(alg, f.epoch, f) {
+	switch act := p.cp.Admit(alg, f.epoch, f); act {
 	case core.Hold:
 		p.s.flog.add(frameEntry(LogHold, f, p.vm, ep))
 		p.c.held.Add(1)
 		p.mu.Unlock()
 		return true // the hold queue keeps the reference
-	case core.Drop:
+	case core.Drop, core.DropFull:
 		reason := cut.DropColour
-		if rule == core.Hold {
-			reason = cut.DropQueue // hold queue full
+		if act == core.DropFull {
+			reason = cut.DropQueue
 			p.c.droppedQueue.Add(1)
 		} else {
 			p.c.droppedRule.Add(1)

@@ -31,6 +31,21 @@ type stateFlags struct {
 	state, store string
 }
 
+// send sends req, with the store as an absolute path, to the running VNE's
+// supervisor and prints its answer.
+func (f *stateFlags) send(stdout io.Writer, req request) error {
+	sock, err := f.controlSocket()
+	if err != nil {
+		return err
+	}
+	if req.Store, err = filepath.Abs(f.store); err != nil {
+		return err
+	}
+	text, err := call(context.Background(), sock, req)
+	fmt.Fprint(stdout, text)
+	return err
+}
+
 func (f *stateFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.state, "state", "", "state directory of the VNE (default: the only one under .vnsnap/)")
 	fs.StringVar(&f.store, "store", defaultStore, "snapshot store directory")
@@ -117,17 +132,7 @@ func runSnapshot(args []string, stdout, stderr io.Writer) error {
 	if err := store.ValidName(name); err != nil {
 		return fmt.Errorf("snapshot name: %w", err)
 	}
-	sock, err := sf.controlSocket()
-	if err != nil {
-		return err
-	}
-	store, err := filepath.Abs(sf.store)
-	if err != nil {
-		return err
-	}
-	text, err := call(context.Background(), sock, request{Op: "snapshot", Name: name, Algo: *algo, Sink: *sink, Store: store})
-	fmt.Fprint(stdout, text)
-	return err
+	return sf.send(stdout, request{Op: "snapshot", Name: name, Algo: *algo, Sink: *sink})
 }
 
 func runRestore(args []string, stdout, stderr io.Writer) error {
@@ -143,17 +148,7 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sock, err := sf.controlSocket()
-	if err != nil {
-		return err
-	}
-	store, err := filepath.Abs(sf.store)
-	if err != nil {
-		return err
-	}
-	text, err := call(context.Background(), sock, request{Op: "restore", Name: name, Store: store})
-	fmt.Fprint(stdout, text)
-	return err
+	return sf.send(stdout, request{Op: "restore", Name: name})
 }
 
 func runDown(args []string, stdout, stderr io.Writer) error {

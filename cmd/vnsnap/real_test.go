@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 	"github.com/vnsnap/vnsnap/store"
 )
 
@@ -112,15 +110,7 @@ func TestVerifyDamaged(t *testing.T) {
 // TestUpSnapshotRestoreDown drives the CLI against real QEMU: up in the
 // foreground (here a goroutine), snapshot, ls, verify, restore, down.
 func TestUpSnapshotRestoreDown(t *testing.T) {
-	if testing.Short() && os.Getenv("CI") == "" {
-		t.Skip("real QEMU test: skipped in -short mode (never in CI)")
-	}
-	if _, err := qemubackend.Probe(context.Background(), ""); err != nil {
-		if errors.Is(err, qemubackend.ErrNoQEMU) && os.Getenv("CI") == "" {
-			t.Skipf("QEMU not installed (run scripts/setup-qemu.sh): %v", err)
-		}
-		t.Fatalf("QEMU unusable: %v", err)
-	}
+	qemutest.RequireQEMU(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	dir := t.TempDir()
 	state, err := os.MkdirTemp("", "vnsc-")

@@ -7,7 +7,6 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/internal/units"
@@ -197,5 +196,4 @@ func printSummary(w io.Writer, cfg sim.Config, r *sim.Result) {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "simulated %d events; trace hash %s\n", r.Events, r.TraceHash)
-	_ = time.Second
 }

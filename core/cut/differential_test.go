@@ -313,6 +313,8 @@ func colouredTrace(seed uint64, a core.Algorithm) (*gen, []cut.Record) {
 			g.deliver(f)
 		case core.Drop:
 			g.drop(f, cut.DropColour)
+		case core.DropFull:
+			g.drop(f, cut.DropQueue)
 		case core.Hold:
 		default:
 			panic(act)

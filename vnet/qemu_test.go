@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 )
 
 // startQEMU runs a QEMU process whose only "VM" is its user-mode network
@@ -16,11 +17,8 @@ import (
 // It answers ARP for 10.0.2.2, so frames cross QEMU's real stream backend.
 func startQEMU(t *testing.T, path string) *exec.Cmd {
 	t.Helper()
-	bin, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not in PATH: install it with scripts/setup-qemu.sh")
-	}
-	cmd := exec.Command(bin, "-machine", "none", "-nodefaults", "-display", "none",
+	h := qemutest.RequireQEMU(t) // fails in CI without QEMU, skips elsewhere
+	cmd := exec.Command(h.Binary, "-machine", "none", "-nodefaults", "-display", "none",
 		"-netdev", NetdevArg("s0", path, 50),
 		"-netdev", "user,id=u0,restrict=on",
 		"-netdev", "hubport,id=h0,hubid=0,netdev=s0",

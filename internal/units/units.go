@@ -4,6 +4,7 @@ package units
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -21,7 +22,9 @@ var sizeSuffixes = []struct {
 
 // ParseSize parses a byte count with an optional unit suffix (KiB, MiB, GiB,
 // TiB, KB, MB, GB, TB, Kbit, Mbit, Gbit, B; K, M and G mean KiB, MiB and
-// GiB). A bare number is bytes.
+// GiB). A bare number is bytes. The result is finite and not negative: NaN,
+// infinities, negative numbers and values that overflow a float64 once the
+// unit is applied ("1e400MiB", "1e308GiB") are errors.
 func ParseSize(s string) (float64, error) {
 	t := strings.TrimSpace(s)
 	mult := 1.0
@@ -33,26 +36,37 @@ func ParseSize(s string) (float64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 {
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 		return 0, fmt.Errorf("%q is not a size (want e.g. 512MiB, 1.5GB or 4096)", s)
 	}
-	return v * mult, nil
+	v *= mult
+	if math.IsInf(v, 0) {
+		return 0, fmt.Errorf("%q is too large a size", s)
+	}
+	return v, nil
 }
 
-// ParseBytes parses a size that must be a whole number of bytes.
+// ParseBytes parses a size that must be a whole number of bytes that fits in
+// an int64.
 func ParseBytes(s string) (int64, error) {
 	v, err := ParseSize(s)
 	if err != nil {
 		return 0, err
 	}
-	if v != float64(int64(v)) {
+	// 2^63 is the first float64 beyond math.MaxInt64; every float64 below it
+	// converts exactly if it is whole.
+	if v >= 1<<63 {
+		return 0, fmt.Errorf("%q is too many bytes (at most %d)", s, int64(math.MaxInt64))
+	}
+	if v != math.Trunc(v) {
 		return 0, fmt.Errorf("%q is not a whole number of bytes", s)
 	}
 	return int64(v), nil
 }
 
 // ParseRate parses a rate in bytes per second: a size followed by "/s"
-// ("20MiB/s", "1Gbit/s"). The "/s" may be left out.
+// ("20MiB/s", "1Gbit/s"). The "/s" may be left out. Like ParseSize it
+// rejects NaN, infinities, negative rates and overflow.
 func ParseRate(s string) (float64, error) {
 	t := strings.TrimSuffix(strings.TrimSpace(s), "/s")
 	v, err := ParseSize(t)

@@ -6,7 +6,8 @@ import (
 )
 
 // Command is something the core asks a backend to do. A backend executes the
-// commands of one Step in order; a command that fails is reported with Failed.
+// commands of one Step in order and stops at the first that fails, reporting
+// it with Failed or SnapshotFailed (the failure contract in the package doc).
 // The set is closed: only this package's types implement it.
 type Command interface {
 	isCommand()
@@ -85,7 +86,8 @@ type SetTimer struct {
 	At time.Duration
 }
 
-// CancelTimer cancels a timer; a TimerFired already queued is ignored.
+// CancelTimer cancels a timer; a TimerFired already queued is ignored, and
+// cancelling a timer that is not set is a no-op.
 type CancelTimer struct{ ID TimerID }
 
 // Commit asks the backend to record the snapshot: every image is complete;

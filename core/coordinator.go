@@ -182,10 +182,12 @@ func (c *Coordinator) Step(ev Event) ([]Command, error) {
 		}
 		return nil, nil
 	case Failed:
+		return c.abort(fmt.Sprintf("vm %d: %v", ev.VM, ev.Err)), nil
+	case SnapshotFailed:
 		if c.state == StateCommitting {
 			return c.abort(fmt.Sprintf("commit failed: %v", ev.Err)), nil
 		}
-		return c.abort(fmt.Sprintf("vm %d: %v", ev.VM, ev.Err)), nil
+		return c.abort(fmt.Sprint(ev.Err)), nil
 	case Committed:
 		if c.state != StateCommitting {
 			return nil, fmt.Errorf("core: Committed in state %s", c.state)

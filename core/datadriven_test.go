@@ -36,7 +36,7 @@ import (
 //	event <Event> args    feed an event: Started, RoundCopied vm round sent
 //	                      dirty elapsed, VMPaused vm, FinalCopied vm sent,
 //	                      VMResumed vm, ImageFlushed vm, TimerFired id,
-//	                      Failed vm err, Committed
+//	                      Failed vm err, SnapshotFailed err, Committed
 //	report                print the coordinator's Report
 func TestInteraction(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
@@ -290,6 +290,10 @@ func parseEvent(t *testing.T, d *datadriven.TestData) core.Event {
 		var msg string
 		d.ScanArgs(t, "err", &msg)
 		return core.Failed{VM: vm(), Err: errors.New(msg)}
+	case "SnapshotFailed":
+		var msg string
+		d.ScanArgs(t, "err", &msg)
+		return core.SnapshotFailed{Err: errors.New(msg)}
 	case "Committed":
 		return core.Committed{}
 	}

@@ -49,32 +49,42 @@ type ImageFlushed struct{ VM VMID }
 type TimerFired struct{ ID TimerID }
 
 // Failed reports that a command for VM failed; the snapshot is aborted.
+// A backend stops a batch at its first failed command (see the failure
+// contract in the package doc).
 type Failed struct {
 	VM  VMID
 	Err error
 }
 
+// SnapshotFailed reports a failure that belongs to no VM: the backend's
+// context was cancelled, the commit could not be recorded, or a command
+// that concerns the whole VNE (Commit, SetTimer) failed. The snapshot is
+// aborted.
+type SnapshotFailed struct{ Err error }
+
 // Committed reports that the snapshot's manifest is durably written.
 type Committed struct{}
 
-func (Started) isEvent()      {}
-func (RoundCopied) isEvent()  {}
-func (VMPaused) isEvent()     {}
-func (FinalCopied) isEvent()  {}
-func (VMResumed) isEvent()    {}
-func (ImageFlushed) isEvent() {}
-func (TimerFired) isEvent()   {}
-func (Failed) isEvent()       {}
-func (Committed) isEvent()    {}
+func (Started) isEvent()        {}
+func (RoundCopied) isEvent()    {}
+func (VMPaused) isEvent()       {}
+func (FinalCopied) isEvent()    {}
+func (VMResumed) isEvent()      {}
+func (ImageFlushed) isEvent()   {}
+func (TimerFired) isEvent()     {}
+func (Failed) isEvent()         {}
+func (SnapshotFailed) isEvent() {}
+func (Committed) isEvent()      {}
 
 func (Started) String() string { return "Started" }
 func (e RoundCopied) String() string {
 	return fmt.Sprintf("RoundCopied vm=%d round=%d sent=%d dirty=%d elapsed=%v", e.VM, e.Round, e.Sent, e.Dirty, e.Elapsed)
 }
-func (e VMPaused) String() string     { return fmt.Sprintf("VMPaused vm=%d", e.VM) }
-func (e FinalCopied) String() string  { return fmt.Sprintf("FinalCopied vm=%d sent=%d", e.VM, e.Sent) }
-func (e VMResumed) String() string    { return fmt.Sprintf("VMResumed vm=%d", e.VM) }
-func (e ImageFlushed) String() string { return fmt.Sprintf("ImageFlushed vm=%d", e.VM) }
-func (e TimerFired) String() string   { return fmt.Sprintf("TimerFired id=%d", e.ID) }
-func (e Failed) String() string       { return fmt.Sprintf("Failed vm=%d err=%v", e.VM, e.Err) }
-func (Committed) String() string      { return "Committed" }
+func (e VMPaused) String() string       { return fmt.Sprintf("VMPaused vm=%d", e.VM) }
+func (e FinalCopied) String() string    { return fmt.Sprintf("FinalCopied vm=%d sent=%d", e.VM, e.Sent) }
+func (e VMResumed) String() string      { return fmt.Sprintf("VMResumed vm=%d", e.VM) }
+func (e ImageFlushed) String() string   { return fmt.Sprintf("ImageFlushed vm=%d", e.VM) }
+func (e TimerFired) String() string     { return fmt.Sprintf("TimerFired id=%d", e.ID) }
+func (e Failed) String() string         { return fmt.Sprintf("Failed vm=%d err=%v", e.VM, e.Err) }
+func (e SnapshotFailed) String() string { return fmt.Sprintf("SnapshotFailed err=%v", e.Err) }
+func (Committed) String() string        { return "Committed" }

@@ -288,7 +288,11 @@ func (l *liveCopy) unthrottle() []Command {
 }
 
 // abort returns the commands that leave the VM running in the snapshot's
-// epoch with no copy in progress.
+// epoch with no copy in progress. A backend stops a batch at its first failed
+// command, so a command the core issued may never have been carried out: the
+// abort re-issues every colour change, unthrottle and resume the VM may still
+// need, and the backend carries them out idempotently (see the failure
+// contract in the package doc).
 func (l *liveCopy) abort() []Command {
 	var cmds []Command
 	switch l.phase {
@@ -299,17 +303,30 @@ func (l *liveCopy) abort() []Command {
 			cmds = append(cmds, CancelCopy{VM: l.id})
 		}
 	}
-	if !l.coloured {
-		l.coloured = true
-		cmds = append(cmds, SetColour{VM: l.id, Epoch: l.epoch})
+	l.coloured = true
+	cmds = append(cmds, SetColour{VM: l.id, Epoch: l.epoch})
+	if l.rep.MaxThrottle > 0 {
+		l.throttle = 0
+		cmds = append(cmds, ThrottleVM{VM: l.id, Percent: 0})
 	}
-	cmds = append(cmds, l.unthrottle()...)
-	switch l.phase {
-	case phPausing, phPaused, phFinal, phCopied:
+	if l.mayBePaused() {
 		cmds = append(cmds, ResumeVM{VM: l.id})
 	}
 	l.phase = phDone
 	return cmds
+}
+
+// mayBePaused reports whether the VM may be paused now, as far as the core
+// knows: a pause was asked for (or, in Observed pre-copy, the hypervisor may
+// have reached its final pause) and no VMResumed has been seen since.
+func (l *liveCopy) mayBePaused() bool {
+	switch l.phase {
+	case phLive, phPausing, phPaused, phFinal, phCopied, phResuming:
+		return true
+	case phCOW:
+		return !l.resumed
+	}
+	return false
 }
 
 // ProtocolError reports an event that does not fit the state of the VM it

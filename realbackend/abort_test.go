@@ -3,6 +3,7 @@ package realbackend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,24 +18,45 @@ import (
 	"github.com/vnsnap/vnsnap/vnet"
 )
 
-// failingColour is a switch controller whose SetEpoch fails for one VM.
+// failingColour is a switch controller whose SetEpoch fails for one VM:
+// always, or only the first time (once).
 type failingColour struct {
 	vnet.Controller
-	vm core.VMID
+	vm     core.VMID
+	once   bool
+	failed *bool
 }
 
 var errInjected = errors.New("injected set-epoch failure")
 
 func (f failingColour) SetEpoch(vm core.VMID, e core.Epoch) error {
-	if vm == f.vm {
+	if vm == f.vm && (!f.once || !*f.failed) {
+		*f.failed = true
 		return errInjected
 	}
 	return f.Controller.SetEpoch(vm, e)
 }
 
+// failCommand returns a fault hook that fails the first command of vm whose
+// type is that of like, in the middle of its batch.
+func failCommand(vm core.VMID, like core.Command) func(core.Command) error {
+	done := false
+	return func(c core.Command) error {
+		if vc, ok := c.(core.VMCommand); ok && !done && vc.Target() == vm && fmt.Sprintf("%T", c) == fmt.Sprintf("%T", like) {
+			done = true
+			return fmt.Errorf("%w: %v", errInjected, c)
+		}
+		return nil
+	}
+}
+
 // TestAbortResumesEveryVM makes snapshots fail in the middle (a switch that
-// refuses a colour, a deadline that passes during the copies) and checks that
-// every VM runs again and nothing is recorded; then a snapshot succeeds.
+// refuses a colour, once or always; a command that fails in the middle of a
+// batch, so that the rest of the batch is skipped; a deadline that passes
+// during the copies; the caller's cancelled context) and checks that every VM
+// runs again, every port that could be reached is on the snapshot's epoch and
+// nothing is recorded; then a snapshot succeeds. Nothing but the core's own
+// abort resumes a VM, so a VM left paused here is the core's fault.
 func TestAbortResumesEveryVM(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
@@ -66,34 +88,56 @@ func TestAbortResumesEveryVM(t *testing.T) {
 		name     string
 		algo     core.Algorithm
 		sink     core.Sink
-		fail     bool
+		fail     bool // vm 1's colour fails: always, or once if onceOnly
+		onceOnly bool
+		fault    core.Command // vm 1's first command of this type fails
 		deadline time.Duration
 		cancel   time.Duration // cancel the caller's context after this long
 	}{
-		{"colour-vnsnap", core.VNsnap, core.MemorySink, true, 0, 0},
-		{"colour-cow", core.COW, core.DiskSink, true, 0, 0},
-		{"colour-stop-copy", core.StopCopy, core.MemorySink, true, 0, 0},
-		{"deadline-vnsnap", core.VNsnap, core.DiskSink, false, 200 * time.Millisecond, 0},
-		{"cancel-stop-copy", core.StopCopy, core.DiskSink, false, 0, 150 * time.Millisecond},
+		{name: "colour-vnsnap", algo: core.VNsnap, sink: core.MemorySink, fail: true},
+		{name: "colour-cow", algo: core.COW, sink: core.DiskSink, fail: true},
+		{name: "colour-stop-copy", algo: core.StopCopy, sink: core.MemorySink, fail: true},
+		{name: "colour-once-cow", algo: core.COW, sink: core.DiskSink, fail: true, onceOnly: true},
+		{name: "protect-cow", algo: core.COW, sink: core.MemorySink, fault: core.ProtectMemory{}},
+		{name: "freeze-vnsnap", algo: core.VNsnap, sink: core.DiskSink, fault: core.FreezeDisk{}},
+		{name: "resume-stop-copy", algo: core.StopCopy, sink: core.DiskSink, fault: core.ResumeVM{}},
+		{name: "deadline-vnsnap", algo: core.VNsnap, sink: core.DiskSink, deadline: 200 * time.Millisecond},
+		{name: "cancel-stop-copy", algo: core.StopCopy, sink: core.DiskSink, cancel: 150 * time.Millisecond},
 	}
 	for _, c := range cases {
 		orig := env.ctl[1]
+		failed := false
 		if c.fail {
-			env.ctl[1] = failingColour{orig, 1}
+			env.ctl[1] = failingColour{orig, 1, c.onceOnly, &failed}
 		}
 		start := time.Now()
 		sctx, scancel := context.WithCancel(ctx)
 		if c.cancel > 0 {
 			time.AfterFunc(c.cancel, scancel)
 		}
-		_, err := env.Snapshot(sctx, SnapshotOptions{Store: root, Name: c.name, Algorithm: c.algo, Sink: c.sink, Deadline: c.deadline})
+		o := SnapshotOptions{Store: root, Name: c.name, Algorithm: c.algo, Sink: c.sink, Deadline: c.deadline}
+		if c.fault != nil {
+			o.fault = failCommand(1, c.fault)
+		}
+		_, err := env.Snapshot(sctx, o)
 		scancel()
 		env.ctl[1] = orig
 		if !errors.Is(err, ErrAborted) {
 			t.Fatalf("%s: got %v, want ErrAborted", c.name, err)
 		}
-		if c.fail && !errors.Is(err, errInjected) && !contains(err, errInjected.Error()) {
+		if (c.fail || c.fault != nil) && !errors.Is(err, errInjected) && !contains(err, errInjected.Error()) {
 			t.Errorf("%s: error %v does not give the cause", c.name, err)
+		}
+		// Every port is on the snapshot's epoch, but the one whose switch
+		// refuses every colour change.
+		for i, vl := range env.Layout.VMs {
+			got, err := env.Switch(vl.Host).Epoch(core.VMID(i))
+			if c.fail && !c.onceOnly && i == 1 {
+				continue
+			}
+			if err != nil || got != env.epoch {
+				t.Errorf("%s: %s's port on epoch %d (%v), want %d", c.name, vl.Name, got, err, env.epoch)
+			}
 		}
 		t.Logf("%s: %v (after %v)", c.name, err, since(start))
 		if _, err := store.Open(root, c.name); !errors.Is(err, store.ErrNotFound) {

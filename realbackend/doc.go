@@ -48,14 +48,18 @@
 //   - FlushImage: a goroutine copies the VM's RAM buffer (VNsnap-memory)
 //     into its store stream, then ImageFlushed. With the disk sink QEMU's
 //     stream goes straight into the store stream (paced by the store).
-//   - CancelCopy: cancels the VM's migration goroutine (migrate_cancel).
+//   - CancelCopy: cancels the VM's migration goroutine (migrate_cancel) and
+//     waits for it to return.
 //   - SetTimer/CancelTimer: time.AfterFunc posting TimerFired.
 //   - Commit: writes the extras (layout, frame logs of every switch, the
 //     in-transit log for vnsnap-log, the VNE file), then store.Writer.Commit
 //     (manifest last), then Committed.
-//   - Abort: store.Writer.Abort; once every goroutine has stopped, every VM
-//     still not running is sent `cont`.
+//   - Abort: store.Writer.Abort.
 //
-// A command that fails is reported with core.Failed; the coordinator then
-// aborts (every VM resumed, no snapshot recorded).
+// The loop keeps the core's failure contract (core/doc.go): a batch stops at
+// its first failed command, reported as core.Failed (a VM's command) or
+// core.SnapshotFailed (the commit, a cancelled context, a protocol error);
+// the coordinator then aborts, and its abort batch, which re-issues every
+// colour change and resume a VM may still need, runs whole on a context of
+// its own. Nothing else resumes a VM: the tests see what the core did.
 package realbackend

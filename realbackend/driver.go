@@ -27,6 +27,10 @@ type SnapshotOptions struct {
 	Deadline time.Duration
 	// Created is the time recorded in the manifest; zero means now.
 	Created time.Time
+
+	// fault, in tests, fails a command of a batch that is not an abort
+	// before it is carried out, as a backend's own failure would.
+	fault func(core.Command) error
 }
 
 // Report is the outcome of one VNE snapshot.
@@ -72,6 +76,7 @@ type vmRun struct {
 	name    string
 	ctx     context.Context // of the copy in progress
 	cancel  context.CancelFunc
+	done    chan struct{} // closed when the copy goroutine has returned
 	release chan struct{} // closed by CopyFinal: the pre-copy hook may return
 	stream  *store.StreamWriter
 	ram     *ramBuffer
@@ -101,6 +106,8 @@ type driver struct {
 	ctx     context.Context
 	aborted bool
 	commit  bool // the coordinator is in StateCommitted
+	// cleanupErrs are the failures of the abort's own commands.
+	cleanupErrs []error
 }
 
 // post hands an event to the loop; after the loop has ended it is dropped.
@@ -208,7 +215,10 @@ func nextEpoch(root string, cur core.Epoch) (core.Epoch, error) {
 	return core.Epoch(max + 1), nil
 }
 
-// run is the loop that owns the coordinator.
+// run is the loop that owns the coordinator. It keeps the core's failure
+// contract (core/doc.go): a batch stops at its first failed command, which
+// is reported as an event; the abort's batch runs whole, on a context of its
+// own, since the abort may be the answer to the caller's cancelled one.
 func (d *driver) run() error {
 	d.pending = append(d.pending, core.Started{})
 	ctxDone := d.ctx.Done()
@@ -222,24 +232,22 @@ func (d *driver) run() error {
 			case ev = <-d.events:
 			case <-ctxDone:
 				ctxDone = nil // report it once; the abort runs on
-				ev = core.Failed{VM: 0, Err: d.ctx.Err()}
+				ev = core.SnapshotFailed{Err: d.ctx.Err()}
 			}
 		}
 		cmds, err := d.co.Step(ev)
 		if err != nil {
 			// A backend bug or a stale event: abandon the snapshot cleanly.
-			d.pending = append(d.pending, core.Failed{VM: 0, Err: err})
+			d.pending = append(d.pending, core.SnapshotFailed{Err: err})
 			continue
 		}
-		aborting := d.co.State() == core.StateAborted
+		if d.co.State() == core.StateAborted {
+			d.cleanup(cmds)
+			continue
+		}
 		for _, c := range cmds {
-			if err := d.exec(c); err != nil {
-				if aborting {
-					// Carry out the rest of the abort (Abort itself last);
-					// stop resumes any VM a failed ResumeVM left paused.
-					continue
-				}
-				d.pending = append(d.pending, core.Failed{VM: cmdVM(c), Err: err})
+			if err := d.execOrFault(c); err != nil {
+				d.pending = append(d.pending, failure(c, err))
 				break
 			}
 		}
@@ -247,13 +255,51 @@ func (d *driver) run() error {
 	}
 	d.stop()
 	if d.aborted {
-		return fmt.Errorf("%w: %s", ErrAborted, d.co.Report().Reason)
+		err := fmt.Errorf("%w: %s", ErrAborted, d.co.Report().Reason)
+		if len(d.cleanupErrs) > 0 {
+			err = fmt.Errorf("%w (and the abort's cleanup failed: %w)", err, errors.Join(d.cleanupErrs...))
+		}
+		return err
 	}
 	return nil
 }
 
-// stop ends the loop: it releases every goroutine still waiting, waits for
-// them, and after an abort makes sure every VM runs.
+func (d *driver) execOrFault(c core.Command) error {
+	if d.opts.fault != nil {
+		if err := d.opts.fault(c); err != nil {
+			return err
+		}
+	}
+	return d.exec(d.ctx, c)
+}
+
+// cleanupTimeout bounds the abort's cleanup when a VM does not answer.
+const cleanupTimeout = 30 * time.Second
+
+// cleanup carries out an abort's batch: every command, even after one fails
+// (each leaves one VM running, on the epoch, with no copy), Abort last. Its
+// failures go to the log of the snapshot's error, not to the core.
+func (d *driver) cleanup(cmds []core.Command) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), cleanupTimeout)
+	defer cancel()
+	for _, c := range cmds {
+		if err := d.exec(ctx, c); err != nil {
+			d.cleanupErrs = append(d.cleanupErrs, fmt.Errorf("%v: %w", c, err))
+		}
+	}
+}
+
+// failure is the event that reports c's failure to the core.
+func failure(c core.Command, err error) core.Event {
+	if vc, ok := c.(core.VMCommand); ok {
+		return core.Failed{VM: vc.Target(), Err: err}
+	}
+	return core.SnapshotFailed{Err: fmt.Errorf("%v: %w", c, err)}
+}
+
+// stop ends the loop: it releases every goroutine still waiting and waits
+// for them. It resumes nothing: after an abort the core has already ordered
+// every resume a VM needed.
 func (d *driver) stop() {
 	close(d.quit)
 	for _, t := range d.timers {
@@ -273,21 +319,6 @@ func (d *driver) stop() {
 			v.ram.Reset()
 		}
 	}
-	if d.aborted {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for _, v := range d.vms {
-			_ = resume(ctx, v.vm) // best effort: the abort's own error is reported
-		}
-	}
-}
-
-// cmdVM returns the VM a command concerns (0 for VNE-wide ones).
-func cmdVM(c core.Command) core.VMID {
-	if vc, ok := c.(core.VMCommand); ok {
-		return vc.Target()
-	}
-	return 0
 }
 
 // report assembles the report, measuring each VM's pause from outside.

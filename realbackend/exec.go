@@ -18,14 +18,14 @@ import (
 // snapshot ended (aborted) before CopyFinal.
 var errLoopEnded = errors.New("snapshot ended")
 
-// exec carries out one command in the loop goroutine. An error is reported to
-// the coordinator as Failed.
-func (d *driver) exec(c core.Command) error {
+// exec carries out one command in the loop goroutine, with ctx for the calls
+// it makes itself. An error is reported to the coordinator (see run).
+func (d *driver) exec(ctx context.Context, c core.Command) error {
 	switch c := c.(type) {
 	case core.StartLiveCopy:
 		return d.startCopy(c.VM, c.Sink, qemubackend.Precopy)
 	case core.PauseVM:
-		if err := d.vms[c.VM].vm.Stop(d.ctx); err != nil {
+		if err := d.vms[c.VM].vm.Stop(ctx); err != nil {
 			return err
 		}
 		d.pending = append(d.pending, core.VMPaused{VM: c.VM})
@@ -37,7 +37,7 @@ func (d *driver) exec(c core.Command) error {
 		}
 		return nil
 	case core.FreezeDisk:
-		return d.freezeDisk(c.VM)
+		return d.freezeDisk(ctx, c.VM)
 	case core.CopyFinal:
 		v := d.vms[c.VM]
 		if v.release != nil { // the pre-copy hook waits: let QEMU finish
@@ -49,7 +49,7 @@ func (d *driver) exec(c core.Command) error {
 	case core.ProtectMemory:
 		return d.protect(c.VM, c.Sink)
 	case core.ResumeVM:
-		if err := resume(d.ctx, d.vms[c.VM].vm); err != nil {
+		if err := resume(ctx, d.vms[c.VM].vm); err != nil {
 			return err
 		}
 		d.pending = append(d.pending, core.VMResumed{VM: c.VM})
@@ -62,10 +62,7 @@ func (d *driver) exec(c core.Command) error {
 		d.flush(c.VM)
 		return nil
 	case core.CancelCopy:
-		if v := d.vms[c.VM]; v.cancel != nil {
-			v.cancel() // Snapshot sends migrate_cancel and resumes the VM
-		}
-		return nil
+		return d.cancelCopy(ctx, d.vms[c.VM])
 	case core.SetTimer:
 		if t := d.timers[c.ID]; t != nil {
 			t.Stop()
@@ -84,7 +81,7 @@ func (d *driver) exec(c core.Command) error {
 		go func() {
 			defer d.wg.Done()
 			if err := d.commitSnapshot(); err != nil {
-				d.post(core.Failed{VM: 0, Err: err})
+				d.post(core.SnapshotFailed{Err: fmt.Errorf("commit: %w", err)})
 				return
 			}
 			d.post(core.Committed{})
@@ -158,12 +155,34 @@ func (d *driver) startCopy(id core.VMID, s core.Sink, m qemubackend.Method) erro
 		}
 	}
 	d.wg.Add(1)
+	done := make(chan struct{})
+	v.done = done
 	go func() {
 		defer d.wg.Done()
+		defer close(done)
 		st, err := v.vm.Snapshot(v.ctx, w, opts)
 		d.copied(id, v, st, err)
 	}()
 	return nil
+}
+
+// cancelCopy stops v's copy, if one runs, and waits until its goroutine has
+// returned (QEMU's migration is cancelled then), so that a ResumeVM after it
+// finds QEMU out of its migration.
+func (d *driver) cancelCopy(ctx context.Context, v *vmRun) error {
+	if v.cancel == nil {
+		return nil
+	}
+	v.cancel()
+	if v.done == nil {
+		return nil
+	}
+	select {
+	case <-v.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cancel copy of %s: %w", v.name, ctx.Err())
+	}
 }
 
 // copied runs in a copy goroutine when VM.Snapshot returned: the disk sink's
@@ -200,6 +219,7 @@ func (d *driver) protect(id core.VMID, s core.Sink) error {
 	v.ctx, v.cancel = context.WithCancel(d.ctx)
 	active := make(chan struct{})
 	done := make(chan struct{})
+	v.done = done
 	opts := qemubackend.Options{Method: qemubackend.Background, OnEvent: func(e qemubackend.SnapshotEvent) {
 		if m, ok := e.(qemubackend.MigrationStatusChanged); ok && m.Status == "active" {
 			select {
@@ -308,7 +328,7 @@ func (d *driver) flush(id core.VMID) {
 
 // freezeDisk takes the disk's snapshot at the snapshot point: new writes go
 // to a fresh qcow2 overlay, so the image below is the disk as it was here.
-func (d *driver) freezeDisk(id core.VMID) error {
+func (d *driver) freezeDisk(ctx context.Context, id core.VMID) error {
 	v := d.vms[id]
 	if v.disk == "" {
 		v.frozen = "" // no disk: nothing to freeze
@@ -319,7 +339,7 @@ func (d *driver) freezeDisk(id core.VMID) error {
 	args := map[string]any{
 		"node-name": v.node, "snapshot-file": overlay, "snapshot-node-name": node, "format": "qcow2",
 	}
-	if err := v.vm.QMP.Execute(d.ctx, "blockdev-snapshot-sync", args, nil); err != nil {
+	if err := v.vm.QMP.Execute(ctx, "blockdev-snapshot-sync", args, nil); err != nil {
 		return fmt.Errorf("freeze disk of %s: qmp blockdev-snapshot-sync: %w", v.name, err)
 	}
 	v.frozen, v.disk, v.node = v.disk, overlay, node

@@ -4,7 +4,9 @@
 #   ./run.sh           the main job: the paper suite (experiments E1-E8) on the
 #                      simulator; writes results/out/ and results/REPORT.md
 #   ./run.sh --full    the same at the large sizes
-#   ./run.sh test      install what the tests need, then run every test
+#   ./run.sh test      install what the tests need, then run every test and
+#                      every fuzz target for a bounded time (FUZZTIME)
+#   ./run.sh fuzz      only the fuzz targets
 #   ./run.sh sim ...   any vnsnap command, built from this checkout
 #
 # Needs only Go (and root with apt for the real-QEMU tests); installs the rest.
@@ -29,6 +31,20 @@ setup() {
 			echo "run.sh: not root: skipping scripts/setup-qemu.sh (real-QEMU tests will fail in CI)" >&2
 		fi
 	fi
+}
+
+# fuzz runs every Go fuzz target in the tree (func FuzzXxx in a _test.go
+# file) for a bounded time each (FUZZTIME, default 15s); a crasher fails the
+# run and is written to the package's testdata/fuzz/ by go test.
+fuzz() {
+	local t=${FUZZTIME:-15s} f pkg name
+	grep -rl --include='*_test.go' '^func Fuzz[A-Z0-9_a-z]*(f \*testing.F)' . | sort | while read -r f; do
+		pkg=./$(dirname "${f#./}")
+		grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | while read -r name; do
+			echo "fuzz: $pkg $name for $t" >&2
+			go test -run '^$' -fuzz "^${name}\$" -fuzztime "$t" "$pkg"
+		done
+	done
 }
 
 # main_job runs the paper suite (experiments E1-E8 on the simulator) and
@@ -58,6 +74,10 @@ test)
 	# Real-backend tests skip under -short only when run by hand outside
 	# CI; ./run.sh test runs everything CI runs.
 	CI=${CI:-1} go test -short -timeout 60m "$@" ./...
+	fuzz
+	;;
+fuzz)
+	fuzz
 	;;
 *)
 	build

@@ -1,6 +1,7 @@
 package vne
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,7 +14,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vnsnap/vnsnap/core"
-	"github.com/vnsnap/vnsnap/internal/units"
 )
 
 // decoder walks the yaml.Node tree by hand rather than through
@@ -150,6 +150,10 @@ func (d *decoder) vm(n *yaml.Node, path string) VM {
 		"vcpus": func(n *yaml.Node, p string) {
 			if s, ok := d.str(n, p); ok {
 				c, err := strconv.Atoi(s)
+				if errors.Is(err, strconv.ErrRange) {
+					d.errorf(n.Line, p, "%s is out of range (want 1..%d)", s, MaxVCPUs)
+					return
+				}
 				if err != nil {
 					d.errorf(n.Line, p, "%q is not a whole number", s)
 					return
@@ -200,7 +204,7 @@ func (d *decoder) guest(n *yaml.Node, path string) Guest {
 				if !filepath.IsAbs(s) {
 					s = filepath.Join(d.baseDir, s)
 				}
-				*dst = s
+				*dst = filepath.Clean(s)
 			}
 		}
 	}
@@ -292,9 +296,9 @@ func (d *decoder) size(n *yaml.Node, path string) (int64, bool) {
 	if !ok {
 		return 0, false
 	}
-	b, err := units.ParseBytes(s)
+	b, err := ParseSize(s)
 	if err != nil {
-		d.errorf(resolve(n).Line, path, "%q is not a size (want e.g. 512MiB)", s)
+		d.errorf(resolve(n).Line, path, "%v", err)
 		return 0, false
 	}
 	return b, true

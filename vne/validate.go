@@ -1,19 +1,10 @@
 package vne
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"net"
 	"net/netip"
-	"os"
-	"regexp"
+	"sort"
 	"strings"
-)
-
-var (
-	vneName  = regexp.MustCompile(`^[a-z0-9-]+$`)
-	itemName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 )
 
 // Validate checks the whole VNE and returns every problem found, joined
@@ -30,8 +21,10 @@ func (v *VNE) Validate() error {
 // checker collects problems, naming each by field path and the line that
 // field, or its nearest enclosing one, came from.
 type checker struct {
-	v    *VNE
-	errs []*Error
+	v       *VNE
+	errs    []*Error
+	hostIdx map[string]int
+	netIdx  map[string]int
 }
 
 func (c *checker) errorf(path, format string, args ...any) {
@@ -88,12 +81,12 @@ func (u *unique) add(value, path string) bool {
 
 func (v *VNE) problems() []*Error {
 	c := &checker{v: v}
-	switch {
-	case v.Name == "" && v.ok("name"):
-		c.errorf("name", "required")
-	case v.Name != "" && !vneName.MatchString(v.Name):
-		c.errorf("name", "%q is not a valid VNE name (want lower-case letters, digits and -)", v.Name)
+	if v.Name != "" || v.ok("name") {
+		if err := CheckVNEName(v.Name); err != nil {
+			c.errorf("name", "%v", err)
+		}
 	}
+	c.index()
 	c.hosts()
 	c.networks()
 	c.vms()
@@ -101,15 +94,28 @@ func (v *VNE) problems() []*Error {
 }
 
 func (c *checker) name(path, what, name string) bool {
-	switch {
-	case name == "" && c.v.ok(path):
-		c.errorf(path, "required")
-	case name != "" && !itemName.MatchString(name):
-		c.errorf(path, "%q is not a valid %s name (want letters, digits, ., _ and -, not starting with . _ or -)", name, what)
-	default:
-		return name != ""
+	if name == "" && !c.v.ok(path) {
+		return false
 	}
-	return false
+	if err := CheckName(what, name); err != nil {
+		c.errorf(path, "%v", err)
+		return false
+	}
+	return true
+}
+
+// index maps host and network names to their first entry, so that the
+// checks of every VM look them up in constant time: validation stays
+// linear in the size of the VNE.
+func (c *checker) index() {
+	c.hostIdx = make(map[string]int, len(c.v.Hosts))
+	for i := len(c.v.Hosts) - 1; i >= 0; i-- {
+		c.hostIdx[c.v.Hosts[i].Name] = i
+	}
+	c.netIdx = make(map[string]int, len(c.v.Networks))
+	for i := len(c.v.Networks) - 1; i >= 0; i-- {
+		c.netIdx[c.v.Networks[i].Name] = i
+	}
 }
 
 func (c *checker) hosts() {
@@ -124,30 +130,14 @@ func (c *checker) hosts() {
 			names.add(fmt.Sprintf("%q", h.Name), p+".name")
 		}
 		if h.Address != "" {
-			if err := checkAddress(h.Address); err != nil {
+			if err := CheckAddress(h.Address); err != nil {
 				c.errorf(p+".address", "%v", err)
 			}
 		}
-		if h.RAMBudget < 0 {
-			c.errorf(p+".ram_budget", "must not be negative")
+		if err := CheckRAMBudget(h.RAMBudget); err != nil {
+			c.errorf(p+".ram_budget", "%v", err)
 		}
 	}
-}
-
-// checkAddress accepts an IP address or host:port with a numeric port.
-func checkAddress(s string) error {
-	if _, err := netip.ParseAddr(s); err == nil {
-		return nil
-	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil || host == "" {
-		return fmt.Errorf("%q is not an IP address or host:port", s)
-	}
-	var n int
-	if _, err := fmt.Sscanf(port, "%d", &n); err != nil || fmt.Sprint(n) != port || n < 1 || n > 65535 {
-		return fmt.Errorf("%q has a bad port (want 1..65535)", s)
-	}
-	return nil
 }
 
 func (c *checker) networks() {
@@ -169,13 +159,8 @@ func (c *checker) networks() {
 			c.errorf(sp, "%s has host bits set (want %s)", nw.Subnet, nw.Subnet.Masked())
 			continue
 		}
-		for j := range i {
-			o := v.Networks[j].Subnet
-			if o.IsValid() && o == o.Masked() && o.Overlaps(nw.Subnet) {
-				c.errorf(sp, "%s overlaps %s (%s)", nw.Subnet, o, v.where(fmt.Sprintf("networks[%d].subnet", j)))
-			}
-		}
 	}
+	c.overlaps()
 }
 
 func (c *checker) vms() {
@@ -195,10 +180,8 @@ func (c *checker) vms() {
 		}
 		c.vmHost(p, vm)
 		c.memory(p, vm)
-		if vm.VCPUs < 1 || vm.VCPUs > MaxVCPUs {
-			if v.ok(p + ".vcpus") {
-				c.errorf(p+".vcpus", "%d is out of range (want 1..%d)", vm.VCPUs, MaxVCPUs)
-			}
+		if err := CheckVCPUs(vm.VCPUs); err != nil && v.ok(p+".vcpus") {
+			c.errorf(p+".vcpus", "%v", err)
 		}
 		_, given := v.lines[p+".mac"]
 		// A generated MAC repeats exactly when the name does, which is
@@ -218,25 +201,31 @@ func (c *checker) vmHost(p string, vm *VM) {
 	switch {
 	case vm.Host == "" && c.v.ok(p+".host"):
 		c.errorf(p+".host", "required")
-	case vm.Host != "" && c.v.Host(vm.Host) == nil && c.v.ok("hosts") && len(c.v.Hosts) > 0:
+	case vm.Host != "" && !c.knownHost(vm.Host) && c.v.ok("hosts") && len(c.v.Hosts) > 0:
 		var names []string
-		for _, h := range c.v.Hosts {
+		for i, h := range c.v.Hosts {
+			if i == 8 {
+				names = append(names, fmt.Sprintf("... (%d in all)", len(c.v.Hosts)))
+				break
+			}
 			names = append(names, fmt.Sprintf("%q", h.Name))
 		}
 		c.errorf(p+".host", "unknown host %q (hosts are %s)", vm.Host, strings.Join(names, ", "))
 	}
 }
 
+func (c *checker) knownHost(name string) bool {
+	_, ok := c.hostIdx[name]
+	return ok
+}
+
 func (c *checker) memory(p string, vm *VM) {
 	mp := p + ".memory"
-	switch {
-	case !c.v.ok(mp):
-	case vm.Memory == 0:
-		c.errorf(mp, "required")
-	case vm.Memory < MinMemory:
-		c.errorf(mp, "%d bytes is less than the minimum 16MiB", vm.Memory)
-	case vm.Memory%PageSize != 0:
-		c.errorf(mp, "%d bytes is not a multiple of the 4KiB page size", vm.Memory)
+	if !c.v.ok(mp) {
+		return
+	}
+	if err := CheckMemory(vm.Memory); err != nil {
+		c.errorf(mp, "%v", err)
 	}
 }
 
@@ -250,16 +239,13 @@ func (c *checker) mac(p string, vm *VM) bool {
 			c.errorf(mp, "required")
 		}
 		return false
-	case len(vm.MAC) != 6:
-		c.errorf(mp, "%s is not a 6-byte MAC address", vm.MAC)
-	case vm.MAC[0]&1 != 0:
-		c.errorf(mp, "%s is a multicast address (want unicast: the lowest bit of the first byte clear)", vm.MAC)
-	case string(vm.MAC) == "\x00\x00\x00\x00\x00\x00":
-		c.errorf(mp, "%s is not a usable address", vm.MAC)
 	default:
+		if err := CheckMAC(vm.MAC); err != nil {
+			c.errorf(mp, "%v", err)
+			return false
+		}
 		return true
 	}
-	return false
 }
 
 func (c *checker) vmNetwork(p string, vm *VM) *Network {
@@ -270,11 +256,13 @@ func (c *checker) vmNetwork(p string, vm *VM) *Network {
 			c.errorf(np, "required when there are several networks")
 		}
 		return nil
-	case c.v.Network(vm.Network) == nil:
+	}
+	i, ok := c.netIdx[vm.Network]
+	if !ok {
 		c.errorf(np, "unknown network %q", vm.Network)
 		return nil
 	}
-	return c.v.Network(vm.Network)
+	return &c.v.Networks[i]
 }
 
 // ip checks the VM's IP against its network and reports whether it can
@@ -336,14 +324,14 @@ func (c *checker) guest(p string, g Guest) {
 	case BuiltinGuest:
 		if g.Builtin == "" {
 			c.errorf(p+".builtin", "required with args")
-			return
+		} else if err := CheckBuiltin(g.Builtin); err != nil {
+			c.errorf(p+".builtin", "%v", err)
 		}
-		for _, b := range Builtins() {
-			if b == g.Builtin {
-				return
+		for i, a := range g.Args {
+			if err := CheckArg(a); err != nil {
+				c.errorf(fmt.Sprintf("%s.args[%d]", p, i), "%v", err)
 			}
 		}
-		c.errorf(p+".builtin", "unknown program %q (want one of %s)", g.Builtin, strings.Join(Builtins(), ", "))
 	case KernelGuest:
 		if g.Kernel == "" {
 			if c.v.ok(p + ".kernel") {
@@ -355,6 +343,9 @@ func (c *checker) guest(p string, g Guest) {
 		if g.Initrd != "" {
 			c.file(p+".initrd", g.Initrd)
 		}
+		if err := CheckCmdline(g.Cmdline); err != nil {
+			c.errorf(p+".cmdline", "%v", err)
+		}
 	case DiskGuest:
 		c.file(p+".disk", g.Disk)
 	default:
@@ -364,13 +355,49 @@ func (c *checker) guest(p string, g Guest) {
 
 // file reports path unless it names a regular file.
 func (c *checker) file(p, path string) {
-	fi, err := os.Stat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		c.errorf(p, "%s does not exist", path)
-	case err != nil:
+	if err := CheckFile(path); err != nil {
 		c.errorf(p, "%v", err)
-	case !fi.Mode().IsRegular():
-		c.errorf(p, "%s is not a regular file", path)
+	}
+}
+
+// overlaps reports every subnet that overlaps one earlier in the file. Two
+// prefixes overlap exactly when one contains the other, so after sorting
+// by first address (shorter prefixes first) a subnet overlaps an earlier
+// one if and only if it starts before the end of the widest one seen so
+// far: one sort and one sweep, O(n log n), instead of all pairs.
+func (c *checker) overlaps() {
+	v := c.v
+	var idx []int
+	for i, nw := range v.Networks {
+		if s := nw.Subnet; s.IsValid() && s == s.Masked() {
+			idx = append(idx, i)
+		}
+	}
+	sort.Slice(idx, func(a, b int) bool {
+		x, y := v.Networks[idx[a]].Subnet, v.Networks[idx[b]].Subnet
+		if c := x.Addr().Compare(y.Addr()); c != 0 {
+			return c < 0
+		}
+		if x.Bits() != y.Bits() {
+			return x.Bits() < y.Bits()
+		}
+		return idx[a] < idx[b]
+	})
+	cover := -1 // the network whose subnet ends last among those swept
+	for _, i := range idx {
+		s := v.Networks[i].Subnet
+		if cover >= 0 {
+			if o := v.Networks[cover].Subnet; o.Overlaps(s) {
+				later, earlier := i, cover
+				if later < earlier {
+					later, earlier = earlier, later
+				}
+				ls, es := v.Networks[later].Subnet, v.Networks[earlier].Subnet
+				c.errorf(fmt.Sprintf("networks[%d].subnet", later), "%s overlaps %s (%s)", ls, es,
+					v.where(fmt.Sprintf("networks[%d].subnet", earlier)))
+				continue
+			}
+		}
+		cover = i
 	}
 }

@@ -4,11 +4,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 
 	"github.com/vnsnap/vnsnap/core"
 )
@@ -248,19 +250,59 @@ func (e *Error) Error() string {
 }
 
 // Load reads and parses the VNE file at path; relative guest paths are
-// resolved against the file's directory.
+// resolved against the file's directory and made absolute. It refuses a
+// path that is not a regular file (a device, a FIFO, a directory) and a file
+// larger than MaxFileSize, naming the file.
 func Load(path string) (*VNE, error) {
-	data, err := os.ReadFile(path)
+	data, err := readBounded(path)
 	if err != nil {
 		return nil, fmt.Errorf("load vne: %w", err)
 	}
 	return Parse(path, data, filepath.Dir(path))
 }
 
+// readBounded reads the regular file at path, at most MaxFileSize bytes. The
+// file is opened without blocking (a FIFO would otherwise wait for a
+// writer) and checked on the open descriptor, so it cannot be swapped
+// between the check and the read.
+func readBounded(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, fmt.Errorf("%s is %d bytes, more than the limit of %d for a VNE file", path, fi.Size(), MaxFileSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%s grew beyond the limit of %d bytes for a VNE file", path, MaxFileSize)
+	}
+	return data, nil
+}
+
 // Parse decodes, defaults and validates a VNE file. name is used in error
-// messages; relative guest paths are resolved against baseDir. On any
+// messages; relative guest paths are resolved against baseDir (itself made
+// absolute against the working directory), so every path in the result is
+// absolute and clean. Data larger than MaxFileSize is refused. On any
 // problem it returns nil and every problem found, joined.
 func Parse(name string, data []byte, baseDir string) (*VNE, error) {
+	if len(data) > MaxFileSize {
+		return nil, joinSorted([]*Error{{File: name, Msg: fmt.Sprintf("%d bytes is more than the limit of %d for a VNE file", len(data), MaxFileSize)}})
+	}
+	if abs, err := filepath.Abs(baseDir); err == nil {
+		baseDir = abs
+	}
 	d := &decoder{v: &VNE{File: name, lines: map[string]int{}, bad: map[string]bool{}}, baseDir: baseDir}
 	d.decode(data)
 	if len(d.errs) > 0 && d.fatal {

@@ -92,6 +92,9 @@ type Counters struct {
 	InTransitOverflow uint64 `json:"in_transit_overflow"`
 	// InTransitBytes is the size of the in-transit log.
 	InTransitBytes int64 `json:"in_transit_bytes"`
+	// MACTableFull counts source addresses not learned because the MAC
+	// table was full (Config.MaxMACs).
+	MACTableFull uint64 `json:"mac_table_full"`
 }
 
 // Counters returns a snapshot of the switch's counters. Each counter is read
@@ -106,6 +109,7 @@ func (s *Switch) Counters() Counters {
 		Filtered:          s.stats.filtered.Load(),
 		InTransitOverflow: s.stats.transitOverflow.Load(),
 		InTransitBytes:    s.transit.size(),
+		MACTableFull:      s.fdb.full.Load(),
 	}
 	for _, p := range *s.ports.Load() {
 		p.mu.Lock()

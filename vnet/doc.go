@@ -81,6 +81,15 @@
 // frame is forwarded to a port and into tunnels from one buffer without
 // copying. A frame is at most MaxFrame bytes (one IPv4 UDP datagram).
 //
+// Everything a switch reads from the network or from disk is untrusted.
+// ParseHeader drops (and Counters.BadHeaders counts) a datagram with another
+// magic, version or type, a negative source VM, a frame id with bit 63 set,
+// or a frame length that does not match the datagram or lies outside
+// [MinFrame, MaxFrame]; a stream record from QEMU longer than MaxFrame closes
+// the connection before anything is allocated for it; the MAC table is
+// bounded (Config.MaxMACs); the log readers allocate only as bytes arrive.
+// Go fuzz targets cover each decoder (fuzz_test.go).
+//
 // # Frame log
 //
 // Config.FrameLog receives a binary log of every frame event of the switch,

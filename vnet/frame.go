@@ -20,6 +20,8 @@ const (
 	HeaderMagic = 0x56
 	// HeaderVersion is the tunnel header version this package speaks.
 	HeaderVersion = 1
+	// headerTypeFrame is the only datagram type: an Ethernet frame.
+	headerTypeFrame = 0
 
 	// MaxFrame is the largest Ethernet frame the switch carries: a tunnel
 	// datagram (header and frame) must fit one IPv4 UDP payload.
@@ -58,14 +60,20 @@ func AppendHeader(b []byte, h Header) []byte {
 	return binary.BigEndian.AppendUint32(b, h.Len)
 }
 
-// ParseHeader decodes the header at the start of datagram d and checks that
-// the frame length it announces matches the rest of d.
+// ParseHeader decodes the header at the start of datagram d and checks
+// everything a receiver relies on: magic, version, type (a frame), a source
+// VM id that is not negative, a frame id within the switch-id layout (bit 63
+// clear), and a frame length that matches the rest of d and lies in
+// [MinFrame, MaxFrame]. d comes from the network and is untrusted.
 func ParseHeader(d []byte) (Header, error) {
 	if len(d) < HeaderLen {
 		return Header{}, fmt.Errorf("%w: %d bytes, want at least %d", ErrBadHeader, len(d), HeaderLen)
 	}
 	if d[0] != HeaderMagic || d[1] != HeaderVersion {
 		return Header{}, fmt.Errorf("%w: magic %#x version %d, want %#x version %d", ErrBadHeader, d[0], d[1], HeaderMagic, HeaderVersion)
+	}
+	if d[2] != headerTypeFrame {
+		return Header{}, fmt.Errorf("%w: type %d, want %d (frame)", ErrBadHeader, d[2], headerTypeFrame)
 	}
 	h := Header{
 		Flags: d[3],
@@ -74,8 +82,15 @@ func ParseHeader(d []byte) (Header, error) {
 		Src:   core.VMID(int32(binary.BigEndian.Uint32(d[16:]))),
 		Len:   binary.BigEndian.Uint32(d[20:]),
 	}
-	if int(h.Len) != len(d)-HeaderLen || h.Len < MinFrame {
+	switch {
+	case h.Src < 0:
+		return Header{}, fmt.Errorf("%w: source vm %d", ErrBadHeader, h.Src)
+	case h.Frame>>63 != 0:
+		return Header{}, fmt.Errorf("%w: frame id %#x has bit 63 set", ErrBadHeader, h.Frame)
+	case uint64(h.Len) != uint64(len(d)-HeaderLen):
 		return Header{}, fmt.Errorf("%w: frame length %d in a %d-byte datagram", ErrBadHeader, h.Len, len(d))
+	case h.Len < MinFrame || h.Len > MaxFrame:
+		return Header{}, fmt.Errorf("%w: frame length %d out of [%d,%d]", ErrBadHeader, h.Len, MinFrame, MaxFrame)
 	}
 	return h, nil
 }

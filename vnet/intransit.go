@@ -130,8 +130,10 @@ func WriteInTransit(w io.Writer, frames []LoggedFrame) error {
 	return nil
 }
 
-// ReadInTransit reads an in-transit log written by WriteInTransit. Errors
-// name the byte offset of the bad field.
+// ReadInTransit reads an in-transit log written by WriteInTransit. The log
+// is untrusted (it comes from a snapshot store or over the control
+// protocol): memory grows only with the bytes actually read, never with the
+// counts the log announces. Errors name the byte offset of the bad field.
 func ReadInTransit(r io.Reader) ([]LoggedFrame, error) {
 	br := bufio.NewReader(r)
 	var hdr [inTransitHeader]byte
@@ -146,7 +148,8 @@ func ReadInTransit(r io.Reader) ([]LoggedFrame, error) {
 	}
 	n := binary.BigEndian.Uint32(hdr[12:])
 	off := int64(inTransitHeader)
-	out := make([]LoggedFrame, 0, min(n, 1<<16))
+	// The count is untrusted: allocate as records arrive, not up front.
+	out := make([]LoggedFrame, 0, min(n, 256))
 	var rec [inTransitRecord]byte
 	for i := uint32(0); i < n; i++ {
 		if _, err := io.ReadFull(br, rec[:]); err != nil {
@@ -156,10 +159,14 @@ func ReadInTransit(r io.Reader) ([]LoggedFrame, error) {
 		if l < MinFrame || l > MaxFrame {
 			return nil, fmt.Errorf("in-transit log offset %d: frame length %d out of [%d,%d]", off+24, l, MinFrame, MaxFrame)
 		}
+		vm, src := core.VMID(int32(binary.BigEndian.Uint32(rec[0:]))), core.VMID(int32(binary.BigEndian.Uint32(rec[8:])))
+		if vm < 0 || src < 0 {
+			return nil, fmt.Errorf("in-transit log offset %d: record %d: vm %d src %d, want ids >= 0", off, i, vm, src)
+		}
 		f := LoggedFrame{
-			VM:         core.VMID(int32(binary.BigEndian.Uint32(rec[0:]))),
+			VM:         vm,
 			Epoch:      core.Epoch(binary.BigEndian.Uint32(rec[4:])),
-			Src:        core.VMID(int32(binary.BigEndian.Uint32(rec[8:]))),
+			Src:        src,
 			FrameEpoch: core.Epoch(binary.BigEndian.Uint32(rec[12:])),
 			Frame:      binary.BigEndian.Uint64(rec[16:]),
 			Data:       make([]byte, l),

@@ -195,36 +195,57 @@ func (p *port) readLoop(c *pconn) {
 		c.close()
 	}()
 	br := bufio.NewReaderSize(c.conn, 64<<10)
-	var lb [4]byte
 	for {
-		if _, err := io.ReadFull(br, lb[:]); err != nil {
+		f, err := p.s.readRecord(br)
+		if errors.Is(err, errLongRecord) {
+			p.s.log.Error("port protocol error; closing", "vm", p.vm, "err", err)
+			return
+		}
+		if err != nil {
 			p.readErr(err)
 			return
 		}
-		n := int(binary.BigEndian.Uint32(lb[:]))
-		if n > MaxFrame {
-			p.s.log.Error("port protocol error: frame too long; closing", "vm", p.vm, "len", n)
-			p.s.stats.badFrames.Add(1)
-			return
-		}
-		if n < MinFrame {
-			p.s.stats.badFrames.Add(1)
-			if _, err := br.Discard(n); err != nil {
-				p.readErr(err)
-				return
-			}
+		if f == nil {
 			continue
 		}
-		f := p.s.pool.get(n)
-		if _, err := io.ReadFull(br, f.data()); err != nil {
-			f.release()
-			p.readErr(err)
-			return
-		}
 		p.c.rxFrames.Add(1)
-		p.c.rxBytes.Add(uint64(n))
+		p.c.rxBytes.Add(uint64(f.n))
 		p.s.ingressPort(p, f)
 	}
+}
+
+// errLongRecord: a stream record announced more than MaxFrame bytes. The
+// stream cannot be trusted to resynchronise, so the connection is closed.
+var errLongRecord = errors.New("vnet: stream record longer than MaxFrame")
+
+// readRecord reads the next stream record (4-byte big-endian length, then
+// the frame) from br into a pooled frame with one reference. The stream is
+// untrusted: a record shorter than an Ethernet header is skipped and
+// returns (nil, nil); a record longer than MaxFrame returns errLongRecord
+// before anything is allocated for it. Both count as bad frames.
+func (s *Switch) readRecord(br *bufio.Reader) (*frame, error) {
+	var lb [4]byte
+	if _, err := io.ReadFull(br, lb[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(lb[:])
+	if n > MaxFrame {
+		s.stats.badFrames.Add(1)
+		return nil, fmt.Errorf("%w: %d bytes", errLongRecord, n)
+	}
+	if n < MinFrame {
+		s.stats.badFrames.Add(1)
+		if _, err := br.Discard(int(n)); err != nil {
+			return nil, noEOF(err)
+		}
+		return nil, nil
+	}
+	f := s.pool.get(int(n))
+	if _, err := io.ReadFull(br, f.data()); err != nil {
+		f.release()
+		return nil, noEOF(err)
+	}
+	return f, nil
 }
 
 func (p *port) readErr(err error) {

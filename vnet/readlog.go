@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"slices"
+	"math"
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
@@ -45,6 +45,10 @@ func ReadLogEntries(r io.Reader) (LogHeader, []LogEntry, error) {
 		e := getLogEntry(rb[:])
 		if err := checkEntry(e, last); err != nil {
 			return h, nil, fmt.Errorf("frame log offset %d: record %d: %w", off, len(out), err)
+		}
+		if start := h.Start.UnixNano(); start > 0 && int64(e.Time) > math.MaxInt64-start {
+			// Merging orders records by start plus time, which must not wrap.
+			return h, nil, fmt.Errorf("frame log offset %d: record %d: time %v past the log's start overflows", off, len(out), e.Time)
 		}
 		last = e.Time
 		out = append(out, e)
@@ -188,6 +192,7 @@ func isFrameEvent(a LogAction) bool {
 // scan finds every frame's sends and destinations and gives multi-destination
 // frames their checker ids.
 func (c *converter) scan() error {
+	seen := make(map[dstKey]bool) // a set, so that scanning stays linear
 	for si, s := range c.ss {
 		for i, e := range s.es {
 			switch {
@@ -197,7 +202,8 @@ func (c *converter) scan() error {
 				}
 				c.sent[e.Frame] = true
 			case isFrameEvent(e.Action):
-				if !slices.Contains(c.dsts[e.Frame], e.Dst) {
+				if k := (dstKey{e.Frame, e.Dst}); !seen[k] {
+					seen[k] = true
 					c.dsts[e.Frame] = append(c.dsts[e.Frame], e.Dst)
 				}
 			}

@@ -66,6 +66,11 @@ type Config struct {
 	// MACAge expires learned MAC addresses not seen for this long; 0 keeps
 	// them until they move.
 	MACAge time.Duration
+	// MaxMACs bounds the MAC learning table, whose source addresses come
+	// from untrusted frames; 0 means 16384. When it is full (after expired
+	// addresses are removed) a new address is not learned: frames to it
+	// are flooded (Counters.MACTableFull counts them).
+	MaxMACs int
 	// Logger receives diagnostics (connections, drops at debug level); nil
 	// discards them.
 	Logger *slog.Logger
@@ -126,11 +131,17 @@ func New(cfg Config) (*Switch, error) {
 	if cfg.LogFlushInterval == 0 {
 		cfg.LogFlushInterval = 100 * time.Millisecond
 	}
+	if cfg.MaxMACs < 0 {
+		return nil, fmt.Errorf("vnet: MaxMACs %d is negative", cfg.MaxMACs)
+	}
+	if cfg.MaxMACs == 0 {
+		cfg.MaxMACs = 1 << 14
+	}
 	s := &Switch{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		pool:      newFramePool(),
-		fdb:       fdb{age: cfg.MACAge, m: make(map[mac]fdbEntry)},
+		fdb:       fdb{age: cfg.MACAge, max: cfg.MaxMACs, m: make(map[mac]fdbEntry)},
 		ctrlLns:   make(map[net.Listener]struct{}),
 		ctrlConns: make(map[net.Conn]struct{}),
 		done:      make(chan struct{}),
@@ -414,12 +425,16 @@ type fdbEntry struct {
 
 // fdb is the MAC learning table.
 type fdb struct {
-	age time.Duration
-	mu  sync.RWMutex
-	m   map[mac]fdbEntry
+	age   time.Duration
+	max   int
+	mu    sync.RWMutex
+	m     map[mac]fdbEntry
+	swept time.Time     // last sweep of expired entries, under mu
+	full  atomic.Uint64 // addresses not learned because the table was full
 }
 
-// learn records that src was seen at l. Group addresses are not learned.
+// learn records that src was seen at l. Group addresses are not learned,
+// and neither is a new address while the table is full.
 func (t *fdb) learn(src mac, l loc) {
 	if src[0]&1 != 0 {
 		return
@@ -435,8 +450,30 @@ func (t *fdb) learn(src mac, l loc) {
 		return
 	}
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.m[src]; !ok && len(t.m) >= t.max {
+		t.sweep(now)
+		if len(t.m) >= t.max {
+			t.full.Add(1)
+			return
+		}
+	}
 	t.m[src] = fdbEntry{loc: l, seen: now}
-	t.mu.Unlock()
+}
+
+// sweep removes expired entries, at most once per quarter of the age so
+// that a flood of new addresses into a full table costs little. Callers
+// hold mu.
+func (t *fdb) sweep(now time.Time) {
+	if t.age == 0 || now.Sub(t.swept) < t.age/4 {
+		return
+	}
+	t.swept = now
+	for k, e := range t.m {
+		if now.Sub(e.seen) > t.age {
+			delete(t.m, k)
+		}
+	}
 }
 
 // lookup says where dst is: a port, a tunnel, or nowhere known (flood).

@@ -99,24 +99,31 @@ func (s *Switch) tunnelLoop() {
 			s.log.Warn("tunnel receive", "err", err)
 			continue
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		t := (*s.peers.Load())[from]
-		if t == nil {
-			s.stats.unknownPeers.Add(1)
-			continue
-		}
-		h, err := ParseHeader(buf[:n])
-		if err != nil {
-			s.stats.badHeaders.Add(1)
-			s.log.Debug("tunnel receive", "tunnel", t.name, "err", err)
-			continue
-		}
-		f := s.pool.get(int(h.Len))
-		copy(f.b, buf[:n])
-		f.id, f.src, f.epoch = h.Frame, h.Src, h.Epoch
-		f.meta = parseFlow(f.data())
-		t.c.rxFrames.Add(1)
-		t.c.rxBytes.Add(uint64(h.Len))
-		s.ingressTunnel(t, f)
+		s.receive(from, buf[:n])
 	}
+}
+
+// receive forwards datagram d from the UDP address from. d is untrusted: a
+// datagram from an address that is no tunnel's peer, or with a bad header, is
+// counted and dropped. d is copied; the caller may reuse it.
+func (s *Switch) receive(from netip.AddrPort, d []byte) {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	t := (*s.peers.Load())[from]
+	if t == nil {
+		s.stats.unknownPeers.Add(1)
+		return
+	}
+	h, err := ParseHeader(d)
+	if err != nil {
+		s.stats.badHeaders.Add(1)
+		s.log.Debug("tunnel receive", "tunnel", t.name, "err", err)
+		return
+	}
+	f := s.pool.get(int(h.Len))
+	copy(f.wire(), d)
+	f.id, f.src, f.epoch = h.Frame, h.Src, h.Epoch
+	f.meta = parseFlow(f.data())
+	t.c.rxFrames.Add(1)
+	t.c.rxBytes.Add(uint64(h.Len))
+	s.ingressTunnel(t, f)
 }

@@ -21,7 +21,7 @@
 #
 # Idempotent: when DIR/setup.ok matches PINS and the outputs exist it only
 # checks them (well under a second). Needs apt (root for `apt-get update` when
-# the package lists lack a pinned version), dpkg-deb, gzip, sha256sum.
+# the package lists lack a pinned version), dpkg-deb, gzip, sha256sum, depmod (kmod).
 set -eu
 
 # PINS: package=version sha256, one per line. Debian replaces versions in
@@ -81,7 +81,8 @@ outputs_exist() {
 	[ -x "$dir/qemu72/qemu-system-x86_64" ] && [ -f "$dir/xen.elf" ] &&
 		[ -f "$dir/root/boot/vmlinuz-$KERNEL_VERSION" ] &&
 		[ -x "$dir/root/usr/lib/xen-$XEN_VERSION/bin/xl" ] &&
-		[ -x "$dir/root/bin/busybox" ]
+		[ -x "$dir/root/bin/busybox" ] &&
+		[ -f "$dir/root/lib/modules/$KERNEL_VERSION/modules.dep" ]
 }
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && outputs_exist; then
@@ -89,7 +90,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && outputs_exist; then
 	exit 0
 fi
 
-for tool in apt-get apt-cache dpkg-deb gzip sha256sum; do
+for tool in apt-get apt-cache dpkg-deb gzip sha256sum depmod; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool not found (Debian 12 with apt is required)"
 done
 
@@ -144,6 +145,9 @@ find "$tmp/qemu72/usr/share/qemu" -type l | while read -r l; do
 	esac
 done
 gzip -dc "$tmp/root/boot/xen-$XEN_VERSION-amd64.gz" >"$tmp/xen.elf"
+# The .deb has no modules.dep (its postinst runs depmod); the dom0 initramfs
+# builder reads it to load modules with their dependencies.
+depmod -b "$tmp/root" "$KERNEL_VERSION"
 
 for d in qemu72 root; do
 	rm -rf "$dir/$d"

@@ -49,12 +49,13 @@ func e4() *Experiment {
 	}
 }
 
-// tcpRec is one traced TCP sender event.
+// tcpRec is one traced TCP sender event (exported fields, so a shard can
+// store it).
 type tcpRec struct {
-	at      float64 // ms
-	kind    string
-	backoff int
-	cwnd    float64
+	At      float64 `json:"at_ms"`
+	Kind    string  `json:"kind"`
+	Backoff int     `json:"backoff"`
+	Cwnd    float64 `json:"cwnd"`
 }
 
 func (c *e4Config) Plan(seeds []uint64) ([]Job, error) {
@@ -90,7 +91,7 @@ func (c *e4Config) Plan(seeds []uint64) ([]Job, error) {
 		}
 		r, err := sim.Run(cfg)
 		return r, flows, err
-	}})
+	}, NewExtra: func() any { return &map[uint32][]tcpRec{} }})
 	return jobs, nil
 }
 
@@ -123,7 +124,7 @@ func (c *e4Config) timeline(tl *results.Table, r *sim.Result, flows map[uint32][
 	maxB := func(id uint32) int {
 		m := 0
 		for _, e := range flows[id] {
-			m = max(m, e.backoff)
+			m = max(m, e.Backoff)
 		}
 		return m
 	}
@@ -143,14 +144,14 @@ func (c *e4Config) timeline(tl *results.Table, r *sim.Result, flows map[uint32][
 	for _, id := range ids {
 		last := math.Inf(-1)
 		for _, e := range flows[id] {
-			if e.at < start-500 || e.at > end {
+			if e.At < start-500 || e.At > end {
 				continue
 			}
-			if (e.kind == "send" || e.kind == "ack") && e.at-last < 5 {
+			if (e.Kind == "send" || e.Kind == "ack") && e.At-last < 5 {
 				continue
 			}
-			last = e.at
-			tl.Add(int(id), e.at, e.kind, e.backoff, e.cwnd/1024, start, winStart, r.WindowMS)
+			last = e.At
+			tl.Add(int(id), e.At, e.Kind, e.Backoff, e.Cwnd/1024, start, winStart, r.WindowMS)
 		}
 	}
 }

@@ -16,14 +16,11 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // runTiny runs experiment e on its tiny test config (testdata/NAME.config.json)
-// with two seeds into a temporary directory.
+// with two seeds (once per test binary: see wholeTiny) and returns its
+// output directory, which callers must not write into.
 func runTiny(t *testing.T, e *Experiment) (string, results.Section) {
 	t.Helper()
-	dir := t.TempDir()
-	sec, err := Run(e, Options{ConfigFile: filepath.Join("testdata", e.Name+".config.json"), Seeds: 2, Out: dir})
-	if err != nil {
-		t.Fatalf("%s: %v", e.Name, err)
-	}
+	dir, sec, _ := wholeTiny(t, e)
 	return dir, sec
 }
 

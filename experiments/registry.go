@@ -44,6 +44,9 @@ type Job struct {
 	// Run, if set, replaces sim.Run, e.g. to collect a trace through a hook.
 	// It returns the result and anything the experiment collected.
 	Run func(cfg sim.Config) (*sim.Result, any, error)
+	// NewExtra, set when Run returns something, returns a pointer to a zero
+	// value of that type, into which a shard's stored copy (JSON) decodes.
+	NewExtra func() any
 }
 
 // Outcome is what a Job produced.

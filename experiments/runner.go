@@ -30,6 +30,17 @@ type Options struct {
 	Log io.Writer
 	// Bar draws a progress bar on Log (set it when Log is a terminal).
 	Bar bool
+	// execute replaces Execute (tests replay recorded outcomes).
+	execute func(jobs []Job, workers int, done func()) ([]Outcome, error)
+}
+
+// run executes jobs as Execute does, or through opt.execute if set.
+func (opt Options) run(jobs []Job, name string) ([]Outcome, error) {
+	ex := opt.execute
+	if ex == nil {
+		ex = Execute
+	}
+	return ex(jobs, opt.Workers, progress(name, len(jobs), opt))
 }
 
 // DefaultOut is where outputs go unless told otherwise.
@@ -76,29 +87,21 @@ func Seeds(n int) []uint64 {
 // Run runs experiment e as opt says, writes its tables and figures under
 // opt.Out and returns its report section.
 func Run(e *Experiment, opt Options) (results.Section, error) {
-	cfg, err := LoadConfig(e, opt.Full, opt.ConfigFile)
+	sw, err := NewSweep([]*Experiment{e}, opt)
 	if err != nil {
 		return results.Section{}, err
 	}
-	n := opt.Seeds
-	if n <= 0 {
-		n = cfg.SeedCount()
-	}
-	seeds := Seeds(n)
-	jobs, err := cfg.Plan(seeds)
-	if err != nil {
-		return results.Section{}, fmt.Errorf("%s: %w", e.Name, err)
-	}
+	part := sw.Parts[0]
+	jobs := part.Jobs
 	start := time.Now()
 	if opt.Log != nil {
-		fmt.Fprintf(opt.Log, "%s: %d runs (%d seeds)\n", e.Name, len(jobs), len(seeds))
+		fmt.Fprintf(opt.Log, "%s: %d runs (%d seeds)\n", e.Name, len(jobs), len(part.Seeds))
 	}
-	outs, err := Execute(jobs, opt.Workers, progress(e.Name, len(jobs), opt))
+	outs, err := opt.run(jobs, e.Name)
 	if err != nil {
 		return results.Section{}, fmt.Errorf("%s: %w", e.Name, err)
 	}
-	tables := cfg.Tables(jobs, outs)
-	meta, err := results.NewMeta(e.Name, seeds, cfg)
+	meta, err := part.meta("")
 	if err != nil {
 		return results.Section{}, err
 	}
@@ -106,16 +109,7 @@ func Run(e *Experiment, opt Options) (results.Section, error) {
 	if out == "" {
 		out = DefaultOut
 	}
-	for _, name := range e.tableNames() {
-		t, ok := tables[name]
-		if !ok {
-			return results.Section{}, fmt.Errorf("%s: no table %q", e.Name, name)
-		}
-		if err := results.WriteTable(out, e.tableFile(name), meta, t); err != nil {
-			return results.Section{}, err
-		}
-	}
-	sec, err := Render(e, out)
+	sec, err := writeRun(e, meta, part.Cfg.Tables(jobs, outs), out)
 	if opt.Log != nil && err == nil {
 		fmt.Fprintf(opt.Log, "%s: done in %.1f s, wrote %s/%s.{csv,json} and %d figures\n",
 			e.Name, time.Since(start).Seconds(), out, e.Name, len(sec.Figures))

@@ -20,6 +20,9 @@ type Meta struct {
 	Config     json.RawMessage `json:"config"`
 	Version    string          `json:"version"`
 	GoVersion  string          `json:"go_version"`
+	// Shard is "I/N" in the files of one shard of a sweep (vnsnap
+	// experiment --shard) and empty in a whole run's or a merge's.
+	Shard string `json:"shard,omitempty"`
 }
 
 // NewMeta returns the metadata of a run of experiment with the given seeds
@@ -90,6 +93,9 @@ func CSV(m Meta, t *Table) ([]byte, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# experiment: %s\n# seeds: %s\n# version: %s\n# go: %s\n# config: %s\n",
 		m.Experiment, seedList(m.Seeds), m.Version, m.GoVersion, m.Config)
+	if m.Shard != "" {
+		fmt.Fprintf(&b, "# shard: %s\n", m.Shard)
+	}
 	if err := EncodeCSV(&b, t, true); err != nil {
 		return nil, err
 	}

@@ -9,7 +9,10 @@
 //   - Spec and Start build the command line (TCG, -nodefaults, direct kernel
 //     boot or a qcow2 disk, one NIC on `-netdev stream` with reconnect-ms,
 //     serial console on a pipe, QMP on a unix socket) and run QEMU in its own
-//     process group; VM.Kill kills the group.
+//     process group; VM.Kill kills the group. Every option value (paths,
+//     names, MACs) is built by Option through EscapeValue, QEMU's rule of
+//     a doubled comma, so a state directory named "a,server=on" stays one
+//     path; values with control characters are refused (ErrBadValue).
 //   - Console stamps every serial line with the host clock on arrival; the
 //     guest heartbeat (workloads/guest/heartbeat) makes the largest gap
 //     between heartbeat lines the pause seen from outside.

@@ -77,29 +77,6 @@ func TestProbeRefusesOldQEMU(t *testing.T) {
 	}
 }
 
-func TestSpecArgs(t *testing.T) {
-	h := &Host{Binary: "qemu", Machine: "pc-i440fx-10.0"}
-	s := Spec{Name: "a", Kernel: "/k", Initrd: "/i", Append: "console=ttyS0", NetSocket: "/s.sock", MAC: "52:54:00:00:00:01"}.withDefaults(h)
-	got := strings.Join(s.Args("/q.sock", true), " ")
-	for _, want := range []string{
-		"-machine pc-i440fx-10.0", "-accel tcg", "-m 128M", "-smp 1", "-nodefaults",
-		"-kernel /k -initrd /i -append console=ttyS0",
-		"-qmp unix:/q.sock,server=on,wait=off",
-		"-netdev stream,id=net0,addr.type=unix,addr.path=/s.sock,server=off,reconnect-ms=100",
-		"-device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01",
-		"-incoming defer -S",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("args %q lack %q", got, want)
-		}
-	}
-	s.NetServer, s.NIC = true, "e1000"
-	got = strings.Join(s.Args("/q.sock", false), " ")
-	if !strings.Contains(got, "addr.path=/s.sock,server=on -device e1000,") || strings.Contains(got, "-incoming") {
-		t.Errorf("server NIC args %q", got)
-	}
-}
-
 func TestMACForIsStable(t *testing.T) {
 	if a, b := MACFor("vm1"), MACFor("vm1"); a != b || a == MACFor("vm2") || !strings.HasPrefix(a, "52:54:00:") {
 		t.Errorf("MACFor: %s %s %s", a, b, MACFor("vm2"))

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,49 +76,6 @@ func MACFor(name string) string {
 	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", byte(h>>16), byte(h>>8), byte(h))
 }
 
-// Args returns the QEMU command line (without the binary) for spec, with QMP
-// on qmpSock and the serial console on stdout. incoming adds `-incoming defer
-// -S`: the VM waits for migrate-incoming and stays paused after it.
-func (s Spec) Args(qmpSock string, incoming bool) []string {
-	a := []string{
-		"-name", s.Name,
-		"-machine", s.Machine,
-		"-accel", "tcg",
-		"-m", strconv.Itoa(s.MemoryMiB) + "M",
-		"-smp", strconv.Itoa(s.VCPUs),
-		"-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
-		"-chardev", "stdio,id=ser0,signal=off",
-		"-serial", "chardev:ser0",
-		"-qmp", "unix:" + qmpSock + ",server=on,wait=off",
-	}
-	if s.Kernel != "" {
-		a = append(a, "-kernel", s.Kernel)
-		if s.Initrd != "" {
-			a = append(a, "-initrd", s.Initrd)
-		}
-		if s.Append != "" {
-			a = append(a, "-append", s.Append)
-		}
-	}
-	if s.Disk != "" {
-		a = append(a, "-blockdev", "driver=qcow2,node-name=disk0,file.driver=file,file.filename="+s.Disk,
-			"-device", "virtio-blk-pci,drive=disk0")
-	}
-	if s.NetSocket != "" {
-		nd := "stream,id=net0,addr.type=unix,addr.path=" + s.NetSocket
-		if s.NetServer {
-			nd += ",server=on"
-		} else {
-			nd += ",server=off,reconnect-ms=" + strconv.Itoa(s.ReconnectMs)
-		}
-		a = append(a, "-netdev", nd, "-device", s.NIC+",netdev=net0,mac="+s.MAC)
-	}
-	if incoming {
-		a = append(a, "-incoming", "defer", "-S")
-	}
-	return append(a, s.ExtraArgs...)
-}
-
 // VM is a running QEMU process with its QMP connection and console.
 type VM struct {
 	Spec    Spec
@@ -147,7 +103,12 @@ func start(ctx context.Context, host *Host, spec Spec, incoming bool) (*VM, erro
 	}
 	vm := &VM{Spec: spec, host: host, dir: dir, exited: make(chan struct{})}
 	qmpSock := filepath.Join(dir, "qmp.sock")
-	vm.cmd = exec.Command(host.Binary, spec.Args(qmpSock, incoming)...)
+	args, err := spec.Args(qmpSock, incoming)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+	}
+	vm.cmd = exec.Command(host.Binary, args...)
 	vm.cmd.Stdin = nil // /dev/null
 	vm.cmd.Stderr = &vm.stderr
 	// Own process group, so Kill takes any helper QEMU forks too; and die

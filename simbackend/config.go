@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
@@ -77,44 +78,145 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first problem, naming the field.
+// Limits of a Config. They keep every product and sum of the simulator's
+// virtual time and byte counts far from overflow (Time is int64 nanoseconds,
+// about 292 years) and every structure it builds bounded: a config within
+// them runs without a panic, though a large one may take long.
+const (
+	MaxVMs      = 1 << 20 // VMs, and hosts
+	MaxFlows    = 1 << 22 // TCP flows of the traffic pattern
+	MaxMemBytes = 1 << 50 // memory per VM (1 PiB); also hot set, device state, RAM budget, queues
+	MaxRate     = 1e15    // bytes per second of any rate or bandwidth
+	MinBW       = 1.0     // bytes per second: the slowest bandwidth
+	MaxDuration = 1 << 55 // nanoseconds (about 1.1 years): any duration, and the whole run
+	MaxSnaps    = 1 << 20 // snapshots per run
+)
+
+// checkRate checks a rate or bandwidth: finite, within [lo, MaxRate].
+func checkRate(name string, v, lo float64) error {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return fmt.Errorf("%s: %g bytes/s, want a finite rate", name, v)
+	case v < lo:
+		if lo > 0 {
+			return fmt.Errorf("%s: %g bytes/s, want at least %g", name, v, lo)
+		}
+		return fmt.Errorf("%s: %g bytes/s is negative", name, v)
+	case v > MaxRate:
+		return fmt.Errorf("%s: %g bytes/s, want at most %g", name, v, float64(MaxRate))
+	}
+	return nil
+}
+
+// checkFrac checks a fraction within [0, hi] (hi included if closed).
+func checkFrac(name string, v, hi float64, closed bool) error {
+	ok := v >= 0 && (v < hi || closed && v == hi) // false for NaN
+	if !ok {
+		rel := "<"
+		if closed {
+			rel = "<="
+		}
+		return fmt.Errorf("%s: %g, want 0 <= %s %s %g", name, v, name, rel, hi)
+	}
+	return nil
+}
+
+// checkDuration checks a duration: not negative, at most MaxDuration.
+func checkDuration(name string, d Time) error {
+	switch {
+	case d < 0:
+		return fmt.Errorf("%s: %v is negative", name, d)
+	case d > MaxDuration:
+		return fmt.Errorf("%s: %v, want at most %v", name, d, Time(MaxDuration))
+	}
+	return nil
+}
+
+// checkBytes checks a byte count within [0, MaxMemBytes].
+func checkBytes(name string, n int64) error {
+	switch {
+	case n < 0:
+		return fmt.Errorf("%s: %d bytes is negative", name, n)
+	case n > MaxMemBytes:
+		return fmt.Errorf("%s: %d bytes, want at most %d (1PiB)", name, n, int64(MaxMemBytes))
+	}
+	return nil
+}
+
+// checkLink checks a link's fields. names are those of its bandwidth,
+// latency, queue and loss.
+func checkLink(l Link, names [4]string) error {
+	if err := checkRate(names[0], l.Bandwidth, MinBW); err != nil {
+		return err
+	}
+	if err := checkDuration(names[1], l.Latency); err != nil {
+		return err
+	}
+	if err := checkBytes(names[2], int64(l.Queue)); err != nil {
+		return err
+	}
+	return checkFrac(names[3], l.Loss, 1, false)
+}
+
+// Validate reports the first problem, naming the field by its `vnsnap sim`
+// flag where it has one (vms, mem, disk-bw, ...). Every number is checked for
+// NaN, infinity, sign and the limits above. It takes time linear in the
+// VNE's size at most (in fact constant): it never builds the traffic
+// pattern.
 func (c *Config) Validate() error {
 	switch {
-	case c.VMs < 1:
-		return fmt.Errorf("vms: %d, want at least 1", c.VMs)
-	case c.Hosts < 1:
-		return fmt.Errorf("hosts: %d, want at least 1", c.Hosts)
-	case c.MemBytes < core.PageSize || c.MemBytes%core.PageSize != 0:
-		return fmt.Errorf("mem: %d bytes, want a positive multiple of %d", c.MemBytes, core.PageSize)
-	case c.DirtyRate < 0:
-		return fmt.Errorf("dirty: %g bytes/s is negative", c.DirtyRate)
-	case c.DirtySpread < 0 || c.DirtySpread > 1:
-		return fmt.Errorf("dirty-spread: %g, want 0..1", c.DirtySpread)
-	case c.HotFrac < 0 || c.HotFrac > 1:
-		return fmt.Errorf("hot-frac: %g, want 0..1", c.HotFrac)
+	case c.VMs < 1 || c.VMs > MaxVMs:
+		return fmt.Errorf("vms: %d, want 1..%d", c.VMs, MaxVMs)
+	case c.Hosts < 1 || c.Hosts > MaxVMs:
+		return fmt.Errorf("hosts: %d, want 1..%d", c.Hosts, MaxVMs)
+	case c.MemBytes < core.PageSize || c.MemBytes%core.PageSize != 0 || c.MemBytes > MaxMemBytes:
+		return fmt.Errorf("mem: %d bytes, want a positive multiple of %d up to %d (1PiB)", c.MemBytes, core.PageSize, int64(MaxMemBytes))
 	case c.HotBytes < 0 || c.HotBytes > c.MemBytes:
 		return fmt.Errorf("hot: %d bytes, want 0..mem", c.HotBytes)
-	case c.FlowRate < 0:
-		return fmt.Errorf("flow-rate: %g is negative", c.FlowRate)
-	case c.Host.DiskBandwidth <= 0:
-		return errors.New("disk bandwidth must be positive")
-	case c.Host.MemoryBandwidth <= 0:
-		return errors.New("memory bandwidth must be positive")
-	case c.Host.Link.Bandwidth <= 0:
-		return errors.New("link bandwidth must be positive")
-	case c.Host.Local.Bandwidth <= 0:
-		return errors.New("local bridge bandwidth must be positive")
-	case c.Host.Link.Loss < 0 || c.Host.Link.Loss >= 1:
-		return fmt.Errorf("loss: %g, want 0 <= loss < 1", c.Host.Link.Loss)
-	case c.Warmup < 0 || c.RunOn < 0 || c.Deadline < 0:
-		return errors.New("warmup, run-on and deadline must not be negative")
-	case c.Snapshots < 0:
-		return fmt.Errorf("snapshots: %d is negative", c.Snapshots)
-	case c.Snapshots > 1 && c.Interval <= 0:
+	case c.Snapshots < 0 || c.Snapshots > MaxSnaps:
+		return fmt.Errorf("snapshots: %d, want 0..%d", c.Snapshots, MaxSnaps)
+	case c.Restore && c.Snapshots == 0:
+		return errors.New("restore: needs a snapshot to restore, but snapshots is 0")
+	}
+	h := &c.Host
+	checks := []error{
+		checkRate("dirty", c.DirtyRate, 0),
+		checkFrac("dirty-spread", c.DirtySpread, 1, true),
+		checkFrac("hot-frac", c.HotFrac, 1, true),
+		checkRate("flow-rate", c.FlowRate, 0),
+		checkRate("disk-bw", h.DiskBandwidth, MinBW),
+		checkRate("mem-bw", h.MemoryBandwidth, MinBW),
+		checkBytes("budget", h.RAMBudget),
+		checkLink(h.Link, [4]string{"link-bw", "latency", "queue", "loss"}),
+		checkLink(h.Local, [4]string{"local-bw", "local-latency", "local-queue", "local-loss"}),
+		checkDuration("pause-latency", h.PauseLatency),
+		checkDuration("resume-latency", h.ResumeLatency),
+		checkBytes("device-state", h.DeviceState),
+		checkDuration("deadline", c.Deadline),
+		checkDuration("warmup", c.Warmup),
+		checkDuration("run-on", c.RunOn),
+		checkDuration("interval", c.Interval),
+		checkDuration("time-limit", c.TimeLimit),
+	}
+	for _, err := range checks {
+		if err != nil {
+			return err
+		}
+	}
+	if c.Snapshots > 1 && c.Interval <= 0 {
 		return fmt.Errorf("interval: %v, want a positive interval for %d snapshots", c.Interval, c.Snapshots)
 	}
-	if _, err := pairsFor(c.Traffic, c.VMs); err != nil {
+	// The last snapshot starts at Warmup + (Snapshots-1)*Interval; the run
+	// then goes on for RunOn: all of it within MaxDuration. The products
+	// are bounded (MaxSnaps * MaxDuration < 2^75) only in float64.
+	if c.Snapshots > 1 && float64(c.Warmup)+float64(c.Snapshots-1)*float64(c.Interval)+float64(c.RunOn) > MaxDuration {
+		return fmt.Errorf("interval: %d snapshots every %v after a warm-up of %v run beyond %v of virtual time",
+			c.Snapshots, c.Interval, c.Warmup, Time(MaxDuration))
+	}
+	if n, err := flowCount(c.Traffic, c.VMs); err != nil {
 		return fmt.Errorf("traffic: %w", err)
+	} else if n > MaxFlows {
+		return fmt.Errorf("traffic: %s among %d VMs is %d TCP flows, want at most %d", c.Traffic, c.VMs, n, MaxFlows)
 	}
 	if _, err := core.ParsePolicy(c.Policy); err != nil {
 		return fmt.Errorf("policy: %w", err)

@@ -160,7 +160,7 @@ func (n *Network) Send(f *Frame) {
 		n.drop(f, cut.DropLoss)
 		return
 	}
-	l.busyUntil += Time(float64(f.Size+overhead) / l.Bandwidth * 1e9)
+	l.busyUntil = addSat(l.busyUntil, nanos(float64(f.Size+overhead)/l.Bandwidth*1e9))
 	n.eng.At(l.busyUntil+l.Latency+n.cfg.SwitchLatency, n, evArrive, slot)
 }
 

@@ -103,7 +103,7 @@ func (r *Resource) reschedule() {
 		minRem = math.Min(minRem, t.remaining)
 	}
 	share := r.rate / float64(len(r.active))
-	d := Time(math.Ceil(math.Max(minRem, 0) / share * 1e9))
+	d := nanos(math.Ceil(math.Max(minRem, 0) / share * 1e9))
 	r.eng.After(d, r, 0, r.gen)
 }
 

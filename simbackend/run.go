@@ -167,7 +167,6 @@ func Run(cfg Config) (*Result, error) {
 		s.measure = cfg.Warmup
 	}
 	w.startApps()
-	const horizon = 1 << 62
 	var last *snapshotRun
 	var lastCommitted *snapshotRun
 	for k := 0; k < cfg.Snapshots; k++ {
@@ -193,7 +192,10 @@ func Run(cfg Config) (*Result, error) {
 		eng.At(at, sr.drv, drvEvCore, sr.drv.events.put(core.Started{}))
 		eng.RunUntil(horizon, sr.finished)
 		if !sr.finished() {
-			panic(fmt.Sprintf("sim: seed %d: snapshot %d neither committed nor aborted", cfg.Seed, k+1))
+			// Only a snapshot without a deadline can outlast the horizon
+			// (a copy at a few bytes per second): a config error, not a
+			// broken invariant.
+			return nil, fmt.Errorf("deadline: snapshot %d did not finish within %v of virtual time; set a deadline", k+1, horizon)
 		}
 		sr.end = eng.Now()
 		last = sr
@@ -257,6 +259,16 @@ func Run(cfg Config) (*Result, error) {
 	return res, nil
 }
 
+// span is the time from a to b, or zero if b is not after a: a VM whose copy
+// (or flush) never finished because the snapshot aborted has no end time,
+// and its report must not show a negative duration.
+func span(a, b Time) Time {
+	if b < a {
+		return 0
+	}
+	return b - a
+}
+
 func (sr *snapshotRun) result() SnapResult {
 	rep := sr.coord.Report()
 	cr := sr.checker.Result()
@@ -269,7 +281,7 @@ func (sr *snapshotRun) result() SnapResult {
 	for _, v := range rep.VMs {
 		vr := VMResult{
 			VM: int(v.VM), Host: int(v.Host), Sink: v.Sink.String(), Fallback: v.Fallback,
-			DowntimeMS: ms(v.Downtime()), DurationMS: ms(v.Duration()), FlushMS: ms(v.Flushed - v.Copied),
+			DowntimeMS: ms(v.Downtime()), DurationMS: ms(span(v.Start, v.Copied)), FlushMS: ms(span(v.Copied, v.Flushed)),
 			BytesCopied: v.BytesCopied(), Rounds: v.Rounds, MaxThrottle: v.MaxThrottle, COWFaults: sr.drv.faults[v.VM],
 			PointMS: ms(v.Paused), ResumedMS: ms(v.Resumed),
 		}

@@ -10,6 +10,27 @@ import (
 // Patterns of the simple traffic generator.
 var Patterns = []string{"all-to-all", "ring", "pairs", "none"}
 
+// flowCount returns the number of TCP flows of a traffic pattern among n VMs
+// without building them (n*(n-1) for all-to-all fits an int64 for any n up
+// to MaxVMs), or an error for an unknown pattern.
+func flowCount(pattern string, n int) (int64, error) {
+	m := int64(n)
+	switch pattern {
+	case "all-to-all":
+		return m * (m - 1), nil
+	case "ring":
+		if n < 2 {
+			return 0, nil
+		}
+		return m, nil
+	case "pairs":
+		return m / 2 * 2, nil
+	case "none":
+		return 0, nil
+	}
+	return 0, fmt.Errorf("unknown traffic pattern %q (want one of all-to-all, ring, pairs, none)", pattern)
+}
+
 // pairsFor returns the (src, dst) VM pairs of a traffic pattern.
 func pairsFor(pattern string, n int) ([][2]int, error) {
 	var out [][2]int
@@ -67,7 +88,7 @@ func (s *Stream) start() {
 	// Write at least a few segments per tick: thousands of slow flows
 	// should not flood the event queue with tiny writes.
 	if s.Rate > 0 {
-		s.Tick = max(s.Tick, Time(4*MSS/s.Rate*1e9))
+		s.Tick = max(s.Tick, nanos(4*MSS/s.Rate*1e9))
 	}
 	s.In.OnDeliver = s.onDeliver
 	s.Out.vm.After(s.phase, s, streamEvTick, 0)

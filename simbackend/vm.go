@@ -182,7 +182,7 @@ func (v *VM) ComputeLeft() Time {
 		return 0
 	}
 	v.cpu.advance(v.eng.Now(), v.Speed())
-	return Time(math.Max(v.cpu.remaining, 0) * 1e9)
+	return nanos(math.Max(v.cpu.remaining, 0) * 1e9)
 }
 
 // cpuTask is the VM's one computation in progress (a fluid model).
@@ -212,7 +212,7 @@ func (c *cpuTask) reschedule(v *VM) {
 	if s <= 0 {
 		return
 	}
-	d := Time(math.Ceil(math.Max(c.remaining, 0) / s * 1e9))
+	d := nanos(math.Ceil(math.Max(c.remaining, 0) / s * 1e9))
 	v.eng.After(d, v, vmEvCPU, c.gen)
 }
 

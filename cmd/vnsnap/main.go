@@ -73,10 +73,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintf(stderr, "vnsnap %s: %v\n", args[0], err)
 		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
 		return 2
 	}
 	return 0
 }
+
+// exitError is a command's failure with its own exit status: 1 for a run
+// that went wrong (a snapshot aborted, a restore failed), where 2 means the
+// command was used wrongly.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
 
 func usage(w io.Writer, cmds map[string]command) {
 	fmt.Fprintln(w, "usage: vnsnap COMMAND [flags]\n\ncommands:")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -140,11 +141,43 @@ func runSim(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if f.asJSON {
-		enc := json.NewEncoder(stdout)
-		return enc.Encode(res)
+		if err := json.NewEncoder(stdout).Encode(res); err != nil {
+			return err
+		}
+	} else {
+		printSummary(stdout, f.cfg, res)
 	}
-	printSummary(stdout, f.cfg, res)
+	if err := simFailure(res); err != nil {
+		return exitError{code: 1, err: err}
+	}
 	return nil
+}
+
+// simFailure reports what went wrong in a run that completed: a snapshot
+// that aborted, a restore that failed, a workload that did not verify. The
+// output has the details; the error makes the exit status say it.
+func simFailure(r *sim.Result) error {
+	var bad []string
+	for i, sn := range r.Snaps {
+		if sn.State == "committed" {
+			continue
+		}
+		msg := fmt.Sprintf("snapshot %d %s", sn.Epoch, sn.State)
+		if i == len(r.Snaps)-1 && r.AbortReason != "" {
+			msg += " (" + r.AbortReason + ")" // the report keeps only the last reason
+		}
+		bad = append(bad, msg)
+	}
+	if r.RestoreOK != nil && !*r.RestoreOK {
+		bad = append(bad, "restore failed: "+r.RestoreError)
+	}
+	if r.Workload != "" && !r.AppOK {
+		bad = append(bad, "workload "+r.Workload+" failed: "+r.AppError)
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(bad, "; "))
 }
 
 func printSummary(w io.Writer, cfg sim.Config, r *sim.Result) {

@@ -66,7 +66,7 @@ func TestParseBytes(t *testing.T) {
 		{in: "4KiB", want: 4096},
 		{in: "9200000000000000000", want: 9200000000000000000},
 		{in: "1.5", err: true},
-		{in: "1e19", err: true},               // beyond int64
+		{in: "1e19", err: true},                // beyond int64
 		{in: "9223372036854775807", err: true}, // rounds to 2^63 as a float64
 		{in: "8EiB", err: true},                // no such unit
 		{in: "8388608TiB", err: true},          // 2^63 bytes

@@ -1,0 +1,151 @@
+package sim
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestValidateRejectsNonsense sets one field of a valid config to NaN, an
+// infinity, a negative or an overflowing value: Validate must refuse it,
+// naming the field (as its `vnsnap sim` flag where there is one), instead
+// of the run panicking or running on nonsense.
+func TestValidateRejectsNonsense(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	tests := []struct {
+		name string
+		set  func(c *Config)
+	}{
+		{"vms", func(c *Config) { c.VMs = 0 }},
+		{"vms", func(c *Config) { c.VMs = MaxVMs + 1 }},
+		{"hosts", func(c *Config) { c.Hosts = -1 }},
+		{"hosts", func(c *Config) { c.Hosts = math.MaxInt }},
+		{"mem", func(c *Config) { c.MemBytes = 9200000000000000000 }},
+		{"mem", func(c *Config) { c.MemBytes = -4096 }},
+		{"mem", func(c *Config) { c.MemBytes = 4097 }},
+		{"hot", func(c *Config) { c.HotBytes = -1 }},
+		{"dirty", func(c *Config) { c.DirtyRate = nan }},
+		{"dirty", func(c *Config) { c.DirtyRate = inf }},
+		{"dirty", func(c *Config) { c.DirtyRate = -1 }},
+		{"dirty", func(c *Config) { c.DirtyRate = 1e300 }},
+		{"dirty-spread", func(c *Config) { c.DirtySpread = nan }},
+		{"dirty-spread", func(c *Config) { c.DirtySpread = 1.5 }},
+		{"hot-frac", func(c *Config) { c.HotFrac = nan }},
+		{"flow-rate", func(c *Config) { c.FlowRate = nan }},
+		{"flow-rate", func(c *Config) { c.FlowRate = -inf }},
+		{"disk-bw", func(c *Config) { c.Host.DiskBandwidth = nan }},
+		{"disk-bw", func(c *Config) { c.Host.DiskBandwidth = 0 }},
+		{"disk-bw", func(c *Config) { c.Host.DiskBandwidth = inf }},
+		{"mem-bw", func(c *Config) { c.Host.MemoryBandwidth = 1e-300 }},
+		{"budget", func(c *Config) { c.Host.RAMBudget = -1 }},
+		{"link-bw", func(c *Config) { c.Host.Link.Bandwidth = nan }},
+		{"latency", func(c *Config) { c.Host.Link.Latency = -time.Second }},
+		{"latency", func(c *Config) { c.Host.Link.Latency = math.MaxInt64 }},
+		{"queue", func(c *Config) { c.Host.Link.Queue = -1 }},
+		{"loss", func(c *Config) { c.Host.Link.Loss = nan }},
+		{"loss", func(c *Config) { c.Host.Link.Loss = 1 }},
+		{"loss", func(c *Config) { c.Host.Link.Loss = -0.5 }},
+		{"local-bw", func(c *Config) { c.Host.Local.Bandwidth = nan }},
+		{"local-latency", func(c *Config) { c.Host.Local.Latency = -1 }},
+		{"local-loss", func(c *Config) { c.Host.Local.Loss = nan }},
+		{"pause-latency", func(c *Config) { c.Host.PauseLatency = -1 }},
+		{"resume-latency", func(c *Config) { c.Host.ResumeLatency = MaxDuration + 1 }},
+		{"device-state", func(c *Config) { c.Host.DeviceState = -1 }},
+		{"deadline", func(c *Config) { c.Deadline = -1 }},
+		{"warmup", func(c *Config) { c.Warmup = math.MaxInt64 }},
+		{"run-on", func(c *Config) { c.RunOn = -time.Second }},
+		{"interval", func(c *Config) { c.Interval = -1 }},
+		{"interval", func(c *Config) { c.Snapshots, c.Interval = 3, 0 }},
+		{"interval", func(c *Config) { c.Snapshots, c.Interval = MaxSnaps, MaxDuration/2 }},
+		{"time-limit", func(c *Config) { c.TimeLimit = -1 }},
+		{"snapshots", func(c *Config) { c.Snapshots = -1 }},
+		{"snapshots", func(c *Config) { c.Snapshots = math.MaxInt }},
+		{"restore", func(c *Config) { c.Restore, c.Snapshots = true, 0 }},
+		{"traffic", func(c *Config) { c.Traffic = "star" }},
+		{"traffic", func(c *Config) { c.VMs = 100000 }}, // 10^10 all-to-all flows
+		{"policy", func(c *Config) { c.Policy = "vmware" }},
+	}
+	for _, tt := range tests {
+		cfg := DefaultConfig()
+		tt.set(&cfg)
+		err := cfg.Validate()
+		if err == nil {
+			t.Errorf("%s: got no error, want one", tt.name)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), tt.name+": ") {
+			t.Errorf("%s: error %q does not start with the field's name", tt.name, err)
+		}
+	}
+}
+
+// TestValidateLinear checks that validating a huge VNE neither builds its
+// traffic pattern nor allocates per VM pair: 100,000 VMs in a ring and
+// 2,048 all-to-all (4 million flows, the limit) validate with almost no
+// allocation.
+func TestValidateLinear(t *testing.T) {
+	for _, c := range []struct {
+		vms     int
+		traffic string
+	}{{100000, "ring"}, {2048, "all-to-all"}, {MaxVMs, "pairs"}} {
+		cfg := DefaultConfig()
+		cfg.VMs, cfg.Traffic = c.vms, c.traffic
+		var err error
+		allocs := testing.AllocsPerRun(3, func() { err = cfg.Validate() })
+		if err != nil {
+			t.Errorf("%d VMs %s: %v, want valid", c.vms, c.traffic, err)
+		}
+		if allocs > 10 {
+			t.Errorf("%d VMs %s: %.0f allocations to validate, want a handful", c.vms, c.traffic, allocs)
+		}
+	}
+}
+
+// TestRunNeverNegative runs snapshots that abort on their deadline (one
+// with a terabyte of memory per VM, whose copy cannot finish): the run
+// returns, and no duration in the result is negative.
+func TestRunNeverNegative(t *testing.T) {
+	for _, mem := range []int64{64 << 20, 1 << 40} {
+		cfg := DefaultConfig()
+		cfg.VMs, cfg.Hosts, cfg.MemBytes, cfg.Traffic = 2, 1, mem, "none"
+		cfg.Deadline, cfg.Warmup, cfg.RunOn = 50*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+		r := mustRun(t, cfg)
+		if r.State != "aborted" {
+			t.Fatalf("mem %d: state %s, want aborted", mem, r.State)
+		}
+		for _, v := range r.VMs {
+			if v.DurationMS < 0 || v.FlushMS < 0 || v.DowntimeMS < 0 || v.PointMS < 0 || v.ResumedMS < 0 {
+				t.Errorf("mem %d: vm %d: negative time in %+v", mem, v.VM, v)
+			}
+		}
+		if r.TotalMS < 0 || r.WindowMS < 0 {
+			t.Errorf("mem %d: total %g ms, window %g ms, want >= 0", mem, r.TotalMS, r.WindowMS)
+		}
+	}
+}
+
+// TestRunSaturates runs the extremes that Validate allows, a petabyte of
+// memory on a disk of one byte per second and a link of one byte per
+// second: durations saturate instead of overflowing into the past, and the
+// deadline aborts the snapshot.
+func TestRunSaturates(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.VMs, cfg.Hosts, cfg.MemBytes, cfg.Traffic = 2, 2, MaxMemBytes, "ring"
+	cfg.Host.DiskBandwidth, cfg.Host.Link.Bandwidth, cfg.Host.Link.Queue = MinBW, MinBW, MaxMemBytes
+	cfg.Deadline, cfg.Warmup, cfg.RunOn = time.Second, 100*time.Millisecond, 100*time.Millisecond
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	r := mustRun(t, cfg)
+	if r.State != "aborted" {
+		t.Errorf("state %s, want aborted", r.State)
+	}
+	// Without a deadline the copy outlasts the simulator's horizon: an
+	// error naming the deadline, not a panic.
+	cfg.Deadline = 0
+	cfg.Traffic = "none"
+	if _, err := Run(cfg); err == nil || !strings.HasPrefix(err.Error(), "deadline: ") {
+		t.Errorf("no deadline: got %v, want an error naming the deadline", err)
+	}
+}

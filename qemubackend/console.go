@@ -108,6 +108,26 @@ func (c *Console) WaitFor(ctx context.Context, from int, match func(Line) bool) 
 	}
 }
 
+// WaitHeartbeatAfter waits for the first heartbeat that arrived after t. Its
+// deadline derives from the console's progress: it gives up when no line at
+// all has arrived for silence (a paused or stuck guest), however long a
+// loaded host takes to let a running guest print; ctx bounds it overall.
+func (c *Console) WaitHeartbeatAfter(ctx context.Context, t time.Time, silence time.Duration) (Line, error) {
+	isAfter := func(l Line) bool { _, ok := l.Heartbeat(); return ok && l.At.After(t) }
+	for from := 0; ; {
+		wctx, cancel := context.WithTimeout(ctx, silence)
+		l, i, err := c.WaitFor(wctx, from, func(l Line) bool { return isAfter(l) || l.At.After(t) })
+		cancel()
+		if err != nil {
+			return Line{}, err
+		}
+		if isAfter(l) {
+			return l, nil
+		}
+		from = i + 1 // a line after t that is no heartbeat: the guest moves
+	}
+}
+
 // WaitPrefix waits for a line at index >= from that starts with prefix.
 func (c *Console) WaitPrefix(ctx context.Context, from int, prefix string) (Line, int, error) {
 	return c.WaitFor(ctx, from, func(l Line) bool { return strings.HasPrefix(l.Text, prefix) })

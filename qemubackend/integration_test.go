@@ -11,7 +11,24 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
+
+// testIdle and testContext are qemutest.Idle and qemutest.Context for
+// qemubackend's own tests, which cannot import qemutest (it imports this
+// package): a test's deadline derives from progress. It ends after testIdle
+// in which no QEMU process of the test got CPU time (a running guest keeps
+// its QEMU on the CPU however loaded the machine is; a paused, hung or dead
+// one does not), or at hardCap, a safety net against a guest spinning
+// without end. Wrap errors with progress.Why(ctx, err).
+const testIdle = 2 * time.Minute
+
+func testContext(t *testing.T, hardCap time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := progress.Watch(context.Background(), "QEMU CPU time", testIdle, hardCap, progress.DescendantCPU())
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // requireQEMU probes the installed QEMU. Without QEMU (or with -short) the
 // test is skipped, except in CI (CI set), where a missing QEMU is a failure.
@@ -54,7 +71,7 @@ func startVM(ctx context.Context, t *testing.T, h *Host, spec Spec) *VM {
 	t.Helper()
 	vm, err := Start(ctx, h, spec)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatal(progress.Why(ctx, err))
 	}
 	t.Cleanup(vm.Kill)
 	return vm
@@ -92,8 +109,7 @@ type snap struct {
 func TestSnapshotRestore(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 15*time.Minute)
 
 	spec := Spec{
 		Name:      "vm1",
@@ -109,11 +125,11 @@ func TestSnapshotRestore(t *testing.T) {
 	vm := startVM(ctx, t, h, spec)
 	first, _, err := vm.Console.WaitFor(ctx, 0, isHeartbeat)
 	if err != nil {
-		t.Fatalf("waiting for the first heartbeat: %v%s", err, vm.stderrTail())
+		t.Fatalf("waiting for the first heartbeat: %v%s", progress.Why(ctx, err), vm.stderrTail())
 	}
 	t.Logf("boot to first heartbeat: %v (QEMU %s, machine %s)", first.At.Sub(bootStart).Round(time.Millisecond), h.Version, h.Machine)
 	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
-		t.Fatalf("waiting for the dirtier's first sweep: %v", err)
+		t.Fatalf("waiting for the dirtier's first sweep: %v", progress.Why(ctx, err))
 	}
 
 	dir := t.TempDir()
@@ -166,7 +182,7 @@ func TestSnapshotRestore(t *testing.T) {
 		// The original keeps running its workload.
 		n := vm.Console.Len()
 		if _, _, err := vm.Console.WaitFor(ctx, n, isHeartbeat); err != nil {
-			t.Fatalf("after %s snapshot the VM does not run: %v", m, err)
+			t.Fatalf("after %s snapshot the VM does not run: %v", m, progress.Why(ctx, err))
 		}
 	}
 	pre, sc := snaps[0].stats.Pause.Gap, snaps[1].stats.Pause.Gap
@@ -194,7 +210,7 @@ func takeSnapshot(ctx context.Context, t *testing.T, vm *VM, path string, opts O
 	bw := bufio.NewWriterSize(f, 1<<20)
 	st, err := vm.Snapshot(ctx, bw, opts)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatal(progress.Why(ctx, err))
 	}
 	if err := bw.Flush(); err != nil {
 		t.Fatal(err)
@@ -213,19 +229,19 @@ func restoreAndCheck(ctx context.Context, t *testing.T, h *Host, spec Spec, s sn
 	start := time.Now()
 	vm, err := Restore(ctx, h, spec, bufio.NewReaderSize(f, 1<<20))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatal(progress.Why(ctx, err))
 	}
 	defer vm.Kill()
 	loaded := time.Since(start)
 	if st, err := vm.Status(ctx); err != nil || st != "paused" {
-		t.Fatalf("restored VM status %q, %v; want paused", st, err)
+		t.Fatalf("restored VM status %q, %v; want paused", st, progress.Why(ctx, err))
 	}
 	if err := vm.Cont(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatal(progress.Why(ctx, err))
 	}
 	l, _, err := vm.Console.WaitFor(ctx, 0, isHeartbeat)
 	if err != nil {
-		t.Fatalf("no heartbeat after restore: %v%s", err, vm.stderrTail())
+		t.Fatalf("no heartbeat after restore: %v%s", progress.Why(ctx, err), vm.stderrTail())
 	}
 	n, _ := l.Heartbeat()
 	t.Logf("%s: loaded in %v; first heartbeat %d, snapshot point %d", s.method, loaded.Round(time.Millisecond), n, s.stats.PointHeartbeat)
@@ -241,7 +257,7 @@ func restoreAndCheck(ctx context.Context, t *testing.T, h *Host, spec Spec, s sn
 			return strings.HasPrefix(l.Text, "DIRTIER OK") || strings.HasPrefix(l.Text, "DIRTIER FAIL")
 		})
 		if err != nil {
-			t.Fatalf("waiting for the dirtier: %v", err)
+			t.Fatalf("waiting for the dirtier: %v", progress.Why(ctx, err))
 		}
 		if !strings.HasPrefix(l.Text, "DIRTIER OK") {
 			t.Fatalf("dirtier self-check after restore: %q", l.Text)

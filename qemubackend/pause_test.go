@@ -1,13 +1,13 @@
 package qemubackend
 
 import (
-	"context"
 	"io"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
 // TestPauseLiveVsStopCopy measures, on one VM under one load, the pause seen
@@ -18,8 +18,7 @@ import (
 func TestPauseLiveVsStopCopy(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 15*time.Minute)
 	spec := Spec{
 		Name: "pause", MemoryMiB: 256, Kernel: img.Kernel, Initrd: img.Initrd,
 		Append: guestimg.KernelArgs("", "",
@@ -29,7 +28,7 @@ func TestPauseLiveVsStopCopy(t *testing.T) {
 	}
 	vm := startVM(ctx, t, h, spec)
 	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER START"); err != nil {
-		t.Fatal(err)
+		t.Fatal(progress.Why(ctx, err))
 	}
 	time.Sleep(time.Second) // let the dirtier reach its rate
 	pauses := map[Method][]time.Duration{}
@@ -37,7 +36,7 @@ func TestPauseLiveVsStopCopy(t *testing.T) {
 		for _, m := range []Method{Precopy, StopCopy} {
 			st, err := vm.Snapshot(ctx, io.Discard, Options{Method: m, DowntimeLimit: 30 * time.Millisecond})
 			if err != nil {
-				t.Fatal(err)
+				t.Fatal(progress.Why(ctx, err))
 			}
 			pauses[m] = append(pauses[m], st.Pause.Gap)
 			t.Logf("round %d %-9s pause(outside)=%v qemu-downtime=%v passes=%d bytes=%d duration=%v",

@@ -198,7 +198,9 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 	start := time.Now()
 	fail := func(err error) (Stats, error) {
 		// Best effort: leave the VM as we found it.
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// A QMP round trip takes milliseconds; 30s only bounds a QEMU that
+		// no longer answers.
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_ = q.Execute(cctx, "migrate_cancel", nil, nil)
 		if s, _ := vm.Status(cctx); wasRunning && s != "running" {
@@ -311,8 +313,15 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 	return st, nil
 }
 
-// measurePause waits briefly for the first heartbeat after the resume, then
-// takes the largest heartbeat gap of the snapshot.
+// HeartbeatSilence is how long a pause measurement waits with no console
+// line at all for the first heartbeat after a resume. The guest runs then
+// and prints every few tens of milliseconds of its time, so only a guest
+// that is not running falls silent this long; the wait ends at the first
+// heartbeat, so on an idle host it costs a few milliseconds.
+const HeartbeatSilence = 10 * time.Second
+
+// measurePause waits for the first heartbeat after the resume (see
+// HeartbeatSilence), then takes the largest heartbeat gap of the snapshot.
 func (vm *VM) measurePause(ctx context.Context, st *Stats, start time.Time) {
 	// The window opens at the last heartbeat before the snapshot began, so a
 	// pause right at the start (StopCopy, Background) is measured too.
@@ -324,12 +333,7 @@ func (vm *VM) measurePause(ctx context.Context, st *Stats, start time.Time) {
 	if resumed.IsZero() {
 		resumed = time.Now()
 	}
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	last, _, err := vm.Console.WaitFor(wctx, 0, func(l Line) bool {
-		_, ok := l.Heartbeat()
-		return ok && l.At.After(resumed)
-	})
+	last, err := vm.Console.WaitHeartbeatAfter(ctx, resumed, HeartbeatSilence)
 	end := time.Now()
 	if err == nil {
 		end = last.At

@@ -1,7 +1,6 @@
 package qemubackend
 
 import (
-	"context"
 	"io"
 	"path/filepath"
 	"strings"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
 // Two VMs joined back to back by `-netdev stream` (one listens, the other
@@ -18,8 +18,7 @@ import (
 func TestTCPStreamSurvivesSnapshots(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 15*time.Minute)
 	sock := filepath.Join(t.TempDir(), "link.sock")
 	ips := []string{"10.0.0.1", "10.0.0.2"}
 	var vms []*VM
@@ -38,14 +37,14 @@ func TestTCPStreamSurvivesSnapshots(t *testing.T) {
 	}
 	for _, vm := range vms {
 		if _, _, err := vm.Console.WaitPrefix(ctx, 0, "TCPSTREAM PROGRESS"); err != nil {
-			t.Fatalf("%s: tcpstream did not start: %v", vm.Spec.Name, err)
+			t.Fatalf("%s: tcpstream did not start: %v", vm.Spec.Name, progress.Why(ctx, err))
 		}
 	}
 	var snapped time.Time
 	for i, m := range []Method{Precopy, StopCopy} {
 		st, err := vms[i].Snapshot(ctx, io.Discard, Options{Method: m})
 		if err != nil {
-			t.Fatal(err)
+			t.Fatal(progress.Why(ctx, err))
 		}
 		snapped = time.Now()
 		t.Logf("%s of %s during the transfer: pause %v, %d bytes", m, vms[i].Spec.Name, st.Pause.Gap.Round(time.Millisecond), st.Bytes)
@@ -53,7 +52,7 @@ func TestTCPStreamSurvivesSnapshots(t *testing.T) {
 	for _, vm := range vms {
 		l, _, err := vm.Console.WaitPrefix(ctx, 0, "TCPSTREAM DONE")
 		if err != nil {
-			t.Fatalf("%s: %v", vm.Spec.Name, err)
+			t.Fatalf("%s: %v", vm.Spec.Name, progress.Why(ctx, err))
 		}
 		if l.Text != "TCPSTREAM DONE ok=2 fail=0" {
 			t.Errorf("%s: %q, want ok=2 fail=0", vm.Spec.Name, l.Text)

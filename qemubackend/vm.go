@@ -128,7 +128,11 @@ func start(ctx context.Context, host *Host, spec Spec, incoming bool) (*VM, erro
 		_ = vm.cmd.Wait()
 		close(vm.exited)
 	}()
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	// QEMU creates its QMP socket early in its start; the wait ends at once
+	// if it exits, so the timeout only bounds a QEMU that hangs before it.
+	// It is generous: on a loaded host, loading the kernel and initrd alone
+	// can take seconds.
+	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	go func() {
 		select {

@@ -14,6 +14,7 @@ import (
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 	"github.com/vnsnap/vnsnap/store"
 	"github.com/vnsnap/vnsnap/vnet"
 )
@@ -60,8 +61,7 @@ func failCommand(vm core.VMID, like core.Command) func(core.Command) error {
 func TestAbortResumesEveryVM(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := qemutest.Context(t, 15*time.Minute) // derived from progress; 15m is a safety net
 	console := consoles(t, t.TempDir())
 	o := Options{QEMU: h, Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
 	l := &Layout{Name: "abort", Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}, {Name: "h2", Address: "127.0.0.1"}}}
@@ -92,6 +92,7 @@ func TestAbortResumesEveryVM(t *testing.T) {
 		onceOnly bool
 		fault    core.Command // vm 1's first command of this type fails
 		deadline time.Duration
+		stall    time.Duration
 		cancel   time.Duration // cancel the caller's context after this long
 	}{
 		{name: "colour-vnsnap", algo: core.VNsnap, sink: core.MemorySink, fail: true},
@@ -102,6 +103,9 @@ func TestAbortResumesEveryVM(t *testing.T) {
 		{name: "freeze-vnsnap", algo: core.VNsnap, sink: core.DiskSink, fault: core.FreezeDisk{}},
 		{name: "resume-stop-copy", algo: core.StopCopy, sink: core.DiskSink, fault: core.ResumeVM{}},
 		{name: "deadline-vnsnap", algo: core.VNsnap, sink: core.DiskSink, deadline: 200 * time.Millisecond},
+		// A stall bound shorter than QEMU's migration setup: aborted for
+		// want of progress, however early.
+		{name: "stall-vnsnap", algo: core.VNsnap, sink: core.MemorySink, stall: time.Millisecond},
 		{name: "cancel-stop-copy", algo: core.StopCopy, sink: core.DiskSink, cancel: 150 * time.Millisecond},
 	}
 	for _, c := range cases {
@@ -115,7 +119,7 @@ func TestAbortResumesEveryVM(t *testing.T) {
 		if c.cancel > 0 {
 			time.AfterFunc(c.cancel, scancel)
 		}
-		o := SnapshotOptions{Store: root, Name: c.name, Algorithm: c.algo, Sink: c.sink, Deadline: c.deadline}
+		o := SnapshotOptions{Store: root, Name: c.name, Algorithm: c.algo, Sink: c.sink, Deadline: c.deadline, Stall: c.stall}
 		if c.fault != nil {
 			o.fault = failCommand(1, c.fault)
 		}
@@ -127,6 +131,9 @@ func TestAbortResumesEveryVM(t *testing.T) {
 		}
 		if (c.fail || c.fault != nil) && !errors.Is(err, errInjected) && !contains(err, errInjected.Error()) {
 			t.Errorf("%s: error %v does not give the cause", c.name, err)
+		}
+		if c.stall > 0 && !contains(err, ErrStalled.Error()) {
+			t.Errorf("%s: error %v, want %v", c.name, err, ErrStalled)
 		}
 		// Every port is on the snapshot's epoch, but the one whose switch
 		// refuses every colour change.

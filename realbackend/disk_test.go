@@ -1,7 +1,6 @@
 package realbackend
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 )
 
 // TestDiskFrozen snapshots a VM with a qcow2 disk twice: each FreezeDisk
@@ -22,8 +22,7 @@ import (
 func TestDiskFrozen(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := qemutest.Context(t, 15*time.Minute) // derived from progress; 15m is a safety net
 	dir := shortDir(t)
 	base := filepath.Join(dir, "base.qcow2")
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", base, "64M").CombinedOutput(); err != nil {

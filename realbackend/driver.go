@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
@@ -22,9 +23,16 @@ type SnapshotOptions struct {
 	Name      string
 	Algorithm core.Algorithm
 	Sink      core.Sink
-	// Deadline aborts the snapshot if it has not committed by then; 0 means
-	// two minutes.
+	// Deadline aborts the snapshot if it has not committed by then (the
+	// core's deadline); 0 means DeadlineCap, a safety net: the bound that
+	// matters on a loaded host is Stall.
 	Deadline time.Duration
+	// Stall aborts the snapshot when it makes no progress for this long: no
+	// byte of any VM's migration stream reached its sink or the store, and
+	// no event (a round copied, a VM paused, an image flushed...) reached
+	// the coordinator. A snapshot that moves, however slowly, is never cut
+	// short by it. 0 means DefaultStall; negative disables it.
+	Stall time.Duration
 	// Created is the time recorded in the manifest; zero means now.
 	Created time.Time
 
@@ -65,6 +73,18 @@ type VMResult struct {
 // snapshot is abandoned. Every VM runs again and nothing is recorded.
 var ErrAborted = errors.New("snapshot aborted")
 
+// ErrStalled is the reason (wrapped in ErrAborted) of a snapshot that made no
+// progress for SnapshotOptions.Stall.
+var ErrStalled = errors.New("snapshot made no progress")
+
+// Defaults of SnapshotOptions: a snapshot's deadline derives from its
+// progress (DefaultStall without a byte moved or an event), with DeadlineCap
+// as a hard upper bound.
+const (
+	DefaultStall = 2 * time.Minute
+	DeadlineCap  = 30 * time.Minute
+)
+
 // clock is the coordinator's monotonic clock: time since the driver began.
 type clock struct{ start time.Time }
 
@@ -104,6 +124,9 @@ type driver struct {
 	timers  map[core.TimerID]*time.Timer
 	wg      sync.WaitGroup
 	ctx     context.Context
+	// moved counts stream bytes written and events received: the progress
+	// that keeps a snapshot from stalling (SnapshotOptions.Stall).
+	moved   atomic.Int64
 	aborted bool
 	commit  bool // the coordinator is in StateCommitted
 	// cleanupErrs are the failures of the abort's own commands.
@@ -127,7 +150,10 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 		return nil, errors.New("snapshot: VNE is down")
 	}
 	if o.Deadline == 0 {
-		o.Deadline = 2 * time.Minute
+		o.Deadline = DeadlineCap
+	}
+	if o.Stall == 0 {
+		o.Stall = DefaultStall
 	}
 	if o.Created.IsZero() {
 		o.Created = time.Now()
@@ -222,6 +248,13 @@ func nextEpoch(root string, cur core.Epoch) (core.Epoch, error) {
 func (d *driver) run() error {
 	d.pending = append(d.pending, core.Started{})
 	ctxDone := d.ctx.Done()
+	var stallC <-chan time.Time
+	if d.opts.Stall > 0 {
+		t := time.NewTicker(max(min(d.opts.Stall/8, time.Second), time.Millisecond))
+		defer t.Stop()
+		stallC = t.C
+	}
+	lastMoved, movedAt := d.moved.Load(), time.Now()
 	for !d.commit && !d.aborted {
 		var ev core.Event
 		switch {
@@ -230,9 +263,20 @@ func (d *driver) run() error {
 		default:
 			select {
 			case ev = <-d.events:
+				d.moved.Add(1)
 			case <-ctxDone:
 				ctxDone = nil // report it once; the abort runs on
 				ev = core.SnapshotFailed{Err: d.ctx.Err()}
+			case now := <-stallC:
+				if m := d.moved.Load(); m != lastMoved {
+					lastMoved, movedAt = m, now
+					continue
+				}
+				if now.Sub(movedAt) < d.opts.Stall {
+					continue
+				}
+				stallC = nil // report it once
+				ev = core.SnapshotFailed{Err: fmt.Errorf("%w: no stream byte and no event for %v", ErrStalled, d.opts.Stall)}
 			}
 		}
 		cmds, err := d.co.Step(ev)
@@ -331,18 +375,13 @@ func (d *driver) report() *Report {
 	}
 	r.Duration = last
 	end := d.clock.start.Add(last)
-	// Wait briefly for a heartbeat after the last resume, so the gap that
-	// spans the pause is closed.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	// Wait for a heartbeat after the last resume, so the gap that spans the
+	// pause is closed; a guest silent for HeartbeatSilence is not running.
 	for i, v := range d.vms {
 		res := VMResult{Name: v.name, QEMU: v.stats, Frozen: v.frozen}
 		if d.env.Layout.VMs[i].Heartbeat {
 			to := end
-			if l, _, err := v.vm.Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool {
-				_, ok := l.Heartbeat()
-				return ok && l.At.After(end)
-			}); err == nil {
+			if l, err := v.vm.Console.WaitHeartbeatAfter(context.Background(), end, qemubackend.HeartbeatSilence); err == nil {
 				to = l.At
 			}
 			res.Pause = v.vm.Console.MaxHeartbeatGap(d.beforeStart(v), to)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
@@ -102,14 +103,27 @@ func (d *driver) exec(ctx context.Context, c core.Command) error {
 func (d *driver) sink(v *vmRun, s core.Sink) (io.Writer, error) {
 	if s == core.MemorySink {
 		v.ram = &ramBuffer{}
-		return v.ram, nil
+		return countingWriter{v.ram, &d.moved}, nil
 	}
 	sw, err := d.w.Stream(v.name, "memory")
 	if err != nil {
 		return nil, err
 	}
 	v.stream = sw
-	return sw, nil
+	return countingWriter{sw, &d.moved}, nil
+}
+
+// countingWriter adds the bytes written through it to n: the progress a
+// snapshot's stall check watches.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	k, err := c.w.Write(p)
+	c.n.Add(int64(k))
+	return k, err
 }
 
 // startCopy runs VM.Snapshot with method m in a goroutine. For Precopy the
@@ -311,7 +325,7 @@ func (d *driver) flush(id core.VMID) {
 			if err != nil {
 				return err
 			}
-			if _, err := v.ram.WriteTo(sw); err != nil {
+			if _, err := v.ram.WriteTo(countingWriter{sw, &d.moved}); err != nil {
 				sw.CloseWithError(err)
 				return fmt.Errorf("flush image of %s: %w", v.name, err)
 			}

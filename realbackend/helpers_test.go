@@ -17,6 +17,7 @@ import (
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 	"github.com/vnsnap/vnsnap/vne"
 	"github.com/vnsnap/vnsnap/vnet"
 )
@@ -145,7 +146,7 @@ func waitAll(ctx context.Context, t *testing.T, env *Env, prefix string) []qemub
 		vm := env.VM(i)
 		l, _, err := vm.Console.WaitPrefix(ctx, 0, prefix)
 		if err != nil {
-			t.Fatalf("%s: waiting for %q: %v%s", vm.Spec.Name, prefix, err, tail(vm.Stderr()))
+			t.Fatalf("%s: waiting for %q: %v%s", vm.Spec.Name, prefix, progress.Why(ctx, err), tail(vm.Stderr()))
 		}
 		out = append(out, l)
 	}
@@ -174,7 +175,7 @@ func waitProgress(ctx context.Context, t *testing.T, env *Env, minRx uint64) {
 			return err == nil && rx >= minRx
 		})
 		if err != nil {
-			t.Fatalf("%s: workload makes no progress: %v", vm.Spec.Name, err)
+			t.Fatalf("%s: workload makes no progress: %v", vm.Spec.Name, progress.Why(ctx, err))
 		}
 	}
 }

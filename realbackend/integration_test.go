@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 	"github.com/vnsnap/vnsnap/store"
 )
 
@@ -45,10 +47,11 @@ var snapCases = []snapCase{
 func TestVNESnapshotRestore(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
-	defer cancel()
 	storeDir := t.TempDir()
 	logDir := t.TempDir()
+	// The deadline derives from progress (QEMU CPU time, console output):
+	// see qemutest.Context. 30 minutes is only a safety net.
+	ctx := qemutest.Context(t, 30*time.Minute, progress.DirBytes(logDir))
 	console := consoles(t, logDir)
 	opts := func() Options {
 		return Options{QEMU: h, Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
@@ -61,7 +64,7 @@ func TestVNESnapshotRestore(t *testing.T) {
 			start := time.Now()
 			env, err := Boot(ctx, v, opts())
 			if err != nil {
-				t.Fatal(err)
+				t.Fatal(progress.Why(ctx, err))
 			}
 			t.Cleanup(func() { env.Close() })
 			waitProgress(ctx, t, env, 1_000_000)
@@ -69,7 +72,7 @@ func TestVNESnapshotRestore(t *testing.T) {
 
 			rep, err := env.Snapshot(ctx, SnapshotOptions{Store: storeDir, Name: c.name, Algorithm: c.algo, Sink: c.sink})
 			if err != nil {
-				t.Fatal(err)
+				t.Fatal(progress.Why(ctx, err))
 			}
 			var pauses []string
 			for i, r := range rep.VMs {
@@ -103,7 +106,7 @@ func TestVNESnapshotRestore(t *testing.T) {
 				start := time.Now()
 				renv, rrep, err := Restore(ctx, storeDir, c.name, opts())
 				if err != nil {
-					t.Fatalf("restore %d: %v", k+1, err)
+					t.Fatalf("restore %d: %v", k+1, progress.Why(ctx, err))
 				}
 				t.Cleanup(func() { renv.Close() })
 				loaded := since(start)

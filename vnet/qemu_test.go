@@ -2,6 +2,7 @@ package vnet
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
 // startQEMU runs a QEMU process whose only "VM" is its user-mode network
@@ -45,7 +47,7 @@ func arpRequest(src mac) []byte {
 	return append(b, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2)
 }
 
-func expectARPReply(t *testing.T, v *fakeVM) {
+func expectARPReply(ctx context.Context, t *testing.T, v *fakeVM) {
 	t.Helper()
 	v.send(arpRequest(v.mac))
 	select {
@@ -53,29 +55,40 @@ func expectARPReply(t *testing.T, v *fakeVM) {
 		if len(b) < 42 || !bytes.Equal(b[0:6], v.mac[:]) || b[12] != 0x08 || b[13] != 0x06 || b[21] != 2 {
 			t.Fatalf("got %x, want an ARP reply to %x", b, v.mac)
 		}
-	case <-time.After(waitFor):
-		t.Fatal("no ARP reply from QEMU's slirp")
+	case <-ctx.Done():
+		t.Fatalf("no ARP reply from QEMU's slirp: %v", context.Cause(ctx))
 	}
 }
 
+// TestQEMUStream's waits on QEMU derive from progress (qemutest.Context: no
+// CPU time for QEMU for qemutest.Idle), not from the 5 s the in-process
+// tests allow: a QEMU starting on a loaded machine may take seconds to
+// connect.
 func TestQEMUStream(t *testing.T) {
 	b := newBed(t, 1, core.VNsnap, false)
 	v := b.vm(0, 0)
 	path := filepath.Join(b.dir, "qemu.sock")
 	q := startQEMU(t, path) // before the port exists: QEMU keeps reconnecting
+	ctx := qemutest.Context(t, 5*time.Minute)
+	wait := func(cond func(PortCounters) bool) {
+		t.Helper()
+		if err := waitCounter(ctx, b.sw[0], 1, cond); err != nil {
+			t.Fatal(progress.Why(ctx, err))
+		}
+	}
 	if err := b.sw[0].AddPort(PortConfig{VM: 1, Name: "qemu", Path: path}); err != nil {
 		t.Fatal(err)
 	}
-	mustWait(t, b.sw[0], 1, func(p PortCounters) bool { return p.Connected })
-	expectARPReply(t, v)
+	wait(func(p PortCounters) bool { return p.Connected })
+	expectARPReply(ctx, t, v)
 
 	// QEMU goes away and a new one comes (a restore): the port reconnects.
 	q.Process.Kill()
 	q.Wait()
-	mustWait(t, b.sw[0], 1, func(p PortCounters) bool { return !p.Connected })
+	wait(func(p PortCounters) bool { return !p.Connected })
 	startQEMU(t, path)
-	mustWait(t, b.sw[0], 1, func(p PortCounters) bool { return p.Connected && p.Connects == 2 })
-	expectARPReply(t, v)
+	wait(func(p PortCounters) bool { return p.Connected && p.Connects == 2 })
+	expectARPReply(ctx, t, v)
 	if p, _ := b.sw[0].Counters().Port(1); p.RxFrames != 2 || p.TxFrames != 2 {
 		t.Errorf("qemu port rx %d tx %d, want 2 2", p.RxFrames, p.TxFrames)
 	}

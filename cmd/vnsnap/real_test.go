@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 	"github.com/vnsnap/vnsnap/store"
 )
 
@@ -118,6 +120,12 @@ func TestUpSnapshotRestoreDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(state)
+	// Every wait below ends when nothing moves for qemutest.Idle (no CPU
+	// time for the test's QEMU and build processes, no console output in
+	// the state directory); 20 minutes is only a safety net.
+	ctx, cancel := progress.Watch(context.Background(), "QEMU CPU time and consoles", qemutest.Idle, 20*time.Minute,
+		progress.DescendantCPU(), progress.DirBytes(state))
+	defer cancel()
 	root := filepath.Join(dir, "store")
 	p := filepath.Join(dir, "duo.yaml")
 	yaml := `name: duo
@@ -139,12 +147,12 @@ vms:
 		runCmd("down", "--state", state)
 		select {
 		case <-upDone:
-		case <-time.After(30 * time.Second):
-			t.Error("vnsnap up did not return after down")
+		case <-ctx.Done():
+			t.Errorf("vnsnap up did not return after down: %v", context.Cause(ctx))
 		}
 	}()
 	sock := filepath.Join(state, "control.sock")
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for ; ; time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(state, "pid")); err == nil && strings.Contains(upOut.String(), "up:") {
 			break
 		}
@@ -152,16 +160,15 @@ vms:
 		case code := <-upDone:
 			upDone <- code
 			t.Fatalf("up exited %d: %s", code, upErr.String())
+		case <-ctx.Done():
+			t.Fatalf("up did not come up (%v): %s", context.Cause(ctx), upErr.String())
 		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("up did not come up: %s", upErr.String())
 		}
 	}
 	_ = sock
 	// Let the guests boot: wait for their first heartbeats.
 	for _, vm := range []string{"a", "b"} {
-		waitConsole(t, filepath.Join(state, vm+".console"), "HB ", 60*time.Second)
+		waitConsole(ctx, t, filepath.Join(state, vm+".console"), "HB ")
 	}
 	code, out, stderr := runCmd("snapshot", "--state", state, "--store", root, "--algo", "vnsnap", "--sink", "memory", "s1")
 	t.Logf("snapshot:\n%s", out)
@@ -194,8 +201,8 @@ vms:
 		if code != 0 {
 			t.Errorf("up exited %d: %s", code, upErr.String())
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("up did not return after down")
+	case <-ctx.Done():
+		t.Fatalf("up did not return after down: %v", context.Cause(ctx))
 	}
 	b, err := os.ReadFile(filepath.Join(state, "a.console"))
 	if err != nil || !strings.Contains(string(b), "DIRTIER OK") || strings.Contains(string(b), "FAIL") {
@@ -203,16 +210,17 @@ vms:
 	}
 }
 
-// waitConsole waits until the console file at path contains s.
-func waitConsole(t *testing.T, path, s string, d time.Duration) {
+// waitConsole waits until the console file at path contains s, or ctx
+// ends.
+func waitConsole(ctx context.Context, t *testing.T, path, s string) {
 	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+	for ; ; time.Sleep(100 * time.Millisecond) {
 		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), s) {
 			return
 		}
-		if time.Now().After(deadline) {
+		if ctx.Err() != nil {
 			b, _ := os.ReadFile(path)
-			t.Fatalf("%s: no %q after %v:\n%s", path, s, d, tailString(string(b), 2000))
+			t.Fatalf("%s: no %q (%v):\n%s", path, s, context.Cause(ctx), tailString(string(b), 2000))
 		}
 	}
 }

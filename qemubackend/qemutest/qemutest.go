@@ -9,10 +9,31 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
+
+// Idle is how long a real-QEMU test waits with nothing moving before it
+// fails: no QEMU (or build) process of the test got a clock tick of CPU and
+// no console grew. A VM that runs, however slowly a loaded machine lets it,
+// keeps its QEMU on the CPU, so only a VM left paused, a hung host call or a
+// dead process stalls for this long.
+const Idle = 2 * time.Minute
+
+// Context returns a context for a real-QEMU test whose deadline derives
+// from progress: it ends after Idle without progress (the test's descendant
+// processes' CPU time, and the extra probes, e.g. console files), or at
+// hardCap, a safety net against a guest that spins without end. It is
+// cancelled when the test ends. Wrap errors with progress.Why(ctx, err).
+func Context(t testing.TB, hardCap time.Duration, extra ...progress.Probe) context.Context {
+	ctx, cancel := progress.Watch(context.Background(), "QEMU CPU time and consoles", Idle, hardCap,
+		append([]progress.Probe{progress.DescendantCPU()}, extra...)...)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // RequireQEMU probes the installed QEMU. With -short and outside CI, or
 // without QEMU outside CI, the test is skipped with the reason; in CI (CI

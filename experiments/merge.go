@@ -21,9 +21,9 @@ type shardDir struct {
 	mans  map[string]ShardManifest
 }
 
-// ReadShardDir reads and checks the manifests of one shard directory: they
+// readShardDir reads and checks the manifests of one shard directory: they
 // must name one shard of one sweep and cover every experiment of it.
-func ReadShardDir(dir string) (shardDir, error) {
+func readShardDir(dir string) (shardDir, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*"+ManifestSuffix))
 	if err != nil {
 		return shardDir{}, err
@@ -114,7 +114,7 @@ func Merge(dirs []string, out string) ([]results.Section, error) {
 	}
 	var sds []shardDir
 	for _, d := range dirs {
-		sd, err := ReadShardDir(d)
+		sd, err := readShardDir(d)
 		if err != nil {
 			return nil, err
 		}

@@ -386,3 +386,38 @@ func decodeOutcomes(data []byte, jobs []Job) (map[int]Outcome, error) {
 		got[so.Job] = o
 	}
 }
+
+// ShardComplete returns nil if dir holds shard s of sw, finished and as
+// this binary would write it (same version, configs and seeds), and
+// otherwise says why not. It lets a resubmission run only the shards that
+// are missing.
+func (sw *Sweep) ShardComplete(dir string, s Shard) error {
+	sd, err := readShardDir(dir)
+	if err != nil {
+		return err
+	}
+	if sd.shard != s {
+		return fmt.Errorf("shard %s: holds shard %s, want %s", dir, sd.shard, s)
+	}
+	if !slices.Equal(sd.sweep, sw.Names()) {
+		return fmt.Errorf("shard %s: sweep %v, want %v", dir, sd.sweep, sw.Names())
+	}
+	for _, p := range sw.Parts {
+		meta, err := p.meta(s.String())
+		if err != nil {
+			return err
+		}
+		m := sd.mans[p.Exp.Name]
+		if err := sameSweep(ShardManifest{Meta: meta, Full: p.Full, TotalJobs: len(p.Jobs)}, m); err != nil {
+			return fmt.Errorf("shard %s: %s: %v", dir, p.Exp.Name, err)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, m.Outcomes))
+		if err != nil {
+			return fmt.Errorf("shard %s: %w", dir, err)
+		}
+		if sha(data) != m.OutcomesSHA256 {
+			return fmt.Errorf("shard %s: %s does not match its manifest", dir, m.Outcomes)
+		}
+	}
+	return nil
+}

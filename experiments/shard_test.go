@@ -261,7 +261,7 @@ func shardLoads(t *testing.T, dirs []string) []float64 {
 	t.Helper()
 	var loads []float64
 	for _, d := range dirs {
-		sd, err := ReadShardDir(d)
+		sd, err := readShardDir(d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +348,7 @@ func TestShardDirectory(t *testing.T) {
 				t.Errorf("%s/%s.csv lacks %q", d, e.Name, want)
 			}
 		}
-		sd, err := ReadShardDir(d)
+		sd, err := readShardDir(d)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,14 @@ const experimentUsage = `usage:
   vnsnap experiment NAME [--config FILE] [--seeds N] [--out DIR] [--full] [--workers N] [--quiet]
   vnsnap experiment all  [same flags] [--report FILE]   every experiment, then the report
   vnsnap experiment report [--out DIR] [--report FILE]  rebuild figures and report from DIR
+  vnsnap experiment NAME|all --shard I/N [same flags]  run the I-th of N slices of the jobs into
+                                                       a shard directory (--out, default results/shards/...)
+  vnsnap experiment merge [--out DIR] [--report FILE] SHARD_DIR...
+                                                       check the shards and write the whole run's outputs
+  vnsnap experiment slurm NAME|all [--shards N] [--partition P] [--time T] [--cpus N] [--dir DIR]
+                                   [--out DIR] [--config FILE] [--seeds N] [--full] [--submit]
+                                                       write (and submit) a Slurm array job of the shards
+                                                       and a job that merges them
 
 NAME is an experiment's name (e1-downtime) or its short form (e1).
 `
@@ -31,8 +39,13 @@ func runExperiment(args []string, stdout, stderr io.Writer) error {
 		return flag.ErrHelp
 	}
 	name, rest := args[0], args[1:]
-	if name == "list" {
+	switch name {
+	case "list":
 		return listExperiments(stdout)
+	case "merge":
+		return runMerge(rest, stdout, stderr)
+	case "slurm":
+		return runSlurm(rest, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("vnsnap experiment "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -40,7 +53,8 @@ func runExperiment(args []string, stdout, stderr io.Writer) error {
 	var opt experiments.Options
 	fs.StringVar(&opt.ConfigFile, "config", "", "JSON or YAML `file` overriding the experiment's config")
 	fs.IntVar(&opt.Seeds, "seeds", 0, "number of seeds, 1..`N` (default: the config's)")
-	fs.StringVar(&opt.Out, "out", experiments.DefaultOut, "output `dir`ectory")
+	fs.StringVar(&opt.Out, "out", experiments.DefaultOut, "output `dir`ectory (with --shard: results/shards/NAME/I)")
+	shardSpec := fs.String("shard", "", "run only shard `I/N` of the jobs, into a shard directory for `vnsnap experiment merge`")
 	fs.BoolVar(&opt.Full, "full", false, "run the large config")
 	fs.IntVar(&opt.Workers, "workers", 0, "parallel simulator runs (default GOMAXPROCS)")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
@@ -60,6 +74,11 @@ func runExperiment(args []string, stdout, stderr io.Writer) error {
 	if !*quiet {
 		opt.Log = stderr
 		opt.Bar = isTerminal(stderr)
+	}
+	if *shardSpec != "" {
+		outSet := false
+		fs.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "out" })
+		return runShard(name, *shardSpec, outSet, opt, stdout)
 	}
 	htmlPath := strings.TrimSuffix(*report, filepath.Ext(*report)) + ".html"
 	switch name {

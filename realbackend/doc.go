@@ -62,4 +62,48 @@
 // the coordinator then aborts, and its abort batch, which re-issues every
 // colour change and resume a VM may still need, runs whole on a context of
 // its own. Nothing else resumes a VM: the tests see what the core did.
+//
+// # Restoring untrusted snapshots
+//
+// A snapshot's checksums prove that it is intact, not who wrote it: a store
+// may be copied from elsewhere or edited, so Restore treats everything it
+// reads back as untrusted input, and an operator can restore a snapshot of
+// unknown origin without it choosing host files or QEMU options:
+//
+//   - layout.json is decoded strictly (DecodeLayout: at most MaxLayoutSize
+//     bytes, one object, no unknown fields) and checked with the rules of a
+//     VNE file (Layout.Check, the functions of package vne): VNE, host and
+//     VM names (so no "../" and no comma ever becomes a file name), unique
+//     names and MACs (canonical aa:bb:cc:dd:ee:ff only), host indexes,
+//     addresses, budgets, memory, vCPUs, the machine type's form, absolute
+//     clean paths and printable kernel command lines. Every problem is named
+//     by field. No file is placed, and nothing is started, before this
+//     passes; runtime files are named only through Env.file, which refuses
+//     an unchecked name.
+//   - The machine type must be this QEMU's pinned one.
+//   - Built-in guests (heartbeat set) run this machine's built-in image
+//     (Options.Image), whatever kernel and initramfs the snapshot names. Their
+//     command line must be exactly of the form guestimg.KernelArgs produces
+//     (guestimg.ParseKernelArgs): the image's fixed parameters, the VM's own
+//     MAC, an address, and built-in programs whose arguments pass
+//     vne.CheckArg. Any other parameter (init=, rdinit=...) is refused.
+//   - Guests with the user's own kernel take kernel and initramfs from the VM
+//     of the same name in the VNE file the user runs (Options.VNE; `vnsnap
+//     up FILE` passes it), never from the snapshot, and the snapshot's
+//     command line must equal that file's. Without the file such a snapshot
+//     is refused: a snapshot alone never picks a host file to load into a
+//     guest (-kernel /etc/passwd).
+//   - Disk images must be regular files (not symbolic links) directly in the
+//     state directory (Options.Dir), named after their VM as Boot,
+//     FreezeDisk and Restore name them (VM.boot.qcow2, VM.eN.qcow2,
+//     VM.restore-eN-M.qcow2): frozen images are this machine's own files,
+//     never a path the snapshot chooses. Restore runs on a fresh overlay of
+//     that image, under a name no earlier restore used (an earlier restore's
+//     overlay may be the image a later snapshot froze).
+//   - Extras are read with bounds (layout.json MaxLayoutSize, the VNE file
+//     vne.MaxFileSize, the in-transit log 1 GiB).
+//
+// Every QEMU option value is built through qemubackend.EscapeValue (commas
+// doubled, control characters refused), so the paths of a state directory
+// named "a,server=on" stay single values.
 package realbackend

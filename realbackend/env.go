@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +38,11 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// Logger receives the switches' diagnostics; nil discards them.
 	Logger *slog.Logger
+	// VNE is the VNE file the user runs (vnsnap up FILE), if any. Restore
+	// takes the kernel, initramfs and command line of a guest with its own
+	// kernel from the VM of the same name in it, never from the snapshot,
+	// and refuses to restore such a guest without it (see doc.go).
+	VNE *vne.VNE
 }
 
 // Layout is everything a restore needs to rebuild a VNE: the hosts, and per
@@ -50,9 +54,10 @@ type Layout struct {
 	VMs   []VMLayout   `json:"vms"`
 }
 
-// HostLayout is one host: the address its switch's tunnel listens on (an IP
-// or IP:port; port 0 or none picks a free one) and its memory-sink budget in
-// bytes (0: unlimited; a VM that does not fit falls back to the disk sink).
+// HostLayout is one host: the address its switch's tunnel listens on (an IP,
+// which picks a free port, or host:port, as vne.CheckAddress accepts) and
+// its memory-sink budget in bytes (0: unlimited; a VM that does not fit
+// falls back to the disk sink).
 type HostLayout struct {
 	Name      string `json:"name"`
 	Address   string `json:"address"`
@@ -91,6 +96,11 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 	if hb == 0 {
 		hb = 20 * time.Millisecond
 	}
+	subnets := make(map[string]netip.Prefix, len(v.Networks))
+	for _, nw := range v.Networks {
+		subnets[nw.Name] = nw.Subnet
+	}
+	peers := tcpstreamPeers(v)
 	for i, vm := range v.VMs {
 		field := fmt.Sprintf("%s: vms[%d] (%s)", v.File, i, vm.Name)
 		if vm.Memory%(1<<20) != 0 {
@@ -115,13 +125,13 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 			switch g.Builtin {
 			case "idle", "heartbeat":
 			case "tcpstream":
-				progs = append(progs, guestimg.Program{Name: "tcpstream", Args: tcpstreamArgs(v, vm, g.Args)})
+				progs = append(progs, guestimg.Program{Name: "tcpstream", Args: tcpstreamArgs(peers[vm.Network], vm, g.Args)})
 			default:
 				progs = append(progs, guestimg.Program{Name: g.Builtin, Args: g.Args})
 			}
 			ip := ""
 			if vm.IP.IsValid() {
-				ip = vm.IP.String() + "/" + strconv.Itoa(v.Network(vm.Network).Subnet.Bits())
+				ip = vm.IP.String() + "/" + strconv.Itoa(subnets[vm.Network].Bits())
 			}
 			vl.Append = guestimg.KernelArgs(ip, vl.MAC, progs...)
 		case vne.KernelGuest:
@@ -136,17 +146,31 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 	return l, nil
 }
 
-func tcpstreamArgs(v *vne.VNE, vm vne.VM, args []string) []string {
+// tcpstreamPeers returns, per network, the -peers argument of its
+// tcpstream VMs: every such VM's IP, in file order. It is computed once, so
+// LayoutOf stays linear in the VNE apart from the peer lists themselves.
+func tcpstreamPeers(v *vne.VNE) map[string]string {
+	ips := map[string][]string{}
+	for _, o := range v.VMs {
+		if o.Guest.Builtin == "tcpstream" && o.IP.IsValid() {
+			ips[o.Network] = append(ips[o.Network], o.IP.String())
+		}
+	}
+	peers := make(map[string]string, len(ips))
+	for nw, l := range ips {
+		peers[nw] = "-peers=" + strings.Join(l, ",")
+	}
+	return peers
+}
+
+func tcpstreamArgs(peers string, vm vne.VM, args []string) []string {
 	joined := strings.Join(args, " ")
 	out := append([]string(nil), args...)
 	if !strings.Contains(joined, "-peers") {
-		var ips []string
-		for _, o := range v.VMs {
-			if o.Guest.Builtin == "tcpstream" && o.Network == vm.Network && o.IP.IsValid() {
-				ips = append(ips, o.IP.String())
-			}
+		if peers == "" {
+			peers = "-peers="
 		}
-		out = append(out, "-peers="+strings.Join(ips, ","))
+		out = append(out, peers)
 	}
 	if !strings.Contains(joined, "-self") && vm.IP.IsValid() {
 		out = append(out, "-self="+vm.IP.String())
@@ -186,8 +210,13 @@ func Boot(ctx context.Context, v *vne.VNE, o Options) (*Env, error) {
 }
 
 // BootLayout starts the VNE described by l (see Boot); source, if not nil,
-// is stored with every snapshot as the extra "vne.yaml".
+// is stored with every snapshot as the extra "vne.yaml". The layout must
+// pass Layout.Check, and a disk guest's image must be an existing regular
+// file.
 func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env, error) {
+	if err := l.Check(); err != nil {
+		return nil, fmt.Errorf("boot %s: %w", l.Name, err)
+	}
 	e := &Env{Layout: *l, Source: source, opts: o}
 	e.Layout.VMs = append([]VMLayout(nil), l.VMs...)
 	for i := range e.Layout.VMs {
@@ -196,7 +225,10 @@ func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env,
 			continue
 		}
 		// Never write the user's image: run on an overlay.
-		ov := filepath.Join(o.Dir, vm.Name+".boot.qcow2")
+		if err := vne.CheckFile(vm.Disk); err != nil {
+			return nil, fmt.Errorf("boot %s: disk: %w", vm.Name, err)
+		}
+		ov := e.file(vm.Name, ".boot.qcow2")
 		if err := qcow2Overlay(ctx, vm.Disk, ov); err != nil {
 			return nil, fmt.Errorf("boot %s: %w", vm.Name, err)
 		}
@@ -219,7 +251,12 @@ func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env,
 }
 
 // qcow2Overlay creates a qcow2 image at path whose backing file is base.
+// base must be absolute: QEMU resolves a relative backing file against the
+// overlay's directory, not ours.
 func qcow2Overlay(ctx context.Context, base, path string) error {
+	if err := vne.CheckPath(base); err != nil {
+		return fmt.Errorf("backing file of %s: %w", path, err)
+	}
 	out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
 		"-b", base, "-F", "qcow2", path).CombinedOutput()
 	if err != nil {
@@ -233,7 +270,7 @@ func qcow2Overlay(ctx context.Context, base, path string) error {
 func (e *Env) startNet(ep core.Epoch) error {
 	e.runs++
 	for i, h := range e.Layout.Hosts {
-		path := filepath.Join(e.opts.Dir, fmt.Sprintf("%s.r%d.framelog", h.Name, e.runs))
+		path := e.file(h.Name, fmt.Sprintf(".r%d.framelog", e.runs))
 		f, err := os.Create(path)
 		if err != nil {
 			return err
@@ -285,9 +322,7 @@ func tunnelAddr(a string) string {
 	return a
 }
 
-func (e *Env) sock(i int) string {
-	return filepath.Join(e.opts.Dir, e.Layout.VMs[i].Name+".sock")
-}
+func (e *Env) sock(i int) string { return e.file(e.Layout.VMs[i].Name, ".sock") }
 
 func (e *Env) spec(i int) qemubackend.Spec {
 	vm := e.Layout.VMs[i]

@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/store"
+	"github.com/vnsnap/vnsnap/vne"
 	"github.com/vnsnap/vnsnap/vnet"
 )
 
@@ -33,18 +33,35 @@ func readFile(p string) ([]byte, error) {
 	return b, nil
 }
 
-// readExtra reads a whole extra stream of a snapshot.
-func readExtra(s *store.Snapshot, name string) ([]byte, error) {
+// readExtra reads a whole extra stream of a snapshot, refusing one longer
+// than max bytes (by its recorded length and by what it yields).
+func readExtra(s *store.Snapshot, name string, max int64) ([]byte, error) {
 	r, err := s.ExtraReader(name)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
+	if r.Len() > max {
+		return nil, fmt.Errorf("%s: %d bytes is more than the limit of %d", name, r.Len(), max)
+	}
 	var b bytes.Buffer
-	if _, err := r.WriteTo(&b); err != nil {
+	if _, err := b.ReadFrom(io.LimitReader(r, max+1)); err != nil {
 		return nil, err
 	}
+	if int64(b.Len()) > max {
+		return nil, fmt.Errorf("%s: more than the limit of %d bytes", name, max)
+	}
 	return b.Bytes(), nil
+}
+
+// Limits of the extras Restore reads.
+const (
+	maxInTransit = 1 << 30
+)
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // RestoreReport says what a restore did.
@@ -104,18 +121,25 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 	}
 	defer s.Close()
 	m := s.Manifest()
-	lb, err := readExtra(s, "layout.json")
+	lb, err := readExtra(s, "layout.json", MaxLayoutSize)
 	if err != nil {
 		return nil, nil, err
 	}
-	var l Layout
-	if err := json.Unmarshal(lb, &l); err != nil {
-		return nil, nil, fmt.Errorf("layout.json: %w", err)
+	// The store proves the layout intact, not who wrote it: check it with
+	// the rules of a VNE file, then confine it (doc.go).
+	sl, err := DecodeLayout(lb)
+	if err != nil {
+		return nil, nil, err
 	}
 	if mt := m.Labels["machine"]; mt != "" && o.QEMU.Machine != mt {
 		return nil, nil, fmt.Errorf("snapshot needs machine type %s, this QEMU pins %s", mt, o.QEMU.Machine)
 	}
-	tb, err := readExtra(s, "intransit")
+	tl, err := trustLayout(sl, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	l := *tl
+	tb, err := readExtra(s, "intransit", maxInTransit)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -123,7 +147,7 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 	if err != nil {
 		return nil, nil, fmt.Errorf("in-transit log: %w", err)
 	}
-	src, _ := readExtra(s, "vne.yaml") // optional
+	src, _ := readExtra(s, "vne.yaml", vne.MaxFileSize) // optional, for people
 	e := &Env{Layout: l, Source: src, opts: o}
 	epoch := core.Epoch(m.Epoch)
 	ok := false
@@ -139,8 +163,12 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 		}
 		// Run on an overlay of the image frozen at the snapshot point, so
 		// the snapshot can be restored again.
-		ov := filepath.Join(o.Dir, fmt.Sprintf("%s.restore-e%d.qcow2", vm.Name, epoch))
-		_ = os.Remove(ov)
+		// A fresh name: an earlier restore's overlay may be the image a
+		// later snapshot froze.
+		ov := ""
+		for n := 1; ov == "" || fileExists(ov); n++ {
+			ov = e.file(vm.Name, fmt.Sprintf(".restore-e%d-%d.qcow2", epoch, n))
+		}
 		if err := qcow2Overlay(ctx, vm.Disk, ov); err != nil {
 			return nil, nil, fmt.Errorf("vm %s: %w", vm.Name, err)
 		}

@@ -36,7 +36,10 @@
 //	      args: ["-bytes=100MiB"]  # optional, builtin only
 //
 // The other two guest kinds boot the user's own software. Paths are resolved
-// against the directory of the YAML file and must name existing files:
+// against the directory of the YAML file (Load and Parse make every path
+// absolute and clean, so a qcow2 overlay's backing file and a snapshot's
+// record of it do not depend on the working directory) and must name
+// existing regular files:
 //
 //	guest:
 //	  kernel: images/vmlinuz       # required for this kind
@@ -45,6 +48,17 @@
 //
 //	guest:
 //	  disk: images/debian.qcow2
+//
+// Built-in program arguments are printable ASCII without space, ':' or '+'
+// (they travel on the kernel command line); a cmdline is printable ASCII of
+// at most MaxCmdline bytes. Names are at most MaxNameLen bytes; memory is at
+// most MaxMemory. Sizes that are NaN, infinite, negative, fractional or
+// beyond int64 are errors that say which. Load reads only regular files of
+// at most MaxFileSize bytes (not /dev/zero, not a FIFO). Validation is
+// linear in the size of the file (overlapping subnets are found by one
+// sort and sweep). The rules are exported (CheckName, ParseMAC, CheckPath,
+// ...) so that backends check what they read back, a snapshot's layout
+// for one, with the same rules.
 //
 // Sizes take the units of internal/units (KiB, MiB, GiB, KB, MB, GB, ...; a
 // bare number is bytes). Fields not listed above are errors, as are fields

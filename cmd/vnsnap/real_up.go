@@ -107,7 +107,7 @@ func newSupervisor(ctx context.Context, v *vne.VNE, dir, qemu, moduleRoot string
 		return nil, err
 	}
 	s := &supervisor{v: v, dir: dir, stderr: stderr, down: make(chan struct{})}
-	s.opts = realbackend.Options{QEMU: host, Dir: filepath.Join(dir, "run"), Console: s.console}
+	s.opts = realbackend.Options{QEMU: host, Dir: filepath.Join(dir, "run"), Console: s.console, VNE: v}
 	if needsImage(v) {
 		img, err := buildImage(ctx, moduleRoot)
 		if err != nil {

@@ -14,12 +14,14 @@
 //	  "tunnel_addr": "0.0.0.0:4790",
 //	  "frame_log": "/var/lib/vnsnap/sw1.vnlog",
 //	  "control": "unix:/run/vnsnap/sw1.ctl",
+//	  "max_macs": 16384,
 //	  "ports": [{"vm": 0, "name": "vm0", "path": "/run/vnsnap/vm0.sock"}],
 //	  "tunnels": [{"name": "host2", "peer": "10.0.0.2:4790"}]
 //	}
 //
 // "control" is "unix:PATH" or "tcp:HOST:PORT" (no authentication: trusted
-// networks only). vnetd runs until SIGINT or SIGTERM, then closes the switch
+// networks only). "max_macs" bounds the MAC learning table (0: vnet's
+// default), whose addresses come from frames that peers send. vnetd runs until SIGINT or SIGTERM, then closes the switch
 // and flushes the frame log.
 package main
 
@@ -45,6 +47,7 @@ type config struct {
 	TunnelAddr string `json:"tunnel_addr"`
 	FrameLog   string `json:"frame_log"`
 	Control    string `json:"control"`
+	MaxMACs    int    `json:"max_macs"`
 	Ports      []struct {
 		VM   core.VMID `json:"vm"`
 		Name string    `json:"name"`
@@ -86,7 +89,7 @@ func run(path string, log *slog.Logger) error {
 			return fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	scfg := vnet.Config{ID: cfg.ID, Algorithm: alg, TunnelAddr: cfg.TunnelAddr, Logger: log}
+	scfg := vnet.Config{ID: cfg.ID, Algorithm: alg, TunnelAddr: cfg.TunnelAddr, MaxMACs: cfg.MaxMACs, Logger: log}
 	if cfg.FrameLog != "" {
 		f, err := os.Create(cfg.FrameLog)
 		if err != nil {

@@ -22,13 +22,21 @@ build() {
 }
 
 # setup installs the system packages the real-backend tests need (QEMU 10
-# from bookworm-backports, a kernel and busybox for the guest images).
+# from bookworm-backports, a kernel and busybox for the guest images) and
+# the real-Slurm test needs (slurmctld, slurmd, slurm-client, munge).
 setup() {
 	if [ -x scripts/setup-qemu.sh ]; then
 		if [ "$(id -u)" = 0 ]; then
 			scripts/setup-qemu.sh
 		else
 			echo "run.sh: not root: skipping scripts/setup-qemu.sh (real-QEMU tests will fail in CI)" >&2
+		fi
+	fi
+	if [ -x scripts/setup-slurm.sh ]; then
+		if [ "$(id -u)" = 0 ]; then
+			scripts/setup-slurm.sh
+		else
+			echo "run.sh: not root: skipping scripts/setup-slurm.sh (the real-Slurm test will fail in CI)" >&2
 		fi
 	fi
 }

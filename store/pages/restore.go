@@ -63,8 +63,8 @@ type RestoreStats struct {
 
 // blockReader fetches and checks blocks, reusing its buffers.
 type blockReader struct {
-	x    *Index
-	sink Sink
+	x         *Index
+	sink      Sink
 	dec       *zstd.Decoder
 	obj, data []byte
 }

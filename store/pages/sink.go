@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 )
 
 // Sink is a content-addressed object store: the place blocks go. The store
@@ -142,24 +143,51 @@ func (s *FileSink) Get(addr Addr, dst []byte) ([]byte, error) {
 }
 
 // Sync implements Syncer: it fsyncs every object created since the last
-// Sync, then their directories.
+// Sync, from several goroutines so that the device sees many requests at
+// once, then their directories and the root.
 func (s *FileSink) Sync() error {
 	s.mu.Lock()
 	files, dirs := s.pending, s.dirs
 	s.pending, s.dirs = nil, make(map[string]bool)
 	s.mu.Unlock()
-	for _, p := range files {
-		if err := syncPath(p); err != nil {
-			return err
-		}
-	}
 	for d := range dirs { // order does not matter: each is synced
-		if err := syncPath(d); err != nil {
-			return err
-		}
+		files = append(files, d)
+	}
+	var (
+		next  atomic.Int64
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	for range min(syncWorkers, len(files)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(files) {
+					return
+				}
+				if err := syncPath(files[i]); err != nil {
+					errMu.Lock()
+					if first == nil {
+						first = err
+					}
+					errMu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
 	}
 	return syncPath(s.root)
 }
+
+// syncWorkers is the number of concurrent fsyncs in FileSink.Sync.
+const syncWorkers = 16
 
 func syncPath(p string) error {
 	f, err := os.Open(p)

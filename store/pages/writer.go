@@ -39,25 +39,25 @@ type ImageWriter struct {
 	submits chan int64    // the final submission count, sent once by Close
 
 	// Producer state (the writer's goroutine).
-	seq    int64
-	cur    *slot // Write: the block being filled
-	curLen int   // bytes in cur
-	off    int64 // Write: bytes written
-	open   map[int]*openBlock
+	seq     int64
+	cur     *slot // Write: the block being filled
+	curLen  int   // bytes in cur
+	off     int64 // Write: bytes written
+	open    map[int]*openBlock
 	order   []int   // PutPage: open blocks, oldest first
 	lastSeq []int64 // PutPage: per block, its last submission, or -1
 	dec     *zstd.Decoder
 	mode    int
-	closed bool
+	closed  bool
 
 	// Committer state, read after done.
 	mu        sync.Mutex
 	cond      *sync.Cond // on mu: committed advanced or err set
 	committed int64      // submissions applied
 	err       error
-	blocks  []BlockRef
-	created []bool // per block: its object was created by this image
-	stats   Stats
+	blocks    []BlockRef
+	created   []bool // per block: its object was created by this image
+	stats     Stats
 }
 
 const (

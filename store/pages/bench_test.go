@@ -453,4 +453,3 @@ func BenchmarkRestore(b *testing.B) {
 	b.ReportMetric(tm.wall.Seconds()/traw.wall.Seconds(), "restore-mem/rawfile-time")
 	b.ReportMetric(float64(n)/1e6/tm.cpu.Seconds(), "restore-mem-MB/cpu-s")
 }
-

@@ -136,10 +136,11 @@ func (g *Ingester) Close() error {
 	return nil
 }
 
-// PoolStats reports the number of block buffers the Ingester ever allocated
-// and the most that were in use at once; both stay at most Options.Buffers.
-func (g *Ingester) PoolStats() (allocated, maxInUse int) {
-	return int(g.allocs.Load()), int(g.maxInUse.Load())
+// PoolStats reports the number of block buffers the Ingester ever
+// allocated, how many are in use now and the most that were in use at once;
+// all stay at most Options.Buffers.
+func (g *Ingester) PoolStats() (allocated, inUse, maxInUse int) {
+	return int(g.allocs.Load()), int(g.inUse.Load()), int(g.maxInUse.Load())
 }
 
 // BlockSize returns the block size of the images this Ingester writes.
@@ -183,8 +184,15 @@ func (g *Ingester) isKnown(a Addr) bool {
 func (g *Ingester) markKnown(a Addr) {
 	g.knownMu.Lock()
 	defer g.knownMu.Unlock()
+	if len(g.known) >= maxKnown {
+		clear(g.known) // a cache of Has: forgetting costs only lookups
+	}
 	g.known[a] = struct{}{}
 }
+
+// maxKnown bounds the cache of stored addresses (about 64 bytes each, so
+// some 16 MiB; 16 GiB of distinct 64 KiB blocks).
+const maxKnown = 1 << 18
 
 // work scans, hashes and compresses blocks until the job channel closes.
 func (g *Ingester) work() {

@@ -428,8 +428,8 @@ func TestBoundedMemory(t *testing.T) {
 		wg.Wait()
 	})
 	_ = r
-	if a, m := g.PoolStats(); a != buffers || m > buffers || m < 2 {
-		t.Errorf("pool: %d buffers allocated, at most %d in use; want %d allocated, 2..%d in use", a, m, buffers, buffers)
+	if a, u, m := g.PoolStats(); a != buffers || m > buffers || m < 2 || u != 0 {
+		t.Errorf("pool: %d buffers allocated, %d in use, at most %d in use; want %d allocated, 0 in use, 2..%d at most", a, u, m, buffers, buffers)
 	}
 	// 16 MiB alone vs 3 x 64 MiB at once: 176 MiB more input. Allow the
 	// indexes (40 bytes per 64 KiB block) and the callers' page order, not
@@ -539,6 +539,45 @@ func TestPutPageReopen(t *testing.T) {
 	zero, _ := kinds(want)
 	if st.ZeroPages != int64(zero) {
 		t.Errorf("ZeroPages %d, want %d", st.ZeroPages, zero)
+	}
+}
+
+// TestAbort: an aborted image returns its buffers, so the pool is whole
+// again, whatever mode it was written in.
+func TestAbort(t *testing.T) {
+	g := newIngester(t, pages.NewMemSink(), pages.Options{Buffers: 3, BlockSize: 16 << 10})
+	img := newFamily(2).guest(1, 100)
+	for _, mode := range []string{"stream", "pages"} {
+		w, err := g.Begin("aborted-"+mode, int64(len(img)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode == "stream" {
+			if _, err := w.Write(img[:len(img)/2+100]); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			for p := 0; p < 100; p += 3 { // leaves blocks open
+				if err := w.PutPage(uint64(p), img[p*pages.PageSize:(p+1)*pages.PageSize]); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if _, u, _ := g.PoolStats(); u == 0 {
+			t.Fatalf("%s: no buffer in use before Abort", mode)
+		}
+		w.Abort()
+		w.Abort()
+		if _, u, _ := g.PoolStats(); u != 0 {
+			t.Errorf("%s: %d buffers still in use after Abort", mode, u)
+		}
+		if _, _, err := w.Close(); err == nil {
+			t.Errorf("%s: Close after Abort succeeded", mode)
+		}
+	}
+	x, _ := write(t, g, "after", img, "at", nil)
+	if x.Length != int64(len(img)) {
+		t.Fatalf("image after aborts: length %d", x.Length)
 	}
 }
 

@@ -389,6 +389,32 @@ func (w *ImageWriter) Close() (*Index, Stats, error) {
 	return x, st, nil
 }
 
+// Abort ends the image without an index, for a producer whose source broke
+// (a migration that failed): it returns the buffers the image holds and
+// waits for the blocks already handed over. Objects already stored stay in
+// the sink (another image may share them; the store's GC removes the rest).
+// Abort after Close or Abort does nothing, so it can be deferred.
+func (w *ImageWriter) Abort() {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	if w.cur != nil {
+		w.g.release(w.cur)
+		w.cur = nil
+	}
+	for _, b := range w.order {
+		w.g.release(w.open[b].s)
+		delete(w.open, b)
+	}
+	w.order = nil
+	w.submits <- w.seq
+	<-w.done
+	if w.dec != nil {
+		w.dec.Close()
+	}
+}
+
 // commit puts the workers' objects into the sink in submission order (for
 // Write and IngestAt, block order) and fills in the index.
 func (w *ImageWriter) commit() {

@@ -47,3 +47,19 @@ func TestParseKernelArgs(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseKernelArgs: what ParseKernelArgs accepts, KernelArgs writes back
+// byte for byte.
+func FuzzParseKernelArgs(f *testing.F) {
+	f.Add(KernelArgs("10.0.0.1/24", "52:54:00:00:00:01", Program{Name: "heartbeat", Args: []string{"-interval=20ms"}}, Program{Name: "idle"}))
+	f.Add(KernelArgs("", "") + " init=/bin/sh")
+	f.Fuzz(func(t *testing.T, s string) {
+		ip, mac, progs, err := ParseKernelArgs(s)
+		if err != nil {
+			return
+		}
+		if got := KernelArgs(ip, mac, progs...); got != s {
+			t.Fatalf("ParseKernelArgs(%q) accepted, but KernelArgs gives %q", s, got)
+		}
+	})
+}

@@ -1,0 +1,17 @@
+// Package xentest boots real Xen inside QEMU for tests: Debian 12's Xen 4.17
+// with a Linux dom0, emulated by Debian 12's QEMU 7.2 under TCG, all unpacked
+// from pinned .debs by scripts/setup-xen.sh into <module>/.cache/xen (nothing
+// is installed on the host).
+//
+// A test builds a dom0 initramfs (BuildDom0Initrd) holding busybox, xl and
+// the Xen daemons with their libraries, the Xen kernel modules, and the files
+// and script the test adds; Boot starts QEMU on it, and the test follows the
+// serial console, where Xen, dom0 and the script print, with Machine.Wait.
+// Deadlines come from console progress: a Wait fails when the console has
+// been silent for BootConfig.Stall, never after a fixed wall time, because
+// the machine's load changes how long TCG takes by a large factor.
+//
+// Why QEMU 7.2 and not the host's QEMU 10: under QEMU 10's TCG a PVH domU of
+// Debian's Xen 4.17 powers itself off at boot (QEMU 10 reports guest CR reads
+// as CR0-read intercepts, and this Xen then hands the guest a stale CR2).
+package xentest

@@ -1,0 +1,247 @@
+package xentest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// CPUFlags is the -cpu model: each removed feature avoids a crash of Xen or
+// dom0 seen under TCG.
+const CPUFlags = "max,-smap,-smep,-rdtscp,-avx,-avx2,-fma,-f16c"
+
+// BootConfig says how to boot the environment. The zero value of every field
+// but Initrd selects a default.
+type BootConfig struct {
+	// Initrd is the dom0 initramfs (BuildDom0Initrd). Required.
+	Initrd string
+	// MemMiB is the machine's memory; default 3072.
+	MemMiB int
+	// Dom0MemMiB is dom0's memory; default 1536. The rest is for domUs.
+	Dom0MemMiB int
+	// CPUs is the number of emulated CPUs; default 2.
+	CPUs int
+	// XenArgs and Dom0Args are appended to the hypervisor's and dom0's
+	// command lines.
+	XenArgs, Dom0Args []string
+	// Stall bounds how long the console may stay silent during a Wait;
+	// default 5 minutes (Xen and dom0 print steadily while they boot, and a
+	// script should print while it works).
+	Stall time.Duration
+	// Log, if set, receives every console line as it arrives.
+	Log io.Writer
+	// Nice is the niceness QEMU runs at, so that it yields the shared cores;
+	// default 10.
+	Nice int
+}
+
+// Machine is a running Xen-in-QEMU machine. Its console is read into lines
+// as it arrives; Wait consumes them in order.
+type Machine struct {
+	cmd   *exec.Cmd
+	stall time.Duration
+	start time.Time
+
+	mu       sync.Mutex
+	lines    []string
+	last     time.Time // when the console last printed
+	exited   bool
+	exitErr  error
+	notify   chan struct{} // closed and replaced on every change
+	next     int           // the next line Wait looks at
+	killOnce sync.Once
+}
+
+// Args returns the QEMU command line (after the wrapper) for cfg.
+func (e Env) Args(cfg BootConfig) []string {
+	xenArgs := append([]string{
+		"console=com1", "com1=115200,8n1", "loglvl=all", "guest_loglvl=all",
+		fmt.Sprintf("dom0_mem=%dM,max:%dM", cfg.Dom0MemMiB, cfg.Dom0MemMiB), "dom0_max_vcpus=1", "noreboot=0",
+	}, cfg.XenArgs...)
+	dom0Args := append([]string{"console=hvc0", "earlyprintk=xen", "rdinit=/init", "loglevel=4"}, cfg.Dom0Args...)
+	// -initrd takes "FILE ARGS" modules separated by commas; a comma
+	// inside the arguments is doubled.
+	mod := func(file string, args []string) string {
+		return strings.ReplaceAll(file+" "+strings.Join(args, " "), ",", ",,")
+	}
+	return []string{
+		"-accel", "tcg", "-cpu", CPUFlags,
+		"-m", strconv.Itoa(cfg.MemMiB), "-smp", strconv.Itoa(cfg.CPUs),
+		"-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
+		"-kernel", e.Xen(), "-append", strings.Join(xenArgs, " "),
+		"-initrd", mod(e.Kernel(), dom0Args) + "," + mod(cfg.Initrd, nil),
+	}
+}
+
+func (c *BootConfig) defaults() {
+	if c.MemMiB == 0 {
+		c.MemMiB = 3072
+	}
+	if c.Dom0MemMiB == 0 {
+		c.Dom0MemMiB = 1536
+	}
+	if c.CPUs == 0 {
+		c.CPUs = 2
+	}
+	if c.Stall == 0 {
+		c.Stall = 5 * time.Minute
+	}
+	if c.Nice == 0 {
+		c.Nice = 10
+	}
+}
+
+// Boot starts QEMU on the environment. QEMU runs in its own process group;
+// the caller must call Kill (a test: t.Cleanup(m.Kill)), which also works
+// after QEMU has exited.
+func Boot(env Env, cfg BootConfig) (*Machine, error) {
+	if cfg.Initrd == "" {
+		return nil, errors.New("xentest boot: BootConfig.Initrd is required")
+	}
+	cfg.defaults()
+	args := append([]string{"-n", strconv.Itoa(cfg.Nice), env.QEMU()}, env.Args(cfg)...)
+	cmd := exec.Command("nice", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Stdin = nil
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("xentest boot: %w", err)
+	}
+	cmd.Stderr = cmd.Stdout // one stream: QEMU's own errors show in the console
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("xentest boot: %w", err)
+	}
+	now := time.Now()
+	m := &Machine{cmd: cmd, stall: cfg.Stall, start: now, last: now, notify: make(chan struct{})}
+	go m.read(out, cfg.Log)
+	return m, nil
+}
+
+// read collects console lines until QEMU closes its output, then reaps it.
+func (m *Machine) read(r io.Reader, log io.Writer) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if log != nil {
+			fmt.Fprintln(log, line)
+		}
+		m.mu.Lock()
+		m.lines = append(m.lines, line)
+		m.last = time.Now()
+		m.changed()
+		m.mu.Unlock()
+	}
+	err := m.cmd.Wait()
+	m.mu.Lock()
+	m.exited, m.exitErr = true, err
+	m.changed()
+	m.mu.Unlock()
+}
+
+func (m *Machine) changed() {
+	close(m.notify)
+	m.notify = make(chan struct{})
+}
+
+// ErrStalled reports a console silent for longer than BootConfig.Stall.
+var ErrStalled = errors.New("xen console stalled")
+
+// ErrExited reports that QEMU exited before the awaited marker.
+var ErrExited = errors.New("qemu exited")
+
+// ErrFailed reports a failure line on the console: dom0's init printed
+// MarkerFail, or Xen panicked.
+var ErrFailed = errors.New("xen machine failed")
+
+// Wait returns the first console line not yet consumed that contains
+// marker, consuming it and every line before it. It fails with ErrFailed on
+// a failure line, ErrExited when QEMU ends, ErrStalled when the console is
+// silent for BootConfig.Stall, or ctx's error.
+func (m *Machine) Wait(ctx context.Context, marker string) (string, error) {
+	for {
+		m.mu.Lock()
+		for m.next < len(m.lines) {
+			line := m.lines[m.next]
+			m.next++
+			if strings.Contains(line, marker) {
+				m.mu.Unlock()
+				return line, nil
+			}
+			if strings.Contains(line, MarkerFail) || strings.Contains(line, "Panic on CPU") {
+				m.mu.Unlock()
+				return "", fmt.Errorf("waiting for %q: %w: %s", marker, ErrFailed, line)
+			}
+		}
+		exited, exitErr, silent, ch := m.exited, m.exitErr, time.Since(m.last), m.notify
+		m.mu.Unlock()
+		if exited {
+			return "", fmt.Errorf("waiting for %q: %w (%v)", marker, ErrExited, exitErr)
+		}
+		if silent >= m.stall {
+			return "", fmt.Errorf("waiting for %q: %w: no output for %v", marker, ErrStalled, silent.Round(time.Second))
+		}
+		t := time.NewTimer(m.stall - silent)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return "", fmt.Errorf("waiting for %q: %w", marker, ctx.Err())
+		}
+		t.Stop()
+	}
+}
+
+// Lines returns a copy of every console line so far.
+func (m *Machine) Lines() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.lines...)
+}
+
+// Tail returns the last n console lines joined, for error messages.
+func (m *Machine) Tail(n int) string {
+	l := m.Lines()
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// Uptime is the time since Boot.
+func (m *Machine) Uptime() time.Duration { return time.Since(m.start) }
+
+// Kill ends QEMU's whole process group and waits for it to be reaped. It is
+// safe to call more than once and after QEMU has exited.
+func (m *Machine) Kill() {
+	m.killOnce.Do(func() {
+		if m.cmd.Process != nil {
+			_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+		}
+	})
+	m.mu.Lock()
+	ch, exited := m.notify, m.exited
+	m.mu.Unlock()
+	for !exited {
+		<-ch
+		m.mu.Lock()
+		ch, exited = m.notify, m.exited
+		m.mu.Unlock()
+	}
+}
+
+// Exited reports whether QEMU has ended.
+func (m *Machine) Exited() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.exited
+}

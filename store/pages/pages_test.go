@@ -237,6 +237,9 @@ func TestFlippedByte(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer os.WriteFile(path, orig, 0o644)
+			if _, err := pages.Restore(x, sink, make(memImage, x.Length), pages.RestoreOptions{SkipHash: true}); !errors.Is(err, pages.ErrCorrupt) {
+				t.Errorf("Restore with SkipHash: %v, want ErrCorrupt", err)
+			}
 			_, err := pages.Restore(x, sink, make(memImage, x.Length), pages.RestoreOptions{})
 			var ce *pages.CorruptError
 			if !errors.As(err, &ce) || !errors.Is(err, pages.ErrCorrupt) {

@@ -53,6 +53,11 @@ type RestoreOptions struct {
 	// that reads as zeros already (a new or truncated file), where zero
 	// pages then cost nothing.
 	ZeroFill bool
+	// SkipHash checks each object's CRC-32C, decoding and size but not
+	// its SHA-256: any flipped byte is still caught, but not a sink that
+	// returns a different intact object for an address. It roughly halves
+	// restore's CPU time (the hash dominates); Verify always hashes.
+	SkipHash bool
 }
 
 // RestoreStats describe a restore.
@@ -67,6 +72,7 @@ type blockReader struct {
 	sink      Sink
 	dec       *zstd.Decoder
 	obj, data []byte
+	skipHash  bool
 }
 
 func newBlockReader(x *Index, sink Sink) *blockReader {
@@ -83,7 +89,7 @@ func (br *blockReader) load(i int) ([]byte, *CorruptError) {
 	}
 	br.obj = obj[:0]
 	// br.data has room for any block, so decoding never reallocates it.
-	data, err := decodeObject(br.dec, br.data, obj, ref.Pages()*PageSize, ref.Addr)
+	data, err := decodeObject(br.dec, br.data, obj, ref.Pages()*PageSize, ref.Addr, br.skipHash)
 	if err != nil {
 		return nil, br.x.corrupt(i, err.Error(), nil)
 	}
@@ -130,6 +136,7 @@ func Restore(x *Index, sink Sink, dst io.WriterAt, o RestoreOptions) (RestoreSta
 		go func() {
 			defer wg.Done()
 			br := newBlockReader(x, sink)
+			br.skipHash = o.SkipHash
 			defer br.dec.Close()
 			var mine RestoreStats
 			defer func() {

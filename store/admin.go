@@ -134,9 +134,11 @@ func snapshotNames(root string) ([]string, error) {
 
 // Delete removes the snapshot called name from the store at root. The
 // snapshot disappears atomically (its directory is renamed away before it is
-// removed); its chunks stay in the pool until GC. A snapshot with a damaged
-// manifest can be deleted; a directory without a manifest is not a snapshot
-// (ErrNotFound) and is left to GC.
+// removed); its chunks stay in the pool until GC, so a Snapshot already open
+// keeps reading. A snapshot with a damaged manifest can be deleted. Delete
+// fails with ErrNotFound for a name with no snapshot, including the directory
+// of an unfinished write (GC removes that), and with ErrWriting while a writer
+// holds the name.
 func Delete(root, name string) error {
 	if err := checkRoot(root); err != nil {
 		return err
@@ -146,8 +148,24 @@ func Delete(root, name string) error {
 	}
 	parent := filepath.Join(root, snapshotsDir)
 	dir := filepath.Join(parent, name)
-	if !exists(filepath.Join(dir, manifestFile)) {
+	if !exists(dir) {
 		return fmt.Errorf("store: delete snapshot %q: %w", name, ErrNotFound)
+	}
+	lock, err := lockRoot(root, false, true)
+	if err != nil {
+		return fmt.Errorf("store: delete snapshot %q: %w", name, err)
+	}
+	defer lock.unlock()
+	nlock, err := lockName(root, name)
+	if err != nil {
+		return err
+	}
+	defer nlock.release()
+	if !exists(dir) {
+		return fmt.Errorf("store: delete snapshot %q: %w", name, ErrNotFound)
+	}
+	if !exists(filepath.Join(dir, manifestFile)) {
+		return fmt.Errorf("store: delete snapshot %q: %w: only the directory of an unfinished write, which GC removes", name, ErrNotFound)
 	}
 	trash, err := os.MkdirTemp(parent, tmpPrefix+"deleted-*")
 	if err != nil {
@@ -166,27 +184,41 @@ func Delete(root, name string) error {
 	return nil
 }
 
-// GCStats reports what GC did.
+// GCOptions tunes GC.
+type GCOptions struct {
+	// Wait makes GC wait until no writer or reader holds the store, instead
+	// of failing with ErrBusy.
+	Wait bool
+	// DryRun makes GC report what it would remove, and remove nothing.
+	DryRun bool
+}
+
+// GCStats reports what GC did (or, with DryRun, would do).
 type GCStats struct {
 	Snapshots    int   // complete snapshots whose chunks were kept
 	Kept         int   // chunk files kept
 	Removed      int   // unreferenced chunk files removed
 	RemovedBytes int64 // their total size
-	Debris       int   // temporary files and directories and unfinished snapshot directories removed
+	// Debris counts the temporary files and directories, unfinished
+	// snapshot directories and stale lock files removed.
+	Debris int
 }
 
 // GC removes from the store at root every chunk file that no complete
-// snapshot references, the directories of unfinished or crashed writes, and
-// temporary files. It needs the store to itself and fails with ErrBusy while a
-// Writer or Snapshot is open anywhere (a crashed process holds nothing). It
-// refuses, removing nothing, if any manifest cannot be verified, since the
-// chunks it references cannot be known; Delete such a snapshot first.
-func GC(root string) (GCStats, error) {
+// snapshot references, the directories of unfinished or crashed writes,
+// temporary files and stale lock files. It needs the store to itself: it
+// holds the store's lock exclusive, so no writer, Delete or open Snapshot
+// exists while it runs, and fails with ErrBusy (naming the snapshots being
+// written) if one does, unless opts.Wait. A crashed process holds nothing.
+// It refuses, removing nothing, if any manifest cannot be verified, since the
+// chunks it references cannot be known; Delete such a snapshot first. Files
+// it does not recognise are left alone.
+func GC(root string, opts GCOptions) (GCStats, error) {
 	var st GCStats
 	if err := checkRoot(root); err != nil {
 		return st, err
 	}
-	lock, err := lockRoot(root, true, false)
+	lock, err := lockRoot(root, true, opts.Wait)
 	if err != nil {
 		return st, fmt.Errorf("store: gc: %w", err)
 	}
@@ -217,11 +249,13 @@ func GC(root string) (GCStats, error) {
 		}
 		debris = append(debris, tmps...)
 	}
-	tmps, err := filepath.Glob(filepath.Join(root, snapshotsDir, tmpPrefix+"*"))
-	if err != nil {
-		panic(err) // constant pattern
+	for _, pattern := range []string{tmpPrefix + "*", lockPrefix + "*"} {
+		tmps, err := filepath.Glob(filepath.Join(root, snapshotsDir, pattern))
+		if err != nil {
+			panic(err) // constant pattern
+		}
+		debris = append(debris, tmps...)
 	}
-	debris = append(debris, tmps...)
 
 	shards, err := os.ReadDir(filepath.Join(root, chunksDir))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -241,11 +275,11 @@ func GC(root string) (GCStats, error) {
 			switch {
 			case strings.HasPrefix(f.Name(), tmpPrefix):
 				debris = append(debris, path)
-			case !validAddr(f.Name()) || live[f.Name()]:
+			case !validAddr(f.Name()) || f.Name()[:2] != sh.Name() || live[f.Name()]:
 				st.Kept++ // unknown files are not ours to remove
 			default:
 				fi, err := f.Info()
-				if err == nil {
+				if err == nil && !opts.DryRun {
 					err = os.Remove(path)
 				}
 				if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -259,10 +293,19 @@ func GC(root string) (GCStats, error) {
 		}
 	}
 	for _, d := range debris {
-		if err := os.RemoveAll(d); err != nil {
-			return st, fmt.Errorf("store: gc: %w", err)
+		if !opts.DryRun {
+			if err := os.RemoveAll(d); err != nil {
+				return st, fmt.Errorf("store: gc: %w", err)
+			}
 		}
 		st.Debris++
+	}
+	if !opts.DryRun {
+		for _, sh := range shards {
+			if sh.IsDir() {
+				os.Remove(filepath.Join(root, chunksDir, sh.Name())) // only if empty
+			}
+		}
 	}
 	return st, nil
 }

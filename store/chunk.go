@@ -57,7 +57,7 @@ func chunkingInfo() Chunking {
 		MinSize:    minChunk,
 		AvgSize:    1 << avgBits,
 		MaxSize:    maxChunk,
-		Codec:      "zstd-fastest+crc32c",
+		Codec:      chunkCodec,
 	}
 }
 
@@ -101,21 +101,117 @@ func encodeChunk(enc *zstd.Encoder, dst, data []byte) []byte {
 	return dst
 }
 
-// writeChunk publishes the chunk file for addr unless it already exists. It
-// returns the size of the chunk file in the pool and whether this call
-// created it. A chunk file is written to a temporary name, synced, and
-// hard-linked to its address, so it appears complete or not at all, and an
-// existing chunk file is never replaced (two writers racing on one address
-// both succeed and agree on the stored size).
-func writeChunk(root, addr string, file []byte) (stored int64, created bool, err error) {
-	path := chunkPath(root, addr)
+// pool writes chunk files for one write worker, reusing its buffers.
+type pool struct {
+	root string
+	enc  *zstd.Encoder
+	dec  *zstd.Decoder // created on first reuse
+	file []byte        // a chunk file: read for verification, or encoded
+	data []byte        // decoded content of an existing chunk file
+}
+
+func newPool(root string) *pool { return &pool{root: root, enc: newEncoder()} }
+
+func (p *pool) close() {
+	p.enc.Close()
+	if p.dec != nil {
+		p.dec.Close()
+	}
+}
+
+// put makes sure the pool holds a sound chunk file for addr, whose content is
+// data, and returns its size and whether this call wrote it. A chunk file
+// already in the pool is trusted only after it has been read back, decoded
+// and compared with data; one that fails (damaged, truncated, empty, a FIFO,
+// a symlink...) is replaced atomically by a file written from data. A new
+// chunk file is written to a temporary name, synced, and hard-linked to its
+// address, so it appears complete or not at all; two writers racing on one
+// address both succeed and agree on the stored size.
+func (p *pool) put(addr string, data []byte) (stored int64, created bool, err error) {
+	path := chunkPath(p.root, addr)
+	if err := p.shard(path); err != nil {
+		return 0, false, fmt.Errorf("store: chunk %s: %w", addr, err)
+	}
+	encoded := false
+	for range 3 { // a racing writer can publish between our check and link
+		size, sound, missing, err := p.check(path, data)
+		switch {
+		case err != nil:
+			return 0, false, fmt.Errorf("store: chunk %s: %w", addr, err)
+		case sound:
+			return size, false, nil
+		}
+		if !encoded {
+			p.file = encodeChunk(p.enc, p.file, data)
+			encoded = true
+		}
+		if !missing {
+			if err := p.publish(path, p.file, true); err != nil {
+				return 0, false, fmt.Errorf("store: repair damaged chunk %s: %w", addr, err)
+			}
+			return int64(len(p.file)), true, nil
+		}
+		switch err := p.publish(path, p.file, false); {
+		case err == nil:
+			return int64(len(p.file)), true, nil
+		case !errors.Is(err, fs.ErrExist):
+			return 0, false, fmt.Errorf("store: publish chunk %s: %w", addr, err)
+		}
+	}
+	return 0, false, fmt.Errorf("store: chunk %s: %s keeps changing under concurrent writers", addr, path)
+}
+
+// shard creates the chunk's shard directory and makes sure it is one, not a
+// symlink that would put chunk files outside the store.
+func (p *pool) shard(path string) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, false, fmt.Errorf("store: chunk dir: %w", err)
+		return fmt.Errorf("chunk dir: %w", err)
 	}
+	return checkRealDir(dir)
+}
+
+// check reads the chunk file at path, if any, and reports whether it is
+// sound and holds exactly data. An error is returned only for a path that
+// cannot be examined at all.
+func (p *pool) check(path string, data []byte) (size int64, sound, missing bool, err error) {
+	f, size, reason, err := openRegular(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, false, true, nil
+	case err != nil:
+		return 0, false, false, err
+	case reason != "":
+		return 0, false, false, nil // replaced below
+	}
+	defer f.Close()
+	if size > maxStored {
+		return 0, false, false, nil
+	}
+	if cap(p.file) < maxStored+1 {
+		p.file = make([]byte, 0, maxStored+1)
+	}
+	n, err := io.ReadFull(f, p.file[:size+1])
+	if !errors.Is(err, io.ErrUnexpectedEOF) || int64(n) != size {
+		return 0, false, false, nil // changed size while read, or unreadable
+	}
+	if p.dec == nil {
+		p.dec = newDecoder()
+		p.data = make([]byte, 0, maxChunk)
+	}
+	if _, reason, _ := decodeChunk(p.dec, p.file[:n], p.data[:0], data, ""); reason != "" {
+		return 0, false, false, nil
+	}
+	return size, true, false, nil
+}
+
+// publish writes file to a temporary name in path's directory, syncs it and
+// links it to path, or with replace renames it over whatever path is.
+func (p *pool) publish(path string, file []byte, replace bool) error {
+	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, tmpPrefix+"*")
 	if err != nil {
-		return 0, false, fmt.Errorf("store: chunk %s: %w", addr, err)
+		return err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
@@ -127,20 +223,42 @@ func writeChunk(root, addr string, file []byte) (stored int64, created bool, err
 		err = cerr
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("store: write chunk %s: %w", addr, err)
+		return err
 	}
-	switch err := os.Link(tmp, path); {
-	case err == nil:
-		return int64(len(file)), true, nil
-	case errors.Is(err, fs.ErrExist):
-		fi, err := os.Stat(path)
-		if err != nil {
-			return 0, false, fmt.Errorf("store: chunk %s: %w", addr, err)
+	if replace {
+		return os.Rename(tmp, path)
+	}
+	return os.Link(tmp, path)
+}
+
+// decodeChunk checks a chunk file's magic and CRC and decodes it into dst,
+// which must have room for maxChunk bytes. The content must be want if want is
+// non-nil, else hash to addr. A failure is a reason (and perhaps an
+// underlying error); the file's bytes are untrusted, and no input makes it
+// allocate more than dst or panic.
+func decodeChunk(dec *zstd.Decoder, file, dst, want []byte, addr string) (data []byte, reason string, err error) {
+	if len(file) < chunkHeader || !bytes.HasPrefix(file, []byte(chunkMagic)) {
+		return nil, "bad chunk file magic", nil
+	}
+	frame := file[chunkHeader:]
+	if got, want := crc32.Checksum(frame, castagnoli), binary.BigEndian.Uint32(file[len(chunkMagic):]); got != want {
+		return nil, fmt.Sprintf("chunk file CRC-32C %08x, want %08x", got, want), nil
+	}
+	data, err = dec.DecodeAll(frame, dst[:0])
+	if err != nil {
+		return nil, "chunk does not decode", err
+	}
+	if want != nil {
+		if !bytes.Equal(data, want) {
+			return nil, "chunk content differs", nil
 		}
-		return fi.Size(), false, nil
-	default:
-		return 0, false, fmt.Errorf("store: publish chunk %s: %w", addr, err)
+		return data, "", nil
 	}
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != addr {
+		return nil, fmt.Sprintf("chunk content hashes to %s", got), nil
+	}
+	return data, "", nil
 }
 
 // chunkLoader reads and verifies chunk files, reusing its buffers.
@@ -157,15 +275,18 @@ func newChunkLoader(root string) *chunkLoader {
 
 // load returns the verified content of chunk ref, valid until the next call.
 // A failure is a reason string (and perhaps an underlying error) for the
-// caller to wrap in a CorruptError carrying the location.
+// caller to wrap in a CorruptError carrying the location. ref has passed the
+// manifest's checks, so ref.Stored bounds the read.
 func (l *chunkLoader) load(ref ChunkRef) (data []byte, path, reason string, err error) {
 	path = chunkPath(l.root, ref.Addr)
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, path, "missing chunk file", err
-		}
+	f, _, reason, err := openRegular(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, path, "missing chunk file", err
+	case err != nil:
 		return nil, path, "cannot open chunk file", err
+	case reason != "":
+		return nil, path, "chunk file is " + reason, nil
 	}
 	defer f.Close()
 	// Read one byte past the expected size to notice a longer file without
@@ -185,24 +306,12 @@ func (l *chunkLoader) load(ref ChunkRef) (data []byte, path, reason string, err 
 	default:
 		return nil, path, fmt.Sprintf("chunk file is longer than %d bytes", ref.Stored), nil
 	}
-	buf = buf[:n]
-	if !bytes.HasPrefix(buf, []byte(chunkMagic)) {
-		return nil, path, "bad chunk file magic", nil
-	}
-	frame := buf[chunkHeader:]
-	if got, want := crc32.Checksum(frame, castagnoli), binary.BigEndian.Uint32(buf[len(chunkMagic):]); got != want {
-		return nil, path, fmt.Sprintf("chunk file CRC-32C %08x, want %08x", got, want), nil
-	}
-	data, err = l.dec.DecodeAll(frame, l.data[:0])
-	if err != nil {
-		return nil, path, "chunk does not decode", err
+	data, reason, err = decodeChunk(l.dec, buf[:n], l.data, nil, ref.Addr)
+	if reason != "" {
+		return nil, path, reason, err
 	}
 	if int64(len(data)) != ref.Size {
 		return nil, path, fmt.Sprintf("chunk decodes to %d bytes, want %d", len(data), ref.Size), nil
-	}
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); got != ref.Addr {
-		return nil, path, fmt.Sprintf("chunk content hashes to %s", got), nil
 	}
 	return data, path, "", nil
 }

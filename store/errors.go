@@ -17,8 +17,11 @@ var (
 	// ErrNotFound reports a snapshot that is absent, including a directory
 	// that has no manifest (an unfinished or crashed write).
 	ErrNotFound = errors.New("snapshot not found")
-	// ErrExists reports a Create for a name whose directory already exists.
+	// ErrExists reports a Create for the name of a complete snapshot.
 	ErrExists = errors.New("snapshot already exists")
+	// ErrWriting is wrapped by every *WritingError: a Create or Delete of a
+	// name that a live writer holds.
+	ErrWriting = errors.New("snapshot is being written")
 	// ErrDuplicate reports a second stream with the same VM and stream name
 	// in one snapshot.
 	ErrDuplicate = errors.New("duplicate stream")
@@ -31,7 +34,7 @@ var (
 	// aborted.
 	ErrAborted = errors.New("snapshot aborted")
 	// ErrBusy reports a GC that could not run because writers or readers
-	// hold the store open.
+	// hold the store open (see GCOptions.Wait).
 	ErrBusy = errors.New("store busy")
 	// ErrSchema reports a manifest whose schema version this build cannot
 	// read.
@@ -126,15 +129,61 @@ func checkName(field, s string) error {
 	return nil
 }
 
-// checkMeta rejects metadata the manifest could not round-trip byte for byte.
+// maxLabelLen bounds a label value, so that labels stay metadata: files
+// belong in streams.
+const maxLabelLen = 64 << 10
+
+// checkMeta rejects labels the manifest could not round-trip byte for byte or
+// that a reader would refuse: keys must be valid names, values valid UTF-8
+// without NUL, at most maxLabelLen bytes.
 func checkMeta(meta map[string]string) error {
 	for k, v := range meta {
-		if k == "" || !utf8.ValidString(k) {
-			return fmt.Errorf("store: metadata key %q: %w: must be non-empty valid UTF-8", k, ErrInvalidName)
+		if err := ValidName(k); err != nil {
+			return fmt.Errorf("labels[%q]: key: %w", k, err)
 		}
-		if !utf8.ValidString(v) {
-			return fmt.Errorf("store: metadata %q: value is not valid UTF-8", k)
+		switch {
+		case len(v) > maxLabelLen:
+			return fmt.Errorf("labels[%q]: value is %d bytes, longer than %d", k, len(v), maxLabelLen)
+		case !utf8.ValidString(v):
+			return fmt.Errorf("labels[%q]: value is not valid UTF-8", k)
+		case strings.IndexByte(v, 0) >= 0:
+			return fmt.Errorf("labels[%q]: value holds a NUL byte", k)
 		}
 	}
 	return nil
 }
+
+// checkAlgorithm accepts an empty algorithm or a valid name: it is printed
+// by listings, so it must not carry control characters.
+func checkAlgorithm(a string) error {
+	if a == "" {
+		return nil
+	}
+	if err := ValidName(a); err != nil {
+		return fmt.Errorf("algorithm: %w", err)
+	}
+	return nil
+}
+
+// WritingError reports a snapshot name held by a live writer: the process
+// whose pid the name's lock file records (0 if it had not written it yet).
+type WritingError struct {
+	Snapshot string
+	PID      int
+	Self     bool // the writer is in this process
+}
+
+// Error says who is writing the snapshot.
+func (e *WritingError) Error() string {
+	who := fmt.Sprintf("another process (pid %d)", e.PID)
+	switch {
+	case e.Self:
+		who = fmt.Sprintf("another writer in this process (pid %d)", e.PID)
+	case e.PID <= 0:
+		who = "another process (pid unknown)"
+	}
+	return fmt.Sprintf("store: snapshot %q is being written by %s", e.Snapshot, who)
+}
+
+// Is reports whether target is ErrWriting.
+func (e *WritingError) Is(target error) bool { return target == ErrWriting }

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // Directory names under the store root.
@@ -78,4 +80,126 @@ func writeFileAtomic(dir, name string, data []byte) error {
 func exists(path string) bool {
 	_, err := os.Lstat(path)
 	return !errors.Is(err, fs.ErrNotExist)
+}
+
+// openRegular opens path for reading if it is a regular file, and returns it
+// with its size. It never follows a symlink in the last component, never
+// blocks on a FIFO and never opens a device: everything in a store is
+// untrusted, and the store creates only regular files and directories. A path
+// that is something else gets a reason (say, "a named pipe, not a regular
+// file") and no error; err is for a path that cannot be examined.
+func openRegular(path string) (f *os.File, size int64, reason string, err error) {
+	before, err := os.Lstat(path)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	if !before.Mode().IsRegular() {
+		return nil, 0, fileKind(before.Mode()), nil
+	}
+	f, err = openNoFollow(path)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, "", err
+	}
+	if !fi.Mode().IsRegular() || !os.SameFile(before, fi) {
+		f.Close()
+		return nil, 0, "replaced while being opened", nil
+	}
+	return f, fi.Size(), "", nil
+}
+
+// fileKind says what a file that is not a regular file is.
+func fileKind(m fs.FileMode) string {
+	var kind string
+	switch {
+	case m&fs.ModeSymlink != 0:
+		kind = "a symbolic link"
+	case m.IsDir():
+		kind = "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		kind = "a named pipe"
+	case m&fs.ModeSocket != 0:
+		kind = "a socket"
+	case m&fs.ModeDevice != 0:
+		kind = "a device"
+	default:
+		kind = "a special file"
+	}
+	return kind + ", not a regular file"
+}
+
+// checkRealDir returns an error unless path is a directory and not a symlink
+// to one, which would lead the store's writes outside it.
+func checkRealDir(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	switch {
+	case fi.Mode().IsRegular():
+		return fmt.Errorf("%s is a regular file, not a directory", path)
+	case !fi.IsDir():
+		return fmt.Errorf("%s is %s", path, strings.Replace(fileKind(fi.Mode()), "regular file", "directory", 1))
+	}
+	return nil
+}
+
+// readPID reads the pid a lock file records, or 0: the file is untrusted,
+// so only a small decimal number is believed.
+func readPID(f *os.File) int {
+	var b [24]byte
+	n, _ := f.ReadAt(b[:], 0)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b[:n])))
+	if err != nil || pid <= 0 || pid > 1<<22 {
+		return 0
+	}
+	return pid
+}
+
+// lockPrefix starts the name of a snapshot's lock file in <root>/snapshots.
+const lockPrefix = ".lock-"
+
+// nameLockPath is the lock file of snapshot name.
+func nameLockPath(root, name string) string {
+	return filepath.Join(root, snapshotsDir, lockPrefix+name)
+}
+
+// writersOf describes the snapshot lock files in the store, for the message
+// of a GC that found the store busy: ` (being written: "s1" (pid 42))`, or
+// "" if there are none. A lock file left by a crashed writer is listed too.
+func writersOf(root string) string {
+	entries, err := os.ReadDir(filepath.Join(root, snapshotsDir))
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		name, ok := strings.CutPrefix(e.Name(), lockPrefix)
+		if !ok || ValidName(name) != nil {
+			continue
+		}
+		pid := 0
+		if f, _, reason, err := openRegular(filepath.Join(root, snapshotsDir, e.Name())); err == nil && reason == "" {
+			pid = readPID(f)
+			f.Close()
+		}
+		if b.Len() == 0 {
+			b.WriteString(" (being written: ")
+		} else {
+			b.WriteString(", ")
+		}
+		if pid > 0 {
+			fmt.Fprintf(&b, "%q (pid %d)", name, pid)
+		} else {
+			fmt.Fprintf(&b, "%q", name)
+		}
+	}
+	if b.Len() > 0 {
+		b.WriteString(")")
+	}
+	return b.String()
 }

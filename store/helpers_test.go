@@ -211,3 +211,17 @@ func mustOpen(t testing.TB, root, name string) *Snapshot {
 	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// crash ends w as a writer process that dies would: its stream goroutines
+// stop, nothing is cleaned up, and the kernel drops its locks.
+func (w *Writer) crash() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.state = writerAborted
+	for _, sw := range w.streams {
+		sw.pw.CloseWithError(errors.New("process died"))
+		<-sw.done
+	}
+	w.nlock.drop()
+	w.lock.unlock()
+}

@@ -83,11 +83,22 @@ type ChunkRef struct {
 // encodes to the same bytes (struct order is fixed, map keys are sorted,
 // times are UTC), which is what lets decodeManifest detect any byte change.
 func (m *Manifest) encode() []byte {
+	b, err := m.encodeChecked()
+	if err != nil {
+		// Only plain types and a time whose year check keeps in range.
+		panic(fmt.Sprintf("store: encode manifest: %v", err))
+	}
+	return b
+}
+
+// encodeChecked is encode for a manifest not yet checked: its time may be
+// out of JSON's range.
+func (m *Manifest) encodeChecked() ([]byte, error) {
 	b, err := json.MarshalIndent(m, "", " ")
 	if err != nil {
-		panic(fmt.Sprintf("store: encode manifest: %v", err)) // only plain types: cannot fail
+		return nil, err
 	}
-	return append(b, '\n')
+	return append(b, '\n'), nil
 }
 
 // seal sets m.Checksum and returns the bytes to write.
@@ -98,13 +109,24 @@ func (m *Manifest) seal() []byte {
 	return m.encode()
 }
 
+// maxManifest bounds a manifest file: about 650,000 chunk references, at
+// least 160 GiB of streams (640 GiB at the average chunk size). Readers refuse
+// larger files without reading them, and the writer refuses to commit one.
+const maxManifest = 128 << 20
+
 // decodeManifest parses and verifies a manifest file. Two checks together
 // catch any changed byte: the content must hash to Checksum, and the file must
 // be exactly the canonical encoding of what it decodes to (which rules out
-// edits the JSON decoder forgives, such as a key's case or white space).
+// edits the JSON decoder forgives, such as a key's case or white space). A
+// checksum proves integrity, not authorship, so check then validates every
+// field as untrusted input. Errors are *CorruptError values naming path and
+// the field, or wrap ErrSchema.
 func decodeManifest(snapshot, path string, data []byte) (*Manifest, error) {
 	corrupt := func(reason string, err error) error {
 		return &CorruptError{Snapshot: snapshot, Chunk: -1, Path: path, Reason: "manifest: " + reason, Err: err}
+	}
+	if len(data) > maxManifest {
+		return nil, corrupt(fmt.Sprintf("%d bytes, larger than the %d-byte limit", len(data), maxManifest), nil)
 	}
 	var probe struct {
 		Schema int `json:"schema"`
@@ -121,8 +143,9 @@ func decodeManifest(snapshot, path string, data []byte) (*Manifest, error) {
 	if err := dec.Decode(m); err != nil {
 		return nil, corrupt("does not match schema", err)
 	}
-	if !bytes.Equal(m.encode(), data) {
-		return nil, corrupt("not in canonical form (edited or damaged)", nil)
+	enc, err := m.encodeChecked()
+	if err != nil || !bytes.Equal(enc, data) {
+		return nil, corrupt("not in canonical form (edited or damaged)", err)
 	}
 	want := m.Checksum
 	m.Checksum = ""
@@ -132,61 +155,115 @@ func decodeManifest(snapshot, path string, data []byte) (*Manifest, error) {
 		return nil, corrupt(fmt.Sprintf("checksum %s, want %s", got, want), nil)
 	}
 	if m.Name != snapshot {
-		return nil, corrupt(fmt.Sprintf("names snapshot %q, directory is %q", m.Name, snapshot), nil)
+		return nil, corrupt(fmt.Sprintf("name: names snapshot %q, directory is %q", m.Name, snapshot), nil)
+	}
+	if m.Chunking.Codec != chunkCodec {
+		return nil, fmt.Errorf("store: %s: %w: chunking.codec %q, this build reads %q", path, ErrSchema, m.Chunking.Codec, chunkCodec)
 	}
 	if err := m.check(); err != nil {
-		return nil, corrupt("inconsistent", err)
+		return nil, corrupt("invalid", err)
 	}
 	return m, nil
 }
 
-// check verifies the manifest's internal invariants, so that readers can
-// trust names, sizes and addresses once it passes.
+// check verifies every field of the manifest, so that readers can trust
+// names, sizes and addresses once it passes: names are valid (ValidName:
+// they become directory names and are printed), sizes are in range and add
+// up, addresses are SHA-256 hex, one address always has the same sizes.
+// Errors name the field, as in vms[1].streams[0].chunks[3].addr.
 func (m *Manifest) check() error {
+	if m.Schema != SchemaVersion {
+		return fmt.Errorf("schema: %w: version %d, this build reads %d", ErrSchema, m.Schema, SchemaVersion)
+	}
+	if err := ValidName(m.Name); err != nil {
+		return fmt.Errorf("name: %w", err)
+	}
+	if y := m.Created.Year(); y < 0 || y > 9999 {
+		return fmt.Errorf("created: year %d outside 0-9999", y)
+	}
+	if err := checkAlgorithm(m.Algorithm); err != nil {
+		return err
+	}
+	if err := checkMeta(m.Labels); err != nil {
+		return err
+	}
+	if err := m.Chunking.check(); err != nil {
+		return fmt.Errorf("chunking.%w", err)
+	}
+	if m.Added.Chunks < 0 || m.Added.Stored < 0 || m.Added.Stored > int64(m.Added.Chunks)*maxStored {
+		return fmt.Errorf("added: %d chunks of %d bytes out of range", m.Added.Chunks, m.Added.Stored)
+	}
+	seen := make(map[string]ChunkRef) // address -> first reference
 	prev := ""
 	for i, vm := range m.VMs {
 		if err := ValidName(vm.Name); err != nil {
-			return fmt.Errorf("vm %d: %w", i, err)
+			return fmt.Errorf("vms[%d].name: %w", i, err)
 		}
 		if i > 0 && vm.Name <= prev {
-			return fmt.Errorf("vm %q: not sorted or duplicate", vm.Name)
+			return fmt.Errorf("vms[%d].name: %q not sorted after %q, or duplicate", i, vm.Name, prev)
 		}
 		prev = vm.Name
-		if err := checkStreams(vm.Streams); err != nil {
-			return fmt.Errorf("vm %q: %w", vm.Name, err)
+		if err := checkStreams(fmt.Sprintf("vms[%d].streams", i), vm.Streams, seen); err != nil {
+			return err
 		}
 	}
-	if err := checkStreams(m.Extras); err != nil {
-		return fmt.Errorf("extras: %w", err)
+	return checkStreams("extras", m.Extras, seen)
+}
+
+// chunkCodec names the chunk file format (see encodeChunk).
+const chunkCodec = "zstd-fastest+crc32c"
+
+// check bounds the chunking parameters. Readers do not depend on them; they
+// are printed, so they must be sane.
+func (c Chunking) check() error {
+	for _, f := range []struct{ name, v string }{{"algorithm", c.Algorithm}, {"polynomial", c.Polynomial}} {
+		if err := checkAlgorithm(f.v); err != nil {
+			return fmt.Errorf("%s: %q: %w", f.name, f.v, err)
+		}
+	}
+	if c.MinSize <= 0 || c.MinSize > c.AvgSize || c.AvgSize > c.MaxSize || c.MaxSize > maxChunk {
+		return fmt.Errorf("sizes: min %d, avg %d, max %d: want 0 < min <= avg <= max <= %d", c.MinSize, c.AvgSize, c.MaxSize, maxChunk)
 	}
 	return nil
 }
 
-func checkStreams(ss []Stream) error {
+func checkStreams(field string, ss []Stream, seen map[string]ChunkRef) error {
 	prev := ""
 	for i, s := range ss {
+		f := fmt.Sprintf("%s[%d]", field, i)
 		if err := ValidName(s.Name); err != nil {
-			return fmt.Errorf("stream %d: %w", i, err)
+			return fmt.Errorf("%s.name: %w", f, err)
 		}
 		if i > 0 && s.Name <= prev {
-			return fmt.Errorf("stream %q: not sorted or duplicate", s.Name)
+			return fmt.Errorf("%s.name: %q not sorted after %q, or duplicate", f, s.Name, prev)
 		}
 		prev = s.Name
 		if !validAddr(s.SHA256) {
-			return fmt.Errorf("stream %q: bad sha256 %q", s.Name, s.SHA256)
+			return fmt.Errorf("%s.sha256: %q is not 64 lowercase hex digits", f, s.SHA256)
+		}
+		if s.Length < 0 {
+			return fmt.Errorf("%s.length: %d is negative", f, s.Length)
 		}
 		var n int64
 		for j, c := range s.Chunks {
+			cf := fmt.Sprintf("%s.chunks[%d]", f, j)
 			if !validAddr(c.Addr) {
-				return fmt.Errorf("stream %q chunk %d: bad address %q", s.Name, j, c.Addr)
+				return fmt.Errorf("%s.addr: %q is not 64 lowercase hex digits", cf, c.Addr)
 			}
-			if c.Size <= 0 || c.Size > maxChunk || c.Stored <= 0 || c.Stored > maxStored {
-				return fmt.Errorf("stream %q chunk %d: sizes %d/%d out of range", s.Name, j, c.Size, c.Stored)
+			if c.Size <= 0 || c.Size > maxChunk {
+				return fmt.Errorf("%s.size: %d outside 1-%d", cf, c.Size, maxChunk)
 			}
-			n += c.Size
+			if c.Stored <= chunkHeader || c.Stored > maxStored {
+				return fmt.Errorf("%s.stored: %d outside %d-%d", cf, c.Stored, chunkHeader+1, maxStored)
+			}
+			if first, ok := seen[c.Addr]; ok && first != c {
+				return fmt.Errorf("%s: chunk %s with sizes %d/%d, elsewhere %d/%d", cf, c.Addr, c.Size, c.Stored, first.Size, first.Stored)
+			}
+			seen[c.Addr] = c
+			n += c.Size // cannot overflow: the manifest's size bounds the number of chunks
 		}
 		if n != s.Length {
-			return fmt.Errorf("stream %q: chunks sum to %d bytes, length is %d", s.Name, n, s.Length)
+			return fmt.Errorf("%s.length: %d, but the chunks sum to %d bytes", f, s.Length, n)
 		}
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Snapshot is an open, complete snapshot whose manifest has been verified.
@@ -47,19 +48,41 @@ func Open(root, name string) (*Snapshot, error) {
 	return &Snapshot{root: root, name: name, m: m, lock: lock}, nil
 }
 
-// readManifest loads and verifies the manifest of snapshot name.
+// readManifest loads and verifies the manifest of snapshot name, whose name
+// has been validated. The snapshot directory must be a directory and the
+// manifest a regular file of at most maxManifest bytes; anything else is a
+// *CorruptError naming the file, found without blocking or reading it.
 func readManifest(root, name string) (*Manifest, error) {
 	dir := filepath.Join(root, snapshotsDir, name)
 	path := filepath.Join(dir, manifestFile)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if exists(dir) {
-			return nil, fmt.Errorf("store: snapshot %q: %w (directory %s has no manifest: unfinished write)", name, ErrNotFound, dir)
-		}
-		return nil, fmt.Errorf("store: snapshot %q: %w", name, ErrNotFound)
+	corrupt := func(path, reason string, err error) error {
+		return &CorruptError{Snapshot: name, Chunk: -1, Path: path, Reason: reason, Err: err}
 	}
-	if err != nil {
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("store: snapshot %q: %w", name, ErrNotFound)
+	case err != nil:
 		return nil, fmt.Errorf("store: snapshot %q: %w", name, err)
+	case !fi.IsDir():
+		return nil, corrupt(dir, "snapshot directory is "+strings.Replace(fileKind(fi.Mode()), "regular file", "directory", 1), nil)
+	}
+	f, size, reason, err := openRegular(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("store: snapshot %q: %w (directory %s has no manifest: unfinished write)", name, ErrNotFound, dir)
+	case err != nil:
+		return nil, corrupt(path, "manifest: cannot open", err)
+	case reason != "":
+		return nil, corrupt(path, "manifest: "+path+" is "+reason, nil)
+	}
+	defer f.Close()
+	if size > maxManifest {
+		return nil, corrupt(path, fmt.Sprintf("manifest: %d bytes, larger than the %d-byte limit", size, maxManifest), nil)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxManifest+1))
+	if err != nil {
+		return nil, corrupt(path, "manifest: cannot read", err)
 	}
 	return decodeManifest(name, path, data)
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/restic/chunker"
 )
@@ -64,7 +62,8 @@ const (
 type Writer struct {
 	root, name, dir string
 	meta            Meta
-	lock            *rootLock
+	lock            *rootLock // shared on the store: keeps GC away
+	nlock           *nameLock // exclusive on the name
 
 	mu      sync.Mutex // guards state and streams; held for all of Commit and Abort
 	state   writerState
@@ -78,10 +77,12 @@ type Writer struct {
 
 // Create starts a snapshot called name in the store at root, which must be an
 // existing directory (the store's subdirectories are created on demand). It
-// fails with ErrInvalidName for a bad name or label and ErrExists if a
-// snapshot directory of that name exists, complete or not (GC removes the
-// remains of crashed writers). Until Commit the snapshot is invisible to
-// Open and List.
+// fails with ErrInvalidName for a bad name, label or algorithm, with a
+// *WritingError (ErrWriting) while another writer, in this process or
+// another, holds the name, and with ErrExists if a complete snapshot of that
+// name exists. The directory of a writer that died (no manifest, name not
+// held) is taken over. Until Commit the snapshot is invisible to Open and
+// List.
 func Create(root, name string, meta Meta) (*Writer, error) {
 	if err := checkRoot(root); err != nil {
 		return nil, err
@@ -90,13 +91,20 @@ func Create(root, name string, meta Meta) (*Writer, error) {
 		return nil, err
 	}
 	if err := checkMeta(meta.Labels); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: %w", err)
 	}
-	if !utf8.ValidString(meta.Algorithm) {
-		return nil, errors.New("store: algorithm: not valid UTF-8")
+	if err := checkAlgorithm(meta.Algorithm); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	meta.Created = meta.Created.UTC()
+	if y := meta.Created.Year(); y < 0 || y > 9999 {
+		return nil, fmt.Errorf("store: created: year %d outside 0-9999", y)
 	}
 	for _, d := range []string{chunksDir, snapshotsDir} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return nil, fmt.Errorf("store: create: %w", err)
+		}
+		if err := checkRealDir(filepath.Join(root, d)); err != nil {
 			return nil, fmt.Errorf("store: create: %w", err)
 		}
 	}
@@ -104,21 +112,35 @@ func Create(root, name string, meta Meta) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(root, snapshotsDir, name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	nlock, err := lockName(root, name)
+	if err != nil {
 		lock.unlock()
-		if errors.Is(err, fs.ErrExist) {
-			if exists(filepath.Join(dir, manifestFile)) {
-				return nil, fmt.Errorf("store: snapshot %q: %w", name, ErrExists)
-			}
-			return nil, fmt.Errorf("store: snapshot %q: %w (incomplete, left by an unfinished write; GC removes it)", name, ErrExists)
-		}
-		return nil, fmt.Errorf("store: create snapshot %q: %w", name, err)
+		return nil, err
 	}
-	meta.Created = meta.Created.UTC()
+	fail := func(err error) (*Writer, error) {
+		nlock.release()
+		lock.unlock()
+		return nil, err
+	}
+	dir := filepath.Join(root, snapshotsDir, name)
+	if exists(dir) {
+		if exists(filepath.Join(dir, manifestFile)) {
+			return fail(fmt.Errorf("store: snapshot %q already exists: %w", name, ErrExists))
+		}
+		if !namesLocked {
+			return fail(fmt.Errorf("store: snapshot %q: %w (incomplete, left by an unfinished write; GC removes it)", name, ErrExists))
+		}
+		// We hold the name, so its writer is dead: take its directory over.
+		if err := os.RemoveAll(dir); err != nil {
+			return fail(fmt.Errorf("store: create snapshot %q: remove a dead writer's directory: %w", name, err))
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fail(fmt.Errorf("store: create snapshot %q: %w", name, err))
+	}
 	meta.Labels = maps.Clone(meta.Labels)
 	return &Writer{
-		root: root, name: name, dir: dir, meta: meta, lock: lock,
+		root: root, name: name, dir: dir, meta: meta, lock: lock, nlock: nlock,
 		streams: make(map[streamKey]*StreamWriter),
 		known:   make(map[string]int64),
 		shards:  make(map[string]bool),
@@ -185,6 +207,7 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("store: commit snapshot %q: %w", w.name, err)
 	}
 	w.state = writerCommitted
+	w.nlock.release()
 	w.lock.unlock()
 	return nil
 }
@@ -231,7 +254,9 @@ func (w *Writer) manifest() (*Manifest, error) {
 	}
 	m.Added = w.added
 	if err := m.check(); err != nil {
-		panic(fmt.Sprintf("store: writer built an inconsistent manifest: %v", err))
+		// A bug, not a bad pool (put verifies every chunk it reuses), but
+		// a writer runs inside a supervisor of live VMs: fail the commit.
+		return nil, fmt.Errorf("writer built an inconsistent manifest: %w", err)
 	}
 	return m, nil
 }
@@ -250,7 +275,11 @@ func (w *Writer) persist(m *Manifest) error {
 	if err := syncDir(filepath.Join(w.root, chunksDir)); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(w.dir, manifestFile, m.seal()); err != nil {
+	data := m.seal()
+	if len(data) > maxManifest {
+		return fmt.Errorf("manifest is %d bytes, larger than the %d-byte limit readers accept: too many chunks for one snapshot", len(data), maxManifest)
+	}
+	if err := writeFileAtomic(w.dir, manifestFile, data); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
 	return syncDir(filepath.Join(w.root, snapshotsDir))
@@ -281,6 +310,7 @@ func (w *Writer) abortLocked() error {
 		<-sw.done
 	}
 	err := os.RemoveAll(w.dir)
+	w.nlock.release()
 	w.lock.unlock()
 	return err
 }
@@ -392,9 +422,10 @@ func (sw *StreamWriter) run(pr *io.PipeReader) {
 }
 
 // store runs the stream's pipeline: this goroutine chunks and hashes, and
-// writeWorkers goroutines compress and write new chunks, so that compression
-// and the fsync of one chunk overlap with chunking the next. Memory is bounded
-// by writeWorkers+1 chunk buffers plus one compressed buffer per worker. The
+// writeWorkers goroutines verify chunks already in the pool and compress and
+// write the others, so that this work and the fsync of one chunk overlap with
+// chunking the next. Memory is bounded by writeWorkers+1 chunk buffers plus,
+// per worker, one chunk file buffer and one decoded buffer. The
 // refs' Stored sizes are filled in at Commit, once every write has finished.
 func (sw *StreamWriter) store(r io.Reader) (Stream, error) {
 	w := sw.w
@@ -414,13 +445,11 @@ func (sw *StreamWriter) store(r io.Reader) (Stream, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			enc := newEncoder()
-			defer enc.Close()
-			var file []byte
+			p := newPool(w.root)
+			defer p.close()
 			for j := range jobs {
-				file = encodeChunk(enc, file, j.data)
+				size, created, err := p.put(j.addr, j.data)
 				free <- j.data
-				size, created, err := writeChunk(w.root, j.addr, file)
 				if err != nil {
 					errOnce.Do(func() { werr = err; close(failed) })
 					continue
@@ -475,11 +504,7 @@ func (sw *StreamWriter) chunk(r io.Reader, s *Stream, free chan []byte, jobs cha
 			free <- ch.Data
 			continue
 		}
-		if fi, err := os.Stat(chunkPath(w.root, addr)); err == nil {
-			w.stored(addr, fi.Size(), false)
-			free <- ch.Data
-			continue
-		}
+		// A worker stores the chunk, or verifies the pool's copy of it.
 		select {
 		case jobs <- chunkJob{addr, ch.Data}:
 		case <-failed:

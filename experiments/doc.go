@@ -14,4 +14,14 @@
 //
 // Findings are sentences computed from the data, compared with the
 // paper's claims; when the data contradicts a claim, the sentence says so.
+//
+// A sweep (one experiment or all) can be split into shards for a cluster:
+// Sweep.Assign spreads the jobs over N shards by expected cost, RunShard
+// runs one shard and stores its jobs' outcomes (JSON, exact floats) with a
+// manifest, and Merge checks that the shards make up one sweep, rebuilds
+// the outcomes in job order and runs the same Tables and Render as a whole
+// run, so the merged files equal a whole run's byte for byte:
+//
+//	jobs --Assign--> shard I/N --RunShard--> outcomes + manifest
+//	shard 1..N --Merge--> outcomes in job order --Tables, Render--> the whole run's files
 package experiments

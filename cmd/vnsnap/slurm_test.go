@@ -9,8 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,9 +137,9 @@ SchedulerType=sched/backfill
 MpiDefault=none
 ReturnToService=2
 MinJobAge=3600
-NodeName=%[1]s NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
+NodeName=%[1]s NodeAddr=127.0.0.1 CPUs=%[6]d State=UNKNOWN
 PartitionName=test Nodes=%[1]s Default=YES MaxTime=INFINITE State=UP
-`, host, freePort(t), freePort(t), sock, dir)
+`, host, freePort(t), freePort(t), sock, dir, runtime.NumCPU())
 	if err := os.WriteFile(c.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +169,7 @@ PartitionName=test Nodes=%[1]s Default=YES MaxTime=INFINITE State=UP
 		out, err := c.cmd("sinfo", "-h", "-N", "-o", "%T")
 		return err == nil && strings.TrimSpace(out) == "idle"
 	}, procs)
-	t.Logf("Slurm up in %.1f s (munged, slurmctld, slurmd; one node, 2 CPUs)", time.Since(t0).Seconds())
+	t.Logf("Slurm up in %.1f s (munged, slurmctld, slurmd; one node, %d CPUs)", time.Since(t0).Seconds(), runtime.NumCPU())
 	return c
 }
 
@@ -367,7 +369,8 @@ func TestSlurmSweep(t *testing.T) {
 	if err := os.WriteFile(block, []byte("a file where shard 2's directory goes\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"experiment", "slurm", "e1", "--shards", "4", "--cpus", "2", "--partition", "test", "--time", "10:00",
+	// A task takes every CPU of the node, so the tasks run one at a time.
+	args := []string{"experiment", "slurm", "e1", "--shards", "4", "--cpus", strconv.Itoa(runtime.NumCPU()), "--partition", "test", "--time", "10:00",
 		"--config", cfg, "--seeds", "2", "--dir", sweep, "--out", merged, "--submit"}
 	t1 := time.Now()
 	out := runBin(t, c.env, bin, args...)
@@ -379,8 +382,8 @@ func TestSlurmSweep(t *testing.T) {
 	if sj[2] != "1,2,3,4" {
 		t.Errorf("first submission: shards %s, want 1,2,3,4", sj[2])
 	}
-	// Kill task 4: with two CPUs per task the node runs one task at a
-	// time, so task 4 is still waiting (or just started) now.
+	// Kill task 4: the node runs one task at a time, so task 4 is still
+	// waiting (or just started) now.
 	if _, err := c.cmd("scancel", sj[1]+"_4"); err != nil {
 		t.Fatal(err)
 	}

@@ -140,6 +140,9 @@ func trustLayout(l *Layout, o Options) (*Layout, error) {
 	if err := l.Check(); err != nil {
 		return nil, err
 	}
+	if o.QEMU == nil {
+		return nil, errors.New("restore needs the probed QEMU (Options.QEMU)")
+	}
 	t := *l
 	t.Hosts = append([]HostLayout(nil), l.Hosts...)
 	t.VMs = append([]VMLayout(nil), l.VMs...)

@@ -149,12 +149,22 @@ func Merge(dirs []string, out string) ([]results.Section, error) {
 		return nil, fmt.Errorf("merge: shard %s of the sweep %v missing (given: %s)",
 			strings.Join(missing, ", "), ref.sweep, strings.Join(dirs, " "))
 	}
+	// Check and rebuild every experiment before writing any file, so a bad
+	// shard leaves out as it was.
+	var merged []mergedPart
+	for _, name := range ref.sweep {
+		mp, err := mergePart(name, sds)
+		if err != nil {
+			return nil, err
+		}
+		merged = append(merged, mp)
+	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
 	}
 	var secs []results.Section
-	for _, name := range ref.sweep {
-		sec, err := mergePart(name, sds, out)
+	for _, mp := range merged {
+		sec, err := writeRun(mp.e, mp.meta, mp.tables, out)
 		if err != nil {
 			return nil, err
 		}
@@ -163,34 +173,41 @@ func Merge(dirs []string, out string) ([]results.Section, error) {
 	return secs, nil
 }
 
-// mergePart merges one experiment of the sweep.
-func mergePart(name string, sds []shardDir, out string) (results.Section, error) {
+// mergedPart is one experiment of a sweep, checked and rebuilt.
+type mergedPart struct {
+	e      *Experiment
+	meta   results.Meta
+	tables Tables
+}
+
+// mergePart checks and rebuilds one experiment of the sweep.
+func mergePart(name string, sds []shardDir) (mergedPart, error) {
 	e, err := Lookup(name)
 	if err != nil {
-		return results.Section{}, err
+		return mergedPart{}, err
 	}
 	m0 := sds[0].mans[name]
 	cfg := e.New(m0.Full)
 	dec := json.NewDecoder(bytes.NewReader(m0.Meta.Config))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
-		return results.Section{}, fmt.Errorf("%s: config in %s: %w", name, sds[0].dir, err)
+		return mergedPart{}, fmt.Errorf("%s: config in %s: %w", name, sds[0].dir, err)
 	}
 	part, err := NewPart(e, cfg, m0.Full, m0.Meta.Seeds)
 	if err != nil {
-		return results.Section{}, err
+		return mergedPart{}, err
 	}
 	meta, err := part.meta("")
 	if err != nil {
-		return results.Section{}, err
+		return mergedPart{}, err
 	}
 	// The config must mean the same to this binary as to the shards'.
 	if !bytes.Equal(meta.Config, m0.Meta.Config) || meta.Version != m0.Meta.Version || meta.GoVersion != m0.Meta.GoVersion {
-		return results.Section{}, fmt.Errorf("%s: shards are of version %q (%s), config %s; this binary is %q (%s) and reads the config as %s",
+		return mergedPart{}, fmt.Errorf("%s: shards are of version %q (%s), config %s; this binary is %q (%s) and reads the config as %s",
 			name, m0.Meta.Version, m0.Meta.GoVersion, m0.Meta.Config, meta.Version, meta.GoVersion, meta.Config)
 	}
 	if len(part.Jobs) != m0.TotalJobs {
-		return results.Section{}, fmt.Errorf("%s: the config plans %d jobs, the shards say %d", name, len(part.Jobs), m0.TotalJobs)
+		return mergedPart{}, fmt.Errorf("%s: the config plans %d jobs, the shards say %d", name, len(part.Jobs), m0.TotalJobs)
 	}
 	where := make([]string, len(part.Jobs)) // which shard holds each job
 	outs := make([]Outcome, len(part.Jobs))
@@ -199,38 +216,38 @@ func mergePart(name string, sds []shardDir, out string) (results.Section, error)
 		at := fmt.Sprintf("%s (shard %s)", sd.dir, sd.shard)
 		for _, j := range m.Jobs {
 			if j.Index < 0 || j.Index >= len(part.Jobs) {
-				return results.Section{}, fmt.Errorf("%s: %s holds job %d, but there are %d", name, at, j.Index, len(part.Jobs))
+				return mergedPart{}, fmt.Errorf("%s: %s holds job %d, but there are %d", name, at, j.Index, len(part.Jobs))
 			}
 			if where[j.Index] != "" {
-				return results.Section{}, fmt.Errorf("%s: job %d %s seed %d is in %s and in %s", name, j.Index, j.Labels, j.Seed, where[j.Index], at)
+				return mergedPart{}, fmt.Errorf("%s: job %d %s seed %d is in %s and in %s", name, j.Index, j.Labels, j.Seed, where[j.Index], at)
 			}
 			where[j.Index] = at
 			pj := part.Jobs[j.Index]
 			lb, _ := json.Marshal(pj.Labels)
 			if !bytes.Equal(lb, j.Labels) || pj.Seed != j.Seed {
-				return results.Section{}, fmt.Errorf("%s: %s: job %d is %s seed %d, the plan's is %s seed %d",
+				return mergedPart{}, fmt.Errorf("%s: %s: job %d is %s seed %d, the plan's is %s seed %d",
 					name, at, j.Index, j.Labels, j.Seed, lb, pj.Seed)
 			}
 		}
 		data, err := os.ReadFile(filepath.Join(sd.dir, m.Outcomes))
 		if err != nil {
-			return results.Section{}, fmt.Errorf("%s: %s: %w", name, at, err)
+			return mergedPart{}, fmt.Errorf("%s: %s: %w", name, at, err)
 		}
 		if got := sha(data); got != m.OutcomesSHA256 {
-			return results.Section{}, fmt.Errorf("%s: %s: %s has SHA-256 %s, the manifest says %s (damaged or rewritten)",
+			return mergedPart{}, fmt.Errorf("%s: %s: %s has SHA-256 %s, the manifest says %s (damaged or rewritten)",
 				name, at, m.Outcomes, got, m.OutcomesSHA256)
 		}
 		got, err := decodeOutcomes(data, part.Jobs)
 		if err != nil {
-			return results.Section{}, fmt.Errorf("%s: %s: %s: %w", name, at, m.Outcomes, err)
+			return mergedPart{}, fmt.Errorf("%s: %s: %s: %w", name, at, m.Outcomes, err)
 		}
 		if len(got) != len(m.Jobs) {
-			return results.Section{}, fmt.Errorf("%s: %s: %s has %d outcomes for %d jobs", name, at, m.Outcomes, len(got), len(m.Jobs))
+			return mergedPart{}, fmt.Errorf("%s: %s: %s has %d outcomes for %d jobs", name, at, m.Outcomes, len(got), len(m.Jobs))
 		}
 		for _, j := range m.Jobs {
 			o, ok := got[j.Index]
 			if !ok {
-				return results.Section{}, fmt.Errorf("%s: %s: %s lacks job %d", name, at, m.Outcomes, j.Index)
+				return mergedPart{}, fmt.Errorf("%s: %s: %s lacks job %d", name, at, m.Outcomes, j.Index)
 			}
 			outs[j.Index] = o
 		}
@@ -238,10 +255,10 @@ func mergePart(name string, sds []shardDir, out string) (results.Section, error)
 	for j, w := range where {
 		if w == "" {
 			pj := part.Jobs[j]
-			return results.Section{}, fmt.Errorf("%s: job %d %v seed %d is in no shard", name, j, pj.Labels, pj.Seed)
+			return mergedPart{}, fmt.Errorf("%s: job %d %v seed %d is in no shard", name, j, pj.Labels, pj.Seed)
 		}
 	}
-	return writeRun(e, meta, part.Cfg.Tables(part.Jobs, outs), out)
+	return mergedPart{e, meta, part.Cfg.Tables(part.Jobs, outs)}, nil
 }
 
 // writeRun writes an experiment's tables under out, then its figures, and

@@ -421,9 +421,13 @@ func TestMergeErrors(t *testing.T) {
 		{"absent", []string{shards[0], filepath.Join(dir, "nope"), shards[2]}, []string{filepath.Join(dir, "nope")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Merge(tc.dirs, filepath.Join(dir, "out-"+strings.ReplaceAll(tc.name, " ", "-")))
+			out := filepath.Join(dir, "out-"+strings.ReplaceAll(tc.name, " ", "-"))
+			_, err := Merge(tc.dirs, out)
 			if err == nil {
 				t.Fatal("merge: got no error")
+			}
+			if _, serr := os.Stat(out); serr == nil {
+				t.Errorf("the failed merge wrote %s", out)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {

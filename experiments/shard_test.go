@@ -403,6 +403,20 @@ func TestMergeErrors(t *testing.T) {
 	b, _ := os.ReadFile(of)
 	b[len(b)/2] ^= 0xff
 	os.WriteFile(of, b, 0o644)
+	// A shard made by another build of vnsnap.
+	otherVersion := filepath.Join(dir, "version")
+	if err := os.CopyFS(otherVersion, os.DirFS(shards[1])); err != nil {
+		t.Fatal(err)
+	}
+	mf := filepath.Join(otherVersion, e2.Name+ManifestSuffix)
+	mb, _ := os.ReadFile(mf)
+	var man map[string]any
+	if err := json.Unmarshal(mb, &man); err != nil {
+		t.Fatal(err)
+	}
+	man["meta"].(map[string]any)["version"] = "v9.9.9 0123abcd"
+	mb, _ = json.Marshal(man)
+	os.WriteFile(mf, mb, 0o644)
 	// A shard that has not finished: no manifest.
 	unfinished := filepath.Join(dir, "unfinished")
 	os.MkdirAll(unfinished, 0o755)
@@ -416,6 +430,7 @@ func TestMergeErrors(t *testing.T) {
 		{"duplicate", []string{shards[0], shards[1], shards[1], shards[2]}, []string{shards[1], "both shard 2/3"}},
 		{"foreign experiment", []string{shards[0], other[1], shards[2]}, []string{other[1], "foreign"}},
 		{"foreign seeds", []string{shards[0], seeds1, shards[2]}, []string{seeds1, "foreign", "seeds [1]"}},
+		{"foreign version", []string{shards[0], otherVersion, shards[2]}, []string{otherVersion, "foreign", "v9.9.9"}},
 		{"damaged", []string{shards[0], damaged, shards[2]}, []string{damaged, "SHA-256"}},
 		{"unfinished", []string{shards[0], unfinished, shards[2]}, []string{unfinished, "did not finish"}},
 		{"absent", []string{shards[0], filepath.Join(dir, "nope"), shards[2]}, []string{filepath.Join(dir, "nope")}},

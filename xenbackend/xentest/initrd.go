@@ -32,6 +32,9 @@ var Dom0Programs = []string{
 	"/usr/lib/xen-4.17/bin/xenconsoled",
 	"/usr/lib/xen-4.17/bin/xenconsole",
 	"/usr/bin/xenstore",
+	"/usr/bin/xenstore-read",
+	"/usr/bin/xenstore-write",
+	"/usr/bin/xenstore-ls",
 }
 
 // hostLibs are loaded with dlopen, so no DT_NEEDED names them: glibc
@@ -143,12 +146,24 @@ func BuildDom0Initrd(env Env, cfg Dom0Config, out string) (int64, error) {
 	return n, nil
 }
 
-// DomUInitrd returns a gzip'ed initramfs with only busybox (at /bin/busybox)
-// and the given /init script, for a small PVH domU.
-func DomUInitrd(env Env, init string) ([]byte, error) {
+// DomUInitrd returns a gzip'ed initramfs for a small PVH domU: busybox at
+// /bin/busybox, the given /init script, and the kernel modules named (with
+// their dependencies) as /lib/modules/NAME.ko, listed in load order in
+// /etc/modules for init to insmod.
+func DomUInitrd(env Env, init string, modules ...string) ([]byte, error) {
 	a := newArchive(env)
 	a.add(File{Path: "/bin/busybox", Src: env.Busybox(), Mode: 0o755})
 	a.add(File{Path: "/init", Data: []byte(init), Mode: 0o755})
+	mods, err := moduleOrder(env.Path("/lib/modules/"+KernelVersion), modules)
+	if err != nil {
+		return nil, fmt.Errorf("domU initramfs: %w", err)
+	}
+	var order strings.Builder
+	for _, m := range mods {
+		a.add(File{Path: "/lib/modules/" + m.name + ".ko", Src: m.file})
+		order.WriteString(m.name + "\n")
+	}
+	a.add(File{Path: "/etc/modules", Data: []byte(order.String())})
 	var buf bytes.Buffer
 	if err := a.encode(&buf, []string{"/dev", "/proc", "/sys", "/tmp"}); err != nil {
 		return nil, fmt.Errorf("domU initramfs: %w", err)

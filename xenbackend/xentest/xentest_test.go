@@ -9,30 +9,56 @@ import (
 	"time"
 )
 
-// domUInit is the domU's /init: a marker, then a tick a second, so that a
-// restored domain proves it runs on from its saved state.
+// domUInit is the domU's /init: it loads its modules (netfront), prints a
+// marker, then a tick a second (and once a marker when eth0 is there), so
+// that a restored or migrated domain proves it runs on from its saved state.
 const domUInit = `#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko || echo "VNSNAP-DOMU-INSMOD-FAILED $m"; done
 echo VNSNAP-DOMU-UP
 n=0
-while :; do n=$((n+1)); echo "VNSNAP-DOMU-TICK $n"; /bin/busybox sleep 1; done
+eth=""
+while :; do
+	n=$((n+1))
+	if [ -z "$eth" ] && [ -e /sys/class/net/eth0 ]; then eth=1; ip link set eth0 up; echo VNSNAP-DOMU-ETH0; fi
+	echo "VNSNAP-DOMU-TICK $n"
+	sleep 1
+done
 `
 
-// bootScript runs in dom0: xl info and list, then one 128 MiB PVH domU,
-// booted, checkpointed with xl save -c, destroyed and restored. The domU's
-// console log (written by xenconsoled) is copied to the console with a
-// "domu|" prefix. Every wait loop fails at once when the domain is gone, and
-// prints while it waits, so the harness's stall deadline applies.
+// vifScript is the domU's vif hotplug script in dom0: libxl runs it with
+// the backend's xenstore path and the interface name; bringing the vif up
+// and reporting "connected" is all it takes without a bridge.
+const vifScript = `#!/bin/sh
+case "$1" in
+online|add)
+	ip link set "$vif" up || exit 1
+	xenstore-write "$XENBUS_PATH/hotplug-status" connected ;;
+esac
+exit 0
+`
+
+// bootScript runs in dom0: xl info and list, then one 128 MiB PVH domU with
+// a vif (netback in dom0, netfront in the domU), booted, checkpointed with
+// xl save -c, destroyed, restored, and live-migrated to dom0 itself through
+// "xl migrate -s ”" with xl's own receiver. The domU's console logs
+// (xenconsoled writes one per domain name; the migration's target is
+// "domu1--incoming" at first) are copied to the console with a "domu|"
+// prefix. Every wait loop fails at once when the domain is gone and the
+// domU prints while it waits, so the harness's stall deadline applies.
 const bootScript = `
 set -u
 XL=/usr/lib/xen-4.17/bin/xl
-LOG=/var/log/xen/console/guest-domu1.log
+LOGS=/var/log/xen/console
 echo VNSNAP-T-XLINFO-BEGIN
 $XL info || exit 1
 $XL list || exit 2
 echo VNSNAP-T-XLINFO-END
-cat > /root/domu1.cfg <<EOF
+cat > /root/domu1.cfg <<CFG
 name = "domu1"
 type = "pvh"
 kernel = "/root/vmlinuz"
@@ -40,46 +66,55 @@ ramdisk = "/root/domu-initrd.gz"
 extra = "console=hvc0 rdinit=/init loglevel=4"
 memory = 128
 vcpus = 1
+vif = [ "mac=00:16:3e:00:00:01,script=/etc/xen/scripts/vif-vnsnap" ]
 on_crash = "destroy"
-EOF
-touch $LOG
-tail -F $LOG 2>/dev/null | while IFS= read -r l; do echo "domu| $l"; done &
-# wait_for PATTERN FROM_BYTE: until PATTERN is in the log past FROM_BYTE.
-wait_for() {
-	while ! tail -c +$(($2 + 1)) $LOG | grep -q "$1"; do
+CFG
+touch $LOGS/guest-domu1.log $LOGS/guest-domu1--incoming.log
+tail -F $LOGS/guest-domu1.log $LOGS/guest-domu1--incoming.log 2>/dev/null | while IFS= read -r l; do echo "domu| $l"; done &
+count() { cat $LOGS/guest-domu1*.log | grep -c "$1"; }
+# wait_count PATTERN N: until the domU's logs hold N lines with PATTERN.
+wait_count() {
+	while [ "$(count "$1")" -lt "$2" ]; do
 		$XL domid domu1 >/dev/null 2>&1 || { echo "VNSNAP-XEN-FAIL domu1 is gone waiting for $1"; $XL list; exit 3; }
 		sleep 1
 	done
 }
+# ticking: two more ticks than now, so the domain runs (not only its ring).
+ticking() {
+	wait_count VNSNAP-DOMU-TICK $(($(count VNSNAP-DOMU-TICK) + 2))
+	echo "VNSNAP-T-TICKING-AFTER-$1 $(cat $LOGS/guest-domu1*.log | grep VNSNAP-DOMU-TICK | tail -n 2 | tr '\n' ' ')"
+}
 echo VNSNAP-T-CREATE
 $XL create /root/domu1.cfg || exit 4
-wait_for VNSNAP-DOMU-UP 0
-wait_for VNSNAP-DOMU-TICK 0
+wait_count VNSNAP-DOMU-UP 1
+wait_count VNSNAP-DOMU-TICK 1
 echo VNSNAP-T-DOMU-UP
 $XL list
+wait_count VNSNAP-DOMU-ETH0 1
+id=$($XL domid domu1)
+if ip link show vif$id.0 | grep -q UP; then echo "VNSNAP-T-VIF-UP vif$id.0"; else echo "VNSNAP-XEN-FAIL vif$id.0 is not up"; ip link; exit 10; fi
+$XL network-list domu1
 echo VNSNAP-T-SAVE
 $XL save -c domu1 /root/domu1.save || exit 5
 echo "VNSNAP-T-SAVED bytes=$(wc -c < /root/domu1.save)"
-$XL list
 $XL destroy domu1 || exit 6
-sleep 1
-size=$(wc -c < $LOG)
 echo VNSNAP-T-RESTORE
 $XL restore /root/domu1.save || exit 7
 echo VNSNAP-T-RESTORED
-# Two ticks past the restore: the restored domain runs, not only its ring.
-while [ "$(tail -c +$((size + 1)) $LOG | grep -c VNSNAP-DOMU-TICK)" -lt 2 ]; do
-	$XL domid domu1 >/dev/null 2>&1 || { echo "VNSNAP-XEN-FAIL restored domu1 is gone"; exit 8; }
-	sleep 1
-done
-echo "VNSNAP-T-TICKING-AFTER-RESTORE $(tail -c +$((size + 1)) $LOG | grep VNSNAP-DOMU-TICK | head -n 2 | tr '\n' ' ')"
+ticking RESTORE
+rm /root/domu1.save
+echo VNSNAP-T-MIGRATE
+$XL migrate -s "" domu1 "$XL migrate-receive" || exit 8
+echo VNSNAP-T-MIGRATED
 $XL list
+$XL list domu1--migratedaway >/dev/null 2>&1 && { echo "VNSNAP-XEN-FAIL domu1--migratedaway left behind"; exit 9; }
+ticking MIGRATE
 $XL destroy domu1
 `
 
 func TestXenBoots(t *testing.T) {
 	env := Require(t, "../..")
-	domuInitrd, err := DomUInitrd(env, domUInit)
+	domuInitrd, err := DomUInitrd(env, domUInit, "xen-netfront")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +123,9 @@ func TestXenBoots(t *testing.T) {
 		Files: []File{
 			{Path: "/root/vmlinuz", Src: env.Kernel()},
 			{Path: "/root/domu-initrd.gz", Data: domuInitrd},
+			{Path: "/etc/xen/scripts/vif-vnsnap", Data: []byte(vifScript), Mode: 0o755},
 		},
+		Modules: []string{"xen-netback"},
 	}, BootConfig{})
 	ctx := context.Background()
 	at := map[string]time.Duration{}
@@ -123,6 +160,7 @@ func TestXenBoots(t *testing.T) {
 	wait("VNSNAP-T-CREATE")
 	wait("VNSNAP-T-DOMU-UP")
 	t.Logf("domU up %v after xl create", (at["VNSNAP-T-DOMU-UP"] - at["VNSNAP-T-CREATE"]).Round(time.Second))
+	wait("VNSNAP-T-VIF-UP")
 	wait("VNSNAP-T-SAVE")
 	saved := wait("VNSNAP-T-SAVED")
 	t.Logf("xl save -c took %v (%s)", (at["VNSNAP-T-SAVED"] - at["VNSNAP-T-SAVE"]).Round(100*time.Millisecond), saved)
@@ -133,16 +171,25 @@ func TestXenBoots(t *testing.T) {
 	wait("VNSNAP-T-RESTORE")
 	wait("VNSNAP-T-RESTORED")
 	t.Logf("xl restore took %v", (at["VNSNAP-T-RESTORED"] - at["VNSNAP-T-RESTORE"]).Round(100*time.Millisecond))
-	ticking := wait("VNSNAP-T-TICKING-AFTER-RESTORE")
-	ticks := regexp.MustCompile(`VNSNAP-DOMU-TICK (\d+)`).FindAllStringSubmatch(ticking, -1)
-	if len(ticks) != 2 || ticks[0][1] == ticks[1][1] {
-		t.Errorf("after restore: got %q, want two different domU ticks", ticking)
-	}
+	twoTicks(t, wait("VNSNAP-T-TICKING-AFTER-RESTORE"))
+	wait("VNSNAP-T-MIGRATE")
+	wait("VNSNAP-T-MIGRATED")
+	t.Logf("live migration to dom0 itself took %v", (at["VNSNAP-T-MIGRATED"] - at["VNSNAP-T-MIGRATE"]).Round(100*time.Millisecond))
+	twoTicks(t, wait("VNSNAP-T-TICKING-AFTER-MIGRATE"))
 	done := wait(MarkerDone)
 	if want := MarkerDone + " rc=0"; done != want {
 		t.Errorf("dom0 script: got %q, want %q", done, want)
 	}
 	t.Logf("whole run %v", m.Uptime().Round(time.Second))
+}
+
+// twoTicks checks a "VNSNAP-T-TICKING-AFTER-..." line for two domU ticks.
+func twoTicks(t *testing.T, line string) {
+	t.Helper()
+	ticks := regexp.MustCompile(`VNSNAP-DOMU-TICK (\d+)`).FindAllStringSubmatch(line, -1)
+	if len(ticks) != 2 || ticks[0][1] == ticks[1][1] {
+		t.Errorf("got %q, want two different domU ticks", line)
+	}
 }
 
 // xlInfoField matches an "xl info" line "key : value".

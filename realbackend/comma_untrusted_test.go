@@ -1,7 +1,6 @@
 package realbackend
 
 import (
-	"context"
 	"io"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
 // TestSnapshotRestoreInCommaDir runs a disk guest whose state directory is
@@ -21,8 +22,7 @@ import (
 func TestSnapshotRestoreInCommaDir(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	ctx := qemutest.Context(t, 15*time.Minute) // derived from progress; 15m is a safety net
 	dir := filepath.Join(shortDir(t), "a,server=on")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -49,14 +49,14 @@ func TestSnapshotRestoreInCommaDir(t *testing.T) {
 	t.Cleanup(func() { env.Close() })
 	isHB := func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }
 	if _, _, err := env.VM(0).Console.WaitFor(ctx, 0, isHB); err != nil {
-		t.Fatalf("no heartbeat: %v", err)
+		t.Fatalf("no heartbeat: %v", progress.Why(ctx, err))
 	}
 	root := filepath.Join(filepath.Dir(dir), "store,x")
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := env.Snapshot(ctx, SnapshotOptions{Store: root, Name: "s1", Algorithm: core.VNsnap, Sink: core.DiskSink}); err != nil {
-		t.Fatalf("snapshot: %v", err)
+		t.Fatalf("snapshot: %v", progress.Why(ctx, err))
 	}
 	env.Close()
 	renv, _, err := Restore(ctx, root, "s1", o)
@@ -68,6 +68,6 @@ func TestSnapshotRestoreInCommaDir(t *testing.T) {
 		t.Errorf("restored VM runs on %s, want an overlay in %s", renv.Layout.VMs[0].Disk, dir)
 	}
 	if _, _, err := renv.VM(0).Console.WaitFor(ctx, 0, isHB); err != nil {
-		t.Fatalf("restored VM does not run: %v", err)
+		t.Fatalf("restored VM does not run: %v", progress.Why(ctx, err))
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 	"github.com/vnsnap/vnsnap/vne"
 )
 
@@ -79,8 +80,7 @@ func TestBootDiskGuestFromRelativeVNE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := qemutest.Context(t, 15*time.Minute) // derived from progress; 15m is a safety net
 	env, err := Boot(ctx, v, Options{QEMU: h, Image: guestimg.Image{}, Dir: shortDir(t)})
 	if err != nil {
 		t.Fatalf("Boot: %v", err)

@@ -1,7 +1,6 @@
 package qemubackend
 
 import (
-	"context"
 	"net"
 	"os"
 	"os/exec"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
 // TestStartInCommaDir boots a real QEMU whose every path (QMP socket, NIC
@@ -36,8 +36,7 @@ func TestStartInCommaDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := testContext(t, 15*time.Minute) // derived from progress; 15m is a safety net
 	spec := Spec{
 		Name: "comma", Kernel: img.Kernel, Initrd: img.Initrd, Disk: disk, NetSocket: sock,
 		Append:     guestimg.KernelArgs("", "", guestimg.Program{Name: "heartbeat"}),
@@ -56,7 +55,7 @@ func TestStartInCommaDir(t *testing.T) {
 		accepted <- err
 	}()
 	if _, _, err := vm.Console.WaitFor(ctx, 0, isHeartbeat); err != nil {
-		t.Fatalf("no heartbeat: %v%s", err, vm.stderrTail())
+		t.Fatalf("no heartbeat: %v%s", progress.Why(ctx, err), vm.stderrTail())
 	}
 	// QEMU connected the NIC before the guest ran; the heartbeat is the
 	// progress that says it had every chance to.

@@ -74,7 +74,7 @@ func readManifest(root, name string) (*Manifest, error) {
 	case err != nil:
 		return nil, corrupt(path, "manifest: cannot open", err)
 	case reason != "":
-		return nil, corrupt(path, "manifest: "+path+" is "+reason, nil)
+		return nil, corrupt(path, "manifest is "+reason, nil)
 	}
 	defer f.Close()
 	if size > maxManifest {

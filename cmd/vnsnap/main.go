@@ -7,6 +7,8 @@
 //	vnsnap restore NAME        replace the running VNE by a snapshot
 //	vnsnap verify NAME         check a stored snapshot
 //	vnsnap ls                  list stored snapshots
+//	vnsnap rm NAME...          remove stored snapshots
+//	vnsnap gc                  free unreferenced chunks and crashed writers' debris
 //	vnsnap down                stop the running VNE
 //	vnsnap version             print the version
 //
@@ -40,6 +42,8 @@ func commands() map[string]command {
 		"restore":    {"replace the running VNE by a stored snapshot", runRestore},
 		"verify":     {"check every byte of a stored snapshot", runVerify},
 		"ls":         {"list the stored snapshots", runLs},
+		"rm":         {"remove stored snapshots", runRm},
+		"gc":         {"free chunks no snapshot uses, and debris of crashed writers", runGc},
 		"down":       {"stop the running VNE", runDown},
 	}
 }

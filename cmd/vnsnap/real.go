@@ -12,8 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/store"
@@ -21,8 +19,8 @@ import (
 
 // The real-VM commands. `vnsnap up` is a foreground supervisor that owns the
 // VNE's switches and QEMUs and serves a control socket in its state
-// directory; snapshot, restore and down talk to it. verify and ls read the
-// store directly.
+// directory; snapshot, restore and down talk to it. verify, ls, rm and gc
+// read the store directly (store_cmd.go).
 
 const defaultStore = ".vnsnap/store"
 
@@ -170,63 +168,6 @@ func runDown(args []string, stdout, stderr io.Writer) error {
 	text, err := call(context.Background(), sock, request{Op: "down"})
 	fmt.Fprint(stdout, text)
 	return err
-}
-
-func runVerify(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	root := fs.String("store", defaultStore, "snapshot store directory")
-	fs.Usage = func() { fmt.Fprintln(stderr, "usage: vnsnap verify [--store DIR] NAME"); fs.PrintDefaults() }
-	name, err := oneArg(fs, args, "snapshot name")
-	if err != nil {
-		return err
-	}
-	s, err := store.Open(*root, name)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	probs, err := s.Verify(context.Background())
-	if err != nil {
-		return err
-	}
-	for _, p := range probs {
-		fmt.Fprintln(stdout, p)
-	}
-	if len(probs) > 0 {
-		return fmt.Errorf("snapshot %s is damaged: %d problem(s)", name, len(probs))
-	}
-	m := s.Manifest()
-	fmt.Fprintf(stdout, "snapshot %s ok: %d VMs, %d extras, id %s\n", name, len(m.VMs), len(m.Extras), m.Checksum)
-	return nil
-}
-
-func runLs(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	root := fs.String("store", defaultStore, "snapshot store directory")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return errUsage
-	}
-	infos, err := store.List(*root)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCREATED\tALGORITHM\tEPOCH\tVMS\tSIZE\tSTORED")
-	for _, in := range infos {
-		if in.Err != nil {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t%v\n", in.Name, in.Err)
-			continue
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%.1fMiB\t%.1fMiB\n", in.Name, in.Created.Local().Format(time.DateTime),
-			in.Algorithm, in.Epoch, strings.Join(in.VMs, ","), float64(in.Logical)/(1<<20), float64(in.Stored)/(1<<20))
-	}
-	return tw.Flush()
 }
 
 // oneArg parses flags and returns the single positional argument.

@@ -309,16 +309,20 @@ func BenchmarkBlockSize(b *testing.B) {
 	})
 }
 
-// BenchmarkLevel: zstd level against ingest rate and stored size of one
-// guest (every block new).
+// BenchmarkLevel: zstd level (and no compression) against ingest rate and
+// stored size of one guest (every block new).
 func BenchmarkLevel(b *testing.B) {
 	img := newFamily(1).guest(1, guestPages())
-	for _, lv := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
-		b.Run(lv.String(), func(b *testing.B) {
+	for _, lv := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression, 0} {
+		name := "raw"
+		if lv != 0 {
+			name = lv.String()
+		}
+		b.Run(name, func(b *testing.B) {
 			var t cost
 			var stored int64
 			for b.Loop() {
-				g, _ := pages.NewIngester(pages.NewMemSink(), pages.Options{Level: lv})
+				g, _ := pages.NewIngester(pages.NewMemSink(), pages.Options{Level: lv, Raw: lv == 0})
 				d, s, _ := ingestAll(b, g, "s", [][]byte{img})
 				g.Close()
 				t.add(d)

@@ -26,6 +26,10 @@ type Options struct {
 	BlockSize int
 	// Level is the zstd level for new blocks (default DefaultLevel).
 	Level Level
+	// Raw stores new blocks uncompressed: ingest is then bound by hashing
+	// (and the disk), for sinks on disks fast enough that compression
+	// would be the bottleneck.
+	Raw bool
 	// Workers is the number of goroutines that scan, hash and compress
 	// (default GOMAXPROCS).
 	Workers int
@@ -197,8 +201,11 @@ const maxKnown = 1 << 18
 // work scans, hashes and compresses blocks until the job channel closes.
 func (g *Ingester) work() {
 	defer g.wg.Done()
-	enc := newEncoder(g.opt.Level)
-	defer enc.Close()
+	var enc *zstd.Encoder
+	if !g.opt.Raw {
+		enc = newEncoder(g.opt.Level)
+		defer enc.Close()
+	}
 	for j := range g.jobs {
 		j.img.results <- g.process(enc, j)
 	}

@@ -55,11 +55,13 @@ func newDecoder() *zstd.Decoder {
 }
 
 // encodeObject appends the object for data to dst[:0]: zstd if that saves at
-// least 1/32 of the bytes, raw otherwise.
+// least 1/32 of the bytes, raw otherwise, or always raw if enc is nil.
 func encodeObject(enc *zstd.Encoder, dst, data []byte) []byte {
 	dst = append(dst[:0], objZstd, 0, 0, 0, 0)
-	dst = enc.EncodeAll(data, dst)
-	if len(dst)-objHeader > len(data)-len(data)/32 {
+	if enc != nil {
+		dst = enc.EncodeAll(data, dst)
+	}
+	if enc == nil || len(dst)-objHeader > len(data)-len(data)/32 {
 		dst = append(dst[:objHeader], data...)
 		dst[0] = objRaw
 	}

@@ -29,6 +29,7 @@ type PackSink struct {
 	packs []*os.File // by pack number; the last one is being appended to
 	size  int64      // bytes in the last pack
 	dirty bool       // the last pack has unsynced records
+	rec   []byte     // record buffer, reused under mu
 }
 
 type packLoc struct {
@@ -135,10 +136,10 @@ func (s *PackSink) Put(addr Addr, obj []byte) (bool, error) {
 		}
 	}
 	f := s.packs[len(s.packs)-1]
-	rec := make([]byte, packRecHeader, packRecHeader+len(obj))
-	copy(rec, addr[:])
-	binary.LittleEndian.PutUint32(rec[32:], uint32(len(obj)))
+	rec := append(s.rec[:0], addr[:]...)
+	rec = binary.LittleEndian.AppendUint32(rec, uint32(len(obj)))
 	rec = append(rec, obj...)
+	s.rec = rec
 	if _, err := f.WriteAt(rec, s.size); err != nil {
 		return false, fmt.Errorf("pages: pack %s: put object %s: %w", f.Name(), addr, err)
 	}

@@ -150,7 +150,7 @@ func TestRoundTripProperty(t *testing.T) {
 		r := rand.New(rand.NewPCG(seed, 99))
 		bs := pages.PageSize << r.IntN(7)
 		mode := modes[r.IntN(len(modes))]
-		o := pages.Options{BlockSize: bs, Workers: 1 + r.IntN(4), Buffers: 2 + r.IntN(8)}
+		o := pages.Options{BlockSize: bs, Workers: 1 + r.IntN(4), Buffers: 2 + r.IntN(8), Raw: r.IntN(4) == 0}
 		npages := r.IntN(700)
 		img := newFamily(seed).guest(seed, npages)
 		sink := pages.NewMemSink()

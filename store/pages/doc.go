@@ -36,7 +36,7 @@
 // page; 16 and 64 KiB are close in stored bytes (8 like guests: 11.3 % and
 // 13.5 % of raw) and idle increments (0.8 % and 1.1 %) at the same ingest
 // rate per CPU-second, and 64 KiB has a third of the objects (so a third of
-// the per-object cost: 1.75 x the rate into a file-per-object sink) and a
+// the per-object cost: 1.75-2 x the rate into a file-per-object sink) and a
 // quarter of the index; 256 KiB loses on both stored bytes (18.1 %) and
 // increments (3.4 %, 4.6 % with 32 MiB guests: near the 5 % budget). A
 // store with pack files might prefer 16 KiB. zstd's fastest level stores 40.6 % of a lone guest, the

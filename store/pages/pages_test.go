@@ -584,6 +584,29 @@ func TestAbort(t *testing.T) {
 	}
 }
 
+// TestDeterministic: the index (hence the image checksum) depends only on
+// the image and the block size, not on workers, buffers or input mode.
+func TestDeterministic(t *testing.T) {
+	img := newFamily(13).guest(1, 1500)
+	var want []byte
+	for i, c := range []struct {
+		mode             string
+		workers, buffers int
+	}{{"at", 1, 2}, {"at", 4, 16}, {"stream", 3, 5}, {"pages", 2, 3}, {"readfrom", 8, 64}} {
+		g := newIngester(t, pages.NewMemSink(), pages.Options{Workers: c.workers, Buffers: c.buffers})
+		x, _ := write(t, g, "same", img, c.mode, rand.New(rand.NewPCG(uint64(i), 5)))
+		got, err := x.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			want = got
+		} else if !bytes.Equal(got, want) {
+			t.Errorf("%+v: index differs from the first", c)
+		}
+	}
+}
+
 // TestRestoreFile restores into a sparse file.
 func TestRestoreFile(t *testing.T) {
 	sink := pages.NewMemSink()

@@ -607,6 +607,39 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
+// orderSink records the order of Puts.
+type orderSink struct {
+	pages.Sink
+	mu   sync.Mutex
+	puts []pages.Addr
+}
+
+func (o *orderSink) Put(a pages.Addr, b []byte) (bool, error) {
+	o.mu.Lock()
+	o.puts = append(o.puts, a)
+	o.mu.Unlock()
+	return o.Sink.Put(a, b)
+}
+
+// TestWritesInOrder: with many workers the sink still receives an image's
+// new objects in block order.
+func TestWritesInOrder(t *testing.T) {
+	os := &orderSink{Sink: pages.NewMemSink()}
+	g := newIngester(t, os, pages.Options{Workers: 8, Buffers: 32, BlockSize: 16 << 10})
+	x, _ := write(t, g, "ordered", newFamily(17).guest(1, 3000), "at", nil)
+	var want []pages.Addr
+	seen := make(map[pages.Addr]bool)
+	for _, b := range x.Blocks {
+		if b.Mask != 0 && !seen[b.Addr] {
+			seen[b.Addr] = true
+			want = append(want, b.Addr)
+		}
+	}
+	if d := cmp.Diff(want, os.puts); d != "" {
+		t.Errorf("Put order differs from block order (-want +got):\n%s", d)
+	}
+}
+
 // TestRestoreFile restores into a sparse file.
 func TestRestoreFile(t *testing.T) {
 	sink := pages.NewMemSink()

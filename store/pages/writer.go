@@ -454,7 +454,9 @@ func (w *ImageWriter) apply(r result) {
 	}
 	err := r.err
 	created := false
-	if err == nil && r.obj != nil {
+	// A block compressed by two workers at once (before either was
+	// stored) is put once: the second finds it known.
+	if err == nil && r.obj != nil && !w.g.isKnown(r.ref.Addr) {
 		created, err = w.g.sink.Put(r.ref.Addr, r.obj)
 		if err == nil {
 			w.g.markKnown(r.ref.Addr)

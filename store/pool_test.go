@@ -3,6 +3,8 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -170,4 +172,51 @@ func mustRemove(t *testing.T, path string) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestWriterRefusesSymlinkedDirs: a store whose chunks, snapshots or shard
+// directory is a symlink would make the writer put files elsewhere.
+func TestWriterRefusesSymlinkedDirs(t *testing.T) {
+	for _, dir := range []string{chunksDir, snapshotsDir} {
+		t.Run(dir, func(t *testing.T) {
+			root, elsewhere := t.TempDir(), t.TempDir()
+			if err := os.Symlink(elsewhere, filepath.Join(root, dir)); err != nil {
+				t.Fatal(err)
+			}
+			w, err := Create(root, "s", testMeta())
+			if err == nil {
+				w.Abort()
+				t.Fatal("Create succeeded, want an error")
+			}
+			if !bytes.Contains([]byte(err.Error()), []byte("symbolic link")) {
+				t.Errorf("Create = %v, want it to name the symbolic link", err)
+			}
+		})
+	}
+	t.Run("shard", func(t *testing.T) {
+		root, elsewhere := t.TempDir(), t.TempDir()
+		data := []byte("some data")
+		sum := sha256.Sum256(data)
+		shard := filepath.Join(root, chunksDir, hex.EncodeToString(sum[:1]))
+		if err := os.MkdirAll(filepath.Dir(shard), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(elsewhere, shard); err != nil {
+			t.Fatal(err)
+		}
+		w, err := Create(root, "s", testMeta())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Abort()
+		sw, _ := w.Stream("a", "memory")
+		sw.Write(data)
+		sw.Close()
+		if err := w.Commit(); err == nil || !bytes.Contains([]byte(err.Error()), []byte("symbolic link")) {
+			t.Errorf("Commit = %v, want an error naming the symbolic link", err)
+		}
+		if files, _ := os.ReadDir(elsewhere); len(files) != 0 {
+			t.Errorf("the writer put %d files outside the store", len(files))
+		}
+	})
 }

@@ -85,6 +85,13 @@ outputs_exist() {
 		[ -f "$dir/root/lib/modules/$KERNEL_VERSION/modules.dep" ]
 }
 
+# One setup at a time per DIR: test binaries of several packages may call
+# this script at once, and an unpack replaces the trees the others read.
+if command -v flock >/dev/null 2>&1; then
+	exec 9>"$dir/.lock"
+	flock 9
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && outputs_exist; then
 	log "up to date: $dir"
 	exit 0

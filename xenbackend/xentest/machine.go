@@ -1,7 +1,7 @@
 package xentest
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +47,7 @@ type BootConfig struct {
 // as it arrives; Wait consumes them in order.
 type Machine struct {
 	cmd   *exec.Cmd
+	in    io.WriteCloser // the serial console's input
 	stall time.Duration
 	start time.Time
 
@@ -110,7 +111,10 @@ func Boot(env Env, cfg BootConfig) (*Machine, error) {
 	args := append([]string{"-n", strconv.Itoa(cfg.Nice), env.QEMU()}, env.Args(cfg)...)
 	cmd := exec.Command("nice", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Stdin = nil
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("xentest boot: %w", err)
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("xentest boot: %w", err)
@@ -120,28 +124,50 @@ func Boot(env Env, cfg BootConfig) (*Machine, error) {
 		return nil, fmt.Errorf("xentest boot: %w", err)
 	}
 	now := time.Now()
-	m := &Machine{cmd: cmd, stall: cfg.Stall, start: now, last: now, notify: make(chan struct{})}
+	m := &Machine{cmd: cmd, in: in, stall: cfg.Stall, start: now, last: now, notify: make(chan struct{})}
 	go m.read(out, cfg.Log)
 	return m, nil
 }
 
 // read collects console lines until QEMU closes its output, then reaps it.
+// Any byte counts as progress, also inside a line: xl's save and restore
+// draw their progress bars with carriage returns only.
 func (m *Machine) read(r io.Reader, log io.Writer) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if log != nil {
-			fmt.Fprintln(log, line)
+	buf := make([]byte, 64<<10)
+	var partial []byte
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			m.mu.Lock()
+			m.last = time.Now()
+			partial = append(partial, buf[:n]...)
+			for {
+				i := bytes.IndexByte(partial, '\n')
+				if i < 0 && len(partial) < 1<<20 {
+					break
+				}
+				if i < 0 {
+					i = len(partial) - 1
+				}
+				line := strings.TrimRight(string(partial[:i+1]), "\r\n")
+				partial = partial[i+1:]
+				if log != nil {
+					fmt.Fprintln(log, line)
+				}
+				m.lines = append(m.lines, line)
+			}
+			m.changed()
+			m.mu.Unlock()
 		}
-		m.mu.Lock()
-		m.lines = append(m.lines, line)
-		m.last = time.Now()
-		m.changed()
-		m.mu.Unlock()
+		if err != nil {
+			break
+		}
 	}
 	err := m.cmd.Wait()
 	m.mu.Lock()
+	if len(partial) > 0 {
+		m.lines = append(m.lines, strings.TrimRight(string(partial), "\r\n"))
+	}
 	m.exited, m.exitErr = true, err
 	m.changed()
 	m.mu.Unlock()
@@ -199,6 +225,16 @@ func (m *Machine) Wait(ctx context.Context, marker string) (string, error) {
 		}
 		t.Stop()
 	}
+}
+
+// Send writes s to the serial console. Xen passes serial input to dom0's
+// console (hvc0), where init's stdin is; dom0's tty echoes it unless the
+// script runs "stty -echo".
+func (m *Machine) Send(s string) error {
+	if _, err := io.WriteString(m.in, s); err != nil {
+		return fmt.Errorf("xen console send: %w", err)
+	}
+	return nil
 }
 
 // Lines returns a copy of every console line so far.

@@ -118,3 +118,26 @@ func TestArgsQuoteCommasInModules(t *testing.T) {
 		}
 	}
 }
+
+// Output inside a line (a progress bar drawn with carriage returns) is
+// progress too.
+func TestWaitCountsPartialLinesAsProgress(t *testing.T) {
+	m := bootFake(t, "i=0; while [ $i -lt 10 ]; do printf 'x\\r'; i=$((i+1)); sleep 0.1; done; echo; echo done; sleep 60", 400*time.Millisecond)
+	if _, err := m.Wait(context.Background(), "done"); err != nil {
+		t.Fatalf("Wait(done) while a progress bar draws: %v", err)
+	}
+}
+
+func TestSendReachesConsoleInput(t *testing.T) {
+	m := bootFake(t, "echo ready; read l; echo \"got $l\"; sleep 60", time.Minute)
+	ctx := context.Background()
+	if _, err := m.Wait(ctx, "ready"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Send("hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Wait(ctx, "got"); err != nil || got != "got hello" {
+		t.Fatalf("got %q, %v; want %q", got, err, "got hello")
+	}
+}

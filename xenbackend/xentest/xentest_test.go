@@ -2,6 +2,7 @@ package xentest
 
 import (
 	"context"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -54,6 +55,11 @@ const bootScript = `
 set -u
 XL=/usr/lib/xen-4.17/bin/xl
 LOGS=/var/log/xen/console
+stty -echo
+echo VNSNAP-T-SEND-ME
+read -r hello
+echo "VNSNAP-T-GOT $hello"
+/usr/bin/dom0probe || exit 11
 echo VNSNAP-T-XLINFO-BEGIN
 $XL info || exit 1
 $XL list || exit 2
@@ -118,10 +124,15 @@ func TestXenBoots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	probe := filepath.Join(t.TempDir(), "dom0probe")
+	if err := GoBinary(context.Background(), "../..", "./xenbackend/xentest/testdata/dom0probe", probe); err != nil {
+		t.Fatal(err)
+	}
 	m := Start(t, env, Dom0Config{
 		Script: bootScript,
 		Files: []File{
 			{Path: "/root/vmlinuz", Src: env.Kernel()},
+			{Path: "/usr/bin/dom0probe", Src: probe},
 			{Path: "/root/domu-initrd.gz", Data: domuInitrd},
 			{Path: "/etc/xen/scripts/vif-vnsnap", Data: []byte(vifScript), Mode: 0o755},
 		},
@@ -140,6 +151,16 @@ func TestXenBoots(t *testing.T) {
 	}
 	wait(MarkerReady)
 	t.Logf("dom0 ready after %v", at[MarkerReady].Round(time.Second))
+	wait("VNSNAP-T-SEND-ME")
+	if err := m.Send("hello-from-host\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := wait("VNSNAP-T-GOT"); got != "VNSNAP-T-GOT hello-from-host" {
+		t.Errorf("console input: dom0 read %q, want %q", got, "VNSNAP-T-GOT hello-from-host")
+	}
+	if got, want := wait("VNSNAP-T-PROBE"), "VNSNAP-T-PROBE caps=control_d domains=1"; got != want {
+		t.Errorf("static binary in dom0: got %q, want %q", got, want)
+	}
 	wait("VNSNAP-T-XLINFO-BEGIN")
 	info := map[string]string{}
 	for {

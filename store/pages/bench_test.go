@@ -143,7 +143,7 @@ func ingestAll(b *testing.B, g *pages.Ingester, prefix string, imgs [][]byte) (c
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			x, st, err := g.IngestAt(fmt.Sprintf("%s/vm%d/memory", prefix, i), bytes.NewReader(img), int64(len(img)))
+			x, st, err := g.IngestBytes(fmt.Sprintf("%s/vm%d/memory", prefix, i), img)
 			if err != nil {
 				b.Error(err)
 				return

@@ -88,8 +88,10 @@
 // not grow with the input). An image comes in as a sequential stream
 // (ImageWriter.Write, ReadFrom), as pages at guest frame numbers (PutPage,
 // any order, resent pages win) or from an io.ReaderAt holding the image at
-// its offsets (IngestAt: a QEMU mapped-ram file, a memory-sink buffer, a
-// Xen receiver's staging file; the workers read blocks in parallel). A
+// its offsets (IngestAt: a QEMU mapped-ram file, a Xen receiver's staging
+// file; the workers read blocks in parallel) or from a byte slice
+// (IngestBytes: a memory-sink buffer, read in place, so a block without
+// zero pages is never copied; the benchmarks use it). A
 // producer that finds no free buffer waits: backpressure. Workers detect
 // zero pages, hash, consult a bounded cache of stored addresses and then
 // Sink.Has, and compress only new blocks; each image's committer puts the
@@ -125,16 +127,17 @@
 //
 //	go test ./store/pages -run XXX -bench . -benchtime 3x
 //
-// gave (first run / second run where they differ):
+// gave (ranges over three runs):
 //
 //	ingest, one guest, all blocks new       MB/cpu-s   vs SHA-256 of the same bytes
 //	  SHA-256 baseline (parallel)           970-1430
 //	  memcpy baseline (parallel)            2400-3400
 //	  pages, memory sink (zstd fastest)     290-490    0.27-0.34 x
-//	  pages, memory sink, Raw (no zstd)     930-970
+//	  pages, memory sink, Raw (no zstd)     930-1160
 //	  pages, pack sink, idle 2nd snapshot   1165-1517  (nearly all deduplicated)
 //	  current store (CDC), file chunks      115-250
 //	  pages into pack sink / plain write of the raw image with fsync: 1.16-2.2 x the time
+//	  (the stored bytes are 41 % of the raw ones: zstd, not the disk, sets the pace)
 //	  pages into pack sink / CDC store, wall speed: 2.3-6.5 x faster
 //
 //	8 like guests at once, then the idle    stored, % of raw   idle 2nd, new % of raw
@@ -150,7 +153,7 @@
 //	  fastest (default)                     300-490    40.6
 //	  default                               150-280    38.7
 //	  better                                83-150     38.3
-//	  Raw                                   930-970    54.2
+//	  Raw                                   930-1160   54.2
 //
 //	restore, one guest, objects in the page cache
 //	  full check (CRC, decode, SHA-256)     640-800 MB/cpu-s
@@ -162,7 +165,7 @@
 // stored for 8 guests and 5 % for an idle second snapshot hold with margin.
 // Ingest of memory that is all new does not reach 1 GB/s per core: zstd
 // on text pages takes about half the CPU and SHA-256 a quarter; without
-// compression (Raw) it is hash-bound at about 0.95 GB/cpu-s, and a repeat
+// compression (Raw) it is hash-bound at 0.93-1.16 GB/cpu-s, and a repeat
 // snapshot (mostly deduplicated) runs at 1.2-1.5 GB/cpu-s. Restore spends
 // most of its CPU in the SHA-256 check.
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -93,6 +94,7 @@ type job struct {
 	pages   int         // pages in the block
 	present uint64      // pages filled in s.raw; the others are zero
 	src     io.ReaderAt // if set, the worker reads the block from it
+	mem     []byte      // if set, the block itself, read in place
 	s       *slot
 }
 
@@ -226,23 +228,33 @@ func (g *Ingester) process(enc *zstd.Encoder, j job) result {
 		}
 	}
 	// Zero pages first: they are neither hashed nor stored. The others are
-	// packed to the front of the buffer.
-	w := 0
-	for p := range j.pages {
-		page := raw[p*PageSize : (p+1)*PageSize]
-		if j.present&(1<<p) == 0 || bytes.Equal(page, g.zero) {
-			continue
-		}
-		res.ref.Mask |= 1 << p
-		if w != p {
-			copy(raw[w*PageSize:], page)
-		}
-		w++
+	// packed to the front of the buffer; a block read in place is used as
+	// it is when none of its pages is zero.
+	if j.mem != nil {
+		raw = j.mem
 	}
+	for p := range j.pages {
+		if j.present&(1<<p) != 0 && !bytes.Equal(raw[p*PageSize:(p+1)*PageSize], g.zero) {
+			res.ref.Mask |= 1 << p
+		}
+	}
+	w := bits.OnesCount64(res.ref.Mask)
 	if w == 0 {
 		return res
 	}
-	data := raw[:w*PageSize]
+	data := raw
+	if w < j.pages || j.mem == nil {
+		k := 0
+		for p := range j.pages {
+			if res.ref.Mask&(1<<p) != 0 {
+				if k != p || j.mem != nil {
+					copy(j.s.raw[k*PageSize:], raw[p*PageSize:(p+1)*PageSize])
+				}
+				k++
+			}
+		}
+		data = j.s.raw[:w*PageSize]
+	}
 	res.ref.Addr = sha256.Sum256(data)
 	if g.isKnown(res.ref.Addr) {
 		res.known = true

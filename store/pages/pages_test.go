@@ -56,6 +56,8 @@ func write(t testing.TB, g *pages.Ingester, name string, img []byte, mode string
 	switch mode {
 	case "at":
 		x, st, err = g.IngestAt(name, bytes.NewReader(img), int64(len(img)))
+	case "bytes":
+		x, st, err = g.IngestBytes(name, img)
 	case "stream", "readfrom", "unknown":
 		length := int64(len(img))
 		if mode == "unknown" {
@@ -145,7 +147,7 @@ func TestRoundTripProperty(t *testing.T) {
 			seeds = append(seeds, uint64(i+1))
 		}
 	}
-	modes := []string{"stream", "readfrom", "unknown", "pages", "at"}
+	modes := []string{"stream", "readfrom", "unknown", "pages", "at", "bytes"}
 	for _, seed := range seeds {
 		r := rand.New(rand.NewPCG(seed, 99))
 		bs := pages.PageSize << r.IntN(7)
@@ -331,7 +333,7 @@ func (c *countingSink) Get(a pages.Addr, d []byte) ([]byte, error) {
 // without a single object read; in a mixed image the stored objects hold the
 // non-zero pages only.
 func TestZeroPagesCostNothing(t *testing.T) {
-	for _, mode := range []string{"at", "stream", "pages"} {
+	for _, mode := range []string{"at", "bytes", "stream", "pages"} {
 		t.Run(mode, func(t *testing.T) {
 			cs := &countingSink{Sink: pages.NewMemSink()}
 			g := newIngester(t, cs, pages.Options{Buffers: 4})
@@ -592,7 +594,7 @@ func TestDeterministic(t *testing.T) {
 	for i, c := range []struct {
 		mode             string
 		workers, buffers int
-	}{{"at", 1, 2}, {"at", 4, 16}, {"stream", 3, 5}, {"pages", 2, 3}, {"readfrom", 8, 64}} {
+	}{{"at", 1, 2}, {"at", 4, 16}, {"stream", 3, 5}, {"pages", 2, 3}, {"readfrom", 8, 64}, {"bytes", 2, 4}} {
 		g := newIngester(t, pages.NewMemSink(), pages.Options{Workers: c.workers, Buffers: c.buffers})
 		x, _ := write(t, g, "same", img, c.mode, rand.New(rand.NewPCG(uint64(i), 5)))
 		got, err := x.MarshalBinary()

@@ -118,6 +118,28 @@ func (g *Ingester) IngestAt(name string, r io.ReaderAt, length int64) (*Index, S
 	return w.Close()
 }
 
+// IngestBytes writes the image img (guest memory from offset 0, a multiple
+// of PageSize) as IngestAt does, reading the blocks in place: a block with
+// no zero page is hashed and compressed without being copied. img must not
+// change until IngestBytes returns.
+func (g *Ingester) IngestBytes(name string, img []byte) (*Index, Stats, error) {
+	length := int64(len(img))
+	w, err := g.Begin(name, length)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	w.mode = modeAt
+	bs := g.opt.BlockSize
+	for b := range len(w.blocks) {
+		if w.failed() {
+			break
+		}
+		np := blockPagesOf(length, bs, b)
+		w.submit(job{block: b, pages: np, present: ^uint64(0), mem: img[b*bs : b*bs+np*PageSize], s: g.acquire(true)})
+	}
+	return w.Close()
+}
+
 func (w *ImageWriter) setMode(m int) error {
 	switch {
 	case w.closed:

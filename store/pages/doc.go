@@ -137,7 +137,7 @@
 //	  pages, pack sink, idle 2nd snapshot   1165-1517  (nearly all deduplicated)
 //	  current store (CDC), file chunks      115-250
 //	  pages into pack sink / plain write of the raw image with fsync: 1.16-2.2 x the time
-//	  (the stored bytes are 41 % of the raw ones: zstd, not the disk, sets the pace)
+//	  (it writes 41 % of those bytes: the CPU time in zstd, not the disk, is the gap)
 //	  pages into pack sink / CDC store, wall speed: 2.3-6.5 x faster
 //
 //	8 like guests at once, then the idle    stored, % of raw   idle 2nd, new % of raw

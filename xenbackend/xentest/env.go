@@ -29,13 +29,19 @@ var ErrNoEnv = errors.New("xen environment unavailable (run scripts/setup-xen.sh
 
 // Setup runs scripts/setup-xen.sh of the module at moduleRoot, which returns
 // at once when the environment is already unpacked and current, and returns
-// the environment in <moduleRoot>/.cache/xen.
+// the environment in $VNSNAP_XEN_DIR if set (so that checkouts can share
+// one), else in <moduleRoot>/.cache/xen.
 func Setup(ctx context.Context, moduleRoot string) (Env, error) {
 	root, err := filepath.Abs(moduleRoot)
 	if err != nil {
 		return Env{}, fmt.Errorf("xentest setup: %w", err)
 	}
 	env := Env{Dir: filepath.Join(root, ".cache", "xen")}
+	if d := os.Getenv("VNSNAP_XEN_DIR"); d != "" {
+		if env.Dir, err = filepath.Abs(d); err != nil {
+			return Env{}, fmt.Errorf("xentest setup: VNSNAP_XEN_DIR: %w", err)
+		}
+	}
 	cmd := exec.CommandContext(ctx, "sh", filepath.Join(root, "scripts", "setup-xen.sh"), env.Dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Env{}, fmt.Errorf("xentest setup: scripts/setup-xen.sh: %v\n%s: %w", err, out, ErrNoEnv)

@@ -3,6 +3,7 @@ package xentest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,20 +62,45 @@ func TestWaitFailsWhenQEMUExits(t *testing.T) {
 	}
 }
 
-// The stall deadline counts from the last console line, not from Boot: a
+// feed sends n lines to the console, one every interval, while wait runs;
+// the fake QEMU answers each from shell builtins (no fork), so its output
+// follows the test's clock even on a loaded machine.
+func feed(t *testing.T, m *Machine, n int, interval time.Duration, wait func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- wait() }()
+	for i := 0; i < n; i++ {
+		if err := m.Send(fmt.Sprintf("%d\n", i)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(interval)
+	}
+	if err := m.Send("end\n"); err != nil {
+		t.Fatal(err)
+	}
+	return <-done
+}
+
+// The stall deadline counts from the last console output, not from Boot: a
 // machine that keeps printing is never stalled.
 func TestWaitStallCountsFromLastLine(t *testing.T) {
-	m := bootFake(t, "i=0; while [ $i -lt 8 ]; do echo tick $i; i=$((i+1)); sleep 0.1; done; echo late; sleep 60", 500*time.Millisecond)
-	if _, err := m.Wait(context.Background(), "late"); err != nil {
-		t.Fatalf("Wait(late) on a steadily printing machine: %v", err)
+	const stall = time.Second
+	m := bootFake(t, `echo up; while read l; do [ "$l" = end ] && break; echo "tick $l"; done; echo late; sleep 60`, stall)
+	ctx := context.Background()
+	if _, err := m.Wait(ctx, "up"); err != nil {
+		t.Fatal(err)
+	}
+	err := feed(t, m, 30, 100*time.Millisecond, func() error { _, err := m.Wait(ctx, "late"); return err })
+	if err != nil {
+		t.Fatalf("Wait(late) on a machine printing for 3x its stall bound: %v", err)
 	}
 	start := time.Now()
-	_, err := m.Wait(context.Background(), "never")
+	_, err = m.Wait(ctx, "never")
 	if !errors.Is(err, ErrStalled) {
 		t.Fatalf("got %v, want ErrStalled", err)
 	}
-	if d := time.Since(start); d < 400*time.Millisecond {
-		t.Fatalf("stalled after %v, want about the 500ms stall bound", d)
+	if d := time.Since(start); d < stall*8/10 {
+		t.Fatalf("stalled after %v, want about the %v stall bound", d, stall)
 	}
 }
 
@@ -122,9 +148,15 @@ func TestArgsQuoteCommasInModules(t *testing.T) {
 // Output inside a line (a progress bar drawn with carriage returns) is
 // progress too.
 func TestWaitCountsPartialLinesAsProgress(t *testing.T) {
-	m := bootFake(t, "i=0; while [ $i -lt 10 ]; do printf 'x\\r'; i=$((i+1)); sleep 0.1; done; echo; echo done; sleep 60", 400*time.Millisecond)
-	if _, err := m.Wait(context.Background(), "done"); err != nil {
-		t.Fatalf("Wait(done) while a progress bar draws: %v", err)
+	const stall = time.Second
+	m := bootFake(t, `echo up; while read l; do [ "$l" = end ] && break; printf 'x\r'; done; echo; echo done; sleep 60`, stall)
+	ctx := context.Background()
+	if _, err := m.Wait(ctx, "up"); err != nil {
+		t.Fatal(err)
+	}
+	err := feed(t, m, 30, 100*time.Millisecond, func() error { _, err := m.Wait(ctx, "done"); return err })
+	if err != nil {
+		t.Fatalf("Wait(done) while a progress bar draws for 3x the stall bound: %v", err)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -348,7 +347,7 @@ func (d *driver) freezeDisk(ctx context.Context, id core.VMID) error {
 		v.frozen = "" // no disk: nothing to freeze
 		return nil
 	}
-	overlay := filepath.Join(d.env.opts.Dir, fmt.Sprintf("%s.e%d.qcow2", v.name, d.epoch))
+	overlay := d.env.file(v.name, fmt.Sprintf(".e%d.qcow2", d.epoch))
 	node := fmt.Sprintf("disk-e%d", d.epoch)
 	args := map[string]any{
 		"node-name": v.node, "snapshot-file": overlay, "snapshot-node-name": node, "format": "qcow2",

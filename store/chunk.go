@@ -106,8 +106,9 @@ type pool struct {
 	root string
 	enc  *zstd.Encoder
 	dec  *zstd.Decoder // created on first reuse
-	file []byte        // a chunk file: read for verification, or encoded
-	data []byte        // decoded content of an existing chunk file
+	out  []byte        // the chunk file encoded from the data in hand
+	file []byte        // an existing chunk file, read back to verify it
+	data []byte        // its decoded content
 }
 
 func newPool(root string) *pool { return &pool{root: root, enc: newEncoder()} }
@@ -126,39 +127,52 @@ func (p *pool) close() {
 // a symlink...) is replaced atomically by a file written from data. A new
 // chunk file is written to a temporary name, synced, and hard-linked to its
 // address, so it appears complete or not at all; two writers racing on one
-// address both succeed and agree on the stored size.
-func (p *pool) put(addr string, data []byte) (stored int64, created bool, err error) {
+// address both succeed and agree on the stored size. put calls release, once,
+// as soon as it no longer needs data (before a new file's write and fsync),
+// so that the caller can reuse the buffer.
+func (p *pool) put(addr string, data []byte, release func()) (stored int64, created bool, err error) {
+	released := false
+	done := func() {
+		if !released {
+			released = true
+			release()
+		}
+	}
+	defer done()
 	path := chunkPath(p.root, addr)
 	if err := p.shard(path); err != nil {
 		return 0, false, fmt.Errorf("store: chunk %s: %w", addr, err)
 	}
-	encoded := false
-	for range 3 { // a racing writer can publish between our check and link
-		size, sound, missing, err := p.check(path, data)
+	size, sound, missing, err := p.check(path, data, "")
+	switch {
+	case err != nil:
+		return 0, false, fmt.Errorf("store: chunk %s: %w", addr, err)
+	case sound:
+		return size, false, nil
+	}
+	p.out = encodeChunk(p.enc, p.out, data)
+	done()
+	if missing {
+		err := p.publish(path, p.out, false)
+		if err == nil {
+			return int64(len(p.out)), true, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return 0, false, fmt.Errorf("store: publish chunk %s: %w", addr, err)
+		}
+		// Another writer published it first: verify theirs by address.
+		size, sound, _, err = p.check(path, nil, addr)
 		switch {
 		case err != nil:
 			return 0, false, fmt.Errorf("store: chunk %s: %w", addr, err)
 		case sound:
 			return size, false, nil
 		}
-		if !encoded {
-			p.file = encodeChunk(p.enc, p.file, data)
-			encoded = true
-		}
-		if !missing {
-			if err := p.publish(path, p.file, true); err != nil {
-				return 0, false, fmt.Errorf("store: repair damaged chunk %s: %w", addr, err)
-			}
-			return int64(len(p.file)), true, nil
-		}
-		switch err := p.publish(path, p.file, false); {
-		case err == nil:
-			return int64(len(p.file)), true, nil
-		case !errors.Is(err, fs.ErrExist):
-			return 0, false, fmt.Errorf("store: publish chunk %s: %w", addr, err)
-		}
 	}
-	return 0, false, fmt.Errorf("store: chunk %s: %s keeps changing under concurrent writers", addr, path)
+	if err := p.publish(path, p.out, true); err != nil {
+		return 0, false, fmt.Errorf("store: repair damaged chunk %s: %w", addr, err)
+	}
+	return int64(len(p.out)), true, nil
 }
 
 // shard creates the chunk's shard directory and makes sure it is one, not a
@@ -172,9 +186,9 @@ func (p *pool) shard(path string) error {
 }
 
 // check reads the chunk file at path, if any, and reports whether it is
-// sound and holds exactly data. An error is returned only for a path that
-// cannot be examined at all.
-func (p *pool) check(path string, data []byte) (size int64, sound, missing bool, err error) {
+// sound: its content is data if data is non-nil, else hashes to addr. An
+// error is returned only for a path that cannot be examined at all.
+func (p *pool) check(path string, data []byte, addr string) (size int64, sound, missing bool, err error) {
 	f, size, reason, err := openRegular(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -182,7 +196,7 @@ func (p *pool) check(path string, data []byte) (size int64, sound, missing bool,
 	case err != nil:
 		return 0, false, false, err
 	case reason != "":
-		return 0, false, false, nil // replaced below
+		return 0, false, false, nil // to be replaced
 	}
 	defer f.Close()
 	if size > maxStored {
@@ -199,7 +213,7 @@ func (p *pool) check(path string, data []byte) (size int64, sound, missing bool,
 		p.dec = newDecoder()
 		p.data = make([]byte, 0, maxChunk)
 	}
-	if _, reason, _ := decodeChunk(p.dec, p.file[:n], p.data[:0], data, ""); reason != "" {
+	if _, reason, _ := decodeChunk(p.dec, p.file[:n], p.data, data, addr); reason != "" {
 		return 0, false, false, nil
 	}
 	return size, true, false, nil

@@ -60,10 +60,10 @@
 //     before io.EOF. Failures are *CorruptError values naming the snapshot,
 //     VM, stream, chunk index, address and file. Snapshot.Verify checks
 //     everything and reports every problem.
-//   - Writing a stream holds at most three chunk buffers, and per worker a
-//     chunk file buffer and a decoded buffer (about 30 MiB at worst, whatever
-//     the stream's size): one goroutine chunks and hashes while two verify or
-//     compress and write. Streams are written concurrently by independent
+//   - Writing a stream holds at most three chunk buffers, and per worker an
+//     encoded chunk file, a chunk file read back and its decoded content
+//     (about 40 MiB at worst, whatever the stream's size): one goroutine
+//     chunks and hashes while two verify or compress and write. Streams are written concurrently by independent
 //     goroutines; identical chunks written at the same time by two streams or
 //     two writers are stored once.
 //

@@ -220,3 +220,33 @@ func TestWriterRefusesSymlinkedDirs(t *testing.T) {
 		}
 	})
 }
+
+// TestPoolCheckByAddress covers the check put makes of a chunk file another
+// writer published first, when only the address is at hand.
+func TestPoolCheckByAddress(t *testing.T) {
+	root := t.TempDir()
+	data := pageData(8, 100<<10)
+	sum := sha256.Sum256(data)
+	addr := hex.EncodeToString(sum[:])
+	p := newPool(root)
+	defer p.close()
+	released := 0
+	size, created, err := p.put(addr, data, func() { released++ })
+	if err != nil || !created || released != 1 {
+		t.Fatalf("put = %d, %v, %v, released %d times; want created, released once", size, created, err, released)
+	}
+	path := chunkPath(root, addr)
+	if got, sound, _, err := p.check(path, nil, addr); err != nil || !sound || got != size {
+		t.Errorf("check by address of a sound file = %d, %v, %v; want %d, sound", got, sound, err, size)
+	}
+	flipByte(t, path, size-2, 0x01)
+	if _, sound, _, err := p.check(path, nil, addr); err != nil || sound {
+		t.Errorf("check by address of a damaged file = %v, %v; want not sound", sound, err)
+	}
+	if _, created, err := p.put(addr, data, func() { released++ }); err != nil || !created || released != 2 {
+		t.Errorf("put over a damaged file = %v, %v (released %d); want a repair", created, err, released)
+	}
+	if _, sound, _, _ := p.check(path, data, ""); !sound {
+		t.Error("the repaired file is not sound")
+	}
+}

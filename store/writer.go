@@ -425,7 +425,8 @@ func (sw *StreamWriter) run(pr *io.PipeReader) {
 // writeWorkers goroutines verify chunks already in the pool and compress and
 // write the others, so that this work and the fsync of one chunk overlap with
 // chunking the next. Memory is bounded by writeWorkers+1 chunk buffers plus,
-// per worker, one chunk file buffer and one decoded buffer. The
+// per worker, an encoded chunk file, a chunk file read back and its decoded
+// content. The
 // refs' Stored sizes are filled in at Commit, once every write has finished.
 func (sw *StreamWriter) store(r io.Reader) (Stream, error) {
 	w := sw.w
@@ -448,8 +449,7 @@ func (sw *StreamWriter) store(r io.Reader) (Stream, error) {
 			p := newPool(w.root)
 			defer p.close()
 			for j := range jobs {
-				size, created, err := p.put(j.addr, j.data)
-				free <- j.data
+				size, created, err := p.put(j.addr, j.data, func() { free <- j.data })
 				if err != nil {
 					errOnce.Do(func() { werr = err; close(failed) })
 					continue

@@ -276,22 +276,11 @@ func shardLoads(t *testing.T, dirs []string) []float64 {
 	return loads
 }
 
-// TestShardRealRun runs the shards' simulations for real (no replay), in
-// three shards, and compares the merge's deterministic columns with the
-// whole run's.
+// TestShardRealRun runs the shards' simulations for real (no replay), for
+// every experiment in three shards, and compares the merge's deterministic
+// columns and metadata with the whole run's.
 func TestShardRealRun(t *testing.T) {
-	names := []string{"e1", "e2", "e6", "e8"}
-	if !testing.Short() {
-		names = nil
-		for _, e := range All() {
-			names = append(names, e.Name)
-		}
-	}
-	for _, name := range names {
-		e, err := Lookup(name)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, e := range All() {
 		t.Run(e.Name, func(t *testing.T) {
 			t.Parallel()
 			whole, _, _ := wholeTiny(t, e)

@@ -19,8 +19,9 @@
 #                that QEMU boots as a multiboot -kernel.
 # The dom0 initramfs is built from DIR/root by xenbackend/xentest.
 #
-# Idempotent: when DIR/setup.ok matches PINS and the outputs exist it only
-# checks them (well under a second). Needs apt (root for `apt-get update` when
+# Idempotent: when DIR/setup.ok matches PINS, the outputs exist and the .debs
+# match their pins it only checks them (about a second); otherwise it fetches
+# what is missing or damaged and unpacks everything afresh. Needs apt (root for `apt-get update` when
 # the package lists lack a pinned version), dpkg-deb, gzip, sha256sum, depmod (kmod).
 set -eu
 
@@ -92,7 +93,14 @@ if command -v flock >/dev/null 2>&1; then
 	flock 9
 fi
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && outputs_exist; then
+# debs_ok: every pinned .deb is there with its SHA-256 (one sha256sum call).
+debs_ok() {
+	echo "$PINS" | while read -r pv sum; do
+		[ -n "$pv" ] && echo "$sum  $dir/debs/${pv%%=*}.deb"
+	done | sha256sum -c --status 2>/dev/null
+}
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && outputs_exist && debs_ok; then
 	log "up to date: $dir"
 	exit 0
 fi
@@ -105,27 +113,36 @@ done
 deb_path() { echo "$dir/debs/${1%%=*}.deb"; }
 
 mkdir -p "$dir/debs"
-updated=0
+dl=$(mktemp -d "$dir/debs/dl.XXXXXX")
+trap 'rm -rf "$dl"' EXIT
+# The pins whose .deb is missing or differs, fetched in one apt-get call
+# (each call costs seconds of cache loading).
 echo "$PINS" | while read -r pv sum; do
 	[ -n "$pv" ] || continue
 	f=$(deb_path "$pv")
-	if [ -f "$f" ] && echo "$sum  $f" | sha256sum -c --status; then
-		continue
-	fi
+	[ -f "$f" ] && echo "$sum  $f" | sha256sum -c --status && continue
 	rm -f "$f"
-	if ! apt-cache show "$pv" >/dev/null 2>&1 && [ "$updated" = 0 ]; then
-		log "package lists lack $pv: apt-get update"
+	echo "$pv"
+done >"$dl/missing"
+if [ -s "$dl/missing" ]; then
+	# shellcheck disable=SC2046 # one word per pin is intended
+	if ! apt-cache show $(cat "$dl/missing") >/dev/null 2>&1; then
+		log "package lists lack a pinned version: apt-get update"
 		apt-get update -q >&2 || die "apt-get update failed (root needed)"
-		updated=1
 	fi
-	log "download $pv"
-	dl=$(mktemp -d "$dir/debs/dl.XXXXXX")
-	(cd "$dl" && apt-get download -q "$pv" >&2) ||
-		die "apt-get download $pv failed: the pinned version may be gone from Debian's archive; run '$0 --print-pins', update PINS and re-test"
-	mv "$dl"/*.deb "$f" || die "apt-get download $pv wrote no .deb"
-	rmdir "$dl"
-	echo "$sum  $f" | sha256sum -c --status || die "$f: SHA-256 differs from the pin $sum"
-done
+	log "download $(wc -l <"$dl/missing") packages"
+	# shellcheck disable=SC2046
+	(cd "$dl" && apt-get download -q $(cat "$dl/missing") >&2) ||
+		die "apt-get download failed: a pinned version may be gone from Debian's archive; run '$0 --print-pins', update PINS and re-test"
+	echo "$PINS" | while read -r pv sum; do
+		[ -n "$pv" ] || continue
+		f=$(deb_path "$pv")
+		[ -f "$f" ] && continue
+		mv "$dl/${pv%%=*}"_*.deb "$f" || die "apt-get download wrote no .deb for $pv"
+		echo "$sum  $f" | sha256sum -c --status || die "$f: SHA-256 differs from the pin $sum"
+	done
+fi
+rm -rf "$dl"
 
 # Unpack into fresh folders, then move them in place, so a crash leaves no
 # half-unpacked tree behind a valid stamp.

@@ -4,15 +4,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
-	"syscall"
 
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/internal/regfile"
 )
 
 // VNE is a parsed, defaulted description of a virtual networked environment:
@@ -254,41 +252,11 @@ func (e *Error) Error() string {
 // path that is not a regular file (a device, a FIFO, a directory) and a file
 // larger than MaxFileSize, naming the file.
 func Load(path string) (*VNE, error) {
-	data, err := readBounded(path)
+	data, err := regfile.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("load vne: %w", err)
 	}
 	return Parse(path, data, filepath.Dir(path))
-}
-
-// readBounded reads the regular file at path, at most MaxFileSize bytes. The
-// file is opened without blocking (a FIFO would otherwise wait for a
-// writer) and checked on the open descriptor, so it cannot be swapped
-// between the check and the read.
-func readBounded(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if fi.Size() > MaxFileSize {
-		return nil, fmt.Errorf("%s is %d bytes, more than the limit of %d for a VNE file", path, fi.Size(), MaxFileSize)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("%s grew beyond the limit of %d bytes for a VNE file", path, MaxFileSize)
-	}
-	return data, nil
 }
 
 // Parse decodes, defaults and validates a VNE file. name is used in error

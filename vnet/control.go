@@ -7,14 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/internal/regfile"
 )
 
 // Controller is the control surface a snapshot driver needs from a switch,
@@ -178,7 +177,7 @@ func (s *Switch) handle(req ControlRequest) ControlResponse {
 	case OpReplay:
 		data := req.Data
 		if req.Path != "" {
-			data, err = readCapped(req.Path, maxControlLine)
+			data, err = regfile.ReadFile(req.Path, maxControlLine)
 		}
 		var fs []LoggedFrame
 		if err == nil {
@@ -196,32 +195,6 @@ func (s *Switch) handle(req ControlRequest) ControlResponse {
 		r.Error, r.Code = err.Error(), errorCode(err)
 	}
 	return r
-}
-
-// readCapped reads the regular file at path, at most max bytes: a FIFO or
-// device named by a control request must not hang or exhaust the switch.
-func readCapped(path string, max int64) ([]byte, error) {
-	// O_NONBLOCK: opening a FIFO without a writer must not block.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("vnet: %s is not a regular file (%v)", path, fi.Mode().Type())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("vnet: read %s: %w", path, err)
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("vnet: %s is larger than %d bytes", path, max)
-	}
-	return b, nil
 }
 
 func errorCode(err error) string {

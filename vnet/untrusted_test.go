@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/internal/regfile"
 )
 
 // Regression tests for malformed input found by the fuzz targets (see
@@ -192,10 +193,10 @@ func TestReplayPathRefusesSpecialFiles(t *testing.T) {
 	if err := os.WriteFile(big, make([]byte, 100), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readCapped(big, 99); err == nil || !strings.Contains(err.Error(), "larger than 99") {
+	if _, err := regfile.ReadFile(big, 99); err == nil || !strings.Contains(err.Error(), "limit of 99") {
 		t.Errorf("100-byte file capped at 99: got %v", err)
 	}
-	if b, err := readCapped(big, 100); err != nil || len(b) != 100 {
+	if b, err := regfile.ReadFile(big, 100); err != nil || len(b) != 100 {
 		t.Errorf("100-byte file capped at 100: %d bytes, %v", len(b), err)
 	}
 }

@@ -185,7 +185,7 @@ var ErrStalled = errors.New("xen console stalled")
 var ErrExited = errors.New("qemu exited")
 
 // ErrFailed reports a failure line on the console: dom0's init printed
-// MarkerFail, or Xen panicked.
+// MarkerFail, or Xen or dom0's kernel panicked.
 var ErrFailed = errors.New("xen machine failed")
 
 // Wait returns the first console line not yet consumed that contains
@@ -202,7 +202,7 @@ func (m *Machine) Wait(ctx context.Context, marker string) (string, error) {
 				m.mu.Unlock()
 				return line, nil
 			}
-			if strings.Contains(line, MarkerFail) || strings.Contains(line, "Panic on CPU") {
+			if failed(line) {
 				m.mu.Unlock()
 				return "", fmt.Errorf("waiting for %q: %w: %s", marker, ErrFailed, line)
 			}
@@ -235,6 +235,17 @@ func (m *Machine) Send(s string) error {
 		return fmt.Errorf("xen console send: %w", err)
 	}
 	return nil
+}
+
+// failed reports a console line that ends the machine's usefulness: dom0's
+// init failing, Xen panicking, or dom0's kernel panicking.
+func failed(line string) bool {
+	for _, p := range []string{MarkerFail, "Panic on CPU", "Kernel panic - not syncing"} {
+		if strings.Contains(line, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Lines returns a copy of every console line so far.

@@ -47,10 +47,18 @@ func TestWaitFindsMarkersInOrder(t *testing.T) {
 }
 
 func TestWaitFailsOnFailureLine(t *testing.T) {
-	m := bootFake(t, "echo '"+MarkerFail+" xenstored'; sleep 60", time.Minute)
-	_, err := m.Wait(context.Background(), MarkerReady)
-	if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "xenstored") {
-		t.Fatalf("got %v, want ErrFailed naming xenstored", err)
+	for _, line := range []string{
+		MarkerFail + " xenstored",
+		"(XEN) Panic on CPU 0:",
+		"[    2.1] Kernel panic - not syncing: VFS",
+	} {
+		t.Run(line, func(t *testing.T) {
+			m := bootFake(t, "echo booting; echo '"+line+"'; sleep 60", time.Minute)
+			_, err := m.Wait(context.Background(), MarkerReady)
+			if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), line) {
+				t.Fatalf("got %v, want ErrFailed quoting %q", err, line)
+			}
+		})
 	}
 }
 

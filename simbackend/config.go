@@ -41,6 +41,8 @@ type Config struct {
 	Traffic     string // "all-to-all", "ring", "pairs" or "none"
 	FlowRate    float64
 	UDP         bool // also send UDP datagrams around a ring
+	// UDPInterval is the time between one VM's datagrams; 0 means 50 ms.
+	UDPInterval Time
 	Host        HostConfig
 	Warmup      Time // the snapshot starts at this time
 	RunOn       Time // applications keep writing this long after the snapshot ends
@@ -58,6 +60,12 @@ type Config struct {
 	OnTCP func(TCPEvent)
 	// Trace, if set, also receives every trace record of the snapshot run.
 	Trace func(r cut.Record)
+	// admit, if set, sees the colour rule's action on every frame arriving
+	// at a switch of the snapshot run, with the receiver's port epoch, and
+	// returns the action to take (tests record the rule's decisions with
+	// it, and mutate them to show that the properties catch a wrong rule).
+	// It may turn Deliver and Drop into each other, nothing else.
+	admit func(f *Frame, dst core.Epoch, act core.Action) core.Action
 }
 
 // DefaultConfig returns a small VNE with sensible hardware: 1 GbE links with
@@ -197,6 +205,7 @@ func (c *Config) Validate() error {
 		checkDuration("run-on", c.RunOn),
 		checkDuration("interval", c.Interval),
 		checkDuration("time-limit", c.TimeLimit),
+		checkDuration("udp-interval", c.UDPInterval),
 	}
 	for _, err := range checks {
 		if err != nil {

@@ -65,6 +65,8 @@ type NetConfig struct {
 	Local         Link // every host's software bridge between its own VMs
 	SwitchLatency Time // a frame's time through a switch to a local VM
 	MaxHeld       int  // vnsnap-log hold queue per port
+	// admit is Config.admit.
+	admit func(f *Frame, dst core.Epoch, act core.Action) core.Action
 }
 
 // Network is the VNE's virtual network: one switch per host applying the
@@ -179,7 +181,11 @@ func (n *Network) drop(f *Frame, why cut.DropReason) {
 // Handle delivers a frame arriving at its destination's switch.
 func (n *Network) Handle(_ Kind, slot int64) {
 	f := n.frames.take(slot)
-	switch n.ports[f.Dst].Admit(n.cfg.Algorithm, f.Epoch, f) {
+	act := n.ports[f.Dst].Admit(n.cfg.Algorithm, f.Epoch, f)
+	if n.cfg.admit != nil {
+		act = n.cfg.admit(f, n.ports[f.Dst].Epoch(), act)
+	}
+	switch act {
 	case core.Deliver:
 		n.toVM(f)
 	case core.Drop:

@@ -27,7 +27,7 @@ func restoreRun(cfg Config, orig *World, sr *snapshotRun, res *Result) {
 	drv := sr.drv
 	rcfg := cfg
 	rcfg.Seed = cfg.Seed ^ 0x5deece66d
-	rcfg.OnTCP = nil
+	rcfg.OnTCP, rcfg.admit = nil, nil
 	eng := NewEngine(rcfg.Seed)
 	t0 := orig.Eng.Now() + time.Second
 	eng.now = t0

@@ -48,6 +48,7 @@ type Result struct {
 	Lost          int        `json:"lost"`
 	NetDropped    int        `json:"in_transit_net_dropped"`
 	Dropped       int        `json:"dropped_frames"` // by the colour rule
+	Held          int        `json:"held_frames"`    // by the colour rule (vnsnap-log)
 	DroppedQueue  int        `json:"dropped_queue"`
 	DroppedLoss   int        `json:"dropped_loss"`
 	MaxStallMS    float64    `json:"max_app_stall_ms"`
@@ -96,6 +97,7 @@ type SnapResult struct {
 	Lost       int     `json:"lost"`
 	NetDropped int     `json:"in_transit_net_dropped"`
 	Dropped    int     `json:"dropped_frames"`
+	Held       int     `json:"held_frames"`
 	// FirstPointMS and LastResumeMS bound the window in virtual time since
 	// the start of the run.
 	FirstPointMS float64    `json:"first_point_ms"`
@@ -108,8 +110,9 @@ func ms(d Time) float64 { return float64(d) / float64(time.Millisecond) }
 // snapshotRun is one snapshot within a run: its coordinator, driver and checker.
 type snapshotRun struct {
 	// drops counts the colour rule's drops from this snapshot's start to
-	// the next one's (or the end of the run).
+	// the next one's (or the end of the run); held its holds.
 	dropStart, dropEnd uint64
+	heldStart, heldEnd uint64
 	epoch              core.Epoch
 	start              Time
 	end                Time
@@ -183,12 +186,12 @@ func Run(cfg Config) (*Result, error) {
 		// Applications started before the checker: it joins the trace.
 		sr := &snapshotRun{epoch: c.Epoch, start: at, coord: coord, checker: cut.NewJoinedChecker(c.Epoch, cfg.VMs)}
 		if last != nil {
-			last.dropEnd = w.Net.Counter.DroppedColour
+			last.dropEnd, last.heldEnd = w.Net.Counter.DroppedColour, w.Net.Counter.Held
 		}
 		sr.drv = newDriver(w, coord, c.Epoch)
 		snaps = append(snaps, sr)
 		eng.RunUntil(at, nil)
-		sr.dropStart = w.Net.Counter.DroppedColour
+		sr.dropStart, sr.heldStart = w.Net.Counter.DroppedColour, w.Net.Counter.Held
 		eng.At(at, sr.drv, drvEvCore, sr.drv.events.put(core.Started{}))
 		eng.RunUntil(horizon, sr.finished)
 		if !sr.finished() {
@@ -217,7 +220,7 @@ func Run(cfg Config) (*Result, error) {
 		panic(fmt.Sprintf("sim: seed %d: malformed trace: %v", cfg.Seed, traceErr))
 	}
 	if last != nil {
-		last.dropEnd = w.Net.Counter.DroppedColour
+		last.dropEnd, last.heldEnd = w.Net.Counter.DroppedColour, w.Net.Counter.Held
 	}
 	res := &Result{
 		Algo: cfg.Algorithm.String(), Seed: cfg.Seed, VMCount: cfg.VMs, Hosts: cfg.Hosts,
@@ -233,7 +236,7 @@ func Run(cfg Config) (*Result, error) {
 		res.State, res.AbortReason = ls.State, rep.Reason
 		res.WindowMS, res.TotalMS, res.VMs = ls.WindowMS, ls.TotalMS, ls.VMs
 		res.Orphans, res.InTransit, res.Recovered, res.Replayed, res.Lost = ls.Orphans, ls.InTransit, ls.Recovered, ls.Replayed, ls.Lost
-		res.NetDropped, res.Dropped = ls.NetDropped, ls.Dropped
+		res.NetDropped, res.Dropped, res.Held = ls.NetDropped, ls.Dropped, ls.Held
 		cr := last.checker.Result()
 		res.DroppedQueue, res.DroppedLoss = cr.DroppedQueue, cr.DroppedLoss
 	}
@@ -276,6 +279,7 @@ func (sr *snapshotRun) result() SnapResult {
 		Epoch: int(sr.epoch), State: rep.State.String(), StartMS: ms(sr.start), TotalMS: ms(sr.end - sr.start),
 		WindowMS: ms(rep.Window()), Orphans: cr.Orphans, InTransit: cr.InTransit, Recovered: cr.RecoveredByTCP,
 		Replayed: cr.Replayed, Lost: cr.Lost, NetDropped: cr.NetDropped, Dropped: int(sr.dropEnd - sr.dropStart),
+		Held: int(sr.heldEnd - sr.heldStart),
 	}
 	var sum float64
 	for _, v := range rep.VMs {

@@ -41,7 +41,7 @@ func build(cfg Config, eng *Engine) (*World, error) {
 	}
 	w.Net = NewNetwork(eng, NetConfig{
 		Algorithm: cfg.Algorithm, Link: cfg.Host.Link, Local: cfg.Host.Local,
-		SwitchLatency: 10 * time.Microsecond, MaxHeld: 4096,
+		SwitchLatency: 10 * time.Microsecond, MaxHeld: 4096, admit: cfg.admit,
 	}, hostOf, cfg.Hosts)
 	for h := 0; h < cfg.Hosts; h++ {
 		w.Hosts = append(w.Hosts, &Host{
@@ -87,12 +87,16 @@ func build(cfg Config, eng *Engine) (*World, error) {
 		w.Streams = append(w.Streams, s)
 	}
 	if cfg.UDP && cfg.VMs > 1 {
+		every := cfg.UDPInterval
+		if every == 0 {
+			every = 50 * time.Millisecond
+		}
 		flow := w.nextFlow
 		for i := 0; i < cfg.VMs; i++ {
 			flow++
 			w.UDP = append(w.UDP, &Datagrams{
 				Src: core.VMID(i), Dst: core.VMID((i + 1) % cfg.VMs), Flow: flow, Size: 512,
-				Interval: 50 * time.Millisecond, vm: w.VMs[i], stopAt: 1 << 62,
+				Interval: every, vm: w.VMs[i], stopAt: 1 << 62,
 			})
 		}
 		w.nextFlow = flow

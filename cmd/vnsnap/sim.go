@@ -201,8 +201,8 @@ func printSummary(w io.Writer, cfg sim.Config, r *sim.Result) {
 	tw.Flush()
 	fmt.Fprintf(w, "\nconsistency: %d orphans, %d in transit (%d recovered by TCP, %d replayed, %d lost)\n",
 		r.Orphans, r.InTransit, r.Recovered, r.Replayed, r.Lost)
-	fmt.Fprintf(w, "network: %d frames, %d dropped by the colour rule, %d by full queues, %d by loss\n",
-		r.Frames, r.Dropped, r.DroppedQueue, r.DroppedLoss)
+	fmt.Fprintf(w, "network: %d frames, %d dropped and %d held by the colour rule, %d dropped by full queues, %d by loss\n",
+		r.Frames, r.Dropped, r.Held, r.DroppedQueue, r.DroppedLoss)
 	fmt.Fprintf(w, "tcp: max application stall %.0f ms, %d timeouts, max backoff %d\n", r.MaxStallMS, r.Timeouts, r.MaxBackoff)
 	if r.RestoreOK != nil {
 		if *r.RestoreOK {

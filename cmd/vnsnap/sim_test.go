@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -146,5 +147,31 @@ func TestSimRestoreFailureExitsNonZero(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "restore: FAILED") || !strings.Contains(errb.String(), "restore failed") {
 		t.Errorf("want the failed restore in summary and error; stdout:\n%s\nstderr: %s", out.String(), errb.String())
+	}
+}
+
+// TestSimHeldFrames checks that the frames VNsnap-log's colour rule holds
+// are reported, in the summary and in the JSON object.
+func TestSimHeldFrames(t *testing.T) {
+	args := []string{"sim", "--vms", "4", "--hosts", "2", "--mem", "16MiB", "--algo", "vnsnap-log", "--udp",
+		"--warmup", "300ms", "--run-on", "200ms", "--seed", "2"}
+	var out, errb bytes.Buffer
+	if code := run(append(args, "--json"), &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	held, ok := m["held_frames"].(float64)
+	if !ok || held <= 0 {
+		t.Fatalf("held_frames = %v, want a positive count", m["held_frames"])
+	}
+	out.Reset()
+	if code := run(args, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if want := fmt.Sprintf("%.0f held by the colour rule", held); !strings.Contains(out.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, out.String())
 	}
 }

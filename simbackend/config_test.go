@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/core/cut"
 )
 
 // TestValidateRejectsNonsense sets one field of a valid config to NaN, an
@@ -147,5 +150,35 @@ func TestRunSaturates(t *testing.T) {
 	cfg.Traffic = "none"
 	if _, err := Run(cfg); err == nil || !strings.HasPrefix(err.Error(), "deadline: ") {
 		t.Errorf("no deadline: got %v, want an error naming the deadline", err)
+	}
+}
+
+// TestSetColourIdempotent issues a VM's colour change twice, as the core
+// may on abort: the second is a no-op, so the trace has one cut per VM and
+// the image stays the one taken at the snapshot point.
+func TestSetColourIdempotent(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.VMs, cfg.Hosts, cfg.Traffic = 2, 1, "none"
+	eng := NewEngine(1)
+	w, err := build(cfg, eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cuts := 0
+	w.Net.Observe(func(r cut.Record) {
+		if r.Kind == cut.Cut {
+			cuts++
+		}
+	})
+	d := newDriver(w, nil, 1)
+	d.exec(core.SetColour{VM: 0, Epoch: 1})
+	first := d.images[0].point
+	eng.RunUntil(time.Second, nil)
+	d.exec(core.SetColour{VM: 0, Epoch: 1})
+	if cuts != 1 {
+		t.Errorf("got %d cuts, want 1", cuts)
+	}
+	if got := d.images[0].point; got != first {
+		t.Errorf("image taken at %v, want the first colour change's %v", got, first)
 	}
 }

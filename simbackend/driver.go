@@ -110,6 +110,13 @@ func (d *driver) exec(c core.Command) {
 		// and nothing reaches the paused VM in an earlier colour.
 		w.Eng.After(hc.PauseLatency, vmFunc{d, c.VM, true}, 0, 0)
 	case core.SetColour:
+		// The core may re-issue a colour change (on abort it re-issues,
+		// idempotently, those a VM still needs): a port already in the
+		// epoch has passed its snapshot point and has its image; a second
+		// cut would be a malformed trace.
+		if w.Net.Epoch(c.VM) >= c.Epoch {
+			break
+		}
 		w.Net.SetEpoch(c.VM, c.Epoch)
 		d.images[c.VM] = w.capture(c.VM)
 	case core.FreezeDisk:

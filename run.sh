@@ -50,7 +50,7 @@ fuzz() {
 		pkg=./$(dirname "${f#./}")
 		grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | while read -r name; do
 			echo "fuzz: $pkg $name for $t" >&2
-			go test -run '^$' -fuzz "^${name}\$" -fuzztime "$t" "$pkg"
+			go test -run '^$' -fuzz "^${name}\$" -fuzztime "$t" -fuzzminimizetime 200x "$pkg"
 		done
 	done
 }

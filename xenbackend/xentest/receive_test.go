@@ -1,0 +1,156 @@
+package xentest
+
+import (
+	"context"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// receiveScript runs in dom0: one PVH domU, an "xl save -c" file parsed by
+// our parser, then a live snapshot through "xl migrate" with our receiver
+// (xenreceive) as the receiving command: xl must resume the source under
+// its own name; then the domain is destroyed and restored from the bytes
+// the receiver stored, and must run on from its snapshot point (its tick
+// counter goes on from between the ticks before the snapshot and before
+// the destroy, not from 1).
+const receiveScript = `
+set -u
+XL=/usr/lib/xen-4.17/bin/xl
+LOGS=/var/log/xen/console
+cat > /root/domu1.cfg <<CFG
+name = "domu1"
+type = "pvh"
+kernel = "/root/vmlinuz"
+ramdisk = "/root/domu-initrd.gz"
+extra = "console=hvc0 rdinit=/init loglevel=4"
+memory = 128
+vcpus = 1
+on_crash = "destroy"
+CFG
+touch $LOGS/guest-domu1.log
+tail -F $LOGS/guest-domu1.log 2>/dev/null | while IFS= read -r l; do echo "domu| $l"; done &
+count() { grep -c "$1" $LOGS/guest-domu1.log; }
+lasttick() { grep VNSNAP-DOMU-TICK $LOGS/guest-domu1.log | tail -n 1 | sed 's/.*TICK //'; }
+wait_count() {
+	while [ "$(count "$1")" -lt "$2" ]; do
+		$XL domid domu1 >/dev/null 2>&1 || { echo "VNSNAP-XEN-FAIL domu1 is gone waiting for $1"; $XL list; exit 3; }
+		sleep 1
+	done
+}
+ticking() {
+	wait_count VNSNAP-DOMU-TICK $(($(count VNSNAP-DOMU-TICK) + 2))
+	echo "VNSNAP-T-TICKING-AFTER-$1 $(grep VNSNAP-DOMU-TICK $LOGS/guest-domu1.log | tail -n 2 | tr '\n' ' ')"
+}
+$XL create /root/domu1.cfg || exit 4
+wait_count VNSNAP-DOMU-TICK 2
+echo VNSNAP-T-DOMU-UP
+$XL save -c domu1 /root/checkpoint.save || exit 5
+/usr/bin/xenreceive -parse /root/checkpoint.save || exit 6
+rm /root/checkpoint.save
+ticking SAVE
+echo "VNSNAP-T-SNAP-BEGIN tick=$(lasttick)"
+$XL migrate -s "" domu1 "/usr/bin/xenreceive /root/snap.save"
+echo "VNSNAP-T-SNAP-END xlrc=$?"
+$XL list
+$XL list domu1--migratedaway >/dev/null 2>&1 && { echo "VNSNAP-XEN-FAIL domu1--migratedaway left behind"; exit 7; }
+$XL list domu1 | grep -q '^domu1 ' || { echo "VNSNAP-XEN-FAIL domu1 is not listed after the snapshot"; exit 8; }
+ticking SNAP
+/usr/bin/xenreceive -parse /root/snap.save || exit 9
+echo "VNSNAP-T-DESTROY tick=$(lasttick)"
+$XL destroy domu1 || exit 10
+: > $LOGS/guest-domu1.log
+$XL restore /root/snap.save || exit 11
+echo VNSNAP-T-RESTORED
+ticking RESTORE
+echo "VNSNAP-T-FIRST-RESTORED tick=$(grep VNSNAP-DOMU-TICK $LOGS/guest-domu1.log | head -n 1 | sed 's/.*TICK //')"
+$XL destroy domu1
+`
+
+// TestXenLiveSnapshotReceiver proves the receiver against real Xen 4.17: it
+// parses a real "xl save -c" file and a real live "xl migrate" stream, the
+// source domain is paused and renamed while the Paused hook runs and then
+// resumed under its own name, and "xl restore" accepts the stored bytes.
+func TestXenLiveSnapshotReceiver(t *testing.T) {
+	env := Require(t, "../..")
+	domuInitrd, err := DomUInitrd(env, domUInit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := filepath.Join(t.TempDir(), "xenreceive")
+	if err := GoBinary(context.Background(), "../..", "./xenbackend/xentest/testdata/xenreceive", recv); err != nil {
+		t.Fatal(err)
+	}
+	m := Start(t, env, Dom0Config{
+		Script: receiveScript,
+		Files: []File{
+			{Path: "/root/vmlinuz", Src: env.Kernel()},
+			{Path: "/usr/bin/xenreceive", Src: recv},
+			{Path: "/root/domu-initrd.gz", Data: domuInitrd},
+		},
+	}, BootConfig{})
+	ctx := context.Background()
+	wait := func(marker string) string {
+		t.Helper()
+		line, err := m.Wait(ctx, marker)
+		if err != nil {
+			t.Fatalf("after %v: %v", m.Uptime().Round(1e9), err)
+		}
+		return line
+	}
+	field := func(line, key string) int {
+		t.Helper()
+		mm := regexp.MustCompile(`\b` + key + `=v?(\d+)`).FindStringSubmatch(line)
+		if mm == nil {
+			t.Fatalf("no %s= in %q", key, line)
+		}
+		n, _ := strconv.Atoi(mm[1])
+		return n
+	}
+	wait(MarkerReady)
+	wait("VNSNAP-T-DOMU-UP")
+	// A real stop-and-copy save file: the whole 128 MiB, every page once.
+	saved := wait("VNSNAP-RECV-PARSED")
+	t.Logf("xl save -c file: %s", saved)
+	if got, want := field(saved, "bytes"), field(saved, "filesize"); got != want {
+		t.Errorf("xl save -c file: parser stopped at byte %d, file has %d", got, want)
+	}
+	if d := field(saved, "distinct"); d < 128<<20/4096/2 {
+		t.Errorf("xl save -c file: %d distinct pages, want at least half of 128 MiB", d)
+	}
+	if got := field(saved, "type"); got != 2 {
+		t.Errorf("xl save -c file: domain type %d, want 2 (HVM/PVH)", got)
+	}
+	twoTicks(t, wait("VNSNAP-T-TICKING-AFTER-SAVE"))
+	snapTick := field(wait("VNSNAP-T-SNAP-BEGIN"), "tick")
+	stored := wait("VNSNAP-RECV-STORED")
+	t.Logf("live stream: %s", stored)
+	if d, p := field(stored, "distinct"), field(stored, "pages"); d < 128<<20/4096/2 || p < d {
+		t.Errorf("live stream: %d pages, %d distinct; want at least half of 128 MiB distinct", p, d)
+	}
+	if got, want := wait("VNSNAP-RECV-PAUSED"), "VNSNAP-RECV-PAUSED migratedaway="; len(got) < len(want) || got[:len(want)] != want || !regexp.MustCompile(`=\S*p`).MatchString(got) {
+		t.Errorf("during the Paused hook: got %q, want the source listed as domu1--migratedaway in a paused state", got)
+	}
+	done := wait("VNSNAP-RECV-DONE")
+	end := wait("VNSNAP-T-SNAP-END")
+	if field(end, "xlrc") == 0 {
+		t.Errorf("xl migrate: got exit status 0, want a failure (the receiver reported non-zero so the source runs on)")
+	}
+	twoTicks(t, wait("VNSNAP-T-TICKING-AFTER-SNAP"))
+	parsed := wait("VNSNAP-RECV-PARSED")
+	if got, want := field(parsed, "filesize"), field(done, "bytes"); got != want {
+		t.Errorf("stored file: %d bytes, receiver read %d", got, want)
+	}
+	destroyTick := field(wait("VNSNAP-T-DESTROY"), "tick")
+	wait("VNSNAP-T-RESTORED")
+	twoTicks(t, wait("VNSNAP-T-TICKING-AFTER-RESTORE"))
+	first := field(wait("VNSNAP-T-FIRST-RESTORED"), "tick")
+	if first <= snapTick || first > destroyTick {
+		t.Errorf("restored domain's first tick %d: want it after the tick before the snapshot (%d) and at most the tick before the destroy (%d)", first, snapTick, destroyTick)
+	}
+	if got, want := wait(MarkerDone), MarkerDone+" rc=0"; got != want {
+		t.Errorf("dom0 script: got %q, want %q", got, want)
+	}
+	t.Logf("whole run %v", m.Uptime().Round(1e9))
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -190,6 +191,11 @@ func TestReadStreamPageErrorStops(t *testing.T) {
 func FuzzReadStream(f *testing.F) {
 	stream, _ := testStream()
 	f.Add(stream)
+	real, err := os.ReadFile(realCapture)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(real)
 	f.Add(stream[:len(stream)/2])
 	var e enc
 	e.xl("")

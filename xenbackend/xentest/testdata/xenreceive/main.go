@@ -4,14 +4,21 @@
 //	xenreceive SAVEFILE        as xl migrate's receiver command: stores the
 //	                           stream in SAVEFILE and gives the domain back
 //	xenreceive -parse FILE     parses a save file (e.g. from xl save -c)
+//	xenreceive -seed FILE      prints FILE without its pages but one
+//	                           (gzip, base64), a fuzz seed from a real stream
 //
 // It reports on stderr (the dom0 console) in lines starting VNSNAP-RECV.
 package main
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -23,6 +30,13 @@ func main() {
 	if len(os.Args) == 3 && os.Args[1] == "-parse" {
 		if err := parse(os.Args[2]); err != nil {
 			fmt.Fprintln(os.Stderr, "VNSNAP-XEN-FAIL xenreceive -parse:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "-seed" {
+		if err := seed(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "VNSNAP-XEN-FAIL xenreceive -seed:", err)
 			os.Exit(1)
 		}
 		return
@@ -107,4 +121,102 @@ func receive(name string) error {
 	}
 	fmt.Fprintf(os.Stderr, "VNSNAP-RECV-DONE bytes=%d\n", res.Stream.Bytes)
 	return f.Close()
+}
+
+// seed walks a save file's framing on its own (a second reading of the
+// specs, not the parser under test) and prints it with every PAGE_DATA
+// record dropped but the first, cut to its first page with data.
+func seed(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<20)
+	var out bytes.Buffer
+	head := make([]byte, 48)
+	if _, err := io.ReadFull(r, head); err != nil {
+		return err
+	}
+	out.Write(head)
+	if _, err := io.CopyN(&out, r, int64(binary.LittleEndian.Uint32(head[44:]))+16); err != nil { // config, libxl header
+		return err
+	}
+	// record reads one record: its header and its padded body.
+	record := func() (uint32, []byte, []byte, error) {
+		h := make([]byte, 8)
+		if _, err := io.ReadFull(r, h); err != nil {
+			return 0, nil, nil, err
+		}
+		n := binary.LittleEndian.Uint32(h[4:])
+		if n > 128<<20 {
+			return 0, nil, nil, fmt.Errorf("record length %d", n)
+		}
+		body := make([]byte, (n+7)&^7)
+		_, err := io.ReadFull(r, body)
+		return binary.LittleEndian.Uint32(h), h, body, err
+	}
+	for {
+		typ, h, body, err := record()
+		if err != nil {
+			return err
+		}
+		out.Write(h)
+		out.Write(body)
+		if typ == 0 {
+			break
+		}
+		if typ != 1 { // LIBXC_CONTEXT: the libxc stream follows
+			continue
+		}
+		if _, err := io.CopyN(&out, r, 40); err != nil {
+			return err
+		}
+		kept := false
+		for {
+			typ, h, body, err := record()
+			if err != nil {
+				return err
+			}
+			if typ != 1 {
+				out.Write(h)
+				out.Write(body)
+				if typ == 0 {
+					break
+				}
+				continue
+			}
+			if kept {
+				continue
+			}
+			count := binary.LittleEndian.Uint32(body)
+			for i := range count {
+				pfn := binary.LittleEndian.Uint64(body[8+8*i:])
+				if pfn>>60 < 0xd {
+					data := body[8+8*count : 8+8*count+4096]
+					rec := binary.LittleEndian.AppendUint32(nil, 1)
+					rec = binary.LittleEndian.AppendUint32(rec, 8+8+4096)
+					rec = binary.LittleEndian.AppendUint64(rec, 1)
+					rec = binary.LittleEndian.AppendUint64(rec, pfn)
+					out.Write(append(rec, data...))
+					kept = true
+					break
+				}
+			}
+		}
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(out.Bytes())
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	enc := base64.StdEncoding.EncodeToString(z.Bytes())
+	for len(enc) > 0 {
+		n := min(len(enc), 76)
+		fmt.Fprintf(os.Stderr, "VNSNAP-RECV-SEED %s\n", enc[:n])
+		enc = enc[n:]
+	}
+	fmt.Fprintf(os.Stderr, "VNSNAP-RECV-SEED-END bytes=%d\n", out.Len())
+	return nil
 }

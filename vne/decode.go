@@ -92,6 +92,15 @@ func (d *decoder) decode(data []byte) {
 				v.Sink = &k
 			}
 		},
+		"hypervisor": func(n *yaml.Node, p string) {
+			if s, ok := d.str(n, p); ok {
+				if err := CheckHypervisor(s); err != nil {
+					d.errorf(n.Line, p, "%v", err)
+					return
+				}
+				v.Hypervisor = s
+			}
+		},
 		"hosts": func(n *yaml.Node, p string) {
 			d.seq(n, p, func(n *yaml.Node, p string) {
 				v.Hosts = append(v.Hosts, d.host(n, p))

@@ -13,6 +13,7 @@
 //	algorithm: vnsnap          # optional default snapshot algorithm (core.ParseAlgorithm):
 //	                           #   vnsnap, vnsnap-log, sync-freeze, stop-copy, cow, uncoordinated
 //	sink: memory               # optional default sink (core.ParseSink): memory or disk
+//	hypervisor: qemu           # optional: qemu (default) or xen; vnsnap up picks the backend
 //	hosts:                     # required, at least one
 //	  - name: h1               # required, unique among hosts
 //	    address: 127.0.0.1     # where the host's switch tunnel listens: IP or host:port;

@@ -25,6 +25,9 @@ type VNE struct {
 	Algorithm *core.Algorithm
 	// Sink is the default snapshot sink, or nil if unset.
 	Sink *core.Sink
+	// Hypervisor names the hypervisor that runs the VMs: one of
+	// Hypervisors. Parse defaults it to DefaultHypervisor.
+	Hypervisor string
 	// Hosts lists the hosts in file order.
 	Hosts []Host
 	// Networks lists the networks in file order; never empty after Parse.
@@ -163,6 +166,8 @@ const (
 	MinMemory = 16 << 20
 	// MaxVCPUs is the largest number of virtual CPUs of a VM.
 	MaxVCPUs = 64
+	// DefaultHypervisor is the hypervisor of a VNE file that names none.
+	DefaultHypervisor = "qemu"
 	// DefaultAddress is the host address used when a host gives none.
 	DefaultAddress = "127.0.0.1"
 	// DefaultNetwork names the network used when the file declares none.
@@ -286,6 +291,9 @@ func Parse(name string, data []byte, baseDir string) (*VNE, error) {
 
 // applyDefaults fills in what the file may leave out.
 func (v *VNE) applyDefaults() {
+	if v.Hypervisor == "" && !v.bad["hypervisor"] {
+		v.Hypervisor = DefaultHypervisor
+	}
 	for i := range v.Hosts {
 		if v.Hosts[i].Address == "" && !v.bad[fmt.Sprintf("hosts[%d].address", i)] {
 			v.Hosts[i].Address = DefaultAddress
@@ -321,4 +329,17 @@ func joinSorted(errs []*Error) error {
 		es[i] = e
 	}
 	return errors.Join(es...)
+}
+
+// Hypervisors lists the values of a VNE file's hypervisor field.
+func Hypervisors() []string { return []string{"qemu", "xen"} }
+
+// CheckHypervisor reports whether h is one of Hypervisors.
+func CheckHypervisor(h string) error {
+	for _, k := range Hypervisors() {
+		if h == k {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown hypervisor %q (want qemu or xen)", h)
 }

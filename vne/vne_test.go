@@ -28,10 +28,11 @@ func TestLoadExample(t *testing.T) {
 	}
 	alg, sink := core.VNsnap, core.MemorySink
 	want := &VNE{
-		File:      "testdata/example.yaml",
-		Name:      "lab",
-		Algorithm: &alg,
-		Sink:      &sink,
+		File:       "testdata/example.yaml",
+		Name:       "lab",
+		Algorithm:  &alg,
+		Sink:       &sink,
+		Hypervisor: "qemu",
 		Hosts: []Host{
 			{Name: "h1", Address: "127.0.0.1", RAMBudget: 4 << 30},
 			{Name: "h2", Address: "127.0.0.1:7002"},
@@ -111,6 +112,21 @@ func TestDefaults(t *testing.T) {
 	}
 	if v.Algorithm != nil || v.Sink != nil {
 		t.Errorf("algorithm/sink: got %v/%v, want unset", v.Algorithm, v.Sink)
+	}
+	if v.Hypervisor != DefaultHypervisor {
+		t.Errorf("hypervisor: got %q, want %q", v.Hypervisor, DefaultHypervisor)
+	}
+}
+
+func TestHypervisorField(t *testing.T) {
+	for _, h := range Hypervisors() {
+		v, err := Parse("h.yaml", []byte("hypervisor: "+h+"\n"+base), t.TempDir())
+		if err != nil {
+			t.Fatalf("hypervisor %s: %v", h, err)
+		}
+		if v.Hypervisor != h {
+			t.Errorf("hypervisor: got %q, want %q", v.Hypervisor, h)
+		}
 	}
 }
 
@@ -229,6 +245,10 @@ func TestMistakes(t *testing.T) {
 			[]string{`x.yaml:7: vms[0].host: field given twice (first at line 6)`}},
 		{"bad algorithm", "algorithm: fast\n" + base,
 			[]string{`x.yaml:1: algorithm: unknown algorithm "fast" (want one of`}},
+		{"bad hypervisor", "hypervisor: kvm\n" + base,
+			[]string{`x.yaml:1: hypervisor: unknown hypervisor "kvm" (want qemu or xen)`}},
+		{"hypervisor not a scalar", "hypervisor: [qemu]\n" + base,
+			[]string{`x.yaml:1: hypervisor: `}},
 		{"bad sink", "sink: tape\n" + base,
 			[]string{`x.yaml:1: sink: unknown sink "tape" (want disk or memory)`}},
 		{"tab indentation", strings.Replace(base, "    host: h1", "\thost: h1", 1),

@@ -148,6 +148,7 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 		st := takeSnapshot(ctx, t, vm, path, Options{
 			Method:          m,
+			Resume:          true,
 			AtSnapshotPoint: hook,
 			OnEvent: func(e SnapshotEvent) {
 				switch e := e.(type) {

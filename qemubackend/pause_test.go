@@ -34,7 +34,7 @@ func TestPauseLiveVsStopCopy(t *testing.T) {
 	pauses := map[Method][]time.Duration{}
 	for round := 0; round < 3; round++ {
 		for _, m := range []Method{Precopy, StopCopy} {
-			st, err := vm.Snapshot(ctx, io.Discard, Options{Method: m, DowntimeLimit: 30 * time.Millisecond})
+			st, err := vm.Snapshot(ctx, io.Discard, Options{Method: m, DowntimeLimit: 30 * time.Millisecond, Resume: true})
 			if err != nil {
 				t.Fatal(progress.Why(ctx, err))
 			}

@@ -92,6 +92,14 @@ type Options struct {
 	// OnEvent, if set, receives every SnapshotEvent, synchronously from the
 	// goroutine running the snapshot.
 	OnEvent func(SnapshotEvent)
+	// Resume asks Snapshot to resume a VM that was running when it began,
+	// once the stream is complete or the snapshot failed, and to measure
+	// the pause (Stats.Pause). Without it Snapshot never resumes a VM: a VM
+	// it paused (at the snapshot point, or by StopCopy's stop) is left
+	// paused, also after a failure, for the caller to resume (the core's
+	// rule that only its commands resume a VM). Even QEMU's own resume when
+	// a migration is cancelled is undone then.
+	Resume bool
 }
 
 // Stats are the measured numbers of one snapshot.
@@ -125,10 +133,12 @@ type Stats struct {
 const snapFD = "vnsnap-snap"
 
 // Snapshot captures vm's state into w using opts.Method. It returns once the
-// stream is complete and a VM that was running runs again (it sends cont
-// itself: after pre-copy and stop-copy QEMU leaves the source in
-// postmigrate); a VM that was paused stays paused. On error it cancels the
-// migration and resumes a VM that was running.
+// stream is complete. With opts.Resume a VM that was running runs again (it
+// sends cont itself: after pre-copy and stop-copy QEMU leaves the source in
+// postmigrate); without it the VM is left as the snapshot left it (paused
+// after Precopy and StopCopy). A VM that was paused stays paused. On error
+// it cancels the migration; with opts.Resume it resumes a VM that was
+// running, without it a VM that was paused when the error came stays paused.
 func (vm *VM) Snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, error) {
 	st, err := vm.snapshot(ctx, w, opts)
 	if err != nil {
@@ -202,6 +212,10 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 		// no longer answers.
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		if !opts.Resume {
+			vm.cancelPaused(cctx)
+			return st, err
+		}
 		_ = q.Execute(cctx, "migrate_cancel", nil, nil)
 		if s, _ := vm.Status(cctx); wasRunning && s != "running" {
 			_ = q.Execute(cctx, "cont", nil, nil)
@@ -293,6 +307,11 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 	st.QEMUDowntime = time.Duration(info.Downtime) * time.Millisecond
 	st.QEMUTotal = time.Duration(info.TotalTime) * time.Millisecond
 
+	if !opts.Resume {
+		// The caller resumes the VM (and measures its pause).
+		st.Duration = time.Since(start)
+		return st, nil
+	}
 	// After pre-copy and stop-copy the source sits in postmigrate; and since
 	// QEMU 10 a background snapshot no longer resumes a VM that was paused.
 	if s, err := vm.Status(ctx); err != nil {
@@ -311,6 +330,40 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 		vm.measurePause(ctx, &st, start)
 	}
 	return st, nil
+}
+
+// cancelPaused cancels the migration and leaves the VM paused if it was
+// paused when it was called: QEMU resumes the source of a cancelled
+// migration that began on a running VM, even one stopped at its snapshot
+// point, and the VM's resume is the caller's decision, not QEMU's. Errors
+// are ignored (best effort on the way out of a failed snapshot).
+func (vm *VM) cancelPaused(ctx context.Context) {
+	before, _ := vm.Status(ctx)
+	_ = vm.QMP.Execute(ctx, "migrate_cancel", nil, nil)
+	if before == "running" || before == "" {
+		return
+	}
+	// The cancel completes in QEMU's migration thread: wait until the
+	// migration has ended, so its resume (if any) is behind us.
+	for {
+		var info migrateInfo
+		if err := vm.QMP.Execute(ctx, "query-migrate", nil, &info); err != nil {
+			return
+		}
+		switch info.Status {
+		case "setup", "active", "cancelling", "pre-switchover", "device", "wait-unplug":
+		default:
+			if s, _ := vm.Status(ctx); s == "running" {
+				_ = vm.Stop(ctx)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 // HeartbeatSilence is how long a pause measurement waits with no console

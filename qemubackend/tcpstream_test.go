@@ -42,7 +42,7 @@ func TestTCPStreamSurvivesSnapshots(t *testing.T) {
 	}
 	var snapped time.Time
 	for i, m := range []Method{Precopy, StopCopy} {
-		st, err := vms[i].Snapshot(ctx, io.Discard, Options{Method: m})
+		st, err := vms[i].Snapshot(ctx, io.Discard, Options{Method: m, Resume: true})
 		if err != nil {
 			t.Fatal(progress.Why(ctx, err))
 		}

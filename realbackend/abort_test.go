@@ -63,7 +63,7 @@ func TestAbortResumesEveryVM(t *testing.T) {
 	img := guestImage(t)
 	ctx := qemutest.Context(t, 15*time.Minute) // derived from progress; 15m is a safety net
 	console := consoles(t, t.TempDir())
-	o := Options{QEMU: h, Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
+	o := Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
 	l := &Layout{Name: "abort", Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}, {Name: "h2", Address: "127.0.0.1"}}}
 	for i, n := range []string{"x", "y"} {
 		l.VMs = append(l.VMs, VMLayout{
@@ -79,7 +79,7 @@ func TestAbortResumesEveryVM(t *testing.T) {
 	}
 	t.Cleanup(func() { env.Close() })
 	for i := 0; i < env.NumVMs(); i++ {
-		if _, _, err := env.VM(i).Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
+		if _, _, err := qvm(env, i).Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -154,7 +154,7 @@ func TestAbortResumesEveryVM(t *testing.T) {
 			t.Errorf("%s: snapshot directory left behind: %v", c.name, err)
 		}
 		for i := 0; i < env.NumVMs(); i++ {
-			vm := env.VM(i)
+			vm := qvm(env, i)
 			if st, err := vm.Status(ctx); err != nil || st != "running" {
 				t.Errorf("%s: %s status %q, %v; want running", c.name, vm.Spec.Name, st, err)
 			}

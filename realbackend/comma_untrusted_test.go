@@ -32,7 +32,7 @@ func TestSnapshotRestoreInCommaDir(t *testing.T) {
 		t.Fatalf("qemu-img: %v: %s", err, out)
 	}
 	console := consoles(t, t.TempDir())
-	o := Options{QEMU: h, Image: img, Dir: dir, Console: func(vm string) io.Writer { return console(vm) }}
+	o := Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: dir, Console: func(vm string) io.Writer { return console(vm) }}
 	l := &Layout{
 		Name:  "comma",
 		Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}},
@@ -48,7 +48,7 @@ func TestSnapshotRestoreInCommaDir(t *testing.T) {
 	}
 	t.Cleanup(func() { env.Close() })
 	isHB := func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }
-	if _, _, err := env.VM(0).Console.WaitFor(ctx, 0, isHB); err != nil {
+	if _, _, err := qvm(env, 0).Console.WaitFor(ctx, 0, isHB); err != nil {
 		t.Fatalf("no heartbeat: %v", progress.Why(ctx, err))
 	}
 	root := filepath.Join(filepath.Dir(dir), "store,x")
@@ -67,7 +67,7 @@ func TestSnapshotRestoreInCommaDir(t *testing.T) {
 	if filepath.Dir(renv.Layout.VMs[0].Disk) != dir {
 		t.Errorf("restored VM runs on %s, want an overlay in %s", renv.Layout.VMs[0].Disk, dir)
 	}
-	if _, _, err := renv.VM(0).Console.WaitFor(ctx, 0, isHB); err != nil {
+	if _, _, err := qvm(renv, 0).Console.WaitFor(ctx, 0, isHB); err != nil {
 		t.Fatalf("restored VM does not run: %v", progress.Why(ctx, err))
 	}
 }

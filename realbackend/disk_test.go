@@ -29,7 +29,7 @@ func TestDiskFrozen(t *testing.T) {
 		t.Fatalf("qemu-img: %v: %s", err, out)
 	}
 	console := consoles(t, t.TempDir())
-	o := Options{QEMU: h, Image: img, Dir: dir, Console: func(vm string) io.Writer { return console(vm) }}
+	o := Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: dir, Console: func(vm string) io.Writer { return console(vm) }}
 	l := &Layout{
 		Name:  "disk",
 		Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}},
@@ -44,7 +44,7 @@ func TestDiskFrozen(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { env.Close() })
-	if _, _, err := env.VM(0).Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }); err != nil {
+	if _, _, err := qvm(env, 0).Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }); err != nil {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
@@ -66,7 +66,7 @@ func TestDiskFrozen(t *testing.T) {
 				File string `json:"file"`
 			} `json:"inserted"`
 		}
-		if err := env.VM(0).QMP.Execute(ctx, "query-block", nil, &blocks); err != nil {
+		if err := qvm(env, 0).QMP.Execute(ctx, "query-block", nil, &blocks); err != nil {
 			t.Fatal(err)
 		}
 		if len(blocks) == 0 || !strings.Contains(blocks[0].Inserted.File, filepath.Base(env.Layout.VMs[0].Disk)) {
@@ -88,14 +88,14 @@ func TestDiskFrozen(t *testing.T) {
 			BackingFile string `json:"backing_file"`
 		} `json:"inserted"`
 	}
-	if err := renv.VM(0).QMP.Execute(ctx, "query-block", nil, &blocks); err != nil {
+	if err := qvm(renv, 0).QMP.Execute(ctx, "query-block", nil, &blocks); err != nil {
 		t.Fatal(err)
 	}
 	if len(blocks) == 0 || blocks[0].Inserted.BackingFile != frozen[1] {
 		b, _ := json.Marshal(blocks)
 		t.Errorf("restored VM's disk %s: want an overlay on %s", b, frozen[1])
 	}
-	if _, _, err := renv.VM(0).Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }); err != nil {
+	if _, _, err := qvm(renv, 0).Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }); err != nil {
 		t.Fatalf("restored VM does not run: %v", err)
 	}
 }

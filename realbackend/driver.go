@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
-	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/realbackend/hv"
 	"github.com/vnsnap/vnsnap/store"
 )
 
@@ -60,10 +60,11 @@ type VMResult struct {
 	Name string
 	// Pause is the largest gap between the guest's heartbeat lines around
 	// the snapshot, stamped on the host: the pause seen from outside (zero
-	// for a guest without heartbeat).
-	Pause qemubackend.HeartbeatGap
-	// QEMU is what the QEMU migration reported.
-	QEMU qemubackend.Stats
+	// for a guest without heartbeat, or a hypervisor without console).
+	Pause hv.HeartbeatGap
+	// Save is what the hypervisor reported of the VM's save (the last one,
+	// for an algorithm that saves twice).
+	Save hv.SaveStats
 	// Frozen is the disk image frozen at the snapshot point; empty for a
 	// guest without disk (nothing frozen).
 	Frozen string
@@ -92,7 +93,7 @@ func (c clock) Now() time.Duration { return time.Since(c.start) }
 
 // vmRun is the driver's state for one VM of the snapshot.
 type vmRun struct {
-	vm      *qemubackend.VM
+	vm      hv.Machine
 	name    string
 	ctx     context.Context // of the copy in progress
 	cancel  context.CancelFunc
@@ -100,10 +101,9 @@ type vmRun struct {
 	release chan struct{} // closed by CopyFinal: the pre-copy hook may return
 	stream  *store.StreamWriter
 	ram     *ramBuffer
-	stats   qemubackend.Stats // written by the copy goroutine, read after wg.Wait
+	stats   hv.SaveStats // written by the copy goroutine, read after wg.Wait
 	frozen  string
 	disk    string // current top image (qcow2) of a disk guest
-	node    string // its block node name
 }
 
 // driver runs one snapshot. Only the goroutine in run touches co, vms' fields
@@ -180,12 +180,15 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 			return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
 		}
 	}
+	labels := map[string]string{
+		"machine": e.machine(), "algorithm": o.Algorithm.String(), "sink": o.Sink.String(), "vne": e.Layout.Name,
+	}
+	for k, v := range hypervisorLabels(e.opts.Hypervisor.Info()) {
+		labels[k] = v
+	}
 	w, err := store.Create(o.Store, o.Name, store.Meta{
 		Created: o.Created, Algorithm: o.Algorithm.String() + "-" + o.Sink.String(), Epoch: uint64(epoch),
-		Labels: map[string]string{
-			"machine": e.machine(), "qemu": e.opts.QEMU.Version.String(),
-			"algorithm": o.Algorithm.String(), "sink": o.Sink.String(), "vne": e.Layout.Name,
-		},
+		Labels: labels,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
@@ -198,11 +201,7 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 		timers: map[core.TimerID]*time.Timer{},
 	}
 	for i, vm := range e.vms {
-		node := e.nodes[i]
-		if node == "" {
-			node = "disk0" // as on the command line (qemubackend.Spec)
-		}
-		d.vms = append(d.vms, &vmRun{vm: vm, name: e.Layout.VMs[i].Name, disk: e.Layout.VMs[i].Disk, node: node})
+		d.vms = append(d.vms, &vmRun{vm: vm, name: e.Layout.VMs[i].Name, disk: e.Layout.VMs[i].Disk})
 	}
 	if d.co, err = core.NewCoordinator(cfg, d.clock); err != nil {
 		w.Abort()
@@ -223,7 +222,7 @@ func (e *Env) machine() string {
 	if len(e.Layout.VMs) > 0 && e.Layout.VMs[0].Machine != "" {
 		return e.Layout.VMs[0].Machine
 	}
-	return e.opts.QEMU.Machine
+	return e.opts.Hypervisor.Info().Machine
 }
 
 // nextEpoch returns one more than the largest epoch in the store and cur.
@@ -378,23 +377,29 @@ func (d *driver) report() *Report {
 	// Wait for a heartbeat after the last resume, so the gap that spans the
 	// pause is closed; a guest silent for HeartbeatSilence is not running.
 	for i, v := range d.vms {
-		res := VMResult{Name: v.name, QEMU: v.stats, Frozen: v.frozen}
-		if d.env.Layout.VMs[i].Heartbeat {
+		res := VMResult{Name: v.name, Save: v.stats, Frozen: v.frozen}
+		if hb, ok := v.vm.(hv.Heartbeats); ok && d.env.Layout.VMs[i].Heartbeat {
 			to := end
-			if l, err := v.vm.Console.WaitHeartbeatAfter(context.Background(), end, qemubackend.HeartbeatSilence); err == nil {
+			if l, err := hb.WaitHeartbeatAfter(context.Background(), end, HeartbeatSilence); err == nil {
 				to = l.At
 			}
-			res.Pause = v.vm.Console.MaxHeartbeatGap(d.beforeStart(v), to)
+			res.Pause = hb.MaxHeartbeatGap(d.beforeStart(hb), to)
 		}
 		r.VMs = append(r.VMs, res)
 	}
 	return r
 }
 
+// HeartbeatSilence is how long the pause measurement waits, with no console
+// line at all, for the first heartbeat after the last resume. A running
+// guest prints every few tens of milliseconds of its time, so only a guest
+// that does not run falls silent this long.
+const HeartbeatSilence = 10 * time.Second
+
 // beforeStart is the arrival of the last heartbeat before the snapshot
 // began, so that a pause at the very start is measured too.
-func (d *driver) beforeStart(v *vmRun) time.Time {
-	if l, _, ok := v.vm.Console.LastHeartbeat(d.clock.start); ok {
+func (d *driver) beforeStart(hb hv.Heartbeats) time.Time {
+	if l, ok := hb.LastHeartbeat(d.clock.start); ok {
 		return l.At
 	}
 	return d.clock.start

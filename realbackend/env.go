@@ -15,16 +15,17 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
-	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/realbackend/hv"
 	"github.com/vnsnap/vnsnap/vne"
 	"github.com/vnsnap/vnsnap/vnet"
 )
 
 // Options says how to run a VNE on this machine.
 type Options struct {
-	// QEMU is the probed QEMU installation (qemubackend.Probe).
-	QEMU *qemubackend.Host
+	// Hypervisor runs the VMs (cmd/vnsnap picks it from the VNE file's
+	// hypervisor field: qemubackend.NewHypervisor for qemu).
+	Hypervisor Hypervisor
 	// Image is the built-in guest image; needed only by built-in guests.
 	Image guestimg.Image
 	// Dir receives the runtime files: port sockets, frame logs, disk
@@ -107,8 +108,8 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 			return nil, fmt.Errorf("%s.memory: %d bytes is not a whole number of MiB (QEMU -m)", field, vm.Memory)
 		}
 		machine := ""
-		if o.QEMU != nil {
-			machine = o.QEMU.Machine
+		if o.Hypervisor != nil {
+			machine = o.Hypervisor.Info().Machine
 		}
 		vl := VMLayout{
 			Name: vm.Name, Host: hostIdx[vm.Host], MemoryMiB: int(vm.Memory >> 20), VCPUs: vm.VCPUs,
@@ -191,10 +192,9 @@ type Env struct {
 	ctl      []vnet.Controller // per host: how SetColour reaches its switch
 	logPaths []string          // per host: the switch's frame log file
 	logFiles []*os.File
-	vms      []*qemubackend.VM
-	epoch    core.Epoch     // every port's epoch
-	nodes    map[int]string // disk guests: the block node on top, once not "disk0"
-	runs     int            // how many switch generations Dir has seen (file names)
+	vms      []hv.Machine
+	epoch    core.Epoch // every port's epoch
+	runs     int        // how many switch generations Dir has seen (file names)
 	closed   bool
 }
 
@@ -238,9 +238,13 @@ func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env,
 		e.Close()
 		return nil, fmt.Errorf("boot %s: %w", l.Name, err)
 	}
-	e.vms = make([]*qemubackend.VM, len(e.Layout.VMs))
+	if o.Hypervisor == nil {
+		e.Close()
+		return nil, fmt.Errorf("boot %s: no hypervisor (Options.Hypervisor)", l.Name)
+	}
+	e.vms = make([]hv.Machine, len(e.Layout.VMs))
 	for i := range e.Layout.VMs {
-		vm, err := qemubackend.Start(ctx, o.QEMU, e.spec(i))
+		vm, err := o.Hypervisor.Start(ctx, e.spec(i))
 		if err != nil {
 			e.Close()
 			return nil, fmt.Errorf("boot %s: %w", l.Name, err)
@@ -324,12 +328,12 @@ func tunnelAddr(a string) string {
 
 func (e *Env) sock(i int) string { return e.file(e.Layout.VMs[i].Name, ".sock") }
 
-func (e *Env) spec(i int) qemubackend.Spec {
+func (e *Env) spec(i int) hv.MachineSpec {
 	vm := e.Layout.VMs[i]
-	s := qemubackend.Spec{
+	s := hv.MachineSpec{
 		Name: vm.Name, MemoryMiB: vm.MemoryMiB, VCPUs: vm.VCPUs, Machine: vm.Machine,
 		Kernel: vm.Kernel, Initrd: vm.Initrd, Append: vm.Append, Disk: vm.Disk,
-		NetSocket: e.sock(i), ReconnectMs: 50, MAC: vm.MAC,
+		NetSocket: e.sock(i), MAC: vm.MAC,
 	}
 	if e.opts.Console != nil {
 		s.ConsoleLog = e.opts.Console(vm.Name)
@@ -337,8 +341,9 @@ func (e *Env) spec(i int) qemubackend.Spec {
 	return s
 }
 
-// VM returns the i-th VM's QEMU (in Layout.VMs order).
-func (e *Env) VM(i int) *qemubackend.VM { return e.vms[i] }
+// Machine returns the i-th VM (in Layout.VMs order) as its hypervisor runs
+// it; a caller that knows the hypervisor may assert its own type.
+func (e *Env) Machine(i int) Machine { return e.vms[i] }
 
 // NumVMs returns the number of VMs.
 func (e *Env) NumVMs() int { return len(e.vms) }

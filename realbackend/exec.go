@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
-	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/realbackend/hv"
 	"github.com/vnsnap/vnsnap/vnet"
 )
 
@@ -23,10 +23,10 @@ var errLoopEnded = errors.New("snapshot ended")
 func (d *driver) exec(ctx context.Context, c core.Command) error {
 	switch c := c.(type) {
 	case core.StartLiveCopy:
-		return d.startCopy(c.VM, c.Sink, qemubackend.Precopy)
+		return d.startCopy(c.VM, c.Sink, true)
 	case core.PauseVM:
-		if err := d.vms[c.VM].vm.Stop(ctx); err != nil {
-			return err
+		if err := d.vms[c.VM].vm.Pause(ctx); err != nil {
+			return fmt.Errorf("pause %s: %w", d.vms[c.VM].name, err)
 		}
 		d.pending = append(d.pending, core.VMPaused{VM: c.VM})
 		return nil
@@ -40,17 +40,17 @@ func (d *driver) exec(ctx context.Context, c core.Command) error {
 		return d.freezeDisk(ctx, c.VM)
 	case core.CopyFinal:
 		v := d.vms[c.VM]
-		if v.release != nil { // the pre-copy hook waits: let QEMU finish
+		if v.release != nil { // the pre-copy hook waits: let the save finish
 			close(v.release)
 			v.release = nil
 			return nil
 		}
-		return d.startCopy(c.VM, c.Sink, qemubackend.StopCopy)
+		return d.startCopy(c.VM, c.Sink, false)
 	case core.ProtectMemory:
 		return d.protect(c.VM, c.Sink)
 	case core.ResumeVM:
-		if err := resume(ctx, d.vms[c.VM].vm); err != nil {
-			return err
+		if err := d.vms[c.VM].vm.Resume(ctx); err != nil {
+			return fmt.Errorf("resume %s: %w", d.vms[c.VM].name, err)
 		}
 		d.pending = append(d.pending, core.VMResumed{VM: c.VM})
 		return nil
@@ -125,17 +125,18 @@ func (c countingWriter) Write(p []byte) (int, error) {
 	return k, err
 }
 
-// startCopy runs VM.Snapshot with method m in a goroutine. For Precopy the
-// snapshot-point hook posts VMPaused and waits for CopyFinal.
-func (d *driver) startCopy(id core.VMID, s core.Sink, m qemubackend.Method) error {
+// startCopy runs Machine.Save in a goroutine, live or not. For a live save
+// the snapshot-point hook posts VMPaused and waits for CopyFinal; each pass
+// is a RoundCopied.
+func (d *driver) startCopy(id core.VMID, s core.Sink, live bool) error {
 	v := d.vms[id]
 	w, err := d.sink(v, s)
 	if err != nil {
 		return err
 	}
 	v.ctx, v.cancel = context.WithCancel(d.ctx)
-	opts := qemubackend.Options{Method: m}
-	if m == qemubackend.Precopy {
+	opts := hv.SaveOptions{Live: live}
+	if live {
 		release := make(chan struct{})
 		v.release = release
 		ctx := v.ctx
@@ -150,21 +151,10 @@ func (d *driver) startCopy(id core.VMID, s core.Sink, m qemubackend.Method) erro
 				return errLoopEnded
 			}
 		}
-		start := time.Now()
-		last := start
-		paused := false
-		opts.OnEvent = func(e qemubackend.SnapshotEvent) {
-			switch e := e.(type) {
-			case qemubackend.VMPaused, qemubackend.SnapshotPointReached:
-				// The final dirty-bitmap sync (one more pass) comes after
-				// the pause: it is part of the final copy, not a round.
-				paused = true
-			case qemubackend.PassStarted:
-				if e.Pass > 1 && !paused {
-					d.post(core.RoundCopied{VM: id, Round: e.Pass - 1, Elapsed: e.At.Sub(last)})
-					last = e.At
-				}
-			}
+		last := time.Now()
+		opts.OnPass = func(n int, at time.Time) {
+			d.post(core.RoundCopied{VM: id, Round: n, Elapsed: at.Sub(last)})
+			last = at
 		}
 	}
 	d.wg.Add(1)
@@ -173,15 +163,15 @@ func (d *driver) startCopy(id core.VMID, s core.Sink, m qemubackend.Method) erro
 	go func() {
 		defer d.wg.Done()
 		defer close(done)
-		st, err := v.vm.Snapshot(v.ctx, w, opts)
+		st, err := v.vm.Save(v.ctx, w, opts)
 		d.copied(id, v, st, err)
 	}()
 	return nil
 }
 
 // cancelCopy stops v's copy, if one runs, and waits until its goroutine has
-// returned (QEMU's migration is cancelled then), so that a ResumeVM after it
-// finds QEMU out of its migration.
+// returned (the hypervisor's save is cancelled then), so that a ResumeVM
+// after it finds the machine out of its save.
 func (d *driver) cancelCopy(ctx context.Context, v *vmRun) error {
 	if v.cancel == nil {
 		return nil
@@ -198,10 +188,10 @@ func (d *driver) cancelCopy(ctx context.Context, v *vmRun) error {
 	}
 }
 
-// copied runs in a copy goroutine when VM.Snapshot returned: the disk sink's
+// copied runs in a copy goroutine when a save returned: the disk sink's
 // stream is closed (the image is then complete in the store) before
 // FinalCopied is posted.
-func (d *driver) copied(id core.VMID, v *vmRun, st qemubackend.Stats, err error) {
+func (d *driver) copied(id core.VMID, v *vmRun, st hv.SaveStats, err error) {
 	v.stats = st
 	if v.stream != nil {
 		if err != nil {
@@ -214,102 +204,46 @@ func (d *driver) copied(id core.VMID, v *vmRun, st qemubackend.Stats, err error)
 		d.post(core.Failed{VM: id, Err: err})
 		return
 	}
-	d.post(core.FinalCopied{VM: id, Sent: st.RAMTransferred / core.PageSize})
+	d.post(core.FinalCopied{VM: id, Sent: st.MemoryCopied / core.PageSize})
 }
 
-// protect starts QEMU's background snapshot of a paused VM and returns once
-// QEMU has saved the device state and armed write protection, so that the
-// ResumeVM that follows lets the VM run during the background copy. QEMU 10
-// leaves a VM that was paused paused after the background snapshot's own
-// stop, and a `cont` sent before that stop would move the snapshot point;
-// the first saved RAM page shows the stop is behind us.
+// protect starts the background (copy-on-write) save of a paused VM and
+// returns once the hypervisor has armed write protection, so that the
+// ResumeVM the core orders next lets the VM run during the copy; the save
+// never resumes the VM itself. A hypervisor without hv.BackgroundSaver
+// cannot run the cow algorithm.
 func (d *driver) protect(id core.VMID, s core.Sink) error {
 	v := d.vms[id]
+	bg, ok := v.vm.(hv.BackgroundSaver)
+	if !ok {
+		return fmt.Errorf("background save of %s: %s cannot save copy-on-write", v.name, d.env.opts.Hypervisor.Info().Name)
+	}
 	w, err := d.sink(v, s)
 	if err != nil {
 		return err
 	}
 	v.ctx, v.cancel = context.WithCancel(d.ctx)
-	active := make(chan struct{})
+	armed := make(chan struct{})
 	done := make(chan struct{})
 	v.done = done
-	opts := qemubackend.Options{Method: qemubackend.Background, OnEvent: func(e qemubackend.SnapshotEvent) {
-		if m, ok := e.(qemubackend.MigrationStatusChanged); ok && m.Status == "active" {
-			select {
-			case <-active:
-			default:
-				close(active)
-			}
-		}
-	}}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		defer close(done)
-		st, err := v.vm.Snapshot(v.ctx, w, opts)
+		st, err := bg.SaveBackground(v.ctx, w, func() { close(armed) })
 		d.copied(id, v, st, err)
 	}()
+	// A few milliseconds normally; the bound only catches a hypervisor that
+	// never gets its save going.
 	ctx, cancel := context.WithTimeout(v.ctx, 30*time.Second)
 	defer cancel()
 	select {
-	case <-active:
+	case <-armed:
+		return nil
 	case <-done:
 		return nil // finished (or failed: Failed is posted) already
 	case <-ctx.Done():
-		return fmt.Errorf("background snapshot of %s: not active: %w", v.name, ctx.Err())
-	}
-	for {
-		var info struct {
-			Status string `json:"status"`
-			RAM    struct {
-				Normal    int64 `json:"normal"`
-				Duplicate int64 `json:"duplicate"`
-			} `json:"ram"`
-		}
-		if err := v.vm.QMP.Execute(ctx, "query-migrate", nil, &info); err != nil {
-			return fmt.Errorf("background snapshot of %s: qmp query-migrate: %w", v.name, err)
-		}
-		if info.Status != "active" || info.RAM.Normal+info.RAM.Duplicate > 0 {
-			return nil
-		}
-		select {
-		case <-done:
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("background snapshot of %s: no page saved: %w", v.name, ctx.Err())
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-}
-
-// resume sends `cont` until QEMU reports the VM running. A VM may be in
-// postmigrate (after a snapshot), paused, or already running.
-func resume(ctx context.Context, vm *qemubackend.VM) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	for confirmed := false; ; {
-		st, err := vm.Status(ctx)
-		if err != nil {
-			return err
-		}
-		if st == "running" {
-			if confirmed {
-				return nil
-			}
-			// A background snapshot's own resume may land just after ours
-			// and set its saved (paused) state: look once more.
-			confirmed = true
-		} else if st != "finish-migrate" {
-			if err := vm.Cont(ctx); err != nil {
-				return err
-			}
-			confirmed = false
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("resume %s: %w", vm.Spec.Name, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
+		return fmt.Errorf("background save of %s: write protection not armed: %w", v.name, ctx.Err())
 	}
 }
 
@@ -340,30 +274,28 @@ func (d *driver) flush(id core.VMID) {
 }
 
 // freezeDisk takes the disk's snapshot at the snapshot point: new writes go
-// to a fresh qcow2 overlay, so the image below is the disk as it was here.
+// to a fresh overlay, so the image below is the disk as it was here. A guest
+// without disk has nothing to freeze; a hypervisor without hv.DiskFreezer
+// cannot freeze a disk guest's disk.
 func (d *driver) freezeDisk(ctx context.Context, id core.VMID) error {
 	v := d.vms[id]
 	if v.disk == "" {
 		v.frozen = "" // no disk: nothing to freeze
 		return nil
 	}
+	fz, ok := v.vm.(hv.DiskFreezer)
+	if !ok {
+		return fmt.Errorf("freeze disk of %s: %s cannot freeze disks", v.name, d.env.opts.Hypervisor.Info().Name)
+	}
 	overlay := d.env.file(v.name, fmt.Sprintf(".e%d.qcow2", d.epoch))
-	node := fmt.Sprintf("disk-e%d", d.epoch)
-	args := map[string]any{
-		"node-name": v.node, "snapshot-file": overlay, "snapshot-node-name": node, "format": "qcow2",
+	frozen, err := fz.FreezeDisk(ctx, overlay)
+	if err != nil {
+		return err
 	}
-	if err := v.vm.QMP.Execute(ctx, "blockdev-snapshot-sync", args, nil); err != nil {
-		return fmt.Errorf("freeze disk of %s: qmp blockdev-snapshot-sync: %w", v.name, err)
-	}
-	v.frozen, v.disk, v.node = v.disk, overlay, node
+	v.frozen, v.disk = frozen, overlay
 	// The VM writes to the overlay from now on, whatever becomes of the
 	// snapshot.
-	e := d.env
-	e.Layout.VMs[id].Disk = overlay
-	if e.nodes == nil {
-		e.nodes = map[int]string{}
-	}
-	e.nodes[int(id)] = node
+	d.env.Layout.VMs[id].Disk = overlay
 	return nil
 }
 

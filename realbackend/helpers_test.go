@@ -26,6 +26,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func requireQEMU(t *testing.T) *qemubackend.Host { return qemutest.RequireQEMU(t) }
 
+// qvm returns the QEMU VM behind env's i-th machine.
+func qvm(env *Env, i int) *qemubackend.VM { return env.Machine(i).(*qemubackend.Machine).VM() }
+
 func guestImage(t *testing.T) guestimg.Image { return qemutest.GuestImage(t, "..") }
 
 // shortDir returns a fresh directory with a short path (unix socket paths
@@ -143,7 +146,7 @@ func waitAll(ctx context.Context, t *testing.T, env *Env, prefix string) []qemub
 	t.Helper()
 	var out []qemubackend.Line
 	for i := 0; i < env.NumVMs(); i++ {
-		vm := env.VM(i)
+		vm := qvm(env, i)
 		l, _, err := vm.Console.WaitPrefix(ctx, 0, prefix)
 		if err != nil {
 			t.Fatalf("%s: waiting for %q: %v%s", vm.Spec.Name, prefix, progress.Why(ctx, err), tail(vm.Stderr()))
@@ -168,7 +171,7 @@ func tail(s string) string {
 func waitProgress(ctx context.Context, t *testing.T, env *Env, minRx uint64) {
 	t.Helper()
 	for i := 0; i < env.NumVMs(); i++ {
-		vm := env.VM(i)
+		vm := qvm(env, i)
 		_, _, err := vm.Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool {
 			var rx, tx uint64
 			_, err := fmt.Sscanf(l.Text, "TCPSTREAM PROGRESS rx=%d tx=%d", &rx, &tx)
@@ -184,9 +187,9 @@ func waitProgress(ctx context.Context, t *testing.T, env *Env, minRx uint64) {
 func noFail(t *testing.T, env *Env, what string) {
 	t.Helper()
 	for i := 0; i < env.NumVMs(); i++ {
-		for _, l := range env.VM(i).Console.Lines() {
+		for _, l := range qvm(env, i).Console.Lines() {
 			if strings.Contains(l.Text, "FAIL") || strings.Contains(l.Text, "panic") {
-				t.Errorf("%s %s console: %q", what, env.VM(i).Spec.Name, l.Text)
+				t.Errorf("%s %s console: %q", what, qvm(env, i).Spec.Name, l.Text)
 			}
 		}
 	}

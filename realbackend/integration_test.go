@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 	"github.com/vnsnap/vnsnap/store"
@@ -54,7 +55,7 @@ func TestVNESnapshotRestore(t *testing.T) {
 	ctx := qemutest.Context(t, 30*time.Minute, progress.DirBytes(logDir))
 	console := consoles(t, logDir)
 	opts := func() Options {
-		return Options{QEMU: h, Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
+		return Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
 	}
 	v := loadVNE(t, t.TempDir(), testMemMiB, testBytes)
 	t.Logf("QEMU %s, machine %s", h.Version, h.Machine)
@@ -80,7 +81,7 @@ func TestVNESnapshotRestore(t *testing.T) {
 				pauses = append(pauses, r.Name+"="+r.Pause.Gap.Round(time.Millisecond).String())
 				t.Logf("%s %s: pause seen from outside %v (heartbeats %d), core downtime %v, rounds %d, qemu downtime %v, stream %d bytes, sink %s, disk frozen: %q",
 					c.name, r.Name, r.Pause.Gap.Round(time.Millisecond), r.Pause.Count, cr.Downtime().Round(time.Millisecond),
-					cr.Rounds, r.QEMU.QEMUDowntime, r.QEMU.Bytes, cr.Sink, r.Frozen)
+					cr.Rounds, r.Save.Downtime, r.Save.Bytes, cr.Sink, r.Frozen)
 			}
 			t.Logf("%s: epoch %d, window %v, duration %v (boot+warm-up %v); pause per VM from outside: %s",
 				c.name, rep.Epoch, rep.Core.Window().Round(time.Millisecond), rep.Duration.Round(time.Millisecond), booted,
@@ -89,8 +90,8 @@ func TestVNESnapshotRestore(t *testing.T) {
 				// The restored VMs can only finish the transfer if it was
 				// still going at their snapshot points.
 				point := rep.Start.Add(rep.Core.VMs[i].Paused)
-				if l, _, err := env.VM(i).Console.WaitPrefix(expired(), 0, "TCPSTREAM DONE"); err == nil && l.At.Before(point) {
-					t.Fatalf("%s finished its transfer before its snapshot point: raise testBytes", env.VM(i).Spec.Name)
+				if l, _, err := qvm(env, i).Console.WaitPrefix(expired(), 0, "TCPSTREAM DONE"); err == nil && l.At.Before(point) {
+					t.Fatalf("%s finished its transfer before its snapshot point: raise testBytes", qvm(env, i).Spec.Name)
 				}
 			}
 			res := checkCut(t, env, rep.Epoch)
@@ -113,7 +114,7 @@ func TestVNESnapshotRestore(t *testing.T) {
 				done := waitAll(ctx, t, renv, "TCPSTREAM DONE")
 				for i, l := range done {
 					if l.Text != "TCPSTREAM DONE ok=4 fail=0" {
-						t.Errorf("restore %d: %s: %q, want ok=4 fail=0", k+1, renv.VM(i).Spec.Name, l.Text)
+						t.Errorf("restore %d: %s: %q, want ok=4 fail=0", k+1, qvm(renv, i).Spec.Name, l.Text)
 					}
 				}
 				noFail(t, renv, "restored")

@@ -26,7 +26,7 @@ func FuzzDecodeLayout(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	lab, err := LayoutOf(v, Options{QEMU: &qemubackend.Host{Machine: testMachine}, Image: guestimg.Image{Kernel: "/k", Initrd: "/i"}})
+	lab, err := LayoutOf(v, Options{Hypervisor: qemubackend.NewHypervisor(&qemubackend.Host{Machine: testMachine}), Image: guestimg.Image{Kernel: "/k", Initrd: "/i"}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func FuzzDecodeLayout(f *testing.F) {
 	if err := os.WriteFile(kernel, []byte("x"), 0o644); err != nil {
 		f.Fatal(err)
 	}
-	o := Options{QEMU: &qemubackend.Host{Machine: testMachine}, Image: guestimg.Image{Kernel: kernel, Initrd: kernel}, Dir: dir}
+	o := Options{Hypervisor: qemubackend.NewHypervisor(&qemubackend.Host{Machine: testMachine}), Image: guestimg.Image{Kernel: kernel, Initrd: kernel}, Dir: dir}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := DecodeLayout(data)
 		if err != nil {

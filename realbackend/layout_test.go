@@ -11,7 +11,7 @@ import (
 
 func TestLayoutOf(t *testing.T) {
 	v := loadVNE(t, t.TempDir(), 128, 1000)
-	o := Options{QEMU: &qemubackend.Host{Machine: "pc-i440fx-10.0"}, Image: guestimg.Image{Kernel: "/k", Initrd: "/i"}}
+	o := Options{Hypervisor: qemubackend.NewHypervisor(&qemubackend.Host{Machine: "pc-i440fx-10.0"}), Image: guestimg.Image{Kernel: "/k", Initrd: "/i"}}
 	l, err := LayoutOf(v, o)
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +33,7 @@ func TestLayoutOf(t *testing.T) {
 		t.Errorf("memory not in MiB: got %v, want an error naming vms[0] (a).memory", err)
 	}
 	v.VMs[0].Memory = 128 << 20
-	if _, err := LayoutOf(v, Options{QEMU: o.QEMU}); err == nil || !strings.Contains(err.Error(), "guest.builtin") {
+	if _, err := LayoutOf(v, Options{Hypervisor: o.Hypervisor}); err == nil || !strings.Contains(err.Error(), "guest.builtin") {
 		t.Errorf("no image: got %v, want an error naming guest.builtin", err)
 	}
 }

@@ -41,7 +41,7 @@ func TestLayoutPathsAbsolute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := LayoutOf(v, Options{QEMU: &qemubackend.Host{Machine: testMachine}})
+	l, err := LayoutOf(v, Options{Hypervisor: qemubackend.NewHypervisor(&qemubackend.Host{Machine: testMachine})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestBootDiskGuestFromRelativeVNE(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := qemutest.Context(t, 15*time.Minute) // derived from progress; 15m is a safety net
-	env, err := Boot(ctx, v, Options{QEMU: h, Image: guestimg.Image{}, Dir: shortDir(t)})
+	env, err := Boot(ctx, v, Options{Hypervisor: qemubackend.NewHypervisor(h), Image: guestimg.Image{}, Dir: shortDir(t)})
 	if err != nil {
 		t.Fatalf("Boot: %v", err)
 	}
@@ -94,7 +94,7 @@ func TestBootDiskGuestFromRelativeVNE(t *testing.T) {
 			} `json:"image"`
 		} `json:"inserted"`
 	}
-	if err := env.VM(0).QMP.Execute(ctx, "query-block", nil, &blocks); err != nil {
+	if err := qvm(env, 0).QMP.Execute(ctx, "query-block", nil, &blocks); err != nil {
 		t.Fatal(err)
 	}
 	if len(blocks) != 1 || blocks[0].Inserted.Image.BackingFilename != base {

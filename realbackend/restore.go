@@ -11,7 +11,7 @@ import (
 	"sync"
 
 	"github.com/vnsnap/vnsnap/core"
-	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/realbackend/hv"
 	"github.com/vnsnap/vnsnap/store"
 	"github.com/vnsnap/vnsnap/vne"
 	"github.com/vnsnap/vnsnap/vnet"
@@ -131,8 +131,15 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 	if err != nil {
 		return nil, nil, err
 	}
-	if mt := m.Labels["machine"]; mt != "" && o.QEMU.Machine != mt {
-		return nil, nil, fmt.Errorf("snapshot needs machine type %s, this QEMU pins %s", mt, o.QEMU.Machine)
+	if o.Hypervisor == nil {
+		return nil, nil, errors.New("restore needs a hypervisor (Options.Hypervisor)")
+	}
+	in := o.Hypervisor.Info()
+	if err := checkHypervisor(name, m.Labels, sl.VMs, in); err != nil {
+		return nil, nil, err
+	}
+	if mt := m.Labels["machine"]; mt != "" && in.Machine != mt {
+		return nil, nil, fmt.Errorf("snapshot needs machine type %s, this %s pins %s", mt, in.Name, in.Machine)
 	}
 	tl, err := trustLayout(sl, o)
 	if err != nil {
@@ -177,9 +184,9 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 	if err := e.startNet(epoch); err != nil {
 		return nil, nil, err
 	}
-	e.vms = make([]*qemubackend.VM, len(l.VMs))
+	e.vms = make([]hv.Machine, len(l.VMs))
 	errs := make([]error, len(l.VMs))
-	specs := make([]qemubackend.Spec, len(l.VMs))
+	specs := make([]hv.MachineSpec, len(l.VMs))
 	for i := range specs {
 		specs[i] = e.spec(i) // Options.Console is called from here only
 	}
@@ -208,7 +215,9 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = vm.Cont(ctx)
+			if err := vm.Resume(ctx); err != nil {
+				errs[i] = fmt.Errorf("resume %s: %w", l.VMs[i].Name, err)
+			}
 		}()
 	}
 	wg.Wait()
@@ -220,7 +229,7 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 }
 
 // load starts the VM of spec paused and loads its image from the store.
-func (e *Env) load(ctx context.Context, s *store.Snapshot, spec qemubackend.Spec) (*qemubackend.VM, error) {
+func (e *Env) load(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec) (hv.Machine, error) {
 	name := spec.Name
 	r, err := s.Reader(name, "memory")
 	if err != nil {
@@ -228,7 +237,7 @@ func (e *Env) load(ctx context.Context, s *store.Snapshot, spec qemubackend.Spec
 	}
 	defer r.Close()
 	er := &errReader{r: r}
-	vm, err := qemubackend.Restore(ctx, e.opts.QEMU, spec, er)
+	vm, err := e.opts.Hypervisor.Restore(ctx, spec, er)
 	if rerr := er.Err(); rerr != nil {
 		if vm != nil {
 			vm.Kill()

@@ -132,8 +132,8 @@ func newTrustEnv(t *testing.T) trustEnv {
 		}
 	}
 	te.o = Options{
-		QEMU:  &qemubackend.Host{Binary: "/nonexistent/qemu", Machine: testMachine},
-		Image: guestimg.Image{Kernel: te.kernel, Initrd: te.initrd}, Dir: te.dir,
+		Hypervisor: qemubackend.NewHypervisor(&qemubackend.Host{Binary: "/nonexistent/qemu", Machine: testMachine}),
+		Image:      guestimg.Image{Kernel: te.kernel, Initrd: te.initrd}, Dir: te.dir,
 	}
 	return te
 }
@@ -199,7 +199,7 @@ func TestTrustLayout(t *testing.T) {
 		{"another VM's disk", `vms[1] (b).disk: ` + te.dir + `/a.e3.qcow2 is not an image of VM b`, func(l *Layout, o *Options) { l.VMs[1].Disk = filepath.Join(te.dir, "a.e3.qcow2") }},
 		{"disk that is a symlink", `vms[1] (b).disk: ` + te.dir + `/b.e4.qcow2 is not a regular file`, func(l *Layout, o *Options) { l.VMs[1].Disk = filepath.Join(te.dir, "b.e4.qcow2") }},
 		{"missing disk", `vms[1] (b).disk: lstat`, func(l *Layout, o *Options) { l.VMs[1].Disk = filepath.Join(te.dir, "b.e5.qcow2") }},
-		{"machine type", `vms[1] (b).machine: snapshot needs "pc-i440fx-9.2", this QEMU pins "pc-i440fx-10.0"`, func(l *Layout, o *Options) { l.VMs[1].Machine = "pc-i440fx-9.2" }},
+		{"machine type", `vms[1] (b).machine: snapshot needs "pc-i440fx-9.2", this qemu pins "pc-i440fx-10.0"`, func(l *Layout, o *Options) { l.VMs[1].Machine = "pc-i440fx-9.2" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, o := goodLayout(te.dir), te.o
@@ -247,9 +247,17 @@ func TestTrustUserKernel(t *testing.T) {
 // so that it may be anything) into a new store and returns the store root.
 func craftStore(t *testing.T, layout []byte) string {
 	t.Helper()
+	return craftStoreLabels(t, layout, map[string]string{
+		"machine": testMachine, LabelHypervisor: "qemu", LabelHypervisorVersion: "10.0.2", LabelImageFormat: qemubackend.ImageFormat,
+	})
+}
+
+// craftStoreLabels is craftStore with the manifest labels given.
+func craftStoreLabels(t *testing.T, layout []byte, labels map[string]string) string {
+	t.Helper()
 	root := t.TempDir()
 	w, err := store.Create(root, "evil", store.Meta{Created: time.Now(), Algorithm: "vnsnap-memory", Epoch: 1,
-		Labels: map[string]string{"machine": testMachine}})
+		Labels: labels})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +316,7 @@ func fakeQEMU(t *testing.T) (bin, log string) {
 func TestRestoreRefusesCraftedSnapshot(t *testing.T) {
 	te := newTrustEnv(t)
 	bin, log := fakeQEMU(t)
-	te.o.QEMU.Binary = bin
+	te.o.Hypervisor.(*qemubackend.Hypervisor).Host().Binary = bin
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, tc := range []struct {
@@ -364,7 +372,7 @@ func TestRestoreRefusesCraftedSnapshot(t *testing.T) {
 func TestRestoreRunsTrustedLayout(t *testing.T) {
 	te := newTrustEnv(t)
 	bin, log := fakeQEMU(t)
-	te.o.QEMU.Binary = bin
+	te.o.Hypervisor.(*qemubackend.Hypervisor).Host().Binary = bin
 	l := goodLayout(te.dir)
 	l.VMs = l.VMs[:1]
 	l.VMs[0].Kernel = "/etc/passwd"

@@ -140,8 +140,8 @@ func trustLayout(l *Layout, o Options) (*Layout, error) {
 	if err := l.Check(); err != nil {
 		return nil, err
 	}
-	if o.QEMU == nil {
-		return nil, errors.New("restore needs the probed QEMU (Options.QEMU)")
+	if o.Hypervisor == nil {
+		return nil, errors.New("restore needs a hypervisor (Options.Hypervisor)")
 	}
 	t := *l
 	t.Hosts = append([]HostLayout(nil), l.Hosts...)
@@ -167,8 +167,8 @@ func trustLayout(l *Layout, o Options) (*Layout, error) {
 // trustVM confines one VM of a snapshot's layout; errors start with the
 // field (".kernel: ...").
 func trustVM(vm *VMLayout, o Options, dir string) error {
-	if vm.Machine != "" && vm.Machine != o.QEMU.Machine {
-		return fmt.Errorf(".machine: snapshot needs %q, this QEMU pins %q", vm.Machine, o.QEMU.Machine)
+	if in := o.Hypervisor.Info(); vm.Machine != "" && vm.Machine != in.Machine {
+		return fmt.Errorf(".machine: snapshot needs %q, this %s pins %q", vm.Machine, in.Name, in.Machine)
 	}
 	vm.MAC = strings.ToLower(vm.MAC) // canonical form (Check parsed it)
 	switch {

@@ -231,3 +231,34 @@ func tailString(s string, n int) string {
 	}
 	return s
 }
+
+// TestUpXenNotBuilt: a VNE file asking for Xen gets a clear error naming the
+// file and field, and no state is made; a bad hypervisor value is a VNE
+// error with its line.
+func TestUpXenNotBuilt(t *testing.T) {
+	dir := t.TempDir()
+	body := "name: lab\nhosts:\n  - name: h1\nvms:\n  - name: a\n    host: h1\n    memory: 128MiB\n    guest: {builtin: idle}\n"
+	p := filepath.Join(dir, "xen.yaml")
+	if err := os.WriteFile(p, []byte("hypervisor: xen\n"+body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := filepath.Join(dir, "st")
+	code, _, stderr := runCmd("up", "--state", st, p)
+	if code == 0 {
+		t.Fatal("up of a Xen VNE: exit 0, want non-zero")
+	}
+	if want := p + ": hypervisor: xen is not built yet in this version"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q does not say %q", stderr, want)
+	}
+	if _, err := os.Stat(st); !os.IsNotExist(err) {
+		t.Errorf("state directory %s made for a VNE that cannot run (stat: %v)", st, err)
+	}
+	bad := filepath.Join(dir, "kvm.yaml")
+	if err := os.WriteFile(bad, []byte("hypervisor: kvm\n"+body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runCmd("up", "--state", st, bad)
+	if want := bad + `:1: hypervisor: unknown hypervisor "kvm" (want qemu or xen)`; code == 0 || !strings.Contains(stderr, want) {
+		t.Errorf("up with hypervisor kvm: exit %d, stderr %q; want non-zero and %q", code, stderr, want)
+	}
+}

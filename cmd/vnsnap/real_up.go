@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
-	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/realbackend"
 	"github.com/vnsnap/vnsnap/vne"
@@ -86,10 +85,14 @@ type supervisor struct {
 }
 
 func newSupervisor(ctx context.Context, v *vne.VNE, dir, qemu, moduleRoot string, stderr io.Writer) (*supervisor, error) {
+	hyp, err := hypervisorFor(ctx, v, qemu) // before any state is made
+	if err != nil {
+		return nil, err
+	}
 	if dir == "" {
 		dir = filepath.Join(".vnsnap", v.Name)
 	}
-	dir, err := filepath.Abs(dir)
+	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -102,12 +105,8 @@ func newSupervisor(ctx context.Context, v *vne.VNE, dir, qemu, moduleRoot string
 		return nil, fmt.Errorf("VNE in %s is already up (vnsnap down --state %s)", dir, dir)
 	}
 	_ = os.Remove(sock)
-	host, err := qemubackend.Probe(ctx, qemu)
-	if err != nil {
-		return nil, err
-	}
 	s := &supervisor{v: v, dir: dir, stderr: stderr, down: make(chan struct{})}
-	s.opts = realbackend.Options{QEMU: host, Dir: filepath.Join(dir, "run"), Console: s.console, VNE: v}
+	s.opts = realbackend.Options{Hypervisor: hyp, Dir: filepath.Join(dir, "run"), Console: s.console, VNE: v}
 	if needsImage(v) {
 		img, err := buildImage(ctx, moduleRoot)
 		if err != nil {
@@ -303,7 +302,7 @@ func formatReport(r *realbackend.Report) string {
 			pause = v.Pause.Gap.Round(time.Millisecond).String()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%.1fMiB\n", v.Name, c.Sink, c.Downtime().Round(time.Millisecond),
-			pause, c.Rounds, float64(v.QEMU.Bytes)/(1<<20))
+			pause, c.Rounds, float64(v.Save.Bytes)/(1<<20))
 	}
 	tw.Flush()
 	return b.String()

@@ -1,0 +1,178 @@
+// Package hv is realbackend's hypervisor port: the few operations the real
+// backend needs from a hypervisor to run a VNE and snapshot it, defined by
+// their consumer (realbackend) and implemented by each hypervisor backend
+// (qemubackend today, xenbackend next). It imports only the standard
+// library, so a backend implements it without importing realbackend, and
+// realbackend never imports a backend: cmd/vnsnap picks one.
+//
+// The port is small: Hypervisor starts or restores a Machine; a Machine
+// pauses, resumes, saves and dies. What only some hypervisors can do is an
+// optional capability found by type assertion on the Machine:
+// BackgroundSaver (copy-on-write save), DiskFreezer (a disk image frozen at
+// the snapshot point) and Heartbeats (a console whose heartbeat lines
+// measure the pause from outside).
+//
+// # Contract
+//
+// A Machine never resumes on its own (core/doc.go, rule 4): after a save,
+// after a failed or cancelled save, after a restore, a machine that was
+// paused stays paused until the caller calls Resume. Pause and Resume are
+// idempotent: pausing a paused machine and resuming a running one change
+// nothing and succeed.
+package hv
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Info identifies a hypervisor and the images it writes. A snapshot records
+// it, and a restore refuses an image whose hypervisor or image format is not
+// this one's.
+type Info struct {
+	// Name is the hypervisor's name as a VNE file gives it ("qemu", "xen").
+	Name string
+	// Version is the hypervisor's version ("10.0.2").
+	Version string
+	// ImageFormat names the format of the images Save writes and Restore
+	// reads ("qemu-migration-v3").
+	ImageFormat string
+	// Machine is the machine type the hypervisor pins for every VM
+	// ("pc-i440fx-10.0"); empty for a hypervisor without machine types.
+	Machine string
+}
+
+// MachineSpec describes one VM to start or restore.
+type MachineSpec struct {
+	Name      string // used in errors and file names
+	MemoryMiB int
+	VCPUs     int
+	// Machine is the machine type; empty means Info.Machine.
+	Machine string
+	// Kernel, Initrd and Append boot a kernel directly; Disk, when set, is
+	// the disk image the VM runs on (both may be set).
+	Kernel, Initrd, Append string
+	Disk                   string
+	// NetSocket is the unix stream socket of the VM's switch port: the VM's
+	// one NIC sends and receives its frames there. Empty: no NIC.
+	NetSocket string
+	MAC       string
+	// ConsoleLog, when set, receives every console line.
+	ConsoleLog io.Writer
+}
+
+// Hypervisor starts machines.
+type Hypervisor interface {
+	// Info identifies the hypervisor.
+	Info() Info
+	// Start boots a machine from spec; it runs when Start returns.
+	Start(ctx context.Context, spec MachineSpec) (Machine, error)
+	// Restore starts a machine from spec (that of the saved machine) and
+	// loads the image read from r, which Save wrote. The machine is PAUSED
+	// when Restore returns; the caller resumes it. On error nothing is left
+	// running.
+	Restore(ctx context.Context, spec MachineSpec, r io.Reader) (Machine, error)
+}
+
+// Machine is one running (or paused) VM.
+type Machine interface {
+	// Pause stops the machine's vCPUs; a paused machine stays paused.
+	Pause(ctx context.Context) error
+	// Resume lets the machine run, whatever pause it is in (paused by
+	// Pause, at a snapshot point, after a save or a restore); a running
+	// machine is left alone. It returns once the machine runs.
+	Resume(ctx context.Context) error
+	// Save writes the machine's memory and device state to w (see
+	// SaveOptions) and returns when the image is complete. The machine is
+	// paused then, and stays paused until Resume: Save never resumes it,
+	// nor does a failed or cancelled Save resume a machine it had paused.
+	Save(ctx context.Context, w io.Writer, o SaveOptions) (SaveStats, error)
+	// Kill stops the machine for good and removes its runtime files. It is
+	// safe to call more than once.
+	Kill()
+}
+
+// SaveOptions say how Save copies a machine.
+type SaveOptions struct {
+	// Live copies memory in passes while the machine runs, then pauses it
+	// for the last dirty pages and the device state (the snapshot point).
+	// Without Live the machine is paused first (if it runs) and copied
+	// whole: the snapshot point is at the start.
+	Live bool
+	// OnPass, if set, is called when live pass n (from 1) has been copied
+	// and the next one begins, while the machine still runs; the copy made
+	// while the machine is paused is not a pass. It is called from the
+	// goroutine running Save.
+	OnPass func(n int, at time.Time)
+	// AtSnapshotPoint, if set, is called while the machine is paused at its
+	// snapshot point, before the rest of the image is written; Save waits
+	// for it to return. An error aborts the save.
+	AtSnapshotPoint func(ctx context.Context) error
+}
+
+// SaveStats are the hypervisor-neutral figures of one save.
+type SaveStats struct {
+	// Bytes is the size of the image written to w.
+	Bytes int64
+	// Passes is the number of passes over memory, the final one included.
+	Passes int
+	// MemoryCopied is the guest memory sent, as the hypervisor counts it
+	// (pages with content and pages found empty).
+	MemoryCopied int64
+	// Downtime is the hypervisor's own figure of the pause (zero when it
+	// reports none).
+	Downtime time.Duration
+	// Total is the hypervisor's own duration of the save.
+	Total time.Duration
+}
+
+// BackgroundSaver is a machine that can save copy-on-write: the snapshot
+// point is at the start and the machine may run during the copy.
+type BackgroundSaver interface {
+	// SaveBackground saves the paused machine into w. It calls armed once
+	// the device state is saved and write protection is armed (the
+	// snapshot point is behind it): from then on the caller may resume the
+	// machine, which SaveBackground never does itself. It returns when the
+	// image is complete; if it fails before armed was called, armed is
+	// never called.
+	SaveBackground(ctx context.Context, w io.Writer, armed func()) (SaveStats, error)
+}
+
+// DiskFreezer is a machine whose disk can be frozen while it is paused.
+type DiskFreezer interface {
+	// FreezeDisk sends the machine's writes, from now on, to a new image
+	// at overlay (created on top of the current one), so that the current
+	// image stays the disk as it is at this moment. It returns the frozen
+	// image's path. A machine without disk returns "".
+	FreezeDisk(ctx context.Context, overlay string) (frozen string, err error)
+}
+
+// Heartbeat is one heartbeat line of a guest console, stamped on arrival.
+type Heartbeat struct {
+	At time.Time
+	N  uint64 // the guest's counter
+}
+
+// HeartbeatGap is the largest gap between consecutive heartbeats in a
+// window: the pause seen from outside.
+type HeartbeatGap struct {
+	Gap    time.Duration // largest gap; 0 with fewer than two heartbeats
+	Before uint64        // counter of the heartbeat that opened the gap
+	After  uint64        // counter of the heartbeat that closed it
+	At     time.Time     // arrival of the heartbeat that opened the gap
+	Count  int           // heartbeats in the window
+}
+
+// Heartbeats is a machine whose console carries the guest's heartbeat
+// lines, stamped with the host clock as they arrive.
+type Heartbeats interface {
+	// LastHeartbeat returns the last heartbeat that arrived before t.
+	LastHeartbeat(t time.Time) (Heartbeat, bool)
+	// WaitHeartbeatAfter waits for a heartbeat that arrives after t; it
+	// gives up after silence without any console line.
+	WaitHeartbeatAfter(ctx context.Context, t time.Time, silence time.Duration) (Heartbeat, error)
+	// MaxHeartbeatGap returns the largest gap between heartbeats that
+	// arrived in [from, to].
+	MaxHeartbeatGap(from, to time.Time) HeartbeatGap
+}

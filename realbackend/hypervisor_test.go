@@ -24,7 +24,9 @@ import (
 // a kernel and initramfs for any hypervisor; it does not import qemubackend.)
 func TestNoBackendImports(t *testing.T) {
 	for pkg, allowed := range map[string]func(string) bool{
-		".":    func(p string) bool { return p != "github.com/vnsnap/vnsnap/qemubackend" && !strings.Contains(p, "/xenbackend") },
+		".": func(p string) bool {
+			return p != "github.com/vnsnap/vnsnap/qemubackend" && !strings.Contains(p, "/xenbackend")
+		},
 		"./hv": func(p string) bool { return p == "github.com/vnsnap/vnsnap/realbackend/hv" },
 	} {
 		// Every dependency outside the standard library.
@@ -286,4 +288,3 @@ func TestCheckHypervisorLegacy(t *testing.T) {
 		t.Errorf("legacy QEMU snapshot on xen: got %v, want refused naming qemu 9.2.0", err)
 	}
 }
-

@@ -24,6 +24,12 @@
 //     io.Reader through migrate-incoming (exit-on-error off, so a load error
 //     is read over QMP) and leaves the VM paused for the caller's Cont.
 //   - Guest images are built by the guestimg subpackage.
+//   - Hypervisor and Machine (port.go) put QEMU behind realbackend's
+//     hypervisor port (package realbackend/hv), with the capabilities
+//     background save, disk freeze (blockdev-snapshot-sync) and heartbeats.
+//     Through the port QEMU never resumes a VM on its own: VM.Snapshot
+//     resumes only with Options.Resume, and without it a cancelled
+//     migration that QEMU resumes by itself is paused again.
 //
 // The migration stream travels through a pipe handed to QEMU with getfd and
 // the `fd:` URI; a pipe, unlike a plain file, is not affected by the QEMU 10

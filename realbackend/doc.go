@@ -1,55 +1,77 @@
-// Package realbackend runs whole VNEs of real QEMU VMs joined by vnsnap's
+// Package realbackend runs whole VNEs of real VMs joined by vnsnap's
 // user-space switches, and takes and restores their consistent snapshots by
 // driving the same core.Coordinator as the simulator.
+//
+// # The hypervisor port
+//
+// realbackend runs VMs only through its port, package hv (aliased here as
+// Hypervisor and Machine): start a machine, restore one paused from an
+// image, pause, resume (both idempotent), save with a callback per live pass
+// (OnPass) and one at the snapshot point (AtSnapshotPoint, which the save
+// waits for), kill. Optional capabilities are found by type assertion:
+// hv.BackgroundSaver (copy-on-write, for cow), hv.DiskFreezer (disk guests)
+// and hv.Heartbeats (the pause seen from outside). A machine never resumes
+// on its own: a save leaves it paused, also when it fails or is cancelled,
+// and only the core's ResumeVM lets it run (core/doc.go, rule 4).
+// realbackend imports no backend (a test checks it): cmd/vnsnap picks one
+// from the VNE file's hypervisor field (qemubackend.NewHypervisor for qemu).
+// Each snapshot's manifest records the hypervisor, its version and image
+// format (labels hypervisor, hypervisor-version, image-format); Restore
+// refuses, before it starts anything, a snapshot made by another hypervisor
+// or in another image format (ErrWrongHypervisor, naming the snapshot, its
+// VMs and both hypervisors).
 //
 // # Pieces
 //
 //   - Boot starts a VNE from its description (vne.VNE): one vnet.Switch per
 //     host with a UDP tunnel to every other host's switch (all in this
 //     process: the "hosts" share a machine and talk over loopback), one port
-//     per VM, and one QEMU per VM connected to its port with -netdev stream.
+//     per VM, and one machine per VM connected to its port (QEMU: -netdev
+//     stream).
 //     Built-in guests boot the project's image (qemubackend/guestimg) with
 //     a heartbeat on the serial console, so pauses are measured from outside.
 //   - Env.Snapshot runs one VNE snapshot. A single goroutine owns the
 //     coordinator (core.Mode Observed): it feeds core.Started, then receives
 //     events from one channel, calls Step and executes the commands in
-//     order. Executing a command may start a goroutine (a QEMU migration, a
+//     order. Executing a command may start a goroutine (a save, a
 //     memory-sink flush, the commit) that later posts an event into the
 //     channel; no other goroutine touches the coordinator.
 //   - Restore rebuilds a VNE from a stored snapshot: switches, tunnels and
-//     ports (at the snapshot's epoch), every QEMU started with -incoming
-//     defer and loaded from the store, the in-transit log replayed into the
-//     ports (vnsnap-log), then every VM resumed together.
+//     ports (at the snapshot's epoch), every machine restored paused from
+//     the store, the in-transit log replayed into the ports (vnsnap-log),
+//     then every VM resumed together.
 //
 // # Commands
 //
-//   - StartLiveCopy: VM.Snapshot(Precopy) in a goroutine. QEMU's
-//     MIGRATION_PASS n>1 is reported as RoundCopied{Round: n-1}. At
-//     pre-switchover the snapshot-point hook posts VMPaused and blocks until
-//     the loop has executed SetColour and FreezeDisk and reaches CopyFinal
-//     for that VM; when the stream is complete FinalCopied is posted. QEMU's
-//     own `cont` at the end makes the following ResumeVM a no-op.
-//   - PauseVM: `stop`, then VMPaused. CopyFinal{All} of a paused VM:
-//     VM.Snapshot(StopCopy), which leaves the VM paused (postmigrate).
-//   - ProtectMemory: VM.Snapshot(Background) of the paused VM. Since QEMU 10
-//     the background snapshot of a paused VM leaves it paused, so the
-//     executor waits until QEMU has saved the device state and armed write
-//     protection (the migration is active and has started saving pages)
-//     before it returns; the ResumeVM the core orders next sends `cont`.
+//   - StartLiveCopy: Machine.Save (Live) in a goroutine. Each live pass
+//     (QEMU: MIGRATION_PASS n>1 before the pause) is a RoundCopied. At the
+//     snapshot point (QEMU: pre-switchover) the hook posts VMPaused and
+//     blocks until the loop has executed SetColour and FreezeDisk and
+//     reaches CopyFinal for that VM; when the image is complete FinalCopied
+//     is posted. The machine stays paused until the ResumeVM the core
+//     orders after FinalCopied (for sync-freeze, after the barrier).
+//   - PauseVM: Machine.Pause, then VMPaused. CopyFinal{All} of a paused VM:
+//     Machine.Save (not Live), which leaves the VM paused.
+//   - ProtectMemory: hv.BackgroundSaver.SaveBackground of the paused VM; the
+//     executor returns once write protection is armed (QEMU: the migration
+//     is active and has saved its first page, so its own stop is behind
+//     us), and the ResumeVM the core orders next lets the VM run during the
+//     copy.
 //   - SetColour: Controller.SetEpoch on the switch of the VM's host.
-//   - FreezeDisk: blockdev-snapshot-sync of a disk guest's image to a new
-//     qcow2 overlay while the VM is paused: the old image is the disk at the
-//     snapshot point. Kernel+initramfs guests have no disk; the report
-//     records that nothing was frozen.
-//   - ResumeVM: `cont` unless the VM runs, until QEMU reports it running,
-//     then VMResumed.
-//   - ThrottleVM: never issued in Observed mode (QEMU's own auto-converge
-//     would do it); ignored.
+//   - FreezeDisk: hv.DiskFreezer.FreezeDisk of a disk guest's image to a new
+//     overlay VM.eN.qcow2 while the VM is paused (QEMU:
+//     blockdev-snapshot-sync): the old image is the disk at the snapshot
+//     point. Kernel+initramfs guests have no disk; the report records that
+//     nothing was frozen.
+//   - ResumeVM: Machine.Resume (a no-op for a running VM), then VMResumed.
+//   - ThrottleVM: never issued in Observed mode (the hypervisor's own
+//     auto-converge would do it); ignored.
 //   - FlushImage: a goroutine copies the VM's RAM buffer (VNsnap-memory)
-//     into its store stream, then ImageFlushed. With the disk sink QEMU's
-//     stream goes straight into the store stream (paced by the store).
-//   - CancelCopy: cancels the VM's migration goroutine (migrate_cancel) and
-//     waits for it to return.
+//     into its store stream, then ImageFlushed. With the disk sink the
+//     save's image goes straight into the store stream (paced by the store).
+//   - CancelCopy: cancels the VM's save goroutine (QEMU: migrate_cancel; a
+//     VM paused at its snapshot point stays paused) and waits for it to
+//     return.
 //   - SetTimer/CancelTimer: time.AfterFunc posting TimerFired.
 //   - Commit: writes the extras (layout, frame logs of every switch, the
 //     in-transit log for vnsnap-log, the VNE file), then store.Writer.Commit
@@ -80,7 +102,8 @@
 //     by field. No file is placed, and nothing is started, before this
 //     passes; runtime files are named only through Env.file, which refuses
 //     an unchecked name.
-//   - The machine type must be this QEMU's pinned one.
+//   - The hypervisor and image format must be this one's (manifest labels),
+//     and the machine type this hypervisor's pinned one.
 //   - Built-in guests (heartbeat set) run this machine's built-in image
 //     (Options.Image), whatever kernel and initramfs the snapshot names. Their
 //     command line must be exactly of the form guestimg.KernelArgs produces
@@ -103,7 +126,7 @@
 //   - Extras are read with bounds (layout.json MaxLayoutSize, the VNE file
 //     vne.MaxFileSize, the in-transit log 1 GiB).
 //
-// Every QEMU option value is built through qemubackend.EscapeValue (commas
-// doubled, control characters refused), so the paths of a state directory
-// named "a,server=on" stay single values.
+// The QEMU backend builds every option value through qemubackend.EscapeValue
+// (commas doubled, control characters refused), so the paths of a state
+// directory named "a,server=on" stay single values.
 package realbackend

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vnsnap/vnsnap/realbackend/hv"
 )
 
 // Line is one line of a VM's serial console, stamped with the host clock when
@@ -135,14 +137,8 @@ func (c *Console) WaitPrefix(ctx context.Context, from int, prefix string) (Line
 
 // HeartbeatGap is the largest gap between consecutive heartbeat lines that
 // arrived within a window: a VM's pause seen from outside (plus up to one
-// heartbeat interval).
-type HeartbeatGap struct {
-	Gap    time.Duration // largest gap; 0 with fewer than two heartbeats
-	Before uint64        // counter of the heartbeat that opened the gap
-	After  uint64        // counter of the heartbeat that closed it
-	At     time.Time     // arrival of the heartbeat that opened the gap
-	Count  int           // heartbeats in the window
-}
+// heartbeat interval). It is the port's type, so the adapter passes it on.
+type HeartbeatGap = hv.HeartbeatGap
 
 // MaxHeartbeatGap returns the largest gap between heartbeats that arrived in
 // [from, to].

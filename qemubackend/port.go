@@ -248,6 +248,5 @@ func (m *Machine) WaitHeartbeatAfter(ctx context.Context, t time.Time, silence t
 
 // MaxHeartbeatGap returns the largest heartbeat gap in [from, to].
 func (m *Machine) MaxHeartbeatGap(from, to time.Time) hv.HeartbeatGap {
-	g := m.vm.Console.MaxHeartbeatGap(from, to)
-	return hv.HeartbeatGap{Gap: g.Gap, Before: g.Before, After: g.After, At: g.At, Count: g.Count}
+	return m.vm.Console.MaxHeartbeatGap(from, to)
 }

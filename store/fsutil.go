@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/vnsnap/vnsnap/internal/regfile"
 )
 
 // Directory names under the store root.
@@ -94,7 +96,7 @@ func openRegular(path string) (f *os.File, size int64, reason string, err error)
 		return nil, 0, "", err
 	}
 	if !before.Mode().IsRegular() {
-		return nil, 0, fileKind(before.Mode()), nil
+		return nil, 0, regfile.Kind(before.Mode()), nil
 	}
 	f, err = openNoFollow(path)
 	if err != nil {
@@ -112,26 +114,6 @@ func openRegular(path string) (f *os.File, size int64, reason string, err error)
 	return f, fi.Size(), "", nil
 }
 
-// fileKind says what a file that is not a regular file is.
-func fileKind(m fs.FileMode) string {
-	var kind string
-	switch {
-	case m&fs.ModeSymlink != 0:
-		kind = "a symbolic link"
-	case m.IsDir():
-		kind = "a directory"
-	case m&fs.ModeNamedPipe != 0:
-		kind = "a named pipe"
-	case m&fs.ModeSocket != 0:
-		kind = "a socket"
-	case m&fs.ModeDevice != 0:
-		kind = "a device"
-	default:
-		kind = "a special file"
-	}
-	return kind + ", not a regular file"
-}
-
 // checkRealDir returns an error unless path is a directory and not a symlink
 // to one, which would lead the store's writes outside it.
 func checkRealDir(path string) error {
@@ -143,7 +125,7 @@ func checkRealDir(path string) error {
 	case fi.Mode().IsRegular():
 		return fmt.Errorf("%s is a regular file, not a directory", path)
 	case !fi.IsDir():
-		return fmt.Errorf("%s is %s", path, strings.Replace(fileKind(fi.Mode()), "regular file", "directory", 1))
+		return fmt.Errorf("%s is %s", path, strings.Replace(regfile.Kind(fi.Mode()), "regular file", "directory", 1))
 	}
 	return nil
 }

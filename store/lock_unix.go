@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	"github.com/vnsnap/vnsnap/internal/regfile"
 )
 
 // rootLock is an flock(2) on <root>/lock. Writers, Delete and open snapshots
@@ -103,7 +105,7 @@ func lockName(root, name string) (*nameLock, error) {
 		}
 		fi, err := f.Stat()
 		if err == nil && !fi.Mode().IsRegular() {
-			err = fmt.Errorf("%s is %s", path, fileKind(fi.Mode()))
+			err = fmt.Errorf("%s is %s", path, regfile.Kind(fi.Mode()))
 		}
 		if err == nil {
 			err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)

@@ -170,13 +170,34 @@ func runDown(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// oneArg parses flags and returns the single positional argument.
-func oneArg(fs *flag.FlagSet, args []string, what string) (string, error) {
+// parseFlags parses args into fs: --help is flag.ErrHelp, any other mistake
+// errUsage (fs has said what it was).
+func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return "", err
+			return err
 		}
-		return "", errUsage
+		return errUsage
+	}
+	return nil
+}
+
+// noArgs parses flags and refuses positional arguments.
+func noArgs(fs *flag.FlagSet, args []string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
+// oneArg parses flags and returns the single positional argument.
+func oneArg(fs *flag.FlagSet, args []string, what string) (string, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintf(fs.Output(), "vnsnap %s: want exactly one %s, got %d arguments\n", fs.Name(), what, fs.NArg())

@@ -54,15 +54,8 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: vnsnap ls [--store DIR]\n\nLists the stored snapshots; exits non-zero if any is damaged.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return errUsage
+	if err := noArgs(fs, args); err != nil {
+		return err
 	}
 	infos, err := store.List(*root)
 	if err != nil {
@@ -98,11 +91,8 @@ func runRm(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: vnsnap rm [--store DIR] NAME...\n\nRemoves snapshots (damaged ones too); `vnsnap gc` then frees their chunks.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "vnsnap rm: want one or more snapshot names")
@@ -142,15 +132,8 @@ func runGc(args []string, stdout, stderr io.Writer) error {
 			"snapshot is being written or read it fails, or with --wait waits.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return errUsage
+	if err := noArgs(fs, args); err != nil {
+		return err
 	}
 	st, err := store.GC(*root, store.GCOptions{Wait: *wait, DryRun: *dry})
 	switch {

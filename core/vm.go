@@ -76,8 +76,14 @@ func (r VMReport) Downtime() time.Duration {
 }
 
 // Duration is the time from the start of the VM's copy until its image was
-// complete in its sink (the memory sink's later flush is not included).
-func (r VMReport) Duration() time.Duration { return r.Copied - r.Start }
+// complete in its sink (the memory sink's later flush is not included); 0 if
+// the image was never complete (an aborted copy).
+func (r VMReport) Duration() time.Duration {
+	if r.Copied < r.Start {
+		return 0
+	}
+	return r.Copied - r.Start
+}
 
 // BytesCopied is the number of bytes of memory pages copied.
 func (r VMReport) BytesCopied() int64 { return r.PagesSent * PageSize }

@@ -62,17 +62,20 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCREATED\tALGORITHM\tEPOCH\tVMS\tSIZE\tSTORED")
+	// SIZE is the logical size of the snapshot's streams, STORED what its
+	// distinct chunks take, NEW what its writer added to the pool (the rest
+	// was already stored), DEDUP SIZE/STORED (compression included).
+	fmt.Fprintln(tw, "NAME\tCREATED\tALGORITHM\tEPOCH\tVMS\tSIZE\tSTORED\tNEW\tDEDUP")
 	var damaged []string
 	for _, in := range infos {
 		if in.Err != nil {
-			fmt.Fprintf(tw, "%s\tDAMAGED\t-\t-\t-\t-\t-\n", in.Name)
+			fmt.Fprintf(tw, "%s\tDAMAGED\t-\t-\t-\t-\t-\t-\t-\n", in.Name)
 			fmt.Fprintf(stderr, "vnsnap ls: %v\n", in.Err)
 			damaged = append(damaged, in.Name)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%.1fMiB\t%.1fMiB\n", in.Name, in.Created.Local().Format(time.DateTime),
-			in.Algorithm, in.Epoch, strings.Join(in.VMs, ","), mib(in.Logical), mib(in.Stored))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%.1fMiB\t%.1fMiB\t%.1fMiB\t%.1fx\n", in.Name, in.Created.Local().Format(time.DateTime),
+			in.Algorithm, in.Epoch, strings.Join(in.VMs, ","), mib(in.Logical), mib(in.Stored), mib(in.Added.Stored), in.DedupRatio())
 	}
 	if err := tw.Flush(); err != nil {
 		return err

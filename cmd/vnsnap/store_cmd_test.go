@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,44 @@ func writeStoreSnapshot(t *testing.T, root, name string, data []byte) {
 	}
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLsSizes checks ls's size columns: two VMs with the same 3 MiB of
+// incompressible memory store it once (dedup 2x), and a second snapshot of
+// the same memory adds nothing new to the pool.
+func TestLsSizes(t *testing.T) {
+	root := t.TempDir()
+	data := make([]byte, 3<<20)
+	if _, err := rand.NewChaCha8([32]byte{1}).Read(data); err != nil {
+		t.Fatal(err)
+	}
+	writeStoreSnapshot(t, root, "first", data)
+	writeStoreSnapshot(t, root, "second", data)
+	code, out, stderr := runCmd("ls", "--store", root)
+	if code != 0 {
+		t.Fatalf("ls: exit %d, %q", code, stderr)
+	}
+	rows := map[string][]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		rows[f[0]] = f
+	}
+	if h := rows["NAME"]; len(h) != 9 || h[7] != "NEW" || h[8] != "DEDUP" {
+		t.Fatalf("ls header %q, want NEW and DEDUP columns", h)
+	}
+	// NAME CREATED(2 fields) ALGORITHM EPOCH VMS SIZE STORED NEW DEDUP
+	for name, want := range map[string][3]string{
+		"first":  {"6.0MiB", "3.0MiB", "2.0x"},
+		"second": {"6.0MiB", "0.0MiB", "2.0x"},
+	} {
+		f := rows[name]
+		if len(f) != 10 {
+			t.Fatalf("ls row %q, want 10 fields", f)
+		}
+		if got := [3]string{f[6], f[8], f[9]}; got != want {
+			t.Errorf("%s: SIZE NEW DEDUP = %v, want %v (row %q)", name, got, want, f)
+		}
 	}
 }
 

@@ -102,7 +102,6 @@ type liveCopy struct {
 	freeze   bool // sync-freeze: wait for the coordinator before copying and before resuming
 	phase    phase
 	round    int
-	coloured bool
 	throttle int  // Driven pre-copy: the CPU throttle last set with ThrottleVM
 	resumed  bool // copy-on-write: VMResumed seen
 	copied   bool // copy-on-write: FinalCopied seen
@@ -178,7 +177,6 @@ func (l *liveCopy) onPaused(ev VMPaused, now time.Duration) ([]Command, error) {
 	}
 	l.rep.Paused = now
 	l.rep.HasPoint = true
-	l.coloured = true
 	cmds := []Command{SetColour{VM: l.id, Epoch: l.epoch}, FreezeDisk{VM: l.id}}
 	switch {
 	case l.method == CopyOnWrite:
@@ -309,7 +307,6 @@ func (l *liveCopy) abort() []Command {
 			cmds = append(cmds, CancelCopy{VM: l.id})
 		}
 	}
-	l.coloured = true
 	cmds = append(cmds, SetColour{VM: l.id, Epoch: l.epoch})
 	if l.rep.MaxThrottle > 0 {
 		l.throttle = 0

@@ -202,3 +202,16 @@ func TestSnapshotDirSymlink(t *testing.T) {
 		t.Errorf("List = %+v, %v; want only real", infos, err)
 	}
 }
+
+// TestSnapshotDirRegularFile puts a regular file where a snapshot directory
+// belongs: Open says what it found.
+func TestSnapshotDirRegularFile(t *testing.T) {
+	root := t.TempDir()
+	writeSnapshot(t, root, "real", testMeta(), content{"a": {"memory": []byte("m")}})
+	if err := os.WriteFile(filepath.Join(root, snapshotsDir, "plain"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(root, "plain"); err == nil || !strings.Contains(err.Error(), "a regular file, not a directory") {
+		t.Errorf("Open(plain) = %v, want an error saying a regular file, not a directory", err)
+	}
+}

@@ -121,13 +121,19 @@ func checkRealDir(path string) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case fi.Mode().IsRegular():
-		return fmt.Errorf("%s is a regular file, not a directory", path)
-	case !fi.IsDir():
-		return fmt.Errorf("%s is %s", path, strings.Replace(regfile.Kind(fi.Mode()), "regular file", "directory", 1))
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is %s", path, notDirKind(fi.Mode()))
 	}
 	return nil
+}
+
+// notDirKind says what a file that is not a directory is, as in "a named
+// pipe, not a directory".
+func notDirKind(m fs.FileMode) string {
+	if m.IsRegular() {
+		return "a regular file, not a directory"
+	}
+	return strings.Replace(regfile.Kind(m), "regular file", "directory", 1)
 }
 
 // readPID reads the pid a lock file records, or 0: the file is untrusted,

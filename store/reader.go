@@ -11,9 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"github.com/vnsnap/vnsnap/internal/regfile"
 )
 
 // Snapshot is an open, complete snapshot whose manifest has been verified.
@@ -67,7 +64,7 @@ func readManifest(root, name string) (*Manifest, error) {
 	case err != nil:
 		return nil, fmt.Errorf("store: snapshot %q: %w", name, err)
 	case !fi.IsDir():
-		return nil, corrupt(dir, "snapshot directory is "+strings.Replace(regfile.Kind(fi.Mode()), "regular file", "directory", 1), nil)
+		return nil, corrupt(dir, "snapshot directory is "+notDirKind(fi.Mode()), nil)
 	}
 	f, size, reason, err := openRegular(path)
 	switch {

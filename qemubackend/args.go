@@ -22,12 +22,21 @@ var ErrBadValue = errors.New("value cannot be passed to QEMU")
 // Every option value the backend builds goes through this function, via
 // Option, so a path or name holding "a,server=on" stays one value.
 func EscapeValue(v string) (string, error) {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < 0x20 || c == 0x7f {
-			return "", fmt.Errorf("%q holds the control character %q: %w", v, c, ErrBadValue)
-		}
+	if err := noControl(v); err != nil {
+		return "", err
 	}
 	return strings.ReplaceAll(v, ",", ",,"), nil
+}
+
+// noControl refuses a value holding a control character, which no QEMU
+// argument syntax carries.
+func noControl(v string) error {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == 0x7f {
+			return fmt.Errorf("%q holds the control character %q: %w", v, c, ErrBadValue)
+		}
+	}
+	return nil
 }
 
 // optKey is what a key of an option string may look like; keys are
@@ -73,10 +82,8 @@ func Option(first string, kv ...string) (string, error) {
 // -initrd, -append): no escaping applies, but control characters are
 // still refused.
 func plainArg(flag, v string) error {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < 0x20 || c == 0x7f {
-			return fmt.Errorf("%s %q holds the control character %q: %w", flag, v, c, ErrBadValue)
-		}
+	if err := noControl(v); err != nil {
+		return fmt.Errorf("%s %w", flag, err)
 	}
 	return nil
 }

@@ -111,9 +111,10 @@ reboot -f
 // BuildDom0Initrd writes the gzip'ed newc initramfs of dom0 to out and
 // returns its size.
 func BuildDom0Initrd(env Env, cfg Dom0Config, out string) (int64, error) {
-	a := newArchive(env)
-	a.add(File{Path: "/bin/busybox", Src: env.Busybox(), Mode: 0o755})
-	a.add(File{Path: "/init", Data: []byte(dom0Init), Mode: 0o755})
+	a, err := bootArchive(env, dom0Init, append(append([]string{}, Dom0Modules...), cfg.Modules...))
+	if err != nil {
+		return 0, fmt.Errorf("dom0 initramfs: %w", err)
+	}
 	a.add(File{Path: "/etc/vnsnap-test.sh", Data: []byte(cfg.Script), Mode: 0o755})
 	a.add(File{Path: "/etc/xen/xl.conf", Src: env.Path("/etc/xen/xl.conf")})
 	for _, p := range Dom0Programs {
@@ -126,16 +127,6 @@ func BuildDom0Initrd(env Env, cfg Dom0Config, out string) (int64, error) {
 			return 0, fmt.Errorf("dom0 initramfs: %w", err)
 		}
 	}
-	mods, err := moduleOrder(env.Path("/lib/modules/"+KernelVersion), append(append([]string{}, Dom0Modules...), cfg.Modules...))
-	if err != nil {
-		return 0, fmt.Errorf("dom0 initramfs: %w", err)
-	}
-	var order strings.Builder
-	for _, m := range mods {
-		a.add(File{Path: "/lib/modules/" + m.name + ".ko", Src: m.file})
-		order.WriteString(m.name + "\n")
-	}
-	a.add(File{Path: "/etc/modules", Data: []byte(order.String())})
 	for _, f := range cfg.Files {
 		a.add(f)
 	}
@@ -151,12 +142,28 @@ func BuildDom0Initrd(env Env, cfg Dom0Config, out string) (int64, error) {
 // their dependencies) as /lib/modules/NAME.ko, listed in load order in
 // /etc/modules for init to insmod.
 func DomUInitrd(env Env, init string, modules ...string) ([]byte, error) {
+	a, err := bootArchive(env, init, modules)
+	if err != nil {
+		return nil, fmt.Errorf("domU initramfs: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := a.encode(&buf, []string{"/dev", "/proc", "/sys", "/tmp"}); err != nil {
+		return nil, fmt.Errorf("domU initramfs: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// bootArchive starts the archive both initramfs kinds share: busybox at
+// /bin/busybox, init as /init, and the kernel modules named (with their
+// dependencies) as /lib/modules/NAME.ko, listed in load order in
+// /etc/modules for init to insmod.
+func bootArchive(env Env, init string, modules []string) (*archive, error) {
 	a := newArchive(env)
 	a.add(File{Path: "/bin/busybox", Src: env.Busybox(), Mode: 0o755})
 	a.add(File{Path: "/init", Data: []byte(init), Mode: 0o755})
 	mods, err := moduleOrder(env.Path("/lib/modules/"+KernelVersion), modules)
 	if err != nil {
-		return nil, fmt.Errorf("domU initramfs: %w", err)
+		return nil, err
 	}
 	var order strings.Builder
 	for _, m := range mods {
@@ -164,11 +171,7 @@ func DomUInitrd(env Env, init string, modules ...string) ([]byte, error) {
 		order.WriteString(m.name + "\n")
 	}
 	a.add(File{Path: "/etc/modules", Data: []byte(order.String())})
-	var buf bytes.Buffer
-	if err := a.encode(&buf, []string{"/dev", "/proc", "/sys", "/tmp"}); err != nil {
-		return nil, fmt.Errorf("domU initramfs: %w", err)
-	}
-	return buf.Bytes(), nil
+	return a, nil
 }
 
 // archive collects the files of an initramfs by guest path.

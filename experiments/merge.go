@@ -264,14 +264,23 @@ func mergePart(name string, sds []shardDir) (mergedPart, error) {
 // writeRun writes an experiment's tables under out, then its figures, and
 // returns its report section: the end of a whole run and of a merge.
 func writeRun(e *Experiment, meta results.Meta, tables Tables, out string) (results.Section, error) {
+	if err := writeTables(e, meta, tables, out); err != nil {
+		return results.Section{}, err
+	}
+	return Render(e, out)
+}
+
+// writeTables writes every table of e under out (a whole run's, a merge's
+// and a shard's).
+func writeTables(e *Experiment, meta results.Meta, tables Tables, out string) error {
 	for _, name := range e.tableNames() {
 		t, ok := tables[name]
 		if !ok {
-			return results.Section{}, fmt.Errorf("%s: no table %q", e.Name, name)
+			return fmt.Errorf("%s: no table %q", e.Name, name)
 		}
 		if err := results.WriteTable(out, e.tableFile(name), meta, t); err != nil {
-			return results.Section{}, err
+			return err
 		}
 	}
-	return Render(e, out)
+	return nil
 }

@@ -271,15 +271,8 @@ func runShardPart(part Part, held []int, s Shard, sweep []string, out string, op
 	// The shard's own rows, for reading; the merge rebuilds the tables
 	// from the outcomes, since a row may depend on other jobs (E5's
 	// slowdown against its baseline).
-	tables := part.Cfg.Tables(jobs, outs)
-	for _, name := range e.tableNames() {
-		t, ok := tables[name]
-		if !ok {
-			return fmt.Errorf("%s: no table %q", e.Name, name)
-		}
-		if err := results.WriteTable(out, e.tableFile(name), meta, t); err != nil {
-			return err
-		}
+	if err := writeTables(e, meta, part.Cfg.Tables(jobs, outs), out); err != nil {
+		return err
 	}
 	data, err := encodeOutcomes(held, outs)
 	if err != nil {

@@ -44,15 +44,18 @@ func noHang(t *testing.T, fifo string, fn func()) {
 	}
 }
 
-// TestManifestNotRegular replaces a manifest by things that are not regular
-// files, or are too large: Open, List and GC must fail at once with an error
-// naming the file, never hang or read without bound.
-func TestManifestNotRegular(t *testing.T) {
-	tests := []struct {
-		name   string
-		damage func(t *testing.T, path string)
-		reason string
-	}{
+// damage replaces the file at path by something else; the error a reader
+// reports must mention reason.
+type damage struct {
+	name   string
+	damage func(t *testing.T, path string)
+	reason string
+}
+
+// notRegular is the damage that puts, in place of a file the store wrote,
+// something that is not a regular file.
+func notRegular() []damage {
+	return []damage{
 		{"fifo", func(t *testing.T, path string) {
 			if err := syscall.Mkfifo(path, 0o644); err != nil {
 				t.Fatal(err)
@@ -63,17 +66,24 @@ func TestManifestNotRegular(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "symbolic link"},
-		{"symlink to /etc/passwd", func(t *testing.T, path string) {
-			if err := os.Symlink("/etc/passwd", path); err != nil {
-				t.Fatal(err)
-			}
-		}, "symbolic link"},
 		{"directory", func(t *testing.T, path string) {
 			if err := os.Mkdir(path, 0o755); err != nil {
 				t.Fatal(err)
 			}
 		}, "directory"},
-		{"huge sparse file", func(t *testing.T, path string) {
+	}
+}
+
+// TestManifestNotRegular replaces a manifest by things that are not regular
+// files, or are too large: Open, List and GC must fail at once with an error
+// naming the file, never hang or read without bound.
+func TestManifestNotRegular(t *testing.T) {
+	tests := append(notRegular(), damage{"symlink to /etc/passwd", func(t *testing.T, path string) {
+		if err := os.Symlink("/etc/passwd", path); err != nil {
+			t.Fatal(err)
+		}
+	}, "symbolic link"},
+		damage{"huge sparse file", func(t *testing.T, path string) {
 			f, err := os.Create(path)
 			if err != nil {
 				t.Fatal(err)
@@ -82,8 +92,7 @@ func TestManifestNotRegular(t *testing.T) {
 			if err := f.Truncate(maxManifest + 1); err != nil {
 				t.Fatal(err)
 			}
-		}, "larger than"},
-	}
+		}, "larger than"})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			root := t.TempDir()
@@ -137,27 +146,7 @@ func TestManifestNotRegular(t *testing.T) {
 // TestChunkNotRegular replaces a chunk file by things that are not regular
 // files: Verify and readers must report the chunk at once.
 func TestChunkNotRegular(t *testing.T) {
-	tests := []struct {
-		name   string
-		damage func(t *testing.T, path string)
-		reason string
-	}{
-		{"fifo", func(t *testing.T, path string) {
-			if err := syscall.Mkfifo(path, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}, "named pipe"},
-		{"symlink to /dev/zero", func(t *testing.T, path string) {
-			if err := os.Symlink("/dev/zero", path); err != nil {
-				t.Fatal(err)
-			}
-		}, "symbolic link"},
-		{"directory", func(t *testing.T, path string) {
-			if err := os.Mkdir(path, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}, "directory"},
-	}
+	tests := notRegular()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			root, users := corruptFixture(t)

@@ -3,7 +3,6 @@ package qemubackend
 import (
 	"bufio"
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/gate"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
@@ -30,20 +30,15 @@ func testContext(t *testing.T, hardCap time.Duration) context.Context {
 	return ctx
 }
 
-// requireQEMU probes the installed QEMU. Without QEMU (or with -short) the
-// test is skipped, except in CI (CI set), where a missing QEMU is a failure.
+// requireQEMU is qemutest.RequireQEMU for qemubackend's own tests (the
+// gate of package gate).
 func requireQEMU(t *testing.T) *Host {
 	t.Helper()
-	if testing.Short() && os.Getenv("CI") == "" {
-		t.Skip("real QEMU test: skipped in -short mode (never in CI)")
-	}
-	h, err := Probe(context.Background(), "")
-	if errors.Is(err, ErrNoQEMU) && os.Getenv("CI") == "" {
-		t.Skipf("QEMU not installed (run scripts/setup-qemu.sh): %v", err)
-	}
-	if err != nil {
-		t.Fatalf("QEMU unusable: %v (run scripts/setup-qemu.sh as root)", err)
-	}
+	var h *Host
+	gate.QEMU(t, func() (err error) {
+		h, err = Probe(context.Background(), "")
+		return err
+	}, ErrNoQEMU)
 	return h
 }
 

@@ -1,18 +1,18 @@
 // Package qemutest holds the gate and fixtures shared by tests that run real
-// QEMU (realbackend, cmd/vnsnap). qemubackend's own tests keep a copy: an
-// internal test cannot import a package that imports the package under test.
+// QEMU (realbackend, cmd/vnsnap). qemubackend's own tests cannot import it
+// (an internal test cannot import a package that imports the package under
+// test): they share its gate through package gate.
 package qemutest
 
 import (
 	"context"
-	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/qemubackend/qemutest/gate"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
@@ -40,16 +40,11 @@ func Context(t testing.TB, hardCap time.Duration, extra ...progress.Probe) conte
 // set) a missing or unusable QEMU fails it.
 func RequireQEMU(t testing.TB) *qemubackend.Host {
 	t.Helper()
-	if testing.Short() && os.Getenv("CI") == "" {
-		t.Skip("real QEMU test: skipped in -short mode (never in CI)")
-	}
-	h, err := qemubackend.Probe(context.Background(), "")
-	if errors.Is(err, qemubackend.ErrNoQEMU) && os.Getenv("CI") == "" {
-		t.Skipf("QEMU not installed (run scripts/setup-qemu.sh): %v", err)
-	}
-	if err != nil {
-		t.Fatalf("QEMU unusable: %v (run scripts/setup-qemu.sh as root)", err)
-	}
+	var h *qemubackend.Host
+	gate.QEMU(t, func() (err error) {
+		h, err = qemubackend.Probe(context.Background(), "")
+		return err
+	}, qemubackend.ErrNoQEMU)
 	return h
 }
 

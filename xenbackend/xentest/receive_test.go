@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -83,23 +82,7 @@ $XL destroy domu1
 // source domain is paused and renamed while the Paused hook runs and then
 // resumed under its own name, and "xl restore" accepts the stored bytes.
 func TestXenLiveSnapshotReceiver(t *testing.T) {
-	env := Require(t, "../..")
-	domuInitrd, err := DomUInitrd(env, domUInit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv := filepath.Join(t.TempDir(), "xenreceive")
-	if err := GoBinary(context.Background(), "../..", "./xenbackend/xentest/testdata/xenreceive", recv); err != nil {
-		t.Fatal(err)
-	}
-	m := Start(t, env, Dom0Config{
-		Script: receiveScript,
-		Files: []File{
-			{Path: "/root/vmlinuz", Src: env.Kernel()},
-			{Path: "/usr/bin/xenreceive", Src: recv},
-			{Path: "/root/domu-initrd.gz", Data: domuInitrd},
-		},
-	}, BootConfig{})
+	m := startWithDomU(t, "xenreceive", Dom0Config{Script: receiveScript})
 	ctx := context.Background()
 	wait := func(marker string) string {
 		t.Helper()

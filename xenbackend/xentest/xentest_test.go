@@ -118,26 +118,35 @@ ticking MIGRATE
 $XL destroy domu1
 `
 
-func TestXenBoots(t *testing.T) {
+// startWithDomU boots dom0 (after Require) with dcfg plus what a domU
+// needs: the kernel at /root/vmlinuz, a domUInit initramfs with domuModules
+// at /root/domu-initrd.gz, and the test program testdata/prog built
+// statically at /usr/bin/prog.
+func startWithDomU(t *testing.T, prog string, dcfg Dom0Config, domuModules ...string) *Machine {
+	t.Helper()
 	env := Require(t, "../..")
-	domuInitrd, err := DomUInitrd(env, domUInit, "xen-netfront")
+	domuInitrd, err := DomUInitrd(env, domUInit, domuModules...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	probe := filepath.Join(t.TempDir(), "dom0probe")
-	if err := GoBinary(context.Background(), "../..", "./xenbackend/xentest/testdata/dom0probe", probe); err != nil {
+	bin := filepath.Join(t.TempDir(), prog)
+	if err := GoBinary(context.Background(), "../..", "./xenbackend/xentest/testdata/"+prog, bin); err != nil {
 		t.Fatal(err)
 	}
-	m := Start(t, env, Dom0Config{
-		Script: bootScript,
-		Files: []File{
-			{Path: "/root/vmlinuz", Src: env.Kernel()},
-			{Path: "/usr/bin/dom0probe", Src: probe},
-			{Path: "/root/domu-initrd.gz", Data: domuInitrd},
-			{Path: "/etc/xen/scripts/vif-vnsnap", Data: []byte(vifScript), Mode: 0o755},
-		},
+	dcfg.Files = append([]File{
+		{Path: "/root/vmlinuz", Src: env.Kernel()},
+		{Path: "/usr/bin/" + prog, Src: bin},
+		{Path: "/root/domu-initrd.gz", Data: domuInitrd},
+	}, dcfg.Files...)
+	return Start(t, env, dcfg, BootConfig{})
+}
+
+func TestXenBoots(t *testing.T) {
+	m := startWithDomU(t, "dom0probe", Dom0Config{
+		Script:  bootScript,
+		Files:   []File{{Path: "/etc/xen/scripts/vif-vnsnap", Data: []byte(vifScript), Mode: 0o755}},
 		Modules: []string{"xen-netback"},
-	}, BootConfig{})
+	}, "xen-netfront")
 	ctx := context.Background()
 	at := map[string]time.Duration{}
 	wait := func(marker string) string {

@@ -122,17 +122,23 @@ func tinySweep(t *testing.T, es ...*Experiment) *Sweep {
 	t.Helper()
 	sw := &Sweep{}
 	for _, e := range es {
-		cfg, err := LoadConfig(e, false, tinyOptions(e).ConfigFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := NewPart(e, cfg, false, Seeds(2))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sw.Parts = append(sw.Parts, p)
+		sw.Parts = append(sw.Parts, tinyPart(t, e, 2))
 	}
 	return sw
+}
+
+// tinyPart returns the part of e on its tiny config with the first n seeds.
+func tinyPart(t *testing.T, e *Experiment, n int) Part {
+	t.Helper()
+	cfg, err := LoadConfig(e, false, tinyOptions(e).ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPart(e, cfg, false, Seeds(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // runShards runs every shard of sw into dir/1 .. dir/n and returns them.
@@ -371,14 +377,7 @@ func TestMergeErrors(t *testing.T) {
 	other := runShards(t, tinySweep(t, e6), 3, filepath.Join(dir, "b"), rec6.replay)
 
 	// A shard of the same experiment with other seeds.
-	cfg, err := LoadConfig(e2, false, tinyOptions(e2).ConfigFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := NewPart(e2, cfg, false, Seeds(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := tinyPart(t, e2, 1)
 	seeds1 := filepath.Join(dir, "seeds1")
 	if err := RunShard(&Sweep{Parts: []Part{p}}, Shard{2, 3}, Options{Out: seeds1, execute: rec2.replay}); err != nil {
 		t.Fatal(err)

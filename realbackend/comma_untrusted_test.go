@@ -1,16 +1,12 @@
 package realbackend
 
 import (
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
-	"github.com/vnsnap/vnsnap/qemubackend"
-	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
@@ -27,30 +23,7 @@ func TestSnapshotRestoreInCommaDir(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	base := filepath.Join(dir, "base,x=y.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", base, "32M").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img: %v: %s", err, out)
-	}
-	console := consoles(t, t.TempDir())
-	o := Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: dir, Console: func(vm string) io.Writer { return console(vm) }}
-	l := &Layout{
-		Name:  "comma",
-		Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}},
-		VMs: []VMLayout{{
-			Name: "d", MemoryMiB: 128, VCPUs: 1, Machine: h.Machine, MAC: qemubackend.MACFor("d"),
-			Kernel: img.Kernel, Initrd: img.Initrd, Disk: base, Heartbeat: true,
-			Append: guestimg.KernelArgs("", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=20ms"}}),
-		}},
-	}
-	env, err := BootLayout(ctx, l, nil, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { env.Close() })
-	isHB := func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }
-	if _, _, err := qvm(env, 0).Console.WaitFor(ctx, 0, isHB); err != nil {
-		t.Fatalf("no heartbeat: %v", progress.Why(ctx, err))
-	}
+	env, o, _ := bootDiskGuest(ctx, t, h, img, "comma", 128, dir, filepath.Join(dir, "base,x=y.qcow2"), "32M")
 	root := filepath.Join(filepath.Dir(dir), "store,x")
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
@@ -67,7 +40,7 @@ func TestSnapshotRestoreInCommaDir(t *testing.T) {
 	if filepath.Dir(renv.Layout.VMs[0].Disk) != dir {
 		t.Errorf("restored VM runs on %s, want an overlay in %s", renv.Layout.VMs[0].Disk, dir)
 	}
-	if _, _, err := qvm(renv, 0).Console.WaitFor(ctx, 0, isHB); err != nil {
+	if _, _, err := qvm(renv, 0).Console.WaitFor(ctx, 0, isHeartbeat); err != nil {
 		t.Fatalf("restored VM does not run: %v", progress.Why(ctx, err))
 	}
 }

@@ -2,16 +2,12 @@ package realbackend
 
 import (
 	"encoding/json"
-	"io"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
-	"github.com/vnsnap/vnsnap/qemubackend"
-	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 )
 
@@ -25,28 +21,7 @@ func TestDiskFrozen(t *testing.T) {
 	ctx := qemutest.Context(t, 15*time.Minute) // derived from progress; 15m is a safety net
 	dir := shortDir(t)
 	base := filepath.Join(dir, "base.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", base, "64M").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img: %v: %s", err, out)
-	}
-	console := consoles(t, t.TempDir())
-	o := Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: dir, Console: func(vm string) io.Writer { return console(vm) }}
-	l := &Layout{
-		Name:  "disk",
-		Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}},
-		VMs: []VMLayout{{
-			Name: "d", MemoryMiB: 96, VCPUs: 1, Machine: h.Machine, MAC: qemubackend.MACFor("d"),
-			Kernel: img.Kernel, Initrd: img.Initrd, Disk: base, Heartbeat: true,
-			Append: guestimg.KernelArgs("", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=20ms"}}),
-		}},
-	}
-	env, err := BootLayout(ctx, l, nil, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { env.Close() })
-	if _, _, err := qvm(env, 0).Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }); err != nil {
-		t.Fatal(err)
-	}
+	env, o, l := bootDiskGuest(ctx, t, h, img, "disk", 96, dir, base, "64M")
 	root := t.TempDir()
 	var frozen []string
 	for i, a := range []core.Algorithm{core.StopCopy, core.VNsnap} {
@@ -95,7 +70,7 @@ func TestDiskFrozen(t *testing.T) {
 		b, _ := json.Marshal(blocks)
 		t.Errorf("restored VM's disk %s: want an overlay on %s", b, frozen[1])
 	}
-	if _, _, err := qvm(renv, 0).Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }); err != nil {
+	if _, _, err := qvm(renv, 0).Console.WaitFor(ctx, 0, isHeartbeat); err != nil {
 		t.Fatalf("restored VM does not run: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -196,3 +197,43 @@ func noFail(t *testing.T, env *Env, what string) {
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
+
+// qcow2 creates an empty qcow2 image of size (qemu-img's form, "32M") at path.
+func qcow2(t *testing.T, path, size string) {
+	t.Helper()
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", path, size).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v: %s", err, out)
+	}
+}
+
+// bootDiskGuest boots VNE name with one built-in heartbeat guest "d" of
+// memMiB on a fresh qcow2 disk base (of diskSize), its state in dir, and
+// waits for its first heartbeat. It returns the VNE (closed when the test
+// ends) with the options and the layout it was booted from.
+func bootDiskGuest(ctx context.Context, t *testing.T, h *qemubackend.Host, img guestimg.Image, name string, memMiB int, dir, base, diskSize string) (*Env, Options, *Layout) {
+	t.Helper()
+	qcow2(t, base, diskSize)
+	console := consoles(t, t.TempDir())
+	o := Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: dir, Console: func(vm string) io.Writer { return console(vm) }}
+	l := &Layout{
+		Name:  name,
+		Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}},
+		VMs: []VMLayout{{
+			Name: "d", MemoryMiB: memMiB, VCPUs: 1, Machine: h.Machine, MAC: qemubackend.MACFor("d"),
+			Kernel: img.Kernel, Initrd: img.Initrd, Disk: base, Heartbeat: true,
+			Append: guestimg.KernelArgs("", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=20ms"}}),
+		}},
+	}
+	env, err := BootLayout(ctx, l, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Close() })
+	if _, _, err := qvm(env, 0).Console.WaitFor(ctx, 0, isHeartbeat); err != nil {
+		t.Fatalf("no heartbeat: %v", progress.Why(ctx, err))
+	}
+	return env, o, l
+}
+
+// isHeartbeat reports whether a console line is a heartbeat.
+func isHeartbeat(l qemubackend.Line) bool { _, ok := l.Heartbeat(); return ok }

@@ -3,7 +3,6 @@ package realbackend
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,9 +67,7 @@ func TestBootDiskGuestFromRelativeVNE(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := filepath.Join(sub, "base.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", base, "16M").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img: %v: %s", err, out)
-	}
+	qcow2(t, base, "16M")
 	src := "name: rel\nhosts: [{name: h1}]\nvms:\n  - {name: d, host: h1, memory: 64MiB, guest: {disk: base.qcow2}}\n"
 	if err := os.WriteFile(filepath.Join(sub, "rel.yaml"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)

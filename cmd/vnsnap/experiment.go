@@ -58,7 +58,7 @@ func runExperiment(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&opt.Full, "full", false, "run the large config")
 	fs.IntVar(&opt.Workers, "workers", 0, "parallel simulator runs (default GOMAXPROCS)")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
-	report := fs.String("report", "results/REPORT.md", "report `file` (Markdown; an HTML page is written beside it)")
+	report := fs.String("report", defaultReport, "report `file` (Markdown; an HTML page is written beside it)")
 	if err := fs.Parse(rest); err != nil {
 		if err == flag.ErrHelp {
 			return err
@@ -80,7 +80,7 @@ func runExperiment(args []string, stdout, stderr io.Writer) error {
 		fs.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "out" })
 		return runShard(name, *shardSpec, outSet, opt, stdout)
 	}
-	htmlPath := strings.TrimSuffix(*report, filepath.Ext(*report)) + ".html"
+	htmlPath := reportHTML(*report)
 	switch name {
 	case "report":
 		names, err := experiments.Report(opt.Out, *report, htmlPath)
@@ -120,6 +120,12 @@ func runExperiment(args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
+
+// defaultReport is the report of the paper suite (every experiment).
+const defaultReport = "results/REPORT.md"
+
+// reportHTML is the HTML page written beside the Markdown report md.
+func reportHTML(md string) string { return strings.TrimSuffix(md, filepath.Ext(md)) + ".html" }
 
 func listExperiments(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -111,10 +111,10 @@ func runMerge(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "merged %d shards of %s into %s\n", len(dirs), strings.Join(names, ", "), *out)
 	rep := *report
 	if rep == "" && len(secs) == len(experiments.All()) {
-		rep = "results/REPORT.md"
+		rep = defaultReport
 	}
 	if rep != "" {
-		html := strings.TrimSuffix(rep, filepath.Ext(rep)) + ".html"
+		html := reportHTML(rep)
 		if _, err := experiments.Report(*out, rep, html); err != nil {
 			return exitError{1, err}
 		}
@@ -207,7 +207,7 @@ func runSlurm(args []string, stdout, stderr io.Writer) error {
 	}
 	if rep := *report; rep != "" || len(es) == len(experiments.All()) {
 		if rep == "" {
-			rep = "results/REPORT.md"
+			rep = defaultReport
 		}
 		if p.rep, err = filepath.Abs(rep); err != nil {
 			return err

@@ -87,6 +87,27 @@ func TestTunnelOversizedDatagram(t *testing.T) {
 	}
 }
 
+// TestReceiveOversizedDatagram is TestTunnelOversizedDatagram without the
+// socket, so that hosts (and CI runners) without IPv6 loopback check the
+// receive path too.
+func TestReceiveOversizedDatagram(t *testing.T) {
+	s, err := New(Config{ID: 1, TunnelAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	peer := s.TunnelAddr() // any registered address will do
+	if err := s.AddTunnel("peer", peer); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, MaxFrame+1)
+	copy(big, ethFrame(broadcast, vmMAC(3), "x"))
+	s.receive(peer, append(AppendHeader(nil, Header{Src: 3, Frame: 1, Len: MaxFrame + 1}), big...))
+	if c := s.Counters(); c.BadHeaders != 1 || c.Tunnels[0].RxFrames != 0 {
+		t.Errorf("bad headers %d, tunnel rx %d; want 1, 0", c.BadHeaders, c.Tunnels[0].RxFrames)
+	}
+}
+
 // TestMACTableBound floods a switch with frames from distinct source
 // addresses: the table stops at MaxMACs and counts the rest.
 func TestMACTableBound(t *testing.T) {

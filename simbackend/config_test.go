@@ -182,3 +182,20 @@ func TestSetColourIdempotent(t *testing.T) {
 		t.Errorf("image taken at %v, want the first colour change's %v", got, first)
 	}
 }
+
+// TestFlowCountMatchesPairs checks the arithmetic Validate uses against the
+// pairs the world builds.
+func TestFlowCountMatchesPairs(t *testing.T) {
+	for _, p := range append(append([]string(nil), Patterns...), "bogus") {
+		for n := 1; n <= 9; n++ {
+			pairs, perr := pairsFor(p, n)
+			got, cerr := flowCount(p, n)
+			if (perr != nil) != (cerr != nil) {
+				t.Fatalf("%s among %d: pairsFor error %v, flowCount error %v", p, n, perr, cerr)
+			}
+			if got != int64(len(pairs)) {
+				t.Errorf("%s among %d: got %d flows, want %d", p, n, got, len(pairs))
+			}
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/vnsnap/vnsnap/realbackend/hv"
 )
 
 // Method is how a VM's memory is captured.
@@ -367,11 +369,9 @@ func (vm *VM) cancelPaused(ctx context.Context) {
 }
 
 // HeartbeatSilence is how long a pause measurement waits with no console
-// line at all for the first heartbeat after a resume. The guest runs then
-// and prints every few tens of milliseconds of its time, so only a guest
-// that is not running falls silent this long; the wait ends at the first
-// heartbeat, so on an idle host it costs a few milliseconds.
-const HeartbeatSilence = 10 * time.Second
+// line at all for the first heartbeat after a resume: the port's
+// hv.HeartbeatSilence, which realbackend uses too.
+const HeartbeatSilence = hv.HeartbeatSilence
 
 // measurePause waits for the first heartbeat after the resume (see
 // HeartbeatSilence), then takes the largest heartbeat gap of the snapshot.

@@ -390,11 +390,9 @@ func (d *driver) report() *Report {
 	return r
 }
 
-// HeartbeatSilence is how long the pause measurement waits, with no console
-// line at all, for the first heartbeat after the last resume. A running
-// guest prints every few tens of milliseconds of its time, so only a guest
-// that does not run falls silent this long.
-const HeartbeatSilence = 10 * time.Second
+// HeartbeatSilence is how long the pause measurement waits for the first
+// heartbeat after the last resume (the port's hv.HeartbeatSilence).
+const HeartbeatSilence = hv.HeartbeatSilence
 
 // beforeStart is the arrival of the last heartbeat before the snapshot
 // began, so that a pause at the very start is measured too.

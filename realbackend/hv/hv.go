@@ -164,6 +164,13 @@ type HeartbeatGap struct {
 	Count  int           // heartbeats in the window
 }
 
+// HeartbeatSilence is how long a pause measurement waits, with no console
+// line at all, for the first heartbeat after a resume. A running guest
+// prints every few tens of milliseconds of its time, so only a guest that
+// does not run falls silent this long; the wait ends at the first
+// heartbeat, so on an idle host it costs a few milliseconds.
+const HeartbeatSilence = 10 * time.Second
+
 // Heartbeats is a machine whose console carries the guest's heartbeat
 // lines, stamped with the host clock as they arrive.
 type Heartbeats interface {

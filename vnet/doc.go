@@ -9,7 +9,7 @@
 //
 //	-netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH,reconnect-ms=MS
 //
-// (NetdevArg builds it). On the stream each frame is a 4-byte big-endian
+// (qemubackend builds it). On the stream each frame is a 4-byte big-endian
 // length followed by the raw Ethernet frame (no FCS, no virtio header). A
 // port is bound to one VM (core.VMID) for its life; QEMU may connect late,
 // disconnect and reconnect (VM restore), and a new connection replaces the

@@ -20,14 +20,6 @@ import (
 	"github.com/vnsnap/vnsnap/core/cut"
 )
 
-// NetdevArg returns the QEMU -netdev value that connects a VM to the port
-// listening at path: a stream client that reconnects every reconnectMs
-// milliseconds, so QEMU may start before the switch or outlive a switch
-// restart. Pair it with "-device virtio-net-pci,netdev=<id>,mac=...".
-func NetdevArg(id, path string, reconnectMs int) string {
-	return fmt.Sprintf("stream,id=%s,server=off,addr.type=unix,addr.path=%s,reconnect-ms=%d", id, path, reconnectMs)
-}
-
 // port is one VM's attachment: a unix socket listener, at most one QEMU
 // connection at a time, a transmit queue, and the receiving-side colour state.
 type port struct {

@@ -10,18 +10,24 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
 // startQEMU runs a QEMU process whose only "VM" is its user-mode network
-// stack (slirp) behind a hub, connected to the port at path with NetdevArg.
+// stack (slirp) behind a hub, connected to the port at path as a -netdev stream client, its value built
+// by qemubackend.Option like every QEMU argument.
 // It answers ARP for 10.0.2.2, so frames cross QEMU's real stream backend.
 func startQEMU(t *testing.T, path string) *exec.Cmd {
 	t.Helper()
 	h := qemutest.RequireQEMU(t) // fails in CI without QEMU, skips elsewhere
+	netdev, err := qemubackend.Option("stream", "id", "s0", "server", "off", "addr.type", "unix", "addr.path", path, "reconnect-ms", "50")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(h.Binary, "-machine", "none", "-nodefaults", "-display", "none",
-		"-netdev", NetdevArg("s0", path, 50),
+		"-netdev", netdev,
 		"-netdev", "user,id=u0,restrict=on",
 		"-netdev", "hubport,id=h0,hubid=0,netdev=s0",
 		"-netdev", "hubport,id=h1,hubid=0,netdev=u0")

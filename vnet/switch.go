@@ -81,7 +81,7 @@ type PortConfig struct {
 	VM   core.VMID
 	Name string
 	// Path is the unix socket the switch listens on; QEMU connects to it
-	// (see NetdevArg). A stale socket file at Path is replaced.
+	// (qemubackend builds the -netdev value). A stale socket file at Path is replaced.
 	Path string
 }
 

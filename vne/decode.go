@@ -124,6 +124,7 @@ func (d *decoder) host(n *yaml.Node, path string) Host {
 	d.fields(n, path, map[string]field{
 		"name":    func(n *yaml.Node, p string) { h.Name, _ = d.str(n, p) },
 		"address": func(n *yaml.Node, p string) { h.Address, _ = d.str(n, p) },
+		"agent":   func(n *yaml.Node, p string) { h.Agent, _ = d.str(n, p) },
 		"ram_budget": func(n *yaml.Node, p string) {
 			h.RAMBudget, _ = d.size(n, p)
 		},

@@ -17,7 +17,9 @@
 //	hosts:                     # required, at least one
 //	  - name: h1               # required, unique among hosts
 //	    address: 127.0.0.1     # where the host's switch tunnel listens: IP or host:port;
-//	                           #   default 127.0.0.1
+//	                           #   default the agent's IP if it has one, else 127.0.0.1
+//	    agent: 10.213.1.2:7443 # cluster mode: where the host's agent serves the coordinator,
+//	                           #   host:port; all hosts name their agent or none does; unique
 //	    ram_budget: 4GiB       # optional memory-sink budget
 //	networks:                  # optional; default: one network "lan", 10.0.0.0/24
 //	  - name: lan              # required, unique among networks
@@ -35,6 +37,16 @@
 //	      builtin: tcpstream   # the built-in image running one program:
 //	                           #   tcpstream, dirtier, heartbeat or idle
 //	      args: ["-bytes=100MiB"]  # optional, builtin only
+//
+// A file whose hosts name their agents describes a VNE spread over real
+// hosts (Clustered): the coordinator reaches each host's agent at agent, and
+// the host's switch tunnels to the other hosts' switches from address, which
+// must then be an address the other hosts can reach (not the loopback
+// default): give it, or let it default to the agent's IP with a free port.
+//
+//	hosts:
+//	  - {name: a, agent: "10.213.1.2:7443"}                     # tunnel on 10.213.1.2, free port
+//	  - {name: b, agent: "10.213.1.3:7443", address: "10.213.1.3:4789"}
 //
 // The other two guest kinds boot the user's own software. Paths are resolved
 // against the directory of the YAML file (Load and Parse make every path

@@ -121,6 +121,21 @@ func CheckAddress(s string) error {
 	return nil
 }
 
+// CheckAgent reports whether s is a host's agent address: host:port with a
+// numeric port 1..65535 (an agent has no default port), where host is an IP
+// address without zone or a DNS name.
+func CheckAgent(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || !validHost(host) {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || strconv.Itoa(n) != port || n < 1 || n > 65535 {
+		return fmt.Errorf("%q has a bad port (want 1..65535)", s)
+	}
+	return nil
+}
+
 var dnsName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$`)
 
 func validHost(h string) bool {

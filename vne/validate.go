@@ -124,10 +124,28 @@ func (c *checker) hosts() {
 		c.errorf("hosts", "at least one host is required")
 	}
 	names := c.unique("host name")
+	agents := c.unique("agent")
+	clustered := -1 // index of the first host that names its agent
+	for i, h := range v.Hosts {
+		if h.Agent != "" || !v.ok(fmt.Sprintf("hosts[%d].agent", i)) {
+			clustered = i
+			break
+		}
+	}
 	for i, h := range v.Hosts {
 		p := fmt.Sprintf("hosts[%d]", i)
 		if c.name(p+".name", "host", h.Name) {
 			names.add(fmt.Sprintf("%q", h.Name), p+".name")
+		}
+		switch {
+		case h.Agent != "":
+			if err := CheckAgent(h.Agent); err != nil {
+				c.errorf(p+".agent", "%v", err)
+			} else {
+				agents.add(fmt.Sprintf("%q", h.Agent), p+".agent")
+			}
+		case clustered >= 0 && v.ok(p+".agent"):
+			c.errorf(p+".agent", "required: hosts[%d] names its agent, so every host must (cluster mode)", clustered)
 		}
 		if h.Address != "" {
 			if err := CheckAddress(h.Address); err != nil {

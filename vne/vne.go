@@ -51,8 +51,13 @@ type Host struct {
 	// Name is unique among the hosts.
 	Name string
 	// Address is where the host's switch tunnel listens: an IP address or
-	// host:port. Parse defaults it to DefaultAddress.
+	// host:port. Parse defaults it to the IP of Agent when Agent is an IP
+	// address, else to DefaultAddress.
 	Address string
+	// Agent is where the host's agent serves the coordinator (cluster
+	// mode): host:port, see CheckAgent. Empty when the VNE runs in one
+	// process; either every host names its agent or none does.
+	Agent string
 	// RAMBudget is the memory-sink budget in bytes; 0 means unset.
 	RAMBudget int64
 }
@@ -200,6 +205,10 @@ func (v *VNE) VM(name string) *VM {
 	return nil
 }
 
+// Clustered reports whether the VNE runs in cluster mode: its hosts name
+// their agents (Validate requires all or none).
+func (v *VNE) Clustered() bool { return len(v.Hosts) > 0 && v.Hosts[0].Agent != "" }
+
 // Host returns the host called name, or nil.
 func (v *VNE) Host(name string) *Host {
 	for i := range v.Hosts {
@@ -295,8 +304,12 @@ func (v *VNE) applyDefaults() {
 		v.Hypervisor = DefaultHypervisor
 	}
 	for i := range v.Hosts {
-		if v.Hosts[i].Address == "" && !v.bad[fmt.Sprintf("hosts[%d].address", i)] {
-			v.Hosts[i].Address = DefaultAddress
+		h := &v.Hosts[i]
+		if h.Address == "" && !v.bad[fmt.Sprintf("hosts[%d].address", i)] {
+			h.Address = DefaultAddress
+			if ap, err := netip.ParseAddrPort(h.Agent); err == nil && ap.Addr().Zone() == "" {
+				h.Address = ap.Addr().Unmap().String()
+			}
 		}
 	}
 	if len(v.Networks) == 0 && !v.bad["networks"] {

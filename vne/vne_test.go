@@ -360,3 +360,61 @@ func TestValidateBuiltVNE(t *testing.T) {
 		t.Errorf("Validate of a valid VNE: got %v, want nil", err)
 	}
 }
+
+// TestAgents checks cluster mode: hosts naming their agents, the tunnel
+// address defaulting to the agent's IP, and files without agents unchanged.
+func TestAgents(t *testing.T) {
+	const vms = "vms:\n  - {name: vm1, host: a, memory: 64MiB, guest: {builtin: idle}}\n"
+	for _, tc := range []struct {
+		name, hosts string
+		want        []Host
+		clustered   bool
+	}{
+		{"no agents", "  - {name: a}\n  - {name: b, address: 10.0.9.1}\n",
+			[]Host{{Name: "a", Address: DefaultAddress}, {Name: "b", Address: "10.0.9.1"}}, false},
+		{"agents, address defaults to the agent's IP", "  - {name: a, agent: \"10.213.1.2:7443\"}\n  - {name: b, agent: \"[fd00::2]:7443\"}\n",
+			[]Host{{Name: "a", Address: "10.213.1.2", Agent: "10.213.1.2:7443"}, {Name: "b", Address: "fd00::2", Agent: "[fd00::2]:7443"}}, true},
+		{"agents, address given", "  - {name: a, agent: \"10.213.1.2:7443\", address: \"10.213.1.2:4789\"}\n  - {name: b, agent: \"b.example:7443\"}\n",
+			[]Host{{Name: "a", Address: "10.213.1.2:4789", Agent: "10.213.1.2:7443"}, {Name: "b", Address: DefaultAddress, Agent: "b.example:7443"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := Parse("x.yaml", []byte("name: t\nhosts:\n"+tc.hosts+vms), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, v.Hosts); diff != "" {
+				t.Errorf("hosts (-want +got):\n%s", diff)
+			}
+			if v.Clustered() != tc.clustered {
+				t.Errorf("Clustered: got %v, want %v", v.Clustered(), tc.clustered)
+			}
+		})
+	}
+}
+
+func TestAgentErrors(t *testing.T) {
+	const vms = "vms:\n  - {name: vm1, host: a, memory: 64MiB, guest: {builtin: idle}}\n"
+	for _, tc := range []struct{ name, hosts, want string }{
+		{"no port", "  - {name: a, agent: 10.213.1.2}\n", `x.yaml:3: hosts[0].agent: "10.213.1.2" is not host:port`},
+		{"bad port", "  - {name: a, agent: \"10.213.1.2:grpc\"}\n", `x.yaml:3: hosts[0].agent: "10.213.1.2:grpc" has a bad port`},
+		{"port 0", "  - {name: a, agent: \"10.213.1.2:0\"}\n", `has a bad port`},
+		{"comma", "  - {name: a, agent: \"a,b:7443\"}\n", `hosts[0].agent: "a,b:7443" is not host:port`},
+		{"zone", "  - {name: a, agent: \"[fe80::1%eth0]:7443\"}\n", `is not host:port`},
+		{"not a string", "  - {name: a, agent: [x]}\n", `hosts[0].agent: want a single value, got a list`},
+		{"only some hosts", "  - {name: a}\n  - {name: b, agent: \"10.213.1.3:7443\"}\n",
+			`x.yaml:3: hosts[0].agent: required: hosts[1] names its agent, so every host must (cluster mode)`},
+		{"duplicate", "  - {name: a, agent: \"10.213.1.2:7443\"}\n  - {name: b, agent: \"10.213.1.2:7443\"}\n",
+			`x.yaml:4: hosts[1].agent: duplicate agent "10.213.1.2:7443" (also`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := Parse("x.yaml", []byte("name: t\nhosts:\n"+tc.hosts+vms), t.TempDir())
+			if err == nil {
+				t.Fatalf("Parse: got %+v, want an error containing %q", v.Hosts, tc.want)
+			}
+			got := problems(err)
+			if len(got) != 1 || !strings.Contains(got[0], tc.want) {
+				t.Errorf("got %q, want one problem containing %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -32,6 +32,13 @@ setup() {
 			echo "run.sh: not root: skipping scripts/setup-qemu.sh (real-QEMU tests will fail in CI)" >&2
 		fi
 	fi
+	if [ -x scripts/setup-netns.sh ]; then
+		if [ "$(id -u)" = 0 ]; then
+			scripts/setup-netns.sh
+		else
+			echo "run.sh: not root: skipping scripts/setup-netns.sh (the test-cluster tests will fail in CI)" >&2
+		fi
+	fi
 	if [ -x scripts/setup-slurm.sh ]; then
 		if [ "$(id -u)" = 0 ]; then
 			scripts/setup-slurm.sh

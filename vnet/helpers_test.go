@@ -19,7 +19,12 @@ import (
 	"github.com/vnsnap/vnsnap/core"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv(switchProcEnv); cfg != "" {
+		os.Exit(switchProcMain(cfg)) // a switch process of the cross-host test
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const waitFor = 5 * time.Second
 

@@ -309,20 +309,25 @@ func BenchmarkBlockSize(b *testing.B) {
 	})
 }
 
-// BenchmarkLevel: zstd level (and no compression) against ingest rate and
-// stored size of one guest (every block new).
+// BenchmarkLevel: codec and zstd level against ingest rate and stored size
+// of one guest (every block new).
 func BenchmarkLevel(b *testing.B) {
 	img := newFamily(1).guest(1, guestPages())
-	for _, lv := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression, 0} {
-		name := "raw"
-		if lv != 0 {
-			name = lv.String()
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		opt  pages.Options
+	}{
+		{"zstd-fastest", pages.Options{Codec: pages.CodecZstd, Level: zstd.SpeedFastest}},
+		{"zstd-default", pages.Options{Codec: pages.CodecZstd, Level: zstd.SpeedDefault}},
+		{"zstd-better", pages.Options{Codec: pages.CodecZstd, Level: zstd.SpeedBetterCompression}},
+		{"s2", pages.Options{Codec: pages.CodecS2}},
+		{"raw", pages.Options{Codec: pages.CodecRaw}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			var t cost
 			var stored int64
 			for b.Loop() {
-				g, _ := pages.NewIngester(pages.NewMemSink(), pages.Options{Level: lv, Raw: lv == 0})
+				g, _ := pages.NewIngester(pages.NewMemSink(), c.opt)
 				d, s, _ := ingestAll(b, g, "s", [][]byte{img})
 				g.Close()
 				t.add(d)

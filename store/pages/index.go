@@ -139,7 +139,7 @@ func (x *Index) MarshalBinary() ([]byte, error) {
 	b = binary.LittleEndian.AppendUint16(b, Version)
 	b = append(b, pageShift, byte(bits.TrailingZeros(uint(x.BlockSize))))
 	b = binary.LittleEndian.AppendUint64(b, uint64(x.Length))
-	b = append(b, codecZstd, byte(len(x.Name)))
+	b = append(b, codecSet, byte(len(x.Name)))
 	b = append(b, x.Name...)
 	for _, e := range x.Blocks {
 		b = binary.LittleEndian.AppendUint64(b, e.Mask)
@@ -197,7 +197,7 @@ func decodeIndex(b []byte) (*Index, int, error) {
 		return nil, 8, fmt.Errorf("length %d exceeds %d", l, int64(MaxLength))
 	}
 	x.Length = int64(l)
-	if b[16] != codecZstd {
+	if b[16] != codecSet {
 		return nil, 16, fmt.Errorf("codec %d unknown", b[16])
 	}
 	nl := int(b[17])

@@ -25,11 +25,13 @@ type Options struct {
 	// BlockSize is the block size of new images, a power of two from
 	// MinBlockSize to MaxBlockSize (default DefaultBlockSize).
 	BlockSize int
-	// Level is the zstd level for new blocks (default DefaultLevel).
+	// Codec compresses new blocks (default CodecS2).
+	Codec Codec
+	// Level is the zstd level of CodecZstd (default DefaultLevel).
 	Level Level
-	// Raw stores new blocks uncompressed: ingest is then bound by hashing
-	// (and the disk), for sinks on disks fast enough that compression
-	// would be the bottleneck.
+	// Raw stores new blocks uncompressed, as Codec CodecRaw: ingest is
+	// then bound by hashing (and the disk), for sinks on disks fast enough
+	// that compression would be the bottleneck.
 	Raw bool
 	// Workers is the number of goroutines that scan, hash and compress
 	// (default GOMAXPROCS).
@@ -46,6 +48,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Level == 0 {
 		o.Level = DefaultLevel
+	}
+	if o.Raw {
+		o.Codec = CodecRaw
 	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
@@ -113,6 +118,9 @@ func NewIngester(sink Sink, opt Options) (*Ingester, error) {
 	opt = opt.withDefaults()
 	if err := checkGeometry("", 0, opt.BlockSize); err != nil {
 		return nil, fmt.Errorf("pages: options: %w", err)
+	}
+	if opt.Codec < CodecS2 || opt.Codec > CodecRaw {
+		return nil, fmt.Errorf("pages: options: codec %v unknown", opt.Codec)
 	}
 	g := &Ingester{
 		sink:  sink,
@@ -203,17 +211,14 @@ const maxKnown = 1 << 18
 // work scans, hashes and compresses blocks until the job channel closes.
 func (g *Ingester) work() {
 	defer g.wg.Done()
-	var enc *zstd.Encoder
-	if !g.opt.Raw {
-		enc = newEncoder(g.opt.Level)
-		defer enc.Close()
-	}
+	enc := newBlockEncoder(g.opt.Codec, g.opt.Level)
+	defer enc.close()
 	for j := range g.jobs {
 		j.img.results <- g.process(enc, j)
 	}
 }
 
-func (g *Ingester) process(enc *zstd.Encoder, j job) result {
+func (g *Ingester) process(enc *encoder, j job) result {
 	res := result{seq: j.seq, block: j.block, s: j.s}
 	raw := j.s.raw[:j.pages*PageSize]
 	if j.src != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 
@@ -152,7 +153,7 @@ func TestRoundTripProperty(t *testing.T) {
 		r := rand.New(rand.NewPCG(seed, 99))
 		bs := pages.PageSize << r.IntN(7)
 		mode := modes[r.IntN(len(modes))]
-		o := pages.Options{BlockSize: bs, Workers: 1 + r.IntN(4), Buffers: 2 + r.IntN(8), Raw: r.IntN(4) == 0}
+		o := pages.Options{BlockSize: bs, Workers: 1 + r.IntN(4), Buffers: 2 + r.IntN(8), Codec: pages.Codec(r.IntN(3))}
 		npages := r.IntN(700)
 		img := newFamily(seed).guest(seed, npages)
 		sink := pages.NewMemSink()
@@ -192,6 +193,34 @@ func TestRoundTripProperty(t *testing.T) {
 		if p := pages.Verify(x, sink, 2); len(p) != 0 {
 			fail("Verify: %v", p)
 		}
+	}
+}
+
+// TestCodecsShareObjects: an object is stored once, by whichever codec
+// wrote it first, and every image that holds the block reads it, whatever
+// its own ingester's codec.
+func TestCodecsShareObjects(t *testing.T) {
+	img := newFamily(5).guest(5, 300)
+	sink := pages.NewMemSink()
+	var xs []*pages.Index
+	for i, c := range []pages.Codec{pages.CodecS2, pages.CodecZstd, pages.CodecRaw} {
+		g := newIngester(t, sink, pages.Options{Codec: c})
+		x, st := write(t, g, fmt.Sprintf("vm%d/memory", i), img, "bytes", nil)
+		if i > 0 && st.NewBytes != 0 {
+			t.Errorf("%v: %d new bytes for an image already stored by %v", c, st.NewBytes, pages.CodecS2)
+		}
+		xs = append(xs, x)
+	}
+	for _, x := range xs {
+		if got := restoreBytes(t, x, sink, false); !bytes.Equal(got, img) {
+			t.Errorf("%s: restore differs", x.Name)
+		}
+	}
+}
+
+func TestUnknownCodecRefused(t *testing.T) {
+	if _, err := pages.NewIngester(pages.NewMemSink(), pages.Options{Codec: 7}); err == nil || !strings.Contains(err.Error(), "codec") {
+		t.Fatalf("NewIngester with codec 7: %v, want an error naming the codec", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package vnet
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
@@ -43,7 +44,8 @@ const (
 // resumed (a snapshot's colour change, without the image): the transfer
 // completes with every byte verified, the tunnels carried it between the
 // hosts' own addresses, and the consistency checker finds no orphan in the
-// three frame logs.
+// three frame logs. A second flip under the uncoordinated algorithm is the
+// control: the checker must find its orphans in the same logs.
 func TestSwitchesAcrossHosts(t *testing.T) {
 	qh := qemutest.RequireQEMU(t)
 	netnstest.Require(t)
@@ -105,19 +107,56 @@ func TestSwitchesAcrossHosts(t *testing.T) {
 	// The colour flip: each VM paused, its port's epoch set by its switch
 	// process, resumed, one after the other while the others run.
 	const epoch = core.Epoch(1)
-	var flipped time.Time
-	for i, vm := range vms {
+	flip := func(i int, e core.Epoch) {
+		t.Helper()
+		vm := vms[i]
 		if err := vm.Stop(ctx); err != nil {
 			t.Fatalf("pause %s: %v", vm.Spec.Name, err)
 		}
-		if err := procs[i].ctl.SetEpoch(core.VMID(i), epoch); err != nil {
-			t.Fatalf("set epoch of %s: %v", vm.Spec.Name, err)
+		if err := procs[i].ctl.SetEpoch(core.VMID(i), e); err != nil {
+			t.Fatalf("set epoch %d of %s: %v", e, vm.Spec.Name, err)
 		}
 		if err := vm.Cont(ctx); err != nil {
 			t.Fatalf("resume %s: %v", vm.Spec.Name, err)
 		}
-		flipped = time.Now()
 	}
+	for i := range vms {
+		flip(i, epoch)
+	}
+
+	// The control: the same flip to epoch 2 under the uncoordinated
+	// algorithm must leave orphans that the checker finds in these logs:
+	// vm1 flips first, and the flip of the others waits until the logs show
+	// a frame of vm1's new colour delivered to a VM of the old one.
+	for i, p := range procs {
+		if err := p.ctl.SetAlgorithm(core.Uncoordinated); err != nil {
+			t.Fatalf("switch %d: %v", i+1, err)
+		}
+	}
+	flip(0, epoch+1)
+	for {
+		for _, p := range procs {
+			if err := p.ctl.FlushLog(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if orphansSoFar(t, c, dir, epoch+1) > 0 {
+			break
+		}
+		if allDone(vms) {
+			t.Fatalf("the transfer ended before an uncoordinated orphan was seen: raise crossBytes")
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no orphan after the uncoordinated flip of vm1: %v", progress.Why(ctx, ctx.Err()))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	for i := 1; i < len(vms); i++ {
+		flip(i, epoch+1)
+	}
+	flipped := time.Now()
+
 	for _, vm := range vms {
 		l, _, err := vm.Console.WaitPrefix(ctx, 0, "TCPSTREAM DONE")
 		if err != nil {
@@ -127,8 +166,9 @@ func TestSwitchesAcrossHosts(t *testing.T) {
 			t.Errorf("%s: %q, want %q", vm.Spec.Name, l.Text, want)
 		}
 		if l.At.Before(flipped) {
-			t.Errorf("%s finished its transfer before the colour flip ended: raise crossBytes", vm.Spec.Name)
+			t.Errorf("%s finished its transfer before the colour flips ended: raise crossBytes", vm.Spec.Name)
 		}
+		t.Logf("%s: %s, %v after the last flip", vm.Spec.Name, l.Text, l.At.Sub(flipped).Round(time.Millisecond))
 		for _, l := range vm.Console.Lines() {
 			if strings.Contains(l.Text, "FAIL") || strings.Contains(l.Text, "panic") {
 				t.Errorf("%s console: %q", vm.Spec.Name, l.Text)
@@ -170,13 +210,18 @@ func TestSwitchesAcrossHosts(t *testing.T) {
 		}
 	}
 	res := checkLogs(t, c, dir, epoch)
-	t.Logf("cut: sent %d, orphans %d, in transit %d, recovered by TCP %d, lost %d, dropped by the network %d",
-		res.Sent, res.Orphans, res.InTransit, res.RecoveredByTCP, res.Lost, res.NetDropped)
+	t.Logf("vnsnap cut: sent %d, orphans %d, in transit %d, recovered by TCP %d, lost %d, dropped by the network %d, dropped by colour %d",
+		res.Sent, res.Orphans, res.InTransit, res.RecoveredByTCP, res.Lost, res.NetDropped, res.DroppedColour)
 	if res.Sent == 0 {
 		t.Errorf("the frame logs record no frame sent")
 	}
 	if !res.Consistent() {
-		t.Errorf("cut not consistent: %d orphans (%v), missing cuts %v", res.Orphans, res.OrphanFrames, res.MissingCuts)
+		t.Errorf("vnsnap cut not consistent: %d orphans (%v), missing cuts %v", res.Orphans, res.OrphanFrames, res.MissingCuts)
+	}
+	un := checkLogs(t, c, dir, epoch+1)
+	t.Logf("uncoordinated cut: orphans %d, in transit %d", un.Orphans, un.InTransit)
+	if len(un.MissingCuts) != 0 || un.Orphans == 0 {
+		t.Errorf("uncoordinated cut: %d orphans, missing cuts %v; want orphans and every cut", un.Orphans, un.MissingCuts)
 	}
 	fw, lost, ov := c.WireStats()
 	t.Logf("wire: forwarded %d, lost %d, overflow %d", fw, lost, ov)
@@ -248,4 +293,46 @@ func checkLogs(t *testing.T, c *netnstest.Cluster, dir string, e core.Epoch) cut
 		}
 	}
 	return ch.Result()
+}
+
+// allDone reports whether every VM has finished its transfer.
+func allDone(vms []*qemubackend.VM) bool {
+	for _, vm := range vms {
+		done := false
+		for _, l := range vm.Console.Lines() {
+			done = done || strings.HasPrefix(l.Text, "TCPSTREAM DONE")
+		}
+		if !done {
+			return false
+		}
+	}
+	return true
+}
+
+// orphansSoFar counts the orphans of epoch e in the frame logs as far as
+// they are flushed, while the switches still write them: each log is cut to
+// whole records, and a receipt whose send another log has not flushed yet
+// is skipped (the final check reads the complete logs strictly).
+func orphansSoFar(t *testing.T, c *netnstest.Cluster, dir string, e core.Epoch) int {
+	t.Helper()
+	var rs []io.Reader
+	for _, h := range c.Hosts {
+		b, err := os.ReadFile(filepath.Join(dir, h.Name+".framelog"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > LogHeaderSize {
+			b = b[:LogHeaderSize+(len(b)-LogHeaderSize)/LogRecordSize*LogRecordSize]
+		}
+		rs = append(rs, bytes.NewReader(b))
+	}
+	recs, err := ReadLogs(rs...)
+	if err != nil {
+		t.Fatalf("read frame logs: %v", err)
+	}
+	ch := cut.NewChecker(e, len(c.Hosts))
+	for _, r := range recs {
+		_ = ch.Observe(r) // see above
+	}
+	return ch.Result().Orphans
 }

@@ -247,7 +247,13 @@ func Sweep() error {
 		if err != nil || alive(pid) {
 			continue
 		}
-		errs = append(errs, ip("netns", "delete", f[0]))
+		// Another process may sweep the same namespace at once: only a
+		// namespace that is still there after a failed delete is an error.
+		if err := ip("netns", "delete", f[0]); err != nil {
+			if _, serr := os.Stat("/run/netns/" + f[0]); serr == nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -286,3 +286,35 @@ func run(name string, args ...string) error {
 	}
 	return nil
 }
+
+// Partition cuts the link between hosts i and j (indexes in Hosts) both
+// ways, leaving every other pair alone: each of the two namespaces gets a
+// permanent neighbour entry that maps the other's address to a MAC no
+// interface has (nowhereMAC), so what one sends to the other is sent,
+// flooded and discarded by every host, without an error at the sender, as
+// on a partitioned network. Heal undoes it.
+func (c *Cluster) Partition(i, j int) error {
+	return c.neighbours(i, j, func(h Host, peer netip.Addr) error {
+		return ipIn(h.Name, "neigh", "replace", peer.String(), "lladdr", nowhereMAC, "dev", h.Dev, "nud", "permanent")
+	})
+}
+
+// Heal restores the link between hosts i and j that Partition cut (the
+// hosts resolve each other's MAC again).
+func (c *Cluster) Heal(i, j int) error {
+	return c.neighbours(i, j, func(h Host, peer netip.Addr) error {
+		return ipIn(h.Name, "neigh", "del", peer.String(), "dev", h.Dev)
+	})
+}
+
+// nowhereMAC is a locally administered unicast MAC that no interface of a
+// cluster has (veth MACs are random; one in 2^46 would collide).
+const nowhereMAC = "02:00:00:00:00:01"
+
+func (c *Cluster) neighbours(i, j int, set func(h Host, peer netip.Addr) error) error {
+	if i < 0 || j < 0 || i >= len(c.Hosts) || j >= len(c.Hosts) || i == j {
+		return fmt.Errorf("netnstest: hosts %d and %d: want two different hosts of 0..%d", i, j, len(c.Hosts)-1)
+	}
+	a, b := c.Hosts[i], c.Hosts[j]
+	return errors.Join(set(a, b.Addr), set(b, a.Addr))
+}

@@ -253,3 +253,69 @@ func TestTCPThroughWire(t *testing.T) {
 	fw, lo, ov := c.WireStats()
 	t.Logf("impairment %s: wire forwarded %d, lost %d, overflow %d", c.Impairment, fw, lo, ov)
 }
+
+// TestPartition cuts hosts 0 and 1 apart: datagrams between them vanish both
+// ways while host 2 still reaches both; Heal brings the link back. Through
+// a bridge and through the wire.
+func TestPartition(t *testing.T) {
+	Require(t)
+	for _, cfg := range []Config{{Hosts: 3}, {Hosts: 3, Delay: time.Millisecond}} {
+		t.Run(fmt.Sprintf("delay=%v", cfg.Delay), func(t *testing.T) { testPartition(t, cfg) })
+	}
+}
+
+func testPartition(t *testing.T, cfg Config) {
+	c := New(t, cfg)
+	conns := make([]*net.UDPConn, len(c.Hosts))
+	for i, h := range c.Hosts {
+		conns[i] = listenUDP(t, h, 9000)
+	}
+	// reaches sends one datagram from i to j and reports whether it came.
+	seq := 0
+	reaches := func(i, j int) bool {
+		t.Helper()
+		seq++
+		msg := fmt.Sprintf("%d:%d->%d", seq, i, j)
+		if _, err := conns[i].WriteToUDPAddrPort([]byte(msg), netip.AddrPortFrom(c.Hosts[j].Addr, 9000)); err != nil {
+			t.Fatalf("send %s: %v", msg, err)
+		}
+		buf := make([]byte, 64)
+		for {
+			// A datagram that came gets here in well under a second; the
+			// wait only bounds how long a lost one is waited for.
+			conns[j].SetReadDeadline(time.Now().Add(time.Second))
+			n, _, err := conns[j].ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return false
+			}
+			if string(buf[:n]) == msg {
+				return true
+			}
+		}
+	}
+	if !reaches(0, 1) || !reaches(1, 0) {
+		t.Fatal("hosts 0 and 1 do not reach each other before the partition")
+	}
+	if err := c.Partition(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][2]int{{0, 1}, {1, 0}} {
+		if reaches(p[0], p[1]) {
+			t.Errorf("partitioned: host %d reached host %d", p[0], p[1])
+		}
+	}
+	for _, p := range [][2]int{{2, 0}, {0, 2}, {2, 1}, {1, 2}} {
+		if !reaches(p[0], p[1]) {
+			t.Errorf("partition of 0 and 1: host %d no longer reaches host %d", p[0], p[1])
+		}
+	}
+	if err := c.Heal(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if !reaches(0, 1) || !reaches(1, 0) {
+		t.Error("hosts 0 and 1 do not reach each other after Heal")
+	}
+	if err := c.Partition(1, 1); err == nil {
+		t.Error("Partition(1, 1): got nil error, want one")
+	}
+}

@@ -39,6 +39,15 @@
 // Either way the hosts' own stacks, sockets and interfaces are untouched:
 // the impairment sits between hosts, where a real network's would.
 //
+// # Partitions
+//
+// Partition(i, j) cuts hosts i and j apart, both ways, while every other
+// pair still talks; Heal(i, j) joins them again. Each of the two gets a
+// permanent neighbour entry mapping the other's address to a MAC no
+// interface has, so frames between them are still sent, without an error
+// at the sender, and are flooded and discarded by every host, as on a
+// partitioned network; it works through the bridge, netem or the wire.
+//
 // # Running things inside a host
 //
 // Host.Command runs a program in a host (`ip netns exec`; its PID is the

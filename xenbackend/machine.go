@@ -1,0 +1,410 @@
+package xenbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vnsnap/vnsnap/realbackend/hv"
+)
+
+// ImageFormat names the images this backend writes: an xl save file (xl's
+// header, the libxl stream v2 with the libxc stream v3 in it), as "xl save"
+// writes it and "xl restore" reads it.
+const ImageFormat = "xl-save-libxl2"
+
+// VifScript is the hotplug script the domains' vifs get: libxl runs it in
+// dom0 with the vif's name in $vif and its xenstore path in $XENBUS_PATH. It
+// brings the interface up and reports it connected; the relay does the
+// rest (no bridge).
+const VifScript = `#!/bin/sh
+# written by vnsnap (xenbackend): a vif joined to a vnet switch port by vnsnap's relay
+case "$1" in
+online|add)
+	ip link set "$vif" up || exit 1
+	xenstore-write "$XENBUS_PATH/hotplug-status" connected ;;
+esac
+exit 0
+`
+
+// Config says how the backend reaches Xen.
+type Config struct {
+	// XL is the xl binary; default DefaultXL. Ignored when Runner is set.
+	XL string
+	// Runner runs xl; default ExecRunner{XL}.
+	Runner Runner
+	// Dir receives the runtime files (domain configs, the vif script, the
+	// live-snapshot receivers' sockets, stop-and-copy images); it must
+	// exist, and be short (unix socket paths are limited to 107 bytes).
+	Dir string
+	// Receiver is the command xl migrate runs as the live-snapshot
+	// receiver, before its socket argument: vnsnap's own binary and its
+	// "xen-receive" subcommand (RelayReceiver).
+	Receiver []string
+	// ConsoleDir is where xenconsoled writes a domain's console log
+	// (guest-NAME.log, with xenconsoled --log=guest); default
+	// /var/log/xen/console. A machine's MachineSpec.ConsoleLog receives the
+	// lines appended there.
+	ConsoleDir string
+	// Version is Xen's version for Info (Probe reads it from xl info).
+	Version string
+}
+
+// Hypervisor is Xen, driven through xl, behind realbackend's hypervisor
+// port. It runs in dom0.
+type Hypervisor struct {
+	cfg Config
+	xl  XL
+}
+
+var (
+	_ hv.Hypervisor = (*Hypervisor)(nil)
+	_ hv.Machine    = (*Machine)(nil)
+)
+
+// New returns the backend for cfg and writes its vif script into cfg.Dir.
+func New(cfg Config) (*Hypervisor, error) {
+	if cfg.XL == "" {
+		cfg.XL = DefaultXL
+	}
+	if cfg.Runner == nil {
+		cfg.Runner = ExecRunner{Path: cfg.XL}
+	}
+	if cfg.ConsoleDir == "" {
+		cfg.ConsoleDir = "/var/log/xen/console"
+	}
+	if err := checkPath("xen runtime dir", cfg.Dir); err != nil {
+		return nil, err
+	}
+	if len(cfg.Receiver) == 0 {
+		return nil, errors.New("xenbackend: Config.Receiver (the live-snapshot receiver command) is required")
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Dir, "vif-vnsnap"), []byte(VifScript), 0o755); err != nil {
+		return nil, fmt.Errorf("xenbackend: vif script: %w", err)
+	}
+	return &Hypervisor{cfg: cfg, xl: XL{R: cfg.Runner}}, nil
+}
+
+// Probe reads Xen's version from "xl info" (xen_major.xen_minor.xen_extra).
+func Probe(ctx context.Context, r Runner) (string, error) {
+	out, err := r.Run(ctx, Command{Args: []string{"info"}})
+	if err != nil {
+		return "", err
+	}
+	f := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if ok {
+			f[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	if f["xen_major"] == "" || f["xen_minor"] == "" {
+		return "", fmt.Errorf("xl info: no xen_major/xen_minor in %q", firstLine(out))
+	}
+	return f["xen_major"] + "." + f["xen_minor"] + f["xen_extra"], nil
+}
+
+// Info names Xen, its version and ImageFormat; Xen has no machine types.
+func (h *Hypervisor) Info() hv.Info {
+	return hv.Info{Name: "xen", Version: h.cfg.Version, ImageFormat: ImageFormat}
+}
+
+// Machine is one PVH domU behind the port. It is safe for concurrent use.
+type Machine struct {
+	h    *Hypervisor
+	spec hv.MachineSpec
+	cfg  string // its domain config file
+
+	mu     sync.Mutex
+	id     DomID
+	relay  *relay
+	paused bool      // paused by us (xl pause, restore -p, save -p)
+	held   *liveHold // a live save handed back later (see Save)
+	killed bool
+
+	console *consoleFollower
+}
+
+// Start writes the domain config and runs xl create; the domain runs when
+// Start returns, its vif joined to spec.NetSocket.
+func (h *Hypervisor) Start(ctx context.Context, spec hv.MachineSpec) (hv.Machine, error) {
+	m, err := h.newMachine(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.xl.Create(ctx, m.cfg); err != nil {
+		h.cleanupName(spec.Name)
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+	}
+	if err := m.attach(ctx); err != nil {
+		m.Kill()
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+	}
+	m.releaseNet()
+	return m, nil
+}
+
+// Restore rebuilds the domain from the image read from r with "xl restore
+// -p", from a config file of ours (the config inside the image is not
+// trusted), and leaves it paused. The image is parsed as it passes to xl, so
+// a malformed one fails here with a StreamError, and xl reads no byte past
+// its end.
+func (h *Hypervisor) Restore(ctx context.Context, spec hv.MachineSpec, r io.Reader) (hv.Machine, error) {
+	m, err := h.newMachine(spec)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	parsed := make(chan error, 1)
+	go func() {
+		_, err := ReadStream(io.TeeReader(r, pw), nil)
+		if err != nil {
+			err = fmt.Errorf("image: %w", err)
+		}
+		pw.CloseWithError(err)
+		parsed <- err
+	}()
+	err = h.xl.Restore(ctx, m.cfg, "/dev/stdin", pr)
+	pr.CloseWithError(errors.New("xl restore ended"))
+	if perr := <-parsed; perr != nil {
+		err = errors.Join(perr, err)
+	}
+	if err != nil {
+		h.cleanupName(spec.Name)
+		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)
+	}
+	m.paused = true
+	if err := m.attach(ctx); err != nil {
+		m.Kill()
+		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)
+	}
+	return m, nil
+}
+
+func (h *Hypervisor) newMachine(spec hv.MachineSpec) (*Machine, error) {
+	if spec.Disk != "" {
+		return nil, fmt.Errorf("machine %s: disk guests are not supported by the Xen backend yet (use a kernel and initramfs)", spec.Name)
+	}
+	dc := DomainConfig{
+		Name: spec.Name, Kernel: spec.Kernel, Ramdisk: spec.Initrd,
+		// A PVH domain's console is hvc0; the last console= wins.
+		Extra:     strings.TrimSpace(spec.Append + " console=hvc0"),
+		MemoryMiB: spec.MemoryMiB, VCPUs: max(spec.VCPUs, 1),
+	}
+	if spec.NetSocket != "" {
+		dc.MAC, dc.VifScript = spec.MAC, filepath.Join(h.cfg.Dir, "vif-vnsnap")
+	}
+	text, err := dc.Render()
+	if err != nil {
+		return nil, fmt.Errorf("machine %s: %w", spec.Name, err)
+	}
+	m := &Machine{h: h, spec: spec, cfg: filepath.Join(h.cfg.Dir, spec.Name+".cfg")}
+	if err := os.WriteFile(m.cfg, []byte(text), 0o644); err != nil {
+		return nil, fmt.Errorf("machine %s: %w", spec.Name, err)
+	}
+	return m, nil
+}
+
+// cleanupName destroys whatever domain a failed create or restore left under
+// name.
+func (h *Hypervisor) cleanupName(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if id, err := h.xl.DomIDOf(ctx, name); err == nil {
+		_ = h.xl.Destroy(ctx, id)
+	}
+}
+
+// attach finds the new domain's ID, starts its console follower and joins
+// its vif to the switch port (held: see releaseNet).
+func (m *Machine) attach(ctx context.Context) error {
+	id, err := m.h.xl.DomIDOf(ctx, m.spec.Name)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.id = id
+	m.mu.Unlock()
+	if m.spec.ConsoleLog != nil {
+		m.console = followConsole(filepath.Join(m.h.cfg.ConsoleDir, "guest-"+m.spec.Name+".log"), m.spec.ConsoleLog)
+	}
+	if m.spec.NetSocket == "" {
+		return nil
+	}
+	r, err := startRelay(fmt.Sprintf("vif%d.0", id), m.spec.NetSocket)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.relay = r
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Machine) holdNet() {
+	if m.relay != nil {
+		m.relay.hold()
+	}
+}
+
+func (m *Machine) releaseNet() {
+	if m.relay != nil {
+		m.relay.release()
+	}
+}
+
+// DomID returns the machine's domain ID.
+func (m *Machine) DomID() DomID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.id
+}
+
+// Pause pauses the domain (xl pause) unless it is paused already: Xen counts
+// pauses, so the machine remembers its own.
+func (m *Machine) Pause(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.paused || m.held != nil {
+		return nil
+	}
+	m.holdNet()
+	if err := m.h.xl.Pause(ctx, m.id); err != nil {
+		m.releaseNet()
+		return fmt.Errorf("pause %s: %w", m.spec.Name, err)
+	}
+	m.paused = true
+	return nil
+}
+
+// Resume lets the domain run: a live save still holding it is handed back
+// (xl resumes its source domain), a pause of ours is undone (xl unpause). A
+// running domain is left alone.
+func (m *Machine) Resume(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.held != nil {
+		if err := m.handBack(ctx); err != nil {
+			return fmt.Errorf("resume %s: %w", m.spec.Name, err)
+		}
+	}
+	if m.paused {
+		if err := m.h.xl.Unpause(ctx, m.id); err != nil {
+			return fmt.Errorf("resume %s: %w", m.spec.Name, err)
+		}
+		m.paused = false
+	}
+	m.releaseNet()
+	return nil
+}
+
+// Kill destroys the domain, and any NAME--migratedaway a failed live save
+// left, and stops its relay. It is safe to call more than once.
+func (m *Machine) Kill() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.killed {
+		return
+	}
+	m.killed = true
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if m.held != nil {
+		m.held.abandon()
+		m.held = nil
+	}
+	if _, ok, err := m.h.xl.Lookup(ctx, m.id); err == nil && ok {
+		_ = m.h.xl.Destroy(ctx, m.id)
+	}
+	if away, err := m.h.xl.MigratedAwayOf(ctx, m.spec.Name); err == nil {
+		for _, d := range away {
+			_ = m.h.xl.Destroy(ctx, d.ID)
+		}
+	}
+	if m.relay != nil {
+		_ = m.relay.close()
+	}
+	if m.console != nil {
+		m.console.stop()
+	}
+	_ = os.Remove(m.cfg)
+}
+
+// Save writes the domain's image to w and leaves the machine paused.
+//
+// Live (o.Live): through xl's own live migration, to our receiver (see
+// saveLive). Stop-and-copy: "xl save -p" to a file in the runtime dir, then
+// copied to w. A domain must run to suspend itself, so a machine paused by
+// Pause is unpaused for the save (its relay drops what it sends then, as
+// from a paused VM); xl leaves it paused afterwards, and AtSnapshotPoint is
+// called then.
+func (m *Machine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.SaveStats, error) {
+	if o.Live {
+		return m.saveLive(ctx, w, o)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.held != nil {
+		return hv.SaveStats{}, fmt.Errorf("save %s: a live save still holds the domain (Resume first)", m.spec.Name)
+	}
+	start := time.Now()
+	m.holdNet()
+	if m.paused {
+		if err := m.h.xl.Unpause(ctx, m.id); err != nil {
+			return hv.SaveStats{}, fmt.Errorf("save %s: %w", m.spec.Name, err)
+		}
+		m.paused = false
+	}
+	file := filepath.Join(m.h.cfg.Dir, m.spec.Name+".save")
+	defer os.Remove(file)
+	err := m.h.xl.Save(ctx, m.id, file, LeavePaused)
+	if d, ok, lerr := m.h.xl.Lookup(context.WithoutCancel(ctx), m.id); lerr == nil && ok && d.Paused() {
+		m.paused = true // xl save -p paused it (even when it failed later)
+	} else if err != nil {
+		// A failed save resumed the domain: pause it again, as the
+		// contract wants a machine that was paused to stay paused.
+		if perr := m.h.xl.Pause(context.WithoutCancel(ctx), m.id); perr == nil {
+			m.paused = true
+		}
+	}
+	if err != nil {
+		return hv.SaveStats{}, fmt.Errorf("save %s: %w", m.spec.Name, err)
+	}
+	if !m.paused {
+		return hv.SaveStats{}, fmt.Errorf("save %s: xl save -p left domain %d running", m.spec.Name, m.id)
+	}
+	if o.AtSnapshotPoint != nil {
+		if err := o.AtSnapshotPoint(ctx); err != nil {
+			return hv.SaveStats{}, fmt.Errorf("save %s: %w", m.spec.Name, err)
+		}
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return hv.SaveStats{}, fmt.Errorf("save %s: %w", m.spec.Name, err)
+	}
+	defer f.Close()
+	cw := &countWriter{w: w}
+	info, err := ReadStream(io.TeeReader(f, cw), nil)
+	if err != nil {
+		return hv.SaveStats{}, fmt.Errorf("save %s: %w", m.spec.Name, err)
+	}
+	return hv.SaveStats{Bytes: cw.n, Passes: 1, MemoryCopied: info.Pages * pageSize, Total: time.Since(start)}, nil
+}
+
+// countWriter counts what passes to w.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -11,7 +11,7 @@ import (
 // problem must be an *Error naming the file, and a VNE it accepts must
 // validate again and hold only absolute, clean guest paths.
 func FuzzParse(f *testing.F) {
-	for _, p := range []string{"testdata/example.yaml", "../examples/lab.yaml"} {
+	for _, p := range []string{"testdata/example.yaml", "../examples/lab.yaml", "../examples/xen.yaml"} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)

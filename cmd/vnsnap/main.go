@@ -10,6 +10,7 @@
 //	vnsnap rm NAME...          remove stored snapshots
 //	vnsnap gc                  free unreferenced chunks and crashed writers' debris
 //	vnsnap down                stop the running VNE
+//	vnsnap xen-receive SOCKET  xl migrate's receiver command for a Xen live snapshot
 //	vnsnap version             print the version
 //
 // Run `vnsnap CMD -h` for a command's flags.
@@ -34,17 +35,18 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"sim":        {"simulate one VNE snapshot and print a summary", runSim},
-		"experiment": {"run the paper's experiments (vnsnap experiment list)", runExperiment},
-		"version":    {"print the version", runVersion},
-		"up":         {"boot a VNE of QEMU VMs and supervise it (foreground)", runUp},
-		"snapshot":   {"take a consistent snapshot of the running VNE", runSnapshot},
-		"restore":    {"replace the running VNE by a stored snapshot", runRestore},
-		"verify":     {"check every byte of a stored snapshot", runVerify},
-		"ls":         {"list the stored snapshots", runLs},
-		"rm":         {"remove stored snapshots", runRm},
-		"gc":         {"free chunks no snapshot uses, and debris of crashed writers", runGc},
-		"down":       {"stop the running VNE", runDown},
+		"sim":         {"simulate one VNE snapshot and print a summary", runSim},
+		"experiment":  {"run the paper's experiments (vnsnap experiment list)", runExperiment},
+		"version":     {"print the version", runVersion},
+		"up":          {"boot a VNE of QEMU or Xen VMs and supervise it (foreground)", runUp},
+		"snapshot":    {"take a consistent snapshot of the running VNE", runSnapshot},
+		"restore":     {"replace the running VNE by a stored snapshot", runRestore},
+		"verify":      {"check every byte of a stored snapshot", runVerify},
+		"ls":          {"list the stored snapshots", runLs},
+		"rm":          {"remove stored snapshots", runRm},
+		"gc":          {"free chunks no snapshot uses, and debris of crashed writers", runGc},
+		"down":        {"stop the running VNE", runDown},
+		"xen-receive": {"(run by xl migrate) relay a Xen live snapshot's stream to the supervisor", runXenReceive},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/vnsnap/vnsnap/vne"
 	"os"
 	"path/filepath"
 	"strings"
@@ -232,10 +233,10 @@ func tailString(s string, n int) string {
 	return s
 }
 
-// TestUpXenNotBuilt: a VNE file asking for Xen gets a clear error naming the
-// file and field, and no state is made; a bad hypervisor value is a VNE
-// error with its line.
-func TestUpXenNotBuilt(t *testing.T) {
+// TestUpXenWithoutXen: a VNE file asking for Xen on a host without xl gets a
+// clear error naming the file, the field and xl, and no state is made; a bad
+// hypervisor value is a VNE error with its line.
+func TestUpXenWithoutXen(t *testing.T) {
 	dir := t.TempDir()
 	body := "name: lab\nhosts:\n  - name: h1\nvms:\n  - name: a\n    host: h1\n    memory: 128MiB\n    guest: {builtin: idle}\n"
 	p := filepath.Join(dir, "xen.yaml")
@@ -243,11 +244,12 @@ func TestUpXenNotBuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := filepath.Join(dir, "st")
-	code, _, stderr := runCmd("up", "--state", st, p)
+	xl := filepath.Join(dir, "no-such-xl")
+	code, _, stderr := runCmd("up", "--state", st, "--xl", xl, p)
 	if code == 0 {
-		t.Fatal("up of a Xen VNE: exit 0, want non-zero")
+		t.Fatal("up of a Xen VNE without xl: exit 0, want non-zero")
 	}
-	if want := p + ": hypervisor: xen is not built yet in this version"; !strings.Contains(stderr, want) {
+	if want := p + ": hypervisor: xen: xl info: fork/exec " + xl; !strings.Contains(stderr, want) {
 		t.Errorf("stderr %q does not say %q", stderr, want)
 	}
 	if _, err := os.Stat(st); !os.IsNotExist(err) {
@@ -260,5 +262,16 @@ func TestUpXenNotBuilt(t *testing.T) {
 	code, _, stderr = runCmd("up", "--state", st, bad)
 	if want := bad + `:1: hypervisor: unknown hypervisor "kvm" (want qemu or xen)`; code == 0 || !strings.Contains(stderr, want) {
 		t.Errorf("up with hypervisor kvm: exit %d, stderr %q; want non-zero and %q", code, stderr, want)
+	}
+}
+
+// The Xen example is a valid VNE file for the Xen backend.
+func TestXenExampleParses(t *testing.T) {
+	v, err := vne.Load("../../examples/xen.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Hypervisor != "xen" || len(v.VMs) != 2 {
+		t.Errorf("examples/xen.yaml: hypervisor %q, %d VMs; want xen, 2", v.Hypervisor, len(v.VMs))
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/realbackend"
 	"github.com/vnsnap/vnsnap/vne"
+	"github.com/vnsnap/vnsnap/xenbackend"
 )
 
 // runUp boots a VNE and supervises it in the foreground until `vnsnap down`,
@@ -34,7 +35,9 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	state := fs.String("state", "", "state directory (default .vnsnap/<vne name>)")
 	root := fs.String("store", defaultStore, "snapshot store directory (for --restore)")
-	qemu := fs.String("qemu", "", "qemu-system-x86_64 binary (default: on PATH)")
+	var bf backendFlags
+	fs.StringVar(&bf.qemu, "qemu", "", "qemu-system-x86_64 binary (default: on PATH)")
+	fs.StringVar(&bf.xl, "xl", "", "xl binary, for hypervisor: xen (default "+xenbackend.DefaultXL+")")
 	from := fs.String("restore", "", "start from this snapshot instead of booting")
 	moduleRoot := fs.String("module-root", "", "vnsnap source tree, to build the built-in guest image (default: found from the working directory)")
 	fs.Usage = func() { fmt.Fprintln(stderr, "usage: vnsnap up [flags] VNE.yaml"); fs.PrintDefaults() }
@@ -48,7 +51,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sup, err := newSupervisor(ctx, v, *state, *qemu, *moduleRoot, stderr)
+	sup, err := newSupervisor(ctx, v, *state, bf, *moduleRoot, stderr)
 	if err != nil {
 		return err
 	}
@@ -84,15 +87,15 @@ type supervisor struct {
 	logs []*os.File
 }
 
-func newSupervisor(ctx context.Context, v *vne.VNE, dir, qemu, moduleRoot string, stderr io.Writer) (*supervisor, error) {
-	hyp, err := hypervisorFor(ctx, v, qemu) // before any state is made
-	if err != nil {
-		return nil, err
-	}
+func newSupervisor(ctx context.Context, v *vne.VNE, dir string, bf backendFlags, moduleRoot string, stderr io.Writer) (*supervisor, error) {
 	if dir == "" {
 		dir = filepath.Join(".vnsnap", v.Name)
 	}
-	dir, err = filepath.Abs(dir)
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	hyp, err := hypervisorFor(ctx, v, bf, filepath.Join(dir, "xen")) // before any other state is made
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +111,7 @@ func newSupervisor(ctx context.Context, v *vne.VNE, dir, qemu, moduleRoot string
 	s := &supervisor{v: v, dir: dir, stderr: stderr, down: make(chan struct{})}
 	s.opts = realbackend.Options{Hypervisor: hyp, Dir: filepath.Join(dir, "run"), Console: s.console, VNE: v}
 	if needsImage(v) {
-		img, err := buildImage(ctx, moduleRoot)
+		img, err := buildImage(ctx, moduleRoot, v.Hypervisor)
 		if err != nil {
 			return nil, err
 		}
@@ -133,8 +136,9 @@ func needsImage(v *vne.VNE) bool {
 	return false
 }
 
-// buildImage builds the built-in guest image from the vnsnap source tree.
-func buildImage(ctx context.Context, root string) (guestimg.Image, error) {
+// buildImage builds the built-in guest image from the vnsnap source tree;
+// a Xen domU's loads xen-netfront instead of QEMU's NICs.
+func buildImage(ctx context.Context, root, hypervisor string) (guestimg.Image, error) {
 	if root == "" {
 		wd, _ := os.Getwd()
 		for d := wd; ; d = filepath.Dir(d) {
@@ -147,7 +151,11 @@ func buildImage(ctx context.Context, root string) (guestimg.Image, error) {
 			}
 		}
 	}
-	return guestimg.Build(ctx, guestimg.Config{CacheDir: filepath.Join(root, ".cache", "guest"), ModuleRoot: root})
+	cfg := guestimg.Config{CacheDir: filepath.Join(root, ".cache", "guest"), ModuleRoot: root}
+	if hypervisor == "xen" {
+		cfg.CacheDir, cfg.Modules = filepath.Join(root, ".cache", "guest-xen"), []string{"xen-netfront"}
+	}
+	return guestimg.Build(ctx, cfg)
 }
 
 // console appends a VM's console to <state>/<vm>.console.

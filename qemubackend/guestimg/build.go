@@ -48,6 +48,10 @@ type Config struct {
 	Busybox string
 	// Go is the go command; default the one on PATH, else GOROOT/bin/go.
 	Go string
+	// Root is the file system whose /boot and /lib/modules hold the kernel
+	// and its modules; default "/" (for a Xen domU: the unpacked Debian
+	// packages of xentest).
+	Root string
 }
 
 // Image is a built guest: a kernel and an initramfs to boot with
@@ -80,15 +84,18 @@ func Build(ctx context.Context, cfg Config) (Image, error) {
 	if cfg.Busybox == "" {
 		cfg.Busybox = "/bin/busybox"
 	}
+	if cfg.Root == "" {
+		cfg.Root = "/"
+	}
 	if cfg.KernelVersion == "" {
-		v, err := newestKernel()
+		v, err := newestKernel(cfg.Root)
 		if err != nil {
 			return Image{}, err
 		}
 		cfg.KernelVersion = v
 	}
-	kernel := "/boot/vmlinuz-" + cfg.KernelVersion
-	modDir := "/lib/modules/" + cfg.KernelVersion
+	kernel := filepath.Join(cfg.Root, "boot", "vmlinuz-"+cfg.KernelVersion)
+	modDir := filepath.Join(cfg.Root, "lib", "modules", cfg.KernelVersion)
 	for _, p := range []string{kernel, modDir, cfg.Busybox} {
 		if _, err := os.Stat(p); err != nil {
 			return Image{}, fmt.Errorf("guestimg: %s: %w", p, ErrMissingInput)
@@ -279,14 +286,14 @@ func modName(path string) string {
 	return strings.ReplaceAll(b, "-", "_")
 }
 
-// newestKernel returns the highest version that has both a vmlinuz in /boot
-// and a module directory.
-func newestKernel() (string, error) {
-	ks, _ := filepath.Glob("/boot/vmlinuz-*")
+// newestKernel returns the highest version that has both a vmlinuz in
+// root's /boot and a module directory.
+func newestKernel(root string) (string, error) {
+	ks, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
 	var vs []string
 	for _, k := range ks {
 		v := strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
-		if exists("/lib/modules/" + v + "/modules.dep") {
+		if exists(filepath.Join(root, "lib", "modules", v, "modules.dep")) {
 			vs = append(vs, v)
 		}
 	}

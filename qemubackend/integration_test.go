@@ -3,6 +3,7 @@ package qemubackend
 import (
 	"bufio"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,6 +100,7 @@ type snap struct {
 	method Method
 	path   string
 	stats  Stats
+	mapped bool // a mapped-ram file (RestoreFile), not a stream
 }
 
 func TestSnapshotRestore(t *testing.T) {
@@ -174,7 +176,7 @@ func TestSnapshotRestore(t *testing.T) {
 		if hook != nil && (hookStatus == "" || hookStatus == "running") {
 			t.Errorf("%s: VM status at the snapshot point = %q, want paused", m, hookStatus)
 		}
-		snaps = append(snaps, snap{m, path, st})
+		snaps = append(snaps, snap{method: m, path: path, stats: st})
 		// The original keeps running its workload.
 		n := vm.Console.Len()
 		if _, _, err := vm.Console.WaitFor(ctx, n, isHeartbeat); err != nil {
@@ -203,8 +205,12 @@ func takeSnapshot(ctx context.Context, t *testing.T, vm *VM, path string, opts O
 		t.Fatal(err)
 	}
 	defer f.Close()
+	var w io.Writer = f // QEMU writes a mapped-ram file itself
 	bw := bufio.NewWriterSize(f, 1<<20)
-	st, err := vm.Snapshot(ctx, bw, opts)
+	if !opts.MappedRAM {
+		w = bw
+	}
+	st, err := vm.Snapshot(ctx, w, opts)
 	if err != nil {
 		t.Fatal(progress.Why(ctx, err))
 	}
@@ -223,7 +229,12 @@ func restoreAndCheck(ctx context.Context, t *testing.T, h *Host, spec Spec, s sn
 	spec.Name = "restored" + string(rune('0'+i))
 	spec.ConsoleLog = consoleLog(t, spec.Name)
 	start := time.Now()
-	vm, err := Restore(ctx, h, spec, bufio.NewReaderSize(f, 1<<20))
+	var vm *VM
+	if s.mapped {
+		vm, err = RestoreFile(ctx, h, spec, f)
+	} else {
+		vm, err = Restore(ctx, h, spec, bufio.NewReaderSize(f, 1<<20))
+	}
 	if err != nil {
 		t.Fatal(progress.Why(ctx, err))
 	}

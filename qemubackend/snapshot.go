@@ -102,6 +102,13 @@ type Options struct {
 	// rule that only its commands resume a VM). Even QEMU's own resume when
 	// a migration is cancelled is undone then.
 	Resume bool
+	// MappedRAM writes the image in QEMU's mapped-ram format (see
+	// MappedRAMFormat): the writer must then be an *os.File open for
+	// writing on an empty regular file, into which QEMU writes each page
+	// at a fixed offset itself (pages of later passes overwrite earlier
+	// ones); nothing is copied through this process. Not for Background:
+	// QEMU refuses mapped-ram with background-snapshot.
+	MappedRAM bool
 }
 
 // Stats are the measured numbers of one snapshot.
@@ -163,10 +170,19 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 		opts.MaxBandwidth = 4 << 30
 	}
 	q := vm.QMP
+	var file *os.File
+	if opts.MappedRAM {
+		f, err := mappedRAMFile(w, opts.Method)
+		if err != nil {
+			return st, err
+		}
+		file = f
+	}
 	caps := []map[string]any{
 		{"capability": "events", "state": true},
 		{"capability": "pause-before-switchover", "state": opts.Method == Precopy},
 		{"capability": "background-snapshot", "state": opts.Method == Background},
+		{"capability": "mapped-ram", "state": opts.MappedRAM},
 	}
 	if err := q.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return st, err
@@ -187,25 +203,39 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 
 	sub := q.Subscribe()
 	defer sub.Close()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return st, err
-	}
-	defer pr.Close()
-	err = q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": snapFD}, nil, pw)
-	pw.Close() // QEMU holds its own copy now
-	if err != nil {
-		return st, err
-	}
 	type copied struct {
 		n   int64
 		err error
 	}
 	copyDone := make(chan copied, 1)
-	go func() {
-		n, err := io.Copy(w, pr)
-		copyDone <- copied{n, err}
-	}()
+	uri := "fd:" + snapFD
+	if file != nil {
+		// QEMU writes the file itself, at offsets, through its copy of
+		// the descriptor: a file: migration from an fd set, since QEMU
+		// treats an fd: descriptor as a stream it cannot seek.
+		set, err := vm.addFdset(ctx, file, os.O_WRONLY)
+		if err != nil {
+			return st, err
+		}
+		defer vm.removeFdset(set)
+		uri = fdsetURI(set)
+		copyDone <- copied{-1, nil} // the size is the file's, once complete
+	} else {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return st, err
+		}
+		defer pr.Close()
+		err = q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": snapFD}, nil, pw)
+		pw.Close() // QEMU holds its own copy now
+		if err != nil {
+			return st, err
+		}
+		go func() {
+			n, err := io.Copy(w, pr)
+			copyDone <- copied{n, err}
+		}()
+	}
 
 	start := time.Now()
 	fail := func(err error) (Stats, error) {
@@ -235,7 +265,7 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 			}
 		}
 	}
-	if err := q.Execute(ctx, "migrate", map[string]any{"uri": "fd:" + snapFD}, nil); err != nil {
+	if err := q.Execute(ctx, "migrate", map[string]any{"uri": uri}, nil); err != nil {
 		return fail(err)
 	}
 
@@ -299,6 +329,13 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 	st.Bytes = cp.n
 	if cp.err != nil {
 		return fail(fmt.Errorf("copy stream to sink: %w", cp.err))
+	}
+	if file != nil {
+		fi, err := file.Stat()
+		if err != nil {
+			return fail(fmt.Errorf("mapped-ram file: %w", err))
+		}
+		st.Bytes = fi.Size()
 	}
 	var info migrateInfo
 	if err := q.Execute(ctx, "query-migrate", nil, &info); err != nil {
@@ -436,38 +473,53 @@ func Restore(ctx context.Context, host *Host, spec Spec, r io.Reader) (*VM, erro
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)
 	}
-	if err := vm.restore(ctx, r); err != nil {
+	if err := vm.restore(ctx, r, nil); err != nil {
 		vm.Kill()
 		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)
 	}
 	return vm, nil
 }
 
-func (vm *VM) restore(ctx context.Context, r io.Reader) error {
+func (vm *VM) restore(ctx context.Context, r io.Reader, file *os.File) error {
 	q := vm.QMP
-	caps := []map[string]any{{"capability": "events", "state": true}}
+	caps := []map[string]any{
+		{"capability": "events", "state": true},
+		{"capability": "mapped-ram", "state": file != nil},
+	}
 	if err := q.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return err
 	}
 	sub := q.Subscribe()
 	defer sub.Close()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer pw.Close() // unblocks the feeder if QEMU stops reading
-	err = q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": restoreFD}, nil, pr)
-	pr.Close()
-	if err != nil {
-		return err
-	}
 	fed := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(pw, r)
-		pw.Close()
-		fed <- err
-	}()
-	args := map[string]any{"uri": "fd:" + restoreFD, "exit-on-error": false}
+	uri := "fd:" + restoreFD
+	if file != nil {
+		// QEMU reads the file itself, at offsets.
+		set, err := vm.addFdset(ctx, file, os.O_RDONLY)
+		if err != nil {
+			return err
+		}
+		defer vm.removeFdset(set)
+		uri = fdsetURI(set)
+		fed <- nil
+	} else {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		defer pw.Close() // unblocks the feeder if QEMU stops reading
+		err = q.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": restoreFD}, nil, pr)
+		pr.Close()
+		if err != nil {
+			return err
+		}
+		go func() {
+			_, err := io.Copy(pw, r)
+			pw.Close()
+			fed <- err
+		}()
+	}
+	args := map[string]any{"uri": uri, "exit-on-error": false}
 	if err := q.Execute(ctx, "migrate-incoming", args, nil); err != nil {
 		return err
 	}

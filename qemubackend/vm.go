@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -88,6 +89,7 @@ type VM struct {
 	stderr lockedBuffer
 	exited chan struct{}
 	once   sync.Once
+	fdsets atomic.Int64 // the last fd set id handed to QEMU (mappedram.go)
 }
 
 // Start boots a VM from spec and waits for its QMP socket.
@@ -200,12 +202,31 @@ func (vm *VM) Stop(ctx context.Context) error {
 }
 
 // Cont resumes the VM (from paused, postmigrate, or after a restore).
+//
+// Just after a migration to a file (mapped-ram) has completed, QEMU refuses
+// cont ("Migration is not finalized yet") until its migration thread has
+// cleaned up; Cont retries then, for at most contRetry.
 func (vm *VM) Cont(ctx context.Context) error {
-	if err := vm.QMP.Execute(ctx, "cont", nil, nil); err != nil {
-		return fmt.Errorf("qmp cont %s: %w", vm.Spec.Name, err)
+	deadline := time.Now().Add(contRetry)
+	for {
+		err := vm.QMP.Execute(ctx, "cont", nil, nil)
+		if err == nil {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "not finalized") || time.Now().After(deadline) {
+			return fmt.Errorf("qmp cont %s: %w", vm.Spec.Name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("qmp cont %s: %w", vm.Spec.Name, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
-	return nil
 }
+
+// contRetry bounds Cont's wait for a migration's clean-up: milliseconds
+// normally, on a loaded machine perhaps a second.
+const contRetry = 10 * time.Second
 
 // lockedBuffer is a bytes.Buffer safe for a writer and concurrent readers.
 type lockedBuffer struct {

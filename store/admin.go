@@ -22,15 +22,19 @@ type Info struct {
 	Epoch     uint64
 	VMs       []string // sorted
 	Streams   int      // streams of all VMs plus extras
-	Logical   int64    // sum of stream lengths
+	Images    int      // page images of all VMs
+	Logical   int64    // sum of stream and image lengths
 	ChunkRefs int      // chunk references, counting repeats
 	Chunks    int      // distinct chunks referenced
-	Stored    int64    // stored size of the distinct chunks: the snapshot on its own
+	// Stored is the stored size of the distinct chunks, block objects and
+	// index files: the snapshot on its own.
+	Stored int64
 	// Exclusive is the stored size of the chunks no other snapshot in the
-	// store references: what Delete followed by GC would free.
+	// store references: what Delete followed by GC would free of the chunk
+	// pool (page images are not counted: that would read every index).
 	Exclusive int64
 	// Added is what the snapshot's writer added to the pool when it was
-	// written (chunks not already present).
+	// written (chunks, block objects and indexes not already present).
 	Added Added
 	// Err is set, and the fields after Name are zero, if the snapshot has a
 	// manifest that cannot be read or verified.
@@ -86,6 +90,13 @@ func List(root string) ([]Info, error) {
 			info.Logical += s.Length
 			info.ChunkRefs += len(s.Chunks)
 		})
+		m.eachImage(func(_ string, im *Image) {
+			info.Images++
+			info.Logical += im.Length
+		})
+		if m.Blocks != nil {
+			info.Stored += m.Blocks.Stored
+		}
 		for addr, stored := range m.chunkSet() {
 			info.Chunks++
 			info.Stored += stored
@@ -196,8 +207,8 @@ type GCOptions struct {
 // GCStats reports what GC did (or, with DryRun, would do).
 type GCStats struct {
 	Snapshots    int   // complete snapshots whose chunks were kept
-	Kept         int   // chunk files kept
-	Removed      int   // unreferenced chunk files removed
+	Kept         int   // chunk files, block objects and index files kept
+	Removed      int   // unreferenced chunk files, block objects and index files removed
 	RemovedBytes int64 // their total size
 	// Debris counts the temporary files and directories, unfinished
 	// snapshot directories and stale lock files removed.
@@ -225,6 +236,8 @@ func GC(root string, opts GCOptions) (GCStats, error) {
 	defer lock.unlock()
 
 	live := make(map[string]bool)
+	liveBlocks := make(map[string]bool)
+	liveIndexes := make(map[string]bool)
 	var debris []string
 	names, err := snapshotNames(root)
 	if err != nil {
@@ -243,6 +256,9 @@ func GC(root string, opts GCOptions) (GCStats, error) {
 		for addr := range m.chunkSet() {
 			live[addr] = true
 		}
+		if err := imageRefs(root, m, liveBlocks, liveIndexes); err != nil {
+			return st, fmt.Errorf("store: gc: refusing to collect: %w", err)
+		}
 		tmps, err := filepath.Glob(filepath.Join(root, snapshotsDir, name, tmpPrefix+"*"))
 		if err != nil {
 			panic(err) // constant pattern
@@ -257,40 +273,16 @@ func GC(root string, opts GCOptions) (GCStats, error) {
 		debris = append(debris, tmps...)
 	}
 
-	shards, err := os.ReadDir(filepath.Join(root, chunksDir))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return st, fmt.Errorf("store: gc: %w", err)
-	}
-	for _, sh := range shards {
-		if !sh.IsDir() {
-			continue
-		}
-		dir := filepath.Join(root, chunksDir, sh.Name())
-		files, err := os.ReadDir(dir)
+	var emptied []string
+	for _, pool := range []struct {
+		dir  string
+		live map[string]bool
+	}{{chunksDir, live}, {blocksDir, liveBlocks}, {imagesDir, liveIndexes}} {
+		dirs, err := sweep(filepath.Join(root, pool.dir), pool.live, opts.DryRun, &st, &debris)
 		if err != nil {
 			return st, fmt.Errorf("store: gc: %w", err)
 		}
-		for _, f := range files {
-			path := filepath.Join(dir, f.Name())
-			switch {
-			case strings.HasPrefix(f.Name(), tmpPrefix):
-				debris = append(debris, path)
-			case !validAddr(f.Name()) || f.Name()[:2] != sh.Name() || live[f.Name()]:
-				st.Kept++ // unknown files are not ours to remove
-			default:
-				fi, err := f.Info()
-				if err == nil && !opts.DryRun {
-					err = os.Remove(path)
-				}
-				if err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return st, fmt.Errorf("store: gc: %w", err)
-				}
-				st.Removed++
-				if fi != nil {
-					st.RemovedBytes += fi.Size()
-				}
-			}
-		}
+		emptied = append(emptied, dirs...)
 	}
 	for _, d := range debris {
 		if !opts.DryRun {
@@ -301,11 +293,60 @@ func GC(root string, opts GCOptions) (GCStats, error) {
 		st.Debris++
 	}
 	if !opts.DryRun {
-		for _, sh := range shards {
-			if sh.IsDir() {
-				os.Remove(filepath.Join(root, chunksDir, sh.Name())) // only if empty
-			}
+		for _, d := range emptied {
+			os.Remove(d) // only if empty
 		}
 	}
 	return st, nil
+}
+
+// sweep removes the content-addressed files under pool (pool/ab/abcd...)
+// that live does not name, counting them in st; temporary files go to
+// debris, files it does not recognise stay. It returns the shard
+// directories, to be removed if they end up empty.
+func sweep(pool string, live map[string]bool, dryRun bool, st *GCStats, debris *[]string) ([]string, error) {
+	shards, err := os.ReadDir(pool)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRealDir(pool); err != nil {
+		return nil, err // a symlink would lead the removals outside the store
+	}
+	var dirs []string
+	for _, sh := range shards {
+		if !sh.IsDir() {
+			continue
+		}
+		dir := filepath.Join(pool, sh.Name())
+		dirs = append(dirs, dir)
+		files, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range files {
+			path := filepath.Join(dir, f.Name())
+			switch {
+			case strings.HasPrefix(f.Name(), tmpPrefix):
+				*debris = append(*debris, path)
+			case !validAddr(f.Name()) || f.Name()[:2] != sh.Name() || live[f.Name()]:
+				st.Kept++ // unknown files are not ours to remove
+			default:
+				fi, err := f.Info()
+				if err == nil && !dryRun {
+					err = os.Remove(path)
+				}
+				if err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return nil, err
+				}
+				st.Removed++
+				if fi != nil {
+					st.RemovedBytes += fi.Size()
+				}
+			}
+		}
+	}
+	return dirs, nil
 }

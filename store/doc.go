@@ -1,13 +1,18 @@
 // Package store keeps VNE snapshot images: for every VM a set of named byte
 // streams ("memory", "disk", "config", ...), plus per-snapshot extras such as
 // the frame log, cut into content-defined chunks that are deduplicated across
-// VMs and snapshots, compressed and checksummed.
+// VMs and snapshots, compressed and checksummed; and for every VM its page
+// images: memory stored as fixed, page-aligned blocks (package pages), which
+// dedup across VMs and snapshots at block granularity, cost nothing for zero
+// pages and restore in parallel without parsing a stream.
 //
 // # On-disk layout
 //
 //	<root>/lock                          flock(2): writers, Delete and readers shared, GC exclusive
 //	<root>/chunks/ab/abcdef...           one chunk file, named by the hex SHA-256 of its content
 //	<root>/chunks/ab/.tmp-*              chunk being written (removed by GC if a writer crashed)
+//	<root>/blocks/ab/abcdef...           one block object of a page image, named by its address
+//	<root>/images/ab/abcdef...           one page index, named by its image checksum
 //	<root>/snapshots/<name>/manifest.json the snapshot's manifest, written last
 //	<root>/snapshots/.lock-<name>        flock(2) of the name's one writer, holding its pid
 //	<root>/snapshots/.tmp-deleted-*      a snapshot being deleted
@@ -21,6 +26,54 @@
 // two chunks around it. The Rabin fingerprint of a window of zeros is zero, a
 // cut point, so data with frequent zero runs (zero pages) is cut near the
 // 256 KiB minimum: finer deduplication for more chunk files.
+//
+// # Page images (manifest schema 2)
+//
+// Writer.ImageAt stores an image read from an io.ReaderAt (a QEMU
+// mapped-ram file, a memory-sink buffer, a Xen staging file) through one
+// pages.Ingester per Writer, shared by every image of the snapshot and
+// running on every core. Block objects and the index use package pages'
+// formats (store/pages/doc.go: index version 1; an object is a codec byte,
+// a CRC-32C and the raw or zstd payload). Objects are files in blocks/,
+// one per address, written to a temporary name and hard-linked into place;
+// the ingester fsyncs the new ones once per image, in parallel. A file per
+// object rather than pack files: GC deletes unreferenced objects by
+// unlinking them, writers in several processes share the pool with no
+// shared append point, and nothing is ever repacked; on this project's
+// machine the fsyncs of one image's new objects, issued 16 at a time, are
+// not what limits ingest (zstd is; pages' doc has the numbers). An
+// Ingester lives no longer than its Writer, whose shared store lock keeps
+// GC away: its cache of objects known to be stored must never outlive a GC.
+//
+// The pool is trusted no more than the chunk pool: before an image
+// references an object found in blocks/, the writer reads it back (regular
+// file, bounded by the largest object) and checks its codec and CRC-32C;
+// one that fails is replaced by rename with a sound copy. An index file
+// found already there is reused only if it is byte for byte the one in
+// hand. Reads check every object's CRC, decoded size and SHA-256 against
+// its index entry, and the index file's size, encoding, own checksum, name,
+// length and block size against the manifest.
+//
+// The manifest records per VM its images (name, length in bytes, index =
+// hex image checksum, index_size, block_size, the distinct objects and
+// stored bytes of the image on its own), and at the snapshot level the
+// distinct objects and bytes of all its images together (blocks) and what
+// the writer added (added.objects, added.object_bytes): List's Logical,
+// Stored and Added (vnsnap ls SIZE, STORED, NEW, DEDUP) count images
+// with streams. An image's length need not be a multiple of the page size:
+// its index covers it rounded up to whole pages, and RestoreImage truncates
+// the file it writes back to the length. Snapshot.RestoreImage restores an
+// image into a sparse file on every core; Verify checks every image's index
+// and blocks, and a damaged block is a *CorruptError naming the VM, the
+// image, the block and the byte range of the image it covers (Offset,
+// Len). GC reads every image's index and keeps the blocks and indexes
+// they name; an index it cannot read makes it refuse, as a bad manifest
+// does.
+//
+// Schema 2 is schema 1 plus the fields above, all omitted when empty, so
+// a schema-1 manifest (no images) is still canonical and this build reads
+// it; a schema-1 manifest with image fields, or a schema this build does not
+// know, is refused (ErrSchema names the version and the range read).
 //
 // The manifest (schema version SchemaVersion) is indented JSON: name,
 // creation time, algorithm, epoch, free-form labels, chunking parameters, per
@@ -138,7 +191,8 @@
 // first), then removes every chunk file no manifest references, the
 // directories of unfinished writes (no live writer can exist while it holds
 // the lock), temporary files (.tmp-*) in the pool and snapshots directories,
-// lock files left by dead writers, and empty shard directories. Files it does
+// lock files left by dead writers, and empty shard directories; block objects
+// and index files as chunk files, from the indexes of the page images. Files it does
 // not recognise are left alone. GCOptions.DryRun reports the same counts and
 // removes nothing. Delete (vnsnap rm) removes one snapshot atomically and
 // leaves its chunks to GC; a reader that has the snapshot open keeps reading.

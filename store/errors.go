@@ -50,12 +50,20 @@ var (
 type CorruptError struct {
 	Snapshot string // snapshot name
 	VM       string // VM name; empty for per-snapshot extras and the manifest
-	Stream   string // stream name; empty for the manifest
-	Chunk    int    // index of the chunk in the stream; -1 if not chunk-specific
-	Addr     string // chunk address (hex SHA-256); empty if not chunk-specific
-	Path     string // file concerned
-	Reason   string // what is wrong
-	Err      error  // underlying error, if any
+	Stream   string // stream name; empty for the manifest and page images
+	// Image is the page image's name, for damage in one; Chunk is then the
+	// block's index, Offset and Len the bytes of the image it covers (for
+	// a memory image: guest memory, or the offsets of a hypervisor's file
+	// format), and Addr the block's address or, for the index, the image
+	// checksum.
+	Image  string
+	Chunk  int    // index of the chunk in the stream (block in the image); -1 if not chunk-specific
+	Offset int64  // a damaged block's offset in its image
+	Len    int64  // bytes the damaged block covers; 0 if not a block of an image
+	Addr   string // chunk address (hex SHA-256); empty if not chunk-specific
+	Path   string // file concerned
+	Reason string // what is wrong
+	Err    error  // underlying error, if any
 }
 
 // Error describes where the corruption is and what is wrong.
@@ -71,7 +79,15 @@ func (e *CorruptError) Error() string {
 		}
 		fmt.Fprintf(&b, " stream %q", e.Stream)
 	}
-	if e.Chunk >= 0 {
+	if e.Image != "" {
+		fmt.Fprintf(&b, " image %q", e.Image)
+	}
+	switch {
+	case e.Image != "" && e.Chunk >= 0:
+		fmt.Fprintf(&b, " block %d at offset %#x-%#x", e.Chunk, e.Offset, e.Offset+e.Len-1)
+	case e.Image != "":
+		b.WriteString(" index")
+	case e.Chunk >= 0:
 		fmt.Fprintf(&b, " chunk %d", e.Chunk)
 	}
 	if e.Addr != "" {

@@ -22,11 +22,12 @@ func fuzzSeeds(f *testing.F) (manifests, chunks [][]byte) {
 		"b": {"memory": []byte("bbb")},
 		"":  {"framelog": []byte("frames")},
 	})
+	writeImages(f, root, "img", map[string][]byte{"a": imageData(9, 200<<10)})
 	empty := testMeta()
 	empty.Labels = nil
 	empty.Algorithm = ""
 	writeSnapshot(f, root, "empty", empty, content{})
-	for _, name := range []string{"s", "empty"} {
+	for _, name := range []string{"s", "empty", "img"} {
 		b, err := os.ReadFile(filepath.Join(root, snapshotsDir, name, manifestFile))
 		if err != nil {
 			f.Fatal(err)
@@ -110,6 +111,11 @@ func checkDecoded(t *testing.T, name string, data []byte) {
 		}
 		if sum != s.Length {
 			t.Fatalf("accepted stream length %d with chunks of %d bytes", s.Length, sum)
+		}
+	})
+	m.eachImage(func(vm string, im *Image) {
+		if ValidName(im.Name) != nil || !validAddr(im.Index) || im.Length <= 0 || im.IndexSize <= 0 || im.IndexSize > maxIndex {
+			t.Fatalf("accepted image %+v of vm %q", im, vm)
 		}
 	})
 	for k, v := range m.Labels {

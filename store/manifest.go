@@ -7,10 +7,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/vnsnap/vnsnap/store/pages"
 )
 
-// SchemaVersion is the manifest schema this build writes and reads.
-const SchemaVersion = 1
+// SchemaVersion is the manifest schema this build writes. It reads it and
+// schema 1, which has no page images (the fields schema 2 added are empty
+// and omitted, so a schema-1 manifest is still in canonical form).
+const SchemaVersion = 2
+
+// minSchema is the oldest manifest schema this build reads.
+const minSchema = 1
 
 // manifestFile is the name of the manifest inside a snapshot directory.
 const manifestFile = "manifest.json"
@@ -29,6 +36,9 @@ type Manifest struct {
 	Chunking  Chunking          `json:"chunking"`
 	VMs       []VM              `json:"vms"`
 	Extras    []Stream          `json:"extras"`
+	// Blocks totals the distinct block objects and index files of the
+	// snapshot's page images (schema 2; nil without images).
+	Blocks *BlockTotals `json:"blocks,omitempty"`
 	// Added counts the chunk files this snapshot's writer created, as
 	// opposed to found already in the pool: its cost after deduplication.
 	Added Added `json:"added"`
@@ -48,16 +58,25 @@ type Chunking struct {
 	Codec      string `json:"codec"`
 }
 
-// Added is the number and stored size of the chunk files a writer created.
+// Added is the number and stored size of the chunk files a writer created,
+// and (schema 2) of the block objects and index files of its page images.
 type Added struct {
-	Chunks int   `json:"chunks"`
-	Stored int64 `json:"stored"`
+	Chunks      int   `json:"chunks"`
+	Stored      int64 `json:"stored"`
+	Objects     int   `json:"objects,omitempty"`
+	ObjectBytes int64 `json:"object_bytes,omitempty"`
 }
 
-// VM is one VM's image: a set of named streams.
+// Bytes returns everything the writer added to the store: chunk files,
+// block objects and index files.
+func (a Added) Bytes() int64 { return a.Stored + a.ObjectBytes }
+
+// VM is one VM's image: a set of named streams and (schema 2) page
+// images, whose names are distinct.
 type VM struct {
 	Name    string   `json:"name"`
 	Streams []Stream `json:"streams"`
+	Images  []Image  `json:"images,omitempty"`
 }
 
 // Stream is one named byte stream, stored as an ordered list of chunks.
@@ -134,8 +153,8 @@ func decodeManifest(snapshot, path string, data []byte) (*Manifest, error) {
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return nil, corrupt("not valid JSON", err)
 	}
-	if probe.Schema != SchemaVersion {
-		return nil, fmt.Errorf("store: %s: %w: version %d, this build reads %d", path, ErrSchema, probe.Schema, SchemaVersion)
+	if probe.Schema < minSchema || probe.Schema > SchemaVersion {
+		return nil, fmt.Errorf("store: %s: %w: version %d, this build reads %d to %d", path, ErrSchema, probe.Schema, minSchema, SchemaVersion)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -172,8 +191,8 @@ func decodeManifest(snapshot, path string, data []byte) (*Manifest, error) {
 // up, addresses are SHA-256 hex, one address always has the same sizes.
 // Errors name the field, as in vms[1].streams[0].chunks[3].addr.
 func (m *Manifest) check() error {
-	if m.Schema != SchemaVersion {
-		return fmt.Errorf("schema: %w: version %d, this build reads %d", ErrSchema, m.Schema, SchemaVersion)
+	if m.Schema < minSchema || m.Schema > SchemaVersion {
+		return fmt.Errorf("schema: %w: version %d, this build reads %d to %d", ErrSchema, m.Schema, minSchema, SchemaVersion)
 	}
 	if err := ValidName(m.Name); err != nil {
 		return fmt.Errorf("name: %w", err)
@@ -193,6 +212,12 @@ func (m *Manifest) check() error {
 	if m.Added.Chunks < 0 || m.Added.Stored < 0 || m.Added.Stored > int64(m.Added.Chunks)*maxStored {
 		return fmt.Errorf("added: %d chunks of %d bytes out of range", m.Added.Chunks, m.Added.Stored)
 	}
+	if a := m.Added; a.Objects < 0 || a.ObjectBytes < 0 || a.ObjectBytes > int64(a.Objects)*max(pages.MaxObjectSize, maxIndex) {
+		return fmt.Errorf("added: %d objects of %d bytes out of range", a.Objects, a.ObjectBytes)
+	}
+	if m.Schema < 2 && (m.Blocks != nil || m.Added.Objects != 0 || m.Added.ObjectBytes != 0) {
+		return fmt.Errorf("schema: version %d has no page images", m.Schema)
+	}
 	seen := make(map[string]ChunkRef) // address -> first reference
 	prev := ""
 	for i, vm := range m.VMs {
@@ -206,6 +231,15 @@ func (m *Manifest) check() error {
 		if err := checkStreams(fmt.Sprintf("vms[%d].streams", i), vm.Streams, seen); err != nil {
 			return err
 		}
+		if len(vm.Images) > 0 && m.Schema < 2 {
+			return fmt.Errorf("vms[%d].images: schema version %d has no page images", i, m.Schema)
+		}
+		if err := checkImages(fmt.Sprintf("vms[%d].images", i), vm.Name, vm.Images, vm.Streams); err != nil {
+			return err
+		}
+	}
+	if err := m.checkBlockTotals(); err != nil {
+		return err
 	}
 	return checkStreams("extras", m.Extras, seen)
 }

@@ -223,7 +223,9 @@ func (s *Snapshot) corrupt(vm, stream string, idx int, ref ChunkRef, path, reaso
 // and match the open one; every chunk reference of every stream is checked as
 // StreamReader checks it (a damaged chunk shared by several streams is
 // reported once per reference, so each report names its VM and stream); and
-// the length and SHA-256 of every stream whose chunks are all sound. An
+// the length and SHA-256 of every stream whose chunks are all sound; then
+// every page image's index and every block it references (a damaged block
+// is named by VM, image, block and offset, once per image). An
 // empty result means the snapshot is intact. The error is non-nil only if ctx
 // ends first.
 func (s *Snapshot) Verify(ctx context.Context) ([]*CorruptError, error) {
@@ -267,6 +269,10 @@ func (s *Snapshot) Verify(ctx context.Context) ([]*CorruptError, error) {
 		}
 	})
 	if err != nil {
+		return problems, fmt.Errorf("store: verify snapshot %q: %w", s.name, err)
+	}
+	problems = append(problems, s.verifyImages()...)
+	if err := ctx.Err(); err != nil {
 		return problems, fmt.Errorf("store: verify snapshot %q: %w", s.name, err)
 	}
 	return problems, nil

@@ -79,7 +79,8 @@ func TestManifestValidation(t *testing.T) {
 		{"unknown codec", func(m *Manifest) { m.Chunking.Codec = "lz4" }, "chunking.codec", ErrSchema},
 		{"chunking sizes", func(m *Manifest) { m.Chunking.MaxSize = 1 << 40 }, "chunking", nil},
 		{"chunking polynomial", func(m *Manifest) { m.Chunking.Polynomial = "\x1b" }, "chunking.polynomial", nil},
-		{"schema 2", func(m *Manifest) { m.Schema = 2 }, "version 2", ErrSchema},
+		{"schema 3", func(m *Manifest) { m.Schema = 3 }, "version 3", ErrSchema},
+		{"schema 0", func(m *Manifest) { m.Schema = 0 }, "version 0", ErrSchema},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

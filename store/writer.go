@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/restic/chunker"
+
+	"github.com/vnsnap/vnsnap/store/pages"
 )
 
 // Meta is what the caller records about a snapshot besides its streams.
@@ -69,10 +71,22 @@ type Writer struct {
 	state   writerState
 	streams map[streamKey]*StreamWriter
 
-	poolMu sync.Mutex       // guards known, shards and added; never held with mu by a stream goroutine
+	poolMu sync.Mutex       // guards known, shards, added and the image maps; never held with mu by a stream goroutine
 	known  map[string]int64 // chunk address -> stored size, or -1 while being written
 	shards map[string]bool  // shard directories referenced, synced at Commit
 	added  Added
+
+	// Page images (images.go). ingester, blocks, imageNames and
+	// imagesActive are guarded by mu; images, blockSet, indexSet and
+	// imageShards by poolMu.
+	ingester     *pages.Ingester // shared by every image of the snapshot
+	blocks       *blockPool
+	imageNames   map[streamKey]bool // reserved by ImageAt, written or being written
+	imagesActive int
+	images       map[streamKey]Image
+	blockSet     map[pages.Addr]bool // distinct blocks the images reference
+	indexSet     map[string]int64    // index files the images reference -> size
+	imageShards  map[string]bool     // index shard directories, synced at Commit
 }
 
 // Create starts a snapshot called name in the store at root, which must be an
@@ -141,9 +155,11 @@ func Create(root, name string, meta Meta) (*Writer, error) {
 	meta.Labels = maps.Clone(meta.Labels)
 	return &Writer{
 		root: root, name: name, dir: dir, meta: meta, lock: lock, nlock: nlock,
-		streams: make(map[streamKey]*StreamWriter),
-		known:   make(map[string]int64),
-		shards:  make(map[string]bool),
+		streams:    make(map[streamKey]*StreamWriter),
+		known:      make(map[string]int64),
+		shards:     make(map[string]bool),
+		imageNames: make(map[streamKey]bool), images: make(map[streamKey]Image),
+		blockSet: make(map[pages.Addr]bool), indexSet: make(map[string]int64), imageShards: make(map[string]bool),
 	}, nil
 }
 
@@ -175,7 +191,7 @@ func (w *Writer) open(k streamKey) (*StreamWriter, error) {
 	if w.state != writerOpen {
 		return nil, fmt.Errorf("store: snapshot %q: %s: %w", w.name, k, ErrFinished)
 	}
-	if _, dup := w.streams[k]; dup {
+	if _, dup := w.streams[k]; dup || w.imageNames[k] {
 		return nil, fmt.Errorf("store: snapshot %q: %s: %w", w.name, k, ErrDuplicate)
 	}
 	pr, pw := io.Pipe()
@@ -207,6 +223,7 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("store: commit snapshot %q: %w", w.name, err)
 	}
 	w.state = writerCommitted
+	w.closeIngesterLocked()
 	w.nlock.release()
 	w.lock.unlock()
 	return nil
@@ -249,9 +266,16 @@ func (w *Writer) manifest() (*Manifest, error) {
 			vms[k.vm] = append(vms[k.vm], s)
 		}
 	}
-	for _, vm := range slices.Sorted(maps.Keys(vms)) {
-		m.VMs = append(m.VMs, VM{Name: vm, Streams: vms[vm]})
+	imgs, totals := w.imageTotals()
+	for _, vm := range slices.Sorted(maps.Keys(imgs)) {
+		if _, ok := vms[vm]; !ok {
+			vms[vm] = []Stream{}
+		}
 	}
+	for _, vm := range slices.Sorted(maps.Keys(vms)) {
+		m.VMs = append(m.VMs, VM{Name: vm, Streams: vms[vm], Images: imgs[vm]})
+	}
+	m.Blocks = totals
 	m.Added = w.added
 	if err := m.check(); err != nil {
 		// A bug, not a bad pool (put verifies every chunk it reuses), but
@@ -273,6 +297,9 @@ func (w *Writer) persist(m *Manifest) error {
 		}
 	}
 	if err := syncDir(filepath.Join(w.root, chunksDir)); err != nil {
+		return err
+	}
+	if err := w.syncImages(); err != nil {
 		return err
 	}
 	data := m.seal()
@@ -304,6 +331,7 @@ func (w *Writer) Abort() error {
 
 func (w *Writer) abortLocked() error {
 	w.state = writerAborted
+	w.closeIngesterLocked() // or the last image being written closes it
 	for _, sw := range w.streams {
 		sw.aborted.Store(true)
 		sw.pw.CloseWithError(ErrAborted)

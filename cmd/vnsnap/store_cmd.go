@@ -62,8 +62,9 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	// SIZE is the logical size of the snapshot's streams, STORED what its
-	// distinct chunks take, NEW what its writer added to the pool (the rest
+	// SIZE is the logical size of the snapshot's streams and page images,
+	// STORED what its distinct chunks, blocks and indexes take, NEW what its
+	// writer added to the pool (the rest
 	// was already stored), DEDUP SIZE/STORED (compression included).
 	fmt.Fprintln(tw, "NAME\tCREATED\tALGORITHM\tEPOCH\tVMS\tSIZE\tSTORED\tNEW\tDEDUP")
 	var damaged []string
@@ -75,7 +76,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%.1fMiB\t%.1fMiB\t%.1fMiB\t%.1fx\n", in.Name, in.Created.Local().Format(time.DateTime),
-			in.Algorithm, in.Epoch, strings.Join(in.VMs, ","), mib(in.Logical), mib(in.Stored), mib(in.Added.Stored), in.DedupRatio())
+			in.Algorithm, in.Epoch, strings.Join(in.VMs, ","), mib(in.Logical), mib(in.Stored), mib(in.Added.Bytes()), in.DedupRatio())
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -227,3 +227,11 @@ func decodeIndex(b []byte) (*Index, int, error) {
 	}
 	return x, 0, nil
 }
+
+// EncodedSize returns the size in bytes of the encoded index of an image
+// called name, of length bytes cut in blocks of blockSize: what
+// MarshalBinary returns for it. A store checks an index file's size with it
+// before reading the file.
+func EncodedSize(name string, length int64, blockSize int) int64 {
+	return int64(headerFixed+len(name)+sumSize) + int64(NumBlocks(length, blockSize))*entrySize
+}

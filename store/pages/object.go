@@ -189,3 +189,26 @@ func decodeObject(dec *zstd.Decoder, dst, obj []byte, n int, addr Addr, skipHash
 	}
 	return data, nil
 }
+
+// MaxObjectSize bounds the encoded size of any object: a raw block of
+// MaxBlockSize bytes and its header.
+const MaxObjectSize = MaxBlockSize + objHeader
+
+// CheckObject checks what can be checked of an object without its index
+// entry: its header, codec and CRC-32C. A store uses it before it trusts an
+// object it finds already stored (a flipped or cut byte fails it); the
+// content's size and address are checked on every read.
+func CheckObject(obj []byte) error {
+	switch {
+	case len(obj) <= objHeader:
+		return fmt.Errorf("object is %d bytes, no longer than its header", len(obj))
+	case len(obj) > MaxObjectSize:
+		return fmt.Errorf("object is %d bytes, longer than any object (%d)", len(obj), MaxObjectSize)
+	case obj[0] != objRaw && obj[0] != objZstd:
+		return fmt.Errorf("object codec %d unknown", obj[0])
+	}
+	if got, want := objectCRC(obj), binary.LittleEndian.Uint32(obj[1:]); got != want {
+		return fmt.Errorf("object CRC-32C %08x, want %08x", got, want)
+	}
+	return nil
+}

@@ -190,7 +190,8 @@ func decodeObject(dec *zstd.Decoder, dst, obj []byte, n int, addr Addr, skipHash
 	return data, nil
 }
 
-// MaxObjectSize bounds the encoded size of any object: a raw block of
+// MaxObjectSize bounds the size of any stored object (one that compression
+// would not shrink is stored raw): a raw block of
 // MaxBlockSize bytes and its header.
 const MaxObjectSize = MaxBlockSize + objHeader
 
@@ -204,7 +205,7 @@ func CheckObject(obj []byte) error {
 		return fmt.Errorf("object is %d bytes, no longer than its header", len(obj))
 	case len(obj) > MaxObjectSize:
 		return fmt.Errorf("object is %d bytes, longer than any object (%d)", len(obj), MaxObjectSize)
-	case obj[0] != objRaw && obj[0] != objZstd:
+	case obj[0] != objRaw && obj[0] != objZstd && obj[0] != objS2:
 		return fmt.Errorf("object codec %d unknown", obj[0])
 	}
 	if got, want := objectCRC(obj), binary.LittleEndian.Uint32(obj[1:]); got != want {

@@ -36,6 +36,7 @@ func listenUDP(t *testing.T, h Host, port int) *net.UDPConn {
 // reaches the others' addresses over UDP, that a host has no route out of
 // the cluster network, and that Close removes every namespace.
 func TestHostsReachEachOtherOnly(t *testing.T) {
+	t.Parallel()
 	Require(t)
 	c := New(t, Config{Hosts: 3})
 	if c.Impairment != "none" {
@@ -89,6 +90,7 @@ func TestHostsReachEachOtherOnly(t *testing.T) {
 // twice the one-way delay (a lower bound: load only adds), and the share of
 // datagrams lost is within 5 standard deviations of Loss.
 func TestImpairedLink(t *testing.T) {
+	t.Parallel()
 	Require(t)
 	const (
 		delay = 20 * time.Millisecond
@@ -177,6 +179,7 @@ func TestImpairedLink(t *testing.T) {
 // TestSweep checks that Sweep removes the namespaces of a dead process and
 // keeps those of a live one.
 func TestSweep(t *testing.T) {
+	t.Parallel()
 	Require(t)
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
@@ -206,6 +209,7 @@ func TestSweep(t *testing.T) {
 // an impaired link (the wire on kernels without netem): offloaded checksums
 // and GSO segments must arrive intact, and TCP must recover the losses.
 func TestTCPThroughWire(t *testing.T) {
+	t.Parallel()
 	Require(t)
 	c := New(t, Config{Hosts: 2, Delay: 2 * time.Millisecond, Loss: 0.01, Seed: 2})
 	var ln net.Listener
@@ -258,6 +262,7 @@ func TestTCPThroughWire(t *testing.T) {
 // ways while host 2 still reaches both; Heal brings the link back. Through
 // a bridge and through the wire.
 func TestPartition(t *testing.T) {
+	t.Parallel()
 	Require(t)
 	for _, cfg := range []Config{{Hosts: 3}, {Hosts: 3, Delay: time.Millisecond}} {
 		t.Run(fmt.Sprintf("delay=%v", cfg.Delay), func(t *testing.T) { testPartition(t, cfg) })

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +34,9 @@ const (
 	crossTunnel  = 4789 // each host has its own port space
 	crossWarmup  = 100_000
 	crossTimeout = 20 * time.Minute // a safety net; waits end on lack of progress
+	// partitionFrames is how many frames each of two partitioned switches
+	// sends into the partition before it heals.
+	partitionFrames = 5
 )
 
 // TestSwitchesAcrossHosts runs one switch per host of a test cluster (three
@@ -39,13 +44,15 @@ const (
 // way), each in a process of its own inside its namespace, tunnelling to the
 // others' addresses over the cluster network. One real QEMU VM per host,
 // itself run inside the namespace, is connected to its switch and runs the
-// TCP workload against the two others (both directions with each). During the transfer each VM in turn
-// is paused, its colour flipped through its switch's control socket, and
-// resumed (a snapshot's colour change, without the image): the transfer
-// completes with every byte verified, the tunnels carried it between the
-// hosts' own addresses, and the consistency checker finds no orphan in the
-// three frame logs. A second flip under the uncoordinated algorithm is the
-// control: the checker must find its orphans in the same logs.
+// TCP workload against the two others (both directions with each). During
+// the transfer each VM in turn is paused, its colour flipped through its
+// switch's control socket, and resumed (a snapshot's colour change, without
+// the image), while hosts 1 and 2 are partitioned from each other: the
+// transfer completes with every byte verified, the tunnels carried it
+// between the hosts' own addresses, and the consistency checker finds no
+// orphan in the three frame logs. A second flip under the uncoordinated
+// algorithm is the control: the checker must find its orphans in the same
+// logs.
 func TestSwitchesAcrossHosts(t *testing.T) {
 	qh := qemutest.RequireQEMU(t)
 	netnstest.Require(t)
@@ -94,6 +101,21 @@ func TestSwitchesAcrossHosts(t *testing.T) {
 		t.Cleanup(vm.Kill)
 		vms = append(vms, vm)
 	}
+	// Each host runs its own switch and QEMU: both are in its namespace.
+	for _, h := range c.Hosts {
+		ps, err := h.Processes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, p := range ps {
+			names = append(names, p.Name)
+		}
+		sort.Strings(names)
+		if want := []string{"qemu-system-x86", "vnet.test"}; !slices.Equal(names, want) {
+			t.Errorf("processes in %s: %q, want %q", h.Name, names, want)
+		}
+	}
 	for _, vm := range vms {
 		if _, _, err := vm.Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool {
 			var rx, tx uint64
@@ -120,9 +142,27 @@ func TestSwitchesAcrossHosts(t *testing.T) {
 			t.Fatalf("resume %s: %v", vm.Spec.Name, err)
 		}
 	}
+	// Hosts 1 and 2 are cut apart across the flip (their tunnel drops every
+	// frame both ways) until each has sent a few frames into the partition
+	// (TCP retransmits), then joined again: TCP must recover.
+	if err := c.Partition(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	tx12, tx21 := tunnelTx(t, procs[0], "h2"), tunnelTx(t, procs[1], "h1")
 	for i := range vms {
 		flip(i, epoch)
 	}
+	for tunnelTx(t, procs[0], "h2") < tx12+partitionFrames || tunnelTx(t, procs[1], "h1") < tx21+partitionFrames {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no frames sent into the partition: %v", progress.Why(ctx, ctx.Err()))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := c.Heal(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("partition of h1 and h2: %d and %d frames sent into it", tunnelTx(t, procs[0], "h2")-tx12, tunnelTx(t, procs[1], "h1")-tx21)
 
 	// The control: the same flip to epoch 2 under the uncoordinated
 	// algorithm must leave orphans that the checker finds in these logs:
@@ -335,4 +375,20 @@ func orphansSoFar(t *testing.T, c *netnstest.Cluster, dir string, e core.Epoch) 
 		_ = ch.Observe(r) // see above
 	}
 	return ch.Result().Orphans
+}
+
+// tunnelTx returns how many frames p's switch has sent into its tunnel name.
+func tunnelTx(t *testing.T, p *switchProc, name string) uint64 {
+	t.Helper()
+	cs, err := p.ctl.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cs.Tunnels {
+		if tc.Name == name {
+			return tc.TxFrames
+		}
+	}
+	t.Fatalf("switch %d has no tunnel %s", cs.Switch, name)
+	return 0
 }

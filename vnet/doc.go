@@ -23,7 +23,8 @@
 // host's TunnelAddr). TestSwitchesAcrossHosts runs three switches that way,
 // each in its own process inside a network namespace of a test cluster
 // (cluster/netnstest) with 20 ms and 1 % loss between hosts, with a real
-// QEMU VM per host running the TCP workload through a colour flip.
+// QEMU VM per host running the TCP workload through a colour flip while
+// two of the hosts are partitioned.
 //
 // Forwarding is plain learning-bridge forwarding: the source MAC of every
 // frame is learned against the port or tunnel it came from (optionally aged,

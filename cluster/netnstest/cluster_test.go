@@ -1,6 +1,7 @@
 package netnstest
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // listenUDP opens a UDP socket on h's address.
@@ -74,6 +77,36 @@ func TestHostsReachEachOtherOnly(t *testing.T) {
 	if !errors.Is(err, syscall.ENETUNREACH) {
 		t.Errorf("send outside the cluster: got %v, want ENETUNREACH", err)
 	}
+	// Command runs in the host, and Processes finds it there only.
+	sleep := c.Hosts[0].Command(context.Background(), "sleep", "60")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+	for i, h := range c.Hosts {
+		want := []Process(nil)
+		if i == 0 {
+			want = []Process{{PID: sleep.Process.Pid, Name: "sleep"}}
+		}
+		var ps []Process
+		// ip netns exec enters the namespace, then execs sleep: wait for it.
+		for k := 0; k < 100; k++ {
+			var err error
+			if ps, err = h.Processes(); err != nil {
+				t.Fatal(err)
+			}
+			if cmp.Equal(want, ps) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if diff := cmp.Diff(want, ps); diff != "" {
+			t.Errorf("processes in host %d (-want +got):\n%s", i, diff)
+		}
+	}
+	sleep.Process.Kill()
+	sleep.Wait()
+
 	names := append([]string{c.net}, c.Hosts[0].Name)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,4 +58,39 @@ func inNetNS(ns string, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Processes returns the PIDs and names (/proc/PID/comm) of the processes
+// that run in h's network namespace, sorted by PID: a test checks with it
+// where its processes run, and that none is left.
+func (h Host) Processes() ([]Process, error) {
+	var want unix.Stat_t
+	if err := unix.Stat("/run/netns/"+h.Name, &want); err != nil {
+		return nil, fmt.Errorf("netns %s: %w", h.Name, err)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []Process
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil || st.Ino != want.Ino || st.Dev != want.Dev {
+			continue // gone, or elsewhere
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		out = append(out, Process{PID: pid, Name: strings.TrimSpace(string(comm))})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out, nil
+}
+
+// Process is a process found in a namespace.
+type Process struct {
+	PID  int
+	Name string
 }

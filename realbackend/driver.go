@@ -35,6 +35,11 @@ type SnapshotOptions struct {
 	Stall time.Duration
 	// Created is the time recorded in the manifest; zero means now.
 	Created time.Time
+	// OnProgress, if set, receives each VM's progress (progress.go) from a
+	// goroutine of its own, one event at a time and in order; a slow
+	// OnProgress never slows the snapshot, it gets fewer, coalesced events.
+	// Snapshot returns after the last call has returned.
+	OnProgress func(Progress)
 
 	// fault, in tests, fails a command of a batch that is not an abort
 	// before it is carried out, as a backend's own failure would.
@@ -103,7 +108,8 @@ type vmRun struct {
 	ram     *ramBuffer
 	stats   hv.SaveStats // written by the copy goroutine, read after wg.Wait
 	frozen  string
-	disk    string // current top image (qcow2) of a disk guest
+	disk    string        // current top image (qcow2) of a disk guest
+	copied  *atomic.Int64 // the VM's progress counter of stream bytes, or nil
 }
 
 // driver runs one snapshot. Only the goroutine in run touches co, vms' fields
@@ -131,6 +137,7 @@ type driver struct {
 	commit  bool // the coordinator is in StateCommitted
 	// cleanupErrs are the failures of the abort's own commands.
 	cleanupErrs []error
+	track       *tracker // nil without SnapshotOptions.OnProgress
 }
 
 // post hands an event to the loop; after the loop has ended it is dropped.
@@ -200,14 +207,22 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 		quit:   make(chan struct{}),
 		timers: map[core.TimerID]*time.Timer{},
 	}
+	var names []string
+	var sizes []int64
+	for _, vm := range e.Layout.VMs {
+		names, sizes = append(names, vm.Name), append(sizes, int64(vm.MemoryMiB)<<20)
+	}
+	d.track = newTracker(o.OnProgress, d.clock.start, names, sizes)
 	for i, vm := range e.vms {
-		d.vms = append(d.vms, &vmRun{vm: vm, name: e.Layout.VMs[i].Name, disk: e.Layout.VMs[i].Disk})
+		d.vms = append(d.vms, &vmRun{vm: vm, name: e.Layout.VMs[i].Name, disk: e.Layout.VMs[i].Disk, copied: d.track.counter(i)})
 	}
 	if d.co, err = core.NewCoordinator(cfg, d.clock); err != nil {
 		w.Abort()
+		d.track.close()
 		return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
 	}
 	err = d.run()
+	d.track.close()
 	// Committed or aborted, every port is at epoch now (an abort colours
 	// the VMs it had not reached): the next snapshot needs a later one.
 	e.epoch = epoch
@@ -253,6 +268,12 @@ func (d *driver) run() error {
 		defer t.Stop()
 		stallC = t.C
 	}
+	var progC <-chan time.Time
+	if d.track != nil {
+		t := time.NewTicker(progressInterval)
+		defer t.Stop()
+		progC = t.C
+	}
 	lastMoved, movedAt := d.moved.Load(), time.Now()
 	for !d.commit && !d.aborted {
 		var ev core.Event
@@ -263,6 +284,9 @@ func (d *driver) run() error {
 			select {
 			case ev = <-d.events:
 				d.moved.Add(1)
+			case <-progC:
+				d.track.sample() // never blocks: the queue coalesces
+				continue
 			case <-ctxDone:
 				ctxDone = nil // report it once; the abort runs on
 				ev = core.SnapshotFailed{Err: d.ctx.Err()}
@@ -284,6 +308,7 @@ func (d *driver) run() error {
 			d.pending = append(d.pending, core.SnapshotFailed{Err: err})
 			continue
 		}
+		d.noteEvent(ev)
 		if d.co.State() == core.StateAborted {
 			d.cleanup(cmds)
 			continue
@@ -293,6 +318,7 @@ func (d *driver) run() error {
 				d.pending = append(d.pending, failure(c, err))
 				break
 			}
+			d.noteCommand(c)
 		}
 		d.commit = d.co.State() == core.StateCommitted
 	}

@@ -44,6 +44,11 @@ type Options struct {
 	// kernel from the VM of the same name in it, never from the snapshot,
 	// and refuses to restore such a guest without it (see doc.go).
 	VNE *vne.VNE
+	// OnRestoreProgress, if set, receives each VM's progress during Restore
+	// (phases restoring, loaded, resumed), as SnapshotOptions.OnProgress
+	// does during a snapshot; Restore returns after its last call. The Env
+	// a Restore returns does not keep it.
+	OnRestoreProgress func(Progress)
 }
 
 // Layout is everything a restore needs to rebuild a VNE: the hosts, and per

@@ -102,26 +102,31 @@ func (d *driver) exec(ctx context.Context, c core.Command) error {
 func (d *driver) sink(v *vmRun, s core.Sink) (io.Writer, error) {
 	if s == core.MemorySink {
 		v.ram = &ramBuffer{}
-		return countingWriter{v.ram, &d.moved}, nil
+		return countingWriter{v.ram, &d.moved, v.copied}, nil
 	}
 	sw, err := d.w.Stream(v.name, "memory")
 	if err != nil {
 		return nil, err
 	}
 	v.stream = sw
-	return countingWriter{sw, &d.moved}, nil
+	return countingWriter{sw, &d.moved, v.copied}, nil
 }
 
-// countingWriter adds the bytes written through it to n: the progress a
-// snapshot's stall check watches.
+// countingWriter adds the bytes written through it to n, the progress a
+// snapshot's stall check watches, and to vm, if set, the VM's progress
+// counter (progress.go).
 type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
+	w  io.Writer
+	n  *atomic.Int64
+	vm *atomic.Int64
 }
 
 func (c countingWriter) Write(p []byte) (int, error) {
 	k, err := c.w.Write(p)
 	c.n.Add(int64(k))
+	if c.vm != nil {
+		c.vm.Add(int64(k))
+	}
 	return k, err
 }
 
@@ -250,6 +255,7 @@ func (d *driver) protect(id core.VMID, s core.Sink) error {
 // flush writes a memory-sink image to its store stream in a goroutine.
 func (d *driver) flush(id core.VMID) {
 	v := d.vms[id]
+	fc := d.track.flushCounter(int(id), v.ram.Len())
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -258,7 +264,7 @@ func (d *driver) flush(id core.VMID) {
 			if err != nil {
 				return err
 			}
-			if _, err := v.ram.WriteTo(countingWriter{sw, &d.moved}); err != nil {
+			if _, err := v.ram.WriteTo(countingWriter{sw, &d.moved, fc}); err != nil {
 				sw.CloseWithError(err)
 				return fmt.Errorf("flush image of %s: %w", v.name, err)
 			}

@@ -156,6 +156,14 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 	}
 	src, _ := readExtra(s, "vne.yaml", vne.MaxFileSize) // optional, for people
 	e := &Env{Layout: l, Source: src, opts: o}
+	e.opts.OnRestoreProgress = nil
+	tr := restoreTracker(o.OnRestoreProgress, s, l)
+	defer tr.close()
+	if tr != nil {
+		stop := make(chan struct{})
+		defer close(stop) // before tr.close: deferred calls run last first
+		go tr.run(stop)
+	}
 	epoch := core.Epoch(m.Epoch)
 	ok := false
 	defer func() {
@@ -195,7 +203,7 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.vms[i], errs[i] = e.load(ctx, s, specs[i])
+			e.vms[i], errs[i] = e.load(ctx, s, specs[i], tr, i)
 		}()
 	}
 	wg.Wait()
@@ -217,7 +225,9 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 			defer wg.Done()
 			if err := vm.Resume(ctx); err != nil {
 				errs[i] = fmt.Errorf("resume %s: %w", l.VMs[i].Name, err)
+				return
 			}
+			tr.phase(i, PhaseResumed, 0)
 		}()
 	}
 	wg.Wait()
@@ -229,14 +239,15 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 }
 
 // load starts the VM of spec paused and loads its image from the store.
-func (e *Env) load(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec) (hv.Machine, error) {
+func (e *Env) load(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec, tr *tracker, i int) (hv.Machine, error) {
 	name := spec.Name
 	r, err := s.Reader(name, "memory")
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	er := &errReader{r: r}
+	tr.phase(i, PhaseRestoring, 0)
+	er := &errReader{r: tr.reader(i, r)}
 	vm, err := e.opts.Hypervisor.Restore(ctx, spec, er)
 	if rerr := er.Err(); rerr != nil {
 		if vm != nil {
@@ -250,5 +261,6 @@ func (e *Env) load(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec) 
 	if err != nil {
 		return nil, err
 	}
+	tr.phase(i, PhaseLoaded, 0)
 	return vm, nil
 }

@@ -69,7 +69,8 @@ type Hypervisor interface {
 	// Start boots a machine from spec; it runs when Start returns.
 	Start(ctx context.Context, spec MachineSpec) (Machine, error)
 	// Restore starts a machine from spec (that of the saved machine) and
-	// loads the image read from r, which Save wrote. The machine is PAUSED
+	// loads the image read from r, which Save wrote; it reads r as it
+	// loads (the bytes read are the restore's progress). The machine is PAUSED
 	// when Restore returns; the caller resumes it. On error nothing is left
 	// running.
 	Restore(ctx context.Context, spec MachineSpec, r io.Reader) (Machine, error)
@@ -84,7 +85,10 @@ type Machine interface {
 	// machine is left alone. It returns once the machine runs.
 	Resume(ctx context.Context) error
 	// Save writes the machine's memory and device state to w (see
-	// SaveOptions) and returns when the image is complete. The machine is
+	// SaveOptions) and returns when the image is complete. It writes the
+	// image as it copies, not at the end: the bytes written to w so far
+	// are the save's progress (realbackend shows them to people), so the
+	// port needs no progress callback. The machine is
 	// paused then, and stays paused until Resume: Save never resumes it,
 	// nor does a failed or cancelled Save resume a machine it had paused.
 	Save(ctx context.Context, w io.Writer, o SaveOptions) (SaveStats, error)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,11 +26,13 @@ const defaultStore = ".vnsnap/store"
 // stateFlags are the flags shared by the commands that reach a supervisor.
 type stateFlags struct {
 	state, store string
+	json         bool // snapshot and restore: events and result as JSON lines
 }
 
 // send sends req, with the store as an absolute path, to the running VNE's
-// supervisor and prints its answer.
-func (f *stateFlags) send(stdout io.Writer, req request) error {
+// supervisor, shows its progress events (progress_view.go) and prints its
+// answer.
+func (f *stateFlags) send(stdout, stderr io.Writer, req request) error {
 	sock, err := f.controlSocket()
 	if err != nil {
 		return err
@@ -39,14 +40,20 @@ func (f *stateFlags) send(stdout io.Writer, req request) error {
 	if req.Store, err = filepath.Abs(f.store); err != nil {
 		return err
 	}
-	text, err := call(context.Background(), sock, req)
-	fmt.Fprint(stdout, text)
-	return err
+	req.Progress = progressVersion
+	v := newView(stdout, stderr, f.json)
+	resp, err := call(context.Background(), sock, req, v.event)
+	return v.finish(resp, err)
 }
 
 func (f *stateFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.state, "state", "", "state directory of the VNE (default: the only one under .vnsnap/)")
 	fs.StringVar(&f.store, "store", defaultStore, "snapshot store directory")
+}
+
+// bindJSON adds --json (snapshot, restore).
+func (f *stateFlags) bindJSON(fs *flag.FlagSet) {
+	fs.BoolVar(&f.json, "json", false, "print progress events and the result as JSON lines (schema: README, progress_wire.go)")
 }
 
 // controlSocket finds the supervisor's control socket.
@@ -72,41 +79,53 @@ type request struct {
 	Algo  string `json:"algo,omitempty"`
 	Sink  string `json:"sink,omitempty"`
 	Store string `json:"store,omitempty"`
+	// Progress asks for progress events before the result: the version of
+	// their schema the client reads (progress_wire.go); 0, none.
+	Progress int `json:"progress,omitempty"`
 }
 
-// response answers a request: Text is printed as is.
+// response answers a request: Text is printed as is. V and Type are set
+// (progressVersion, "result") when the request asked for progress; so is
+// Summary then, for a snapshot or restore that succeeded.
 type response struct {
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-	Text  string `json:"text,omitempty"`
+	V       int            `json:"v,omitempty"`
+	Type    string         `json:"type,omitempty"`
+	OK      bool           `json:"ok"`
+	Error   string         `json:"error,omitempty"`
+	Text    string         `json:"text,omitempty"`
+	Summary *resultSummary `json:"summary,omitempty"`
 }
 
-// call sends req to the supervisor and returns its answer's text.
-func call(ctx context.Context, sock string, req request) (string, error) {
+// call sends req to the supervisor, hands each progress event of its answer
+// to onEvent (nil: none are expected) and returns its result. The error is
+// the exchange's: a result that is not OK is returned as such.
+func call(ctx context.Context, sock string, req request, onEvent func(progressEvent)) (response, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", sock)
 	if err != nil {
-		return "", fmt.Errorf("reach the VNE supervisor at %s: %w (is `vnsnap up` running?)", sock, err)
+		return response{}, fmt.Errorf("reach the VNE supervisor at %s: %w (is `vnsnap up` running?)", sock, err)
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	b, _ := json.Marshal(req)
 	if _, err := c.Write(append(b, '\n')); err != nil {
-		return "", fmt.Errorf("send %s request: %w", req.Op, err)
+		return response{}, fmt.Errorf("send %s request: %w", req.Op, err)
 	}
-	line, err := bufio.NewReader(c).ReadBytes('\n')
-	if err != nil {
-		return "", fmt.Errorf("read %s answer: %w", req.Op, err)
+	a := newAnswerReader(c)
+	for {
+		e, r, err := a.next()
+		if err != nil {
+			return response{}, fmt.Errorf("read %s answer: %w", req.Op, err)
+		}
+		if r != nil {
+			return *r, nil
+		}
+		if onEvent == nil {
+			return response{}, fmt.Errorf("read %s answer: a progress event, none asked for", req.Op)
+		}
+		onEvent(*e)
 	}
-	var resp response
-	if err := json.Unmarshal(line, &resp); err != nil {
-		return "", fmt.Errorf("decode %s answer: %w", req.Op, err)
-	}
-	if !resp.OK {
-		return resp.Text, errors.New(resp.Error)
-	}
-	return resp.Text, nil
 }
 
 func runSnapshot(args []string, stdout, stderr io.Writer) error {
@@ -114,6 +133,7 @@ func runSnapshot(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var sf stateFlags
 	sf.bind(fs)
+	sf.bindJSON(fs)
 	algo := fs.String("algo", "", "algorithm: "+algoNames()+" (default: the VNE file's, else vnsnap)")
 	sink := fs.String("sink", "", "sink: memory or disk (default: the VNE file's, else memory)")
 	fs.Usage = func() { fmt.Fprintln(stderr, "usage: vnsnap snapshot [flags] NAME"); fs.PrintDefaults() }
@@ -130,7 +150,7 @@ func runSnapshot(args []string, stdout, stderr io.Writer) error {
 	if err := store.ValidName(name); err != nil {
 		return fmt.Errorf("snapshot name: %w", err)
 	}
-	return sf.send(stdout, request{Op: "snapshot", Name: name, Algo: *algo, Sink: *sink})
+	return sf.send(stdout, stderr, request{Op: "snapshot", Name: name, Algo: *algo, Sink: *sink})
 }
 
 func runRestore(args []string, stdout, stderr io.Writer) error {
@@ -138,6 +158,7 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var sf stateFlags
 	sf.bind(fs)
+	sf.bindJSON(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: vnsnap restore [flags] NAME\n\nThe running VNE (vnsnap up) is replaced by the snapshot NAME.")
 		fs.PrintDefaults()
@@ -146,7 +167,7 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return sf.send(stdout, request{Op: "restore", Name: name})
+	return sf.send(stdout, stderr, request{Op: "restore", Name: name})
 }
 
 func runDown(args []string, stdout, stderr io.Writer) error {
@@ -165,9 +186,15 @@ func runDown(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	text, err := call(context.Background(), sock, request{Op: "down"})
-	fmt.Fprint(stdout, text)
-	return err
+	resp, err := call(context.Background(), sock, request{Op: "down"}, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, resp.Text)
+	if !resp.OK {
+		return errors.New(resp.Error)
+	}
+	return nil
 }
 
 // parseFlags parses args into fs: --help is flag.ErrHelp, any other mistake

@@ -61,7 +61,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if _, err := sup.restore(ctx, storeRoot, *from); err != nil {
+		if _, _, err := sup.restore(ctx, storeRoot, *from, nil); err != nil {
 			return err
 		}
 	} else if err := sup.boot(ctx); err != nil {
@@ -177,18 +177,26 @@ func (s *supervisor) boot(ctx context.Context) error {
 	return nil
 }
 
-func (s *supervisor) restore(ctx context.Context, root, name string) (string, error) {
+// restore replaces the running VNE by snapshot name; onProgress, if set,
+// receives the restore's progress.
+func (s *supervisor) restore(ctx context.Context, root, name string, onProgress func(realbackend.Progress)) (string, *resultSummary, error) {
 	if s.env != nil {
 		s.env.Close()
 		s.env = nil
 	}
-	env, rep, err := realbackend.Restore(ctx, root, name, s.opts)
+	o := s.opts
+	o.OnRestoreProgress = onProgress
+	env, rep, err := realbackend.Restore(ctx, root, name, o)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	s.env = env
+	sum := &resultSummary{Name: name, Epoch: uint64(rep.Epoch), Replayed: rep.Replayed}
+	for _, vm := range env.Layout.VMs {
+		sum.VMs = append(sum.VMs, resultVM{VM: vm.Name})
+	}
 	return fmt.Sprintf("restored %s: epoch %d, %d VMs resumed, %d in-transit frames replayed\n",
-		name, rep.Epoch, env.NumVMs(), rep.Replayed), nil
+		name, rep.Epoch, env.NumVMs(), rep.Replayed), sum, nil
 }
 
 // serve answers control requests until down or ctx ends.
@@ -223,41 +231,80 @@ func (s *supervisor) serve(ctx context.Context) error {
 	}
 }
 
+// eventTimeout bounds the write of one progress event to a client: a
+// client that stops reading loses its events, never the supervisor its
+// snapshot.
+const eventTimeout = 10 * time.Second
+
+// eventWriter sends a request's progress events to its client, one JSON
+// line each (progress_wire.go). It is called from realbackend's progress
+// goroutine, never from the snapshot's loop; after a failed write it sends
+// nothing more.
+type eventWriter struct {
+	c      net.Conn
+	op     string
+	mu     sync.Mutex
+	failed bool
+}
+
+func (w *eventWriter) send(p realbackend.Progress) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failed {
+		return
+	}
+	b, _ := json.Marshal(eventOf(w.op, p))
+	_ = w.c.SetWriteDeadline(time.Now().Add(eventTimeout))
+	if _, err := w.c.Write(append(b, '\n')); err != nil {
+		w.failed = true
+	}
+	_ = w.c.SetWriteDeadline(time.Time{})
+}
+
 func (s *supervisor) handle(ctx context.Context, c net.Conn) {
-	line, err := bufio.NewReader(c).ReadBytes('\n')
+	line, err := readLine(bufio.NewReader(c), maxLineBytes)
 	if err != nil {
 		return
 	}
 	var req request
 	resp := response{}
+	var onProgress func(realbackend.Progress)
 	if err := json.Unmarshal(line, &req); err != nil {
 		resp.Error = "bad request: " + err.Error()
 	} else {
-		text, err := s.do(ctx, req)
-		resp.OK, resp.Text = err == nil, text
+		if req.Progress > 0 && (req.Op == "snapshot" || req.Op == "restore") {
+			onProgress = (&eventWriter{c: c, op: req.Op}).send
+		}
+		text, sum, err := s.do(ctx, req, onProgress)
+		resp.OK, resp.Text, resp.Summary = err == nil, text, sum
 		if err != nil {
 			resp.Error = err.Error()
 		}
+	}
+	if req.Progress > 0 {
+		resp.V, resp.Type = progressVersion, "result"
+	} else {
+		resp.Summary = nil // a version-0 client knows no summary
 	}
 	b, _ := json.Marshal(resp)
 	_, _ = c.Write(append(b, '\n'))
 }
 
-func (s *supervisor) do(ctx context.Context, req request) (string, error) {
+func (s *supervisor) do(ctx context.Context, req request, onProgress func(realbackend.Progress)) (string, *resultSummary, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch req.Op {
 	case "down":
 		s.once.Do(func() { close(s.down) })
-		return "VNE " + s.v.Name + " going down\n", nil
+		return "VNE " + s.v.Name + " going down\n", nil, nil
 	case "status":
 		if s.env == nil {
-			return "no VMs running\n", nil
+			return "no VMs running\n", nil, nil
 		}
-		return fmt.Sprintf("VNE %s: %d VMs, epoch %d\n", s.v.Name, s.env.NumVMs(), s.env.Epoch()), nil
+		return fmt.Sprintf("VNE %s: %d VMs, epoch %d\n", s.v.Name, s.env.NumVMs(), s.env.Epoch()), nil, nil
 	case "snapshot":
 		if s.env == nil {
-			return "", errors.New("no VMs running")
+			return "", nil, errors.New("no VMs running")
 		}
 		algo, sink := core.VNsnap, core.MemorySink
 		if s.v.Algorithm != nil {
@@ -269,32 +316,46 @@ func (s *supervisor) do(ctx context.Context, req request) (string, error) {
 		var err error
 		if req.Algo != "" {
 			if algo, err = core.ParseAlgorithm(req.Algo); err != nil {
-				return "", err
+				return "", nil, err
 			}
 		}
 		if req.Sink != "" {
 			if sink, err = core.ParseSink(req.Sink); err != nil {
-				return "", err
+				return "", nil, err
 			}
 		}
 		root, err := storeDir(req.Store)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
-		rep, err := s.env.Snapshot(ctx, realbackend.SnapshotOptions{Store: root, Name: req.Name, Algorithm: algo, Sink: sink})
+		rep, err := s.env.Snapshot(ctx, realbackend.SnapshotOptions{
+			Store: root, Name: req.Name, Algorithm: algo, Sink: sink, OnProgress: onProgress,
+		})
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
-		return formatReport(rep), nil
+		return formatReport(rep), summaryOf(rep), nil
 	case "restore":
 		root, err := storeDir(req.Store)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
-		return s.restore(ctx, root, req.Name)
+		return s.restore(ctx, root, req.Name, onProgress)
 	default:
-		return "", fmt.Errorf("unknown op %q", req.Op)
+		return "", nil, fmt.Errorf("unknown op %q", req.Op)
 	}
+}
+
+// summaryOf is a snapshot report's figures for the result line.
+func summaryOf(r *realbackend.Report) *resultSummary {
+	sum := &resultSummary{Name: r.Name, Algorithm: r.Core.Algorithm.String(), Epoch: uint64(r.Epoch)}
+	for i, v := range r.VMs {
+		c := r.Core.VMs[i]
+		sum.VMs = append(sum.VMs, resultVM{
+			VM: v.Name, Sink: c.Sink.String(), Rounds: c.Rounds, StreamBytes: v.Save.Bytes, DowntimeNS: int64(c.Downtime()),
+		})
+	}
+	return sum
 }
 
 func formatReport(r *realbackend.Report) string {

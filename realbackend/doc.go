@@ -85,6 +85,23 @@
 // colour change and resume a VM may still need, runs whole on a context of
 // its own. Nothing else resumes a VM: the tests see what the core did.
 //
+// # Progress
+//
+// SnapshotOptions.OnProgress and Options.OnRestoreProgress receive each
+// VM's Progress: the Phase it reached (live-copy with its pass, paused,
+// final-copy, background-copy, copied, resumed, flushing, flushed;
+// restoring, loaded, resumed), the image bytes written to its sink or read
+// from the store, the memory-sink flush, and timestamps. Bytes are counted
+// by the writer the save writes into and the reader the restore reads from:
+// hv.Machine.Save streams as it copies, so the hypervisor port needs no
+// progress callback. The snapshot's loop emits an event when it steps a
+// VM's event or carries out its command, and samples the counters every
+// progressInterval; it never waits for the consumer: events go through a
+// bounded queue (progressQueue) that merges a VM's newer bytes into its
+// pending event of the same phase, and, when full, whatever the phase,
+// counting the merges in Progress.Dropped. A goroutine of the queue calls
+// the consumer; Snapshot and Restore return after its last call.
+//
 // # Restoring untrusted snapshots
 //
 // A snapshot's checksums prove that it is intact, not who wrote it: a store

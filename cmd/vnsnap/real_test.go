@@ -171,11 +171,12 @@ vms:
 	for _, vm := range []string{"a", "b"} {
 		waitConsole(ctx, t, filepath.Join(state, vm+".console"), "HB ")
 	}
-	code, out, stderr := runCmd("snapshot", "--state", state, "--store", root, "--algo", "vnsnap", "--sink", "memory", "s1")
-	t.Logf("snapshot:\n%s", out)
+	code, out, stderr := runCmd("snapshot", "--json", "--state", state, "--store", root, "--algo", "vnsnap", "--sink", "memory", "s1")
+	t.Logf("snapshot --json:\n%s", tailString(out, 4000))
 	if code != 0 {
 		t.Fatalf("snapshot: exit %d: %s", code, stderr)
 	}
+	checkSnapshotEvents(t, out, []string{"a", "b"})
 	if code, out, stderr = runCmd("snapshot", "--state", state, "--store", root, "--algo", "cow", "s2"); code != 0 {
 		t.Fatalf("snapshot cow: exit %d: %s", code, stderr)
 	}
@@ -186,10 +187,11 @@ vms:
 	if code, out, stderr := runCmd("verify", "--store", root, "s2"); code != 0 {
 		t.Errorf("verify: exit %d: %s %s", code, out, stderr)
 	}
-	if code, out, stderr = runCmd("restore", "--state", state, "--store", root, "s1"); code != 0 {
+	if code, out, stderr = runCmd("restore", "--json", "--state", state, "--store", root, "s1"); code != 0 {
 		t.Fatalf("restore: exit %d: %s", code, stderr)
 	}
-	t.Logf("restore: %s", out)
+	t.Logf("restore --json:\n%s", tailString(out, 4000))
+	checkRestoreEvents(t, out, []string{"a", "b"})
 	if code, _, stderr = runCmd("snapshot", "--state", state, "--store", root, "--algo", "stop-copy", "--sink", "disk", "s3"); code != 0 {
 		t.Fatalf("snapshot after restore: exit %d: %s", code, stderr)
 	}

@@ -74,11 +74,15 @@ type vmView struct {
 // rateWindow is the shortest window a rate is measured over.
 const rateWindow = 500 * time.Millisecond
 
-// counted returns the bytes an event counts and their total: the flush's
-// while a memory-sink image is written to the store, else the stream's.
+// counted returns the bytes an event counts, their total and what they
+// are: the flush's while a memory-sink image is written to the store, else
+// the stream's (copied by a snapshot, read by a restore).
 func counted(e progressEvent) (done, total int64, what string) {
-	if e.Phase == "flushing" || e.Phase == "flushed" {
+	switch {
+	case e.Phase == "flushing" || e.Phase == "flushed":
 		return e.FlushBytes, e.FlushTotal, "flush"
+	case e.Op == "restore":
+		return e.Bytes, e.Total, "read"
 	}
 	return e.Bytes, e.Total, "copy"
 }
@@ -188,7 +192,7 @@ func (v *barView) event(e progressEvent) {
 		// Total 0: the bar never completes by itself; finish completes it.
 		bar = v.p.AddBar(0,
 			mpb.PrependDecorators(
-				decor.Name(e.VM, decor.WCSyncWidthR),
+				decor.Name(e.VM+" ", decor.WCSyncWidthR),
 				decor.Any(locked(vm.phase), decor.WC{W: 18, C: decor.DindentRight}),
 			),
 			mpb.AppendDecorators(decor.Any(locked(vm.counts))),

@@ -11,6 +11,8 @@
 //	vnsnap gc                  free unreferenced chunks and crashed writers' debris
 //	vnsnap down                stop the running VNE
 //	vnsnap xen-receive SOCKET  xl migrate's receiver command for a Xen live snapshot
+//	vnsnap agent [flags]       serve one host of a cluster to its coordinator
+//	vnsnap certs [flags]       create a cluster's CA and certificates
 //	vnsnap version             print the version
 //
 // Run `vnsnap CMD -h` for a command's flags.
@@ -47,6 +49,8 @@ func commands() map[string]command {
 		"gc":          {"free chunks no snapshot uses, and debris of crashed writers", runGc},
 		"down":        {"stop the running VNE", runDown},
 		"xen-receive": {"(run by xl migrate) relay a Xen live snapshot's stream to the supervisor", runXenReceive},
+		"agent":       {"serve one host of a cluster to its coordinator (mutual TLS)", runAgent},
+		"certs":       {"create a cluster's CA and certificates", runCerts},
 	}
 }
 

@@ -274,7 +274,12 @@ func vmName(i int) string { return fmt.Sprintf("vm%d", i+1) }
 func qemuIn(t *testing.T, qh *qemubackend.Host, h netnstest.Host, dir string) *qemubackend.Host {
 	t.Helper()
 	path := filepath.Join(dir, "qemu-"+h.Name)
-	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", h.Name, qh.Binary)
+	for _, v := range []string{h.Name, qh.Binary} {
+		if strings.ContainsAny(v, "'\n") {
+			t.Fatalf("cannot quote %q for sh", v)
+		}
+	}
+	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec '%s' '%s' \"$@\"\n", h.Name, qh.Binary)
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func (w *wire) read(p *wirePort, rnd *rand.Rand, loss float64) {
 			select {
 			case <-w.done:
 				return
-			default:
+			case <-time.After(time.Millisecond): // a down link: do not spin
 				continue
 			}
 		}

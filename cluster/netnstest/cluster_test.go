@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // listenUDP opens a UDP socket on h's address.
@@ -26,7 +27,22 @@ func listenUDP(t *testing.T, h Host, port int) *net.UDPConn {
 	var c *net.UDPConn
 	err := h.Do(func() (err error) {
 		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(h.Addr, uint16(port))))
-		return err
+		if err != nil {
+			return err
+		}
+		// Room for every datagram of TestImpairedLink even if the reader
+		// is held back: only the link may lose them.
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+		}); err != nil {
+			return err
+		}
+		return serr
 	})
 	if err != nil {
 		t.Fatalf("listen in %s: %v", h.Name, err)
@@ -153,7 +169,7 @@ func TestImpairedLink(t *testing.T) {
 	for k := 0; len(rtts) < 10 && k < 200; k++ {
 		start := time.Now()
 		a.WriteToUDPAddrPort([]byte("e"+strconv.Itoa(k)), bAddr)
-		a.SetReadDeadline(time.Now().Add(2 * time.Second))
+		a.SetReadDeadline(time.Now().Add(500 * time.Millisecond)) // later: taken as lost, tried again
 		for {
 			m, _, err := a.ReadFromUDPAddrPort(buf)
 			if err != nil {

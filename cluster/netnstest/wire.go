@@ -45,6 +45,7 @@ type wireFrame struct {
 const (
 	vnetHdrLen = 10 // struct virtio_net_hdr
 	wireQueue  = 4096
+	wireRcvBuf = 16 << 20
 	// Linux socket options of SOL_PACKET not in x/sys under these names on
 	// every version.
 	packetVnetHdr        = 15
@@ -91,6 +92,13 @@ func openPort(dev string) (*wirePort, error) {
 			unix.Close(fd)
 			return nil, fmt.Errorf("packet socket on %s: option %d: %w", dev, o, err)
 		}
+	}
+	// A receive buffer far above rmem_max (we are root), so a reader the
+	// scheduler holds back on a loaded machine loses nothing the wire did
+	// not mean to lose.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, wireRcvBuf); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("packet socket on %s: receive buffer: %w", dev, err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifc.Index}); err != nil {
 		unix.Close(fd)

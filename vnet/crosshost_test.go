@@ -153,6 +153,9 @@ func TestSwitchesAcrossHosts(t *testing.T) {
 		flip(i, epoch)
 	}
 	for tunnelTx(t, procs[0], "h2") < tx12+partitionFrames || tunnelTx(t, procs[1], "h1") < tx21+partitionFrames {
+		if allDone(vms) {
+			t.Fatalf("the transfer ended before the partition saw traffic: raise crossBytes")
+		}
 		select {
 		case <-ctx.Done():
 			t.Fatalf("no frames sent into the partition: %v", progress.Why(ctx, ctx.Err()))

@@ -3,6 +3,19 @@
 // cluster test (switches, agents) talk over real, separate interfaces and
 // the kernel's IP stack, never over loopback.
 //
+// A cluster test, e.g. one agent per host:
+//
+//	netnstest.Require(t) // the gate: skips outside CI without root, fails in CI
+//	c := netnstest.New(t, netnstest.Config{Hosts: 3, Delay: 20 * time.Millisecond, Loss: 0.01, Seed: 1})
+//	for _, h := range c.Hosts {
+//		agent := h.Command(ctx, bin, "agent", "-listen", netip.AddrPortFrom(h.Addr, 7443).String())
+//		...
+//	}
+//	c.Partition(0, 1) // hosts 1 and 2 lose each other; Heal(0, 1) ends it
+//
+// and its VNE file names each host's agent and tunnel address on the
+// cluster network (vne: hosts[].agent, hosts[].address).
+//
 // # How the cluster is built
 //
 // New (Start outside tests) creates, with iproute2:

@@ -1,6 +1,3 @@
-// Package xenbackend drives Xen through xl: the live-snapshot receiver that
-// stands in for "xl migrate-receive" and a parser of the migration stream it
-// reads.
 package xenbackend
 
 import (

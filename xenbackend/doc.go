@@ -1,0 +1,41 @@
+// Package xenbackend runs VMs on Xen behind realbackend's hypervisor port
+// (realbackend/hv): PVH domUs booted from a kernel and an initramfs, driven
+// through xl from dom0.
+//
+// # Pieces
+//
+//   - xl.go: the xl adapter. XL builds one argv per operation (create,
+//     list, domid, pause, unpause, destroy, save -c/-p, restore -p, migrate)
+//     from validated values and runs it through a Runner, the adapter's own
+//     port (ExecRunner runs the binary; tests use a fake that checks the
+//     exact argv). The receiver command that xl migrate hands to sh is
+//     quoted by ShellCommand.
+//   - config.go: the domain config we generate (DomainConfig.Render):
+//     every value is validated (VNE names, clean absolute paths, canonical
+//     unicast MACs, printable command lines) and quoted for libxlu's string
+//     syntax; a vif spec cannot escape ',' or '=', so values holding them
+//     are refused.
+//   - machine.go: Hypervisor and Machine. Start is xl create -e of our
+//     config (no xl left waiting for the domain: vnsnap destroys its
+//     domains itself); Restore is xl restore -p -e of our config (the config
+//     inside an image is not trusted) with the image parsed on its way to
+//     xl; Pause and Resume count Xen's pauses so that both are idempotent;
+//     stop-and-copy Save is xl save -p; Kill destroys the domain and any
+//     NAME--migratedaway.
+//   - live.go: live Save through xl's own live migration to our receiver
+//     (see the comment at its top): the receiver process only relays bytes
+//     to Save, which speaks the protocol (receiver.go) and keeps the domain
+//     suspended at its snapshot point until Resume, as the port wants.
+//   - receiver.go, stream.go: the receiver's side of xl's migration
+//     handshake, and a parser of the stream (xl header, libxl v2, libxc v3)
+//     that finds its end from the framing and bounds every length it reads.
+//   - relay.go, offload.go: a domain's vif (vifN.0 in dom0) joined to its
+//     vnet switch port: an AF_PACKET socket on the vif with virtio-net
+//     headers, the port's "-netdev stream" framing on the other side, and
+//     in between the checksum and TCP segmentation offloads netfront leaves
+//     to dom0. While a machine is paused the relay drops what it sends and
+//     keeps what is sent to it, so a domain that must run a moment to
+//     suspend itself (xl save of a paused domain) sends nothing meanwhile.
+//
+// Disks are not supported yet: a spec with a disk is refused.
+package xenbackend

@@ -250,3 +250,56 @@ func TestSnapshotProgressFake(t *testing.T) {
 		t.Error("restored Env keeps OnRestoreProgress")
 	}
 }
+
+// TestSlowConsumerDoesNotStall: a consumer stuck in its first call does not
+// hold the snapshot up. The consumer waits there until the fake machine has
+// been resumed by the core after its save, which happens only if the loop
+// runs on without it (else the test hangs); the events held meanwhile are
+// delivered after, in order, ending with the flush.
+func TestSlowConsumerDoesNotStall(t *testing.T) {
+	te := newTrustEnv(t)
+	f := newFakeHV("fakehv")
+	te.o.Hypervisor = f
+	l := goodLayout(te.dir)
+	l.VMs = l.VMs[:1]
+	l.VMs[0].Kernel, l.VMs[0].Initrd = te.kernel, te.initrd
+	env, err := BootLayout(context.Background(), l, nil, te.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	resumed := func() bool {
+		m := f.vms["a"]
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		saved := false
+		for _, s := range m.log {
+			saved = saved || s == "saved"
+			if saved && s == "resume" {
+				return true
+			}
+		}
+		return false
+	}
+	var evs []Progress
+	waited := false
+	_, err = env.Snapshot(context.Background(), SnapshotOptions{
+		Store: t.TempDir(), Name: "slow", Algorithm: core.VNsnap, Sink: core.MemorySink,
+		OnProgress: func(p Progress) {
+			if len(evs) == 0 {
+				for !resumed() {
+					time.Sleep(time.Millisecond)
+				}
+				waited = true
+			}
+			evs = append(evs, p)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, last := phases(evs, "a")
+	if !waited || len(got) < 2 || got[0] != "live-copy/1" || last.Phase != PhaseFlushed {
+		t.Errorf("phases %v (waited %v): want live-copy/1 first, flushed last", got, waited)
+	}
+}

@@ -65,8 +65,10 @@ type Progress struct {
 	// began.
 	At      time.Time
 	Elapsed time.Duration
-	// Dropped counts the earlier events of the operation that were merged
-	// into later ones because the consumer was slow (see progressQueue).
+	// Dropped counts this VM's events so far whose phase or pass the
+	// consumer never saw: merged into a later one because the queue was
+	// full (see progressQueue). Byte updates merged within one phase and
+	// pass are not counted: the later one carries them.
 	Dropped int
 }
 

@@ -25,28 +25,31 @@ import (
 // An event line (type "progress") is one VM's progress, whose fields are
 // all present:
 //
-//		{"v":1,"type":"progress","op":"snapshot","seq":7,"vm":"a","phase":"live-copy","pass":2,
-//		 "bytes":73400320,"total":100663296,"flush_bytes":0,"flush_total":0,
-//		 "at":"2026-12-02T04:20:01.123456789Z","elapsed_ns":1523000000,"dropped":0}
+//	{"v":1,"type":"progress","op":"snapshot","seq":7,"vm":"a","phase":"live-copy","pass":2,
+//	 "bytes":73400320,"total":100663296,"flush_bytes":0,"flush_total":0,
+//	 "at":"2026-12-02T04:20:01.123456789Z","elapsed_ns":1523000000,"dropped":0}
 //
-//	  - op: "snapshot" or "restore".
-//	  - seq: numbers the events of one request from 1, increasing.
-//	  - vm: the VM's name (a VNE file's VM name).
-//	  - phase: one of live-copy, paused, final-copy, background-copy, copied,
-//	    resumed, flushing, flushed (snapshot); restoring, loaded, resumed
-//	    (restore). It is the last step the VM reached (realbackend.Phase).
-//	  - pass: the live pass in progress, or the last one (0: none).
-//	  - bytes: the VM's image stream written to its sink (snapshot) or read
-//	    from the store (restore) so far; it never decreases for a VM.
-//	  - total: what bytes heads for when known (0: unknown): the stored
-//	    stream's length for a restore, the guest's memory for a snapshot (a
-//	    live copy sends more: dirtied pages again).
-//	  - flush_bytes, flush_total: a memory-sink image written to the store,
-//	    and its size (0 before the flush).
-//	  - at: when the event was taken (RFC 3339); elapsed_ns: since the
-//	    operation began.
-//	  - dropped: how many of this VM's events were merged into later ones
-//	    because the reader was slow (a VM's newest state always arrives).
+// Its fields:
+//
+//   - op: "snapshot" or "restore".
+//   - seq: numbers the events of one request from 1, increasing.
+//   - vm: the VM's name (a VNE file's VM name).
+//   - phase: one of live-copy, paused, final-copy, background-copy, copied,
+//     resumed, flushing, flushed (snapshot); restoring, loaded, resumed
+//     (restore). It is the last step the VM reached (realbackend.Phase).
+//   - pass: the live pass in progress, or the last one (0: none).
+//   - bytes: the VM's image stream written to its sink (snapshot) or read
+//     from the store (restore) so far; it never decreases for a VM.
+//   - total: what bytes heads for when known (0: unknown): the stored
+//     stream's length for a restore, the guest's memory for a snapshot (a
+//     live copy sends more: dirtied pages again).
+//   - flush_bytes, flush_total: a memory-sink image written to the store,
+//     and its size (0 before the flush).
+//   - at: when the event was taken (RFC 3339); elapsed_ns: since the
+//     operation began.
+//   - dropped: how many of this VM's phase changes were merged into later
+//     events because the reader was slow (a VM's newest state always
+//     arrives; byte updates within a phase merge without being counted).
 //
 // The result line (type "result") ends the answer:
 //

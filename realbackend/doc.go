@@ -93,8 +93,9 @@
 // restoring, loaded, resumed), the image bytes written to its sink or read
 // from the store, the memory-sink flush, and timestamps. Bytes are counted
 // by the writer the save writes into and the reader the restore reads from:
-// hv.Machine.Save streams as it copies, so the hypervisor port needs no
-// progress callback. The snapshot's loop emits an event when it steps a
+// hv.Machine.Save streams as it copies (QEMU; Xen's xl save -p goes through
+// a file first, so its bytes move only at the end), so the hypervisor port
+// needs no progress callback. The snapshot's loop emits an event when it steps a
 // VM's event or carries out its command, and samples the counters every
 // progressInterval; it never waits for the consumer: events go through a
 // bounded queue (progressQueue) that merges a VM's newer bytes into its

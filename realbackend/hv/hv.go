@@ -85,10 +85,12 @@ type Machine interface {
 	// machine is left alone. It returns once the machine runs.
 	Resume(ctx context.Context) error
 	// Save writes the machine's memory and device state to w (see
-	// SaveOptions) and returns when the image is complete. It writes the
-	// image as it copies, not at the end: the bytes written to w so far
-	// are the save's progress (realbackend shows them to people), so the
-	// port needs no progress callback. The machine is
+	// SaveOptions) and returns when the image is complete. It should
+	// write the image as it copies, not at the end: the bytes written to w
+	// so far are the save's progress that realbackend shows people, so the
+	// port needs no progress callback. (A hypervisor that saves to a file
+	// first, as xl save does, shows no progress until it copies that file
+	// to w.) The machine is
 	// paused then, and stays paused until Resume: Save never resumes it,
 	// nor does a failed or cancelled Save resume a machine it had paused.
 	Save(ctx context.Context, w io.Writer, o SaveOptions) (SaveStats, error)

@@ -28,7 +28,7 @@ import (
 const (
 	crossHosts   = 3
 	crossMemMiB  = 96
-	crossBytes   = 1_500_000 // per direction and peer
+	crossBytes   = 2_000_000 // per direction and peer
 	crossDelay   = 20 * time.Millisecond
 	crossLoss    = 0.01
 	crossTunnel  = 4789 // each host has its own port space

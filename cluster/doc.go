@@ -81,9 +81,24 @@
 // itself from checked names. A fuzz target (agent.FuzzHandlers) feeds
 // arbitrary decoded messages to the handlers.
 //
+// # The coordinator's side
+//
+// cluster/remote turns an agent back into the ports a snapshot driver
+// already uses: remote.Host.Hypervisor is an hv.Hypervisor whose machines
+// run on the agent (Save streams the passes to OnPass, holds the agent's
+// save at the snapshot point while AtSnapshotPoint runs, then copies the
+// image back into the caller's writer with its SHA-256 checked; Restore
+// sends the image to the agent first, resumably), and Host.Controller is
+// the agent's switch as a vnet.Controller. Host.Begin takes a snapshot's
+// lease and renews it every third of its TTL until Lease.End. Every call
+// is retried with the same request ID after a transport failure.
+//
 // # Not yet
 //
-// The coordinator side (the core driven through agents, `vnsnap up` with a
-// VNE file whose hosts name agents) is the next step; the agents' service
-// is what it will call.
+// realbackend does not drive remote hosts yet: `vnsnap up|snapshot|restore`
+// with a VNE file whose hosts name agents (vne.VNE.Clustered) must build
+// its Env from remote Hosts (switches and tunnels set up through the
+// agents, frame logs flushed into the snapshot directories and collected)
+// instead of local switches; the abort on an agent's death and the image
+// moves between agents for a restore elsewhere build on this.
 package cluster

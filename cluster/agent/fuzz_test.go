@@ -52,6 +52,9 @@ var fuzzCases = []fuzzCase{
 	unary(func(a *Agent) func(context.Context, *clusterpb.SetEpochRequest) (*clusterpb.Ack, error) {
 		return a.SetEpoch
 	}, func() *clusterpb.SetEpochRequest { return &clusterpb.SetEpochRequest{} }),
+	unary(func(a *Agent) func(context.Context, *clusterpb.SetAlgorithmRequest) (*clusterpb.Ack, error) {
+		return a.SetAlgorithm
+	}, func() *clusterpb.SetAlgorithmRequest { return &clusterpb.SetAlgorithmRequest{} }),
 	unary(func(a *Agent) func(context.Context, *clusterpb.FlushRequest) (*clusterpb.Ack, error) { return a.Flush }, func() *clusterpb.FlushRequest { return &clusterpb.FlushRequest{} }),
 	unary(func(a *Agent) func(context.Context, *clusterpb.LeaseRequest) (*clusterpb.LeaseReply, error) {
 		return a.BeginSnapshot
@@ -101,6 +104,7 @@ func FuzzHandlers(f *testing.F) {
 		&clusterpb.VMRequest{Call: call("p", 0), Vm: 0},
 		&clusterpb.VMRequest{Call: call("q", 0), Vm: 0},
 		&clusterpb.SetEpochRequest{Call: call("e", 1), Vm: 0, Colour: 1},
+		&clusterpb.SetAlgorithmRequest{Call: call("g", 1), Algorithm: "vnsnap-log"},
 		&clusterpb.FlushRequest{Call: call("f", 1), Snapshot: "s1", InTransitEpoch: 1},
 		&clusterpb.LeaseRequest{Call: call("b", 1), Snapshot: "s1", TtlMillis: 1000},
 		&clusterpb.LeaseRequest{Call: call("n", 1), Snapshot: "s1", TtlMillis: 1000},

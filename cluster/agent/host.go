@@ -109,6 +109,27 @@ func (a *Agent) SetEpoch(ctx context.Context, r *clusterpb.SetEpochRequest) (*cl
 	}))
 }
 
+// SetAlgorithm changes the switch's snapshot algorithm; it is refused
+// during a snapshot (while a lease is held).
+func (a *Agent) SetAlgorithm(ctx context.Context, r *clusterpb.SetAlgorithmRequest) (*clusterpb.Ack, error) {
+	return ack(a.calls.do(r.GetCall(), "SetAlgorithm", func() (proto.Message, error) {
+		alg, err := core.ParseAlgorithm(r.Algorithm)
+		if err != nil {
+			return nil, invalid("algorithm", err)
+		}
+		a.mu.Lock()
+		sw, err := a.switchLocked()
+		if err == nil && a.lease != nil {
+			err = status.Errorf(codes.FailedPrecondition, "host %s is in snapshot %s", a.cfg.Host, a.lease.snapshot)
+		}
+		a.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		return &clusterpb.Ack{}, hvError("set algorithm", sw.SetAlgorithm(alg))
+	}))
+}
+
 // setEpoch sets vm's port to e unless it is there already.
 func setEpoch(sw *vnet.Switch, vm int32, e uint32) error {
 	cur, err := sw.Epoch(core.VMID(vm))

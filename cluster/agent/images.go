@@ -49,10 +49,19 @@ func readSum(path string) (imageSum, error) {
 // taken here, or received whole from another agent. It returns its path and
 // recorded checksum; the file's size must match it.
 func (a *Agent) completeImage(ref *clusterpb.ImageRef) (string, imageSum, error) {
+	return a.wholeImage(ref, false)
+}
+
+// wholeImage is completeImage, and with uncommitted also finds a whole
+// image in the directory of the snapshot whose lease is held.
+func (a *Agent) wholeImage(ref *clusterpb.ImageRef, uncommitted bool) (string, imageSum, error) {
 	snapDir := a.snapshotDir(ref.Snapshot)
 	for _, stem := range []string{filepath.Join(snapDir, ref.Vm), filepath.Join(imagesDir(a.cfg.State), ref.Snapshot, ref.Vm)} {
 		if stem == filepath.Join(snapDir, ref.Vm) {
-			if _, err := os.Lstat(filepath.Join(snapDir, completeMarker)); err != nil {
+			a.mu.Lock()
+			leased := a.lease != nil && a.lease.snapshot == ref.Snapshot
+			a.mu.Unlock()
+			if _, err := os.Lstat(filepath.Join(snapDir, completeMarker)); err != nil && !(uncommitted && leased) {
 				continue
 			}
 		}
@@ -104,7 +113,7 @@ func (a *Agent) GetImage(r *clusterpb.GetImageRequest, stream clusterpb.Agent_Ge
 	if err := checkImageRef("image", r.Image); err != nil {
 		return err
 	}
-	path, sum, err := a.completeImage(r.Image)
+	path, sum, err := a.wholeImage(r.Image, r.Uncommitted)
 	if err != nil {
 		return err
 	}

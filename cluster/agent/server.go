@@ -26,23 +26,26 @@ const MaxRecvMsg = MaxChunk + 64<<10
 // certs.ServerConfig: the handshake already refuses peers the CA did not
 // sign), which further refuses any call but an image transfer from a peer
 // whose certificate has the agent role.
-func NewServer(a *Agent, tc *tls.Config) *grpc.Server {
-	s := grpc.NewServer(
+//
+// Further options (tests add interceptors after the authorization) come
+// last.
+func NewServer(a *Agent, tc *tls.Config, opts ...grpc.ServerOption) *grpc.Server {
+	s := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(tc)),
 		grpc.MaxRecvMsgSize(MaxRecvMsg),
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if err := authorize(ctx, info.FullMethod); err != nil {
 				return nil, err
 			}
 			return h(ctx, req)
 		}),
-		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			if err := authorize(ss.Context(), info.FullMethod); err != nil {
 				return err
 			}
 			return h(srv, ss)
 		}),
-	)
+	}, opts...)...)
 	clusterpb.RegisterAgentServer(s, a)
 	return s
 }

@@ -1216,6 +1216,58 @@ func (x *SetEpochRequest) GetColour() uint32 {
 	return 0
 }
 
+type SetAlgorithmRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Call          *Call                  `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
+	Algorithm     string                 `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"` // core.Algorithm name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAlgorithmRequest) Reset() {
+	*x = SetAlgorithmRequest{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAlgorithmRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAlgorithmRequest) ProtoMessage() {}
+
+func (x *SetAlgorithmRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAlgorithmRequest.ProtoReflect.Descriptor instead.
+func (*SetAlgorithmRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SetAlgorithmRequest) GetCall() *Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *SetAlgorithmRequest) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
 type FlushRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Call           *Call                  `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
@@ -1227,7 +1279,7 @@ type FlushRequest struct {
 
 func (x *FlushRequest) Reset() {
 	*x = FlushRequest{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1291,7 @@ func (x *FlushRequest) String() string {
 func (*FlushRequest) ProtoMessage() {}
 
 func (x *FlushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1304,7 @@ func (x *FlushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushRequest.ProtoReflect.Descriptor instead.
 func (*FlushRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FlushRequest) GetCall() *Call {
@@ -1287,7 +1339,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1351,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1364,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeaseRequest) GetCall() *Call {
@@ -1345,7 +1397,7 @@ type LeaseReply struct {
 
 func (x *LeaseReply) Reset() {
 	*x = LeaseReply{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1409,7 @@ func (x *LeaseReply) String() string {
 func (*LeaseReply) ProtoMessage() {}
 
 func (x *LeaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1422,7 @@ func (x *LeaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseReply.ProtoReflect.Descriptor instead.
 func (*LeaseReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LeaseReply) GetExpiresUnixNano() int64 {
@@ -1391,7 +1443,7 @@ type EndSnapshotRequest struct {
 
 func (x *EndSnapshotRequest) Reset() {
 	*x = EndSnapshotRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1455,7 @@ func (x *EndSnapshotRequest) String() string {
 func (*EndSnapshotRequest) ProtoMessage() {}
 
 func (x *EndSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1468,7 @@ func (x *EndSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*EndSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EndSnapshotRequest) GetCall() *Call {
@@ -1450,7 +1502,7 @@ type ImageRef struct {
 
 func (x *ImageRef) Reset() {
 	*x = ImageRef{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1514,7 @@ func (x *ImageRef) String() string {
 func (*ImageRef) ProtoMessage() {}
 
 func (x *ImageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1527,7 @@ func (x *ImageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageRef.ProtoReflect.Descriptor instead.
 func (*ImageRef) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ImageRef) GetSnapshot() string {
@@ -1504,7 +1556,7 @@ type ImageStatusReply struct {
 
 func (x *ImageStatusReply) Reset() {
 	*x = ImageStatusReply{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1568,7 @@ func (x *ImageStatusReply) String() string {
 func (*ImageStatusReply) ProtoMessage() {}
 
 func (x *ImageStatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1581,7 @@ func (x *ImageStatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageStatusReply.ProtoReflect.Descriptor instead.
 func (*ImageStatusReply) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ImageStatusReply) GetHave() int64 {
@@ -1561,16 +1613,20 @@ func (x *ImageStatusReply) GetSha256() string {
 }
 
 type GetImageRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Image         *ImageRef              `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
-	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Image  *ImageRef              `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Offset int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// uncommitted also serves a whole image of the snapshot whose lease is
+	// held, before EndSnapshot commits it (a save's image on its way to the
+	// coordinator's store).
+	Uncommitted   bool `protobuf:"varint,3,opt,name=uncommitted,proto3" json:"uncommitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetImageRequest) Reset() {
 	*x = GetImageRequest{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1638,7 @@ func (x *GetImageRequest) String() string {
 func (*GetImageRequest) ProtoMessage() {}
 
 func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1651,7 @@ func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageRequest.ProtoReflect.Descriptor instead.
 func (*GetImageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetImageRequest) GetImage() *ImageRef {
@@ -1610,6 +1666,13 @@ func (x *GetImageRequest) GetOffset() int64 {
 		return x.Offset
 	}
 	return 0
+}
+
+func (x *GetImageRequest) GetUncommitted() bool {
+	if x != nil {
+		return x.Uncommitted
+	}
+	return false
 }
 
 // ImageChunk is one piece of an image. On PutImage the first chunk carries
@@ -1628,7 +1691,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1703,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1716,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ImageChunk) GetImage() *ImageRef {
@@ -1783,7 +1846,10 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fSetEpochRequest\x12+\n" +
 	"\x04call\x18\x01 \x01(\v2\x17.vnsnap.cluster.v1.CallR\x04call\x12\x0e\n" +
 	"\x02vm\x18\x02 \x01(\x05R\x02vm\x12\x16\n" +
-	"\x06colour\x18\x03 \x01(\rR\x06colour\"\x81\x01\n" +
+	"\x06colour\x18\x03 \x01(\rR\x06colour\"`\n" +
+	"\x13SetAlgorithmRequest\x12+\n" +
+	"\x04call\x18\x01 \x01(\v2\x17.vnsnap.cluster.v1.CallR\x04call\x12\x1c\n" +
+	"\talgorithm\x18\x02 \x01(\tR\talgorithm\"\x81\x01\n" +
 	"\fFlushRequest\x12+\n" +
 	"\x04call\x18\x01 \x01(\v2\x17.vnsnap.cluster.v1.CallR\x04call\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\x12(\n" +
@@ -1807,17 +1873,18 @@ const file_agent_proto_rawDesc = "" +
 	"\x04have\x18\x01 \x01(\x03R\x04have\x12\x1a\n" +
 	"\bcomplete\x18\x02 \x01(\bR\bcomplete\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\\\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"~\n" +
 	"\x0fGetImageRequest\x121\n" +
 	"\x05image\x18\x01 \x01(\v2\x1b.vnsnap.cluster.v1.ImageRefR\x05image\x12\x16\n" +
-	"\x06offset\x18\x02 \x01(\x03R\x06offset\"\x97\x01\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12 \n" +
+	"\vuncommitted\x18\x03 \x01(\bR\vuncommitted\"\x97\x01\n" +
 	"\n" +
 	"ImageChunk\x121\n" +
 	"\x05image\x18\x01 \x01(\v2\x1b.vnsnap.cluster.v1.ImageRefR\x05image\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x05 \x01(\tR\x06sha2562\x84\v\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha2562\xd4\v\n" +
 	"\x05Agent\x12G\n" +
 	"\x05Hello\x12\x1f.vnsnap.cluster.v1.HelloRequest\x1a\x1d.vnsnap.cluster.v1.HelloReply\x12S\n" +
 	"\tSetupHost\x12#.vnsnap.cluster.v1.SetupHostRequest\x1a!.vnsnap.cluster.v1.SetupHostReply\x12J\n" +
@@ -1832,7 +1899,8 @@ const file_agent_proto_rawDesc = "" +
 	"\vReleaseSave\x12\x1c.vnsnap.cluster.v1.VMRequest\x1a\x16.vnsnap.cluster.v1.Ack\x12B\n" +
 	"\n" +
 	"CancelSave\x12\x1c.vnsnap.cluster.v1.VMRequest\x1a\x16.vnsnap.cluster.v1.Ack\x12F\n" +
-	"\bSetEpoch\x12\".vnsnap.cluster.v1.SetEpochRequest\x1a\x16.vnsnap.cluster.v1.Ack\x12@\n" +
+	"\bSetEpoch\x12\".vnsnap.cluster.v1.SetEpochRequest\x1a\x16.vnsnap.cluster.v1.Ack\x12N\n" +
+	"\fSetAlgorithm\x12&.vnsnap.cluster.v1.SetAlgorithmRequest\x1a\x16.vnsnap.cluster.v1.Ack\x12@\n" +
 	"\x05Flush\x12\x1f.vnsnap.cluster.v1.FlushRequest\x1a\x16.vnsnap.cluster.v1.Ack\x12O\n" +
 	"\rBeginSnapshot\x12\x1f.vnsnap.cluster.v1.LeaseRequest\x1a\x1d.vnsnap.cluster.v1.LeaseReply\x12L\n" +
 	"\n" +
@@ -1854,35 +1922,36 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_agent_proto_goTypes = []any{
-	(*Call)(nil),               // 0: vnsnap.cluster.v1.Call
-	(*Ack)(nil),                // 1: vnsnap.cluster.v1.Ack
-	(*HelloRequest)(nil),       // 2: vnsnap.cluster.v1.HelloRequest
-	(*HelloReply)(nil),         // 3: vnsnap.cluster.v1.HelloReply
-	(*PortSpec)(nil),           // 4: vnsnap.cluster.v1.PortSpec
-	(*SetupHostRequest)(nil),   // 5: vnsnap.cluster.v1.SetupHostRequest
-	(*SetupHostReply)(nil),     // 6: vnsnap.cluster.v1.SetupHostReply
-	(*Tunnel)(nil),             // 7: vnsnap.cluster.v1.Tunnel
-	(*AddTunnelsRequest)(nil),  // 8: vnsnap.cluster.v1.AddTunnelsRequest
-	(*MachineSpec)(nil),        // 9: vnsnap.cluster.v1.MachineSpec
-	(*StartVMRequest)(nil),     // 10: vnsnap.cluster.v1.StartVMRequest
-	(*RestoreVMRequest)(nil),   // 11: vnsnap.cluster.v1.RestoreVMRequest
-	(*VMRequest)(nil),          // 12: vnsnap.cluster.v1.VMRequest
-	(*SaveVMRequest)(nil),      // 13: vnsnap.cluster.v1.SaveVMRequest
-	(*SaveEvent)(nil),          // 14: vnsnap.cluster.v1.SaveEvent
-	(*Pass)(nil),               // 15: vnsnap.cluster.v1.Pass
-	(*SnapshotPoint)(nil),      // 16: vnsnap.cluster.v1.SnapshotPoint
-	(*Saved)(nil),              // 17: vnsnap.cluster.v1.Saved
-	(*SetEpochRequest)(nil),    // 18: vnsnap.cluster.v1.SetEpochRequest
-	(*FlushRequest)(nil),       // 19: vnsnap.cluster.v1.FlushRequest
-	(*LeaseRequest)(nil),       // 20: vnsnap.cluster.v1.LeaseRequest
-	(*LeaseReply)(nil),         // 21: vnsnap.cluster.v1.LeaseReply
-	(*EndSnapshotRequest)(nil), // 22: vnsnap.cluster.v1.EndSnapshotRequest
-	(*ImageRef)(nil),           // 23: vnsnap.cluster.v1.ImageRef
-	(*ImageStatusReply)(nil),   // 24: vnsnap.cluster.v1.ImageStatusReply
-	(*GetImageRequest)(nil),    // 25: vnsnap.cluster.v1.GetImageRequest
-	(*ImageChunk)(nil),         // 26: vnsnap.cluster.v1.ImageChunk
+	(*Call)(nil),                // 0: vnsnap.cluster.v1.Call
+	(*Ack)(nil),                 // 1: vnsnap.cluster.v1.Ack
+	(*HelloRequest)(nil),        // 2: vnsnap.cluster.v1.HelloRequest
+	(*HelloReply)(nil),          // 3: vnsnap.cluster.v1.HelloReply
+	(*PortSpec)(nil),            // 4: vnsnap.cluster.v1.PortSpec
+	(*SetupHostRequest)(nil),    // 5: vnsnap.cluster.v1.SetupHostRequest
+	(*SetupHostReply)(nil),      // 6: vnsnap.cluster.v1.SetupHostReply
+	(*Tunnel)(nil),              // 7: vnsnap.cluster.v1.Tunnel
+	(*AddTunnelsRequest)(nil),   // 8: vnsnap.cluster.v1.AddTunnelsRequest
+	(*MachineSpec)(nil),         // 9: vnsnap.cluster.v1.MachineSpec
+	(*StartVMRequest)(nil),      // 10: vnsnap.cluster.v1.StartVMRequest
+	(*RestoreVMRequest)(nil),    // 11: vnsnap.cluster.v1.RestoreVMRequest
+	(*VMRequest)(nil),           // 12: vnsnap.cluster.v1.VMRequest
+	(*SaveVMRequest)(nil),       // 13: vnsnap.cluster.v1.SaveVMRequest
+	(*SaveEvent)(nil),           // 14: vnsnap.cluster.v1.SaveEvent
+	(*Pass)(nil),                // 15: vnsnap.cluster.v1.Pass
+	(*SnapshotPoint)(nil),       // 16: vnsnap.cluster.v1.SnapshotPoint
+	(*Saved)(nil),               // 17: vnsnap.cluster.v1.Saved
+	(*SetEpochRequest)(nil),     // 18: vnsnap.cluster.v1.SetEpochRequest
+	(*SetAlgorithmRequest)(nil), // 19: vnsnap.cluster.v1.SetAlgorithmRequest
+	(*FlushRequest)(nil),        // 20: vnsnap.cluster.v1.FlushRequest
+	(*LeaseRequest)(nil),        // 21: vnsnap.cluster.v1.LeaseRequest
+	(*LeaseReply)(nil),          // 22: vnsnap.cluster.v1.LeaseReply
+	(*EndSnapshotRequest)(nil),  // 23: vnsnap.cluster.v1.EndSnapshotRequest
+	(*ImageRef)(nil),            // 24: vnsnap.cluster.v1.ImageRef
+	(*ImageStatusReply)(nil),    // 25: vnsnap.cluster.v1.ImageStatusReply
+	(*GetImageRequest)(nil),     // 26: vnsnap.cluster.v1.GetImageRequest
+	(*ImageChunk)(nil),          // 27: vnsnap.cluster.v1.ImageChunk
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: vnsnap.cluster.v1.SetupHostRequest.call:type_name -> vnsnap.cluster.v1.Call
@@ -1893,61 +1962,64 @@ var file_agent_proto_depIdxs = []int32{
 	9,  // 5: vnsnap.cluster.v1.StartVMRequest.spec:type_name -> vnsnap.cluster.v1.MachineSpec
 	0,  // 6: vnsnap.cluster.v1.RestoreVMRequest.call:type_name -> vnsnap.cluster.v1.Call
 	9,  // 7: vnsnap.cluster.v1.RestoreVMRequest.spec:type_name -> vnsnap.cluster.v1.MachineSpec
-	23, // 8: vnsnap.cluster.v1.RestoreVMRequest.image:type_name -> vnsnap.cluster.v1.ImageRef
+	24, // 8: vnsnap.cluster.v1.RestoreVMRequest.image:type_name -> vnsnap.cluster.v1.ImageRef
 	0,  // 9: vnsnap.cluster.v1.VMRequest.call:type_name -> vnsnap.cluster.v1.Call
 	0,  // 10: vnsnap.cluster.v1.SaveVMRequest.call:type_name -> vnsnap.cluster.v1.Call
 	15, // 11: vnsnap.cluster.v1.SaveEvent.pass:type_name -> vnsnap.cluster.v1.Pass
 	16, // 12: vnsnap.cluster.v1.SaveEvent.snapshot_point:type_name -> vnsnap.cluster.v1.SnapshotPoint
 	17, // 13: vnsnap.cluster.v1.SaveEvent.saved:type_name -> vnsnap.cluster.v1.Saved
 	0,  // 14: vnsnap.cluster.v1.SetEpochRequest.call:type_name -> vnsnap.cluster.v1.Call
-	0,  // 15: vnsnap.cluster.v1.FlushRequest.call:type_name -> vnsnap.cluster.v1.Call
-	0,  // 16: vnsnap.cluster.v1.LeaseRequest.call:type_name -> vnsnap.cluster.v1.Call
-	0,  // 17: vnsnap.cluster.v1.EndSnapshotRequest.call:type_name -> vnsnap.cluster.v1.Call
-	23, // 18: vnsnap.cluster.v1.GetImageRequest.image:type_name -> vnsnap.cluster.v1.ImageRef
-	23, // 19: vnsnap.cluster.v1.ImageChunk.image:type_name -> vnsnap.cluster.v1.ImageRef
-	2,  // 20: vnsnap.cluster.v1.Agent.Hello:input_type -> vnsnap.cluster.v1.HelloRequest
-	5,  // 21: vnsnap.cluster.v1.Agent.SetupHost:input_type -> vnsnap.cluster.v1.SetupHostRequest
-	8,  // 22: vnsnap.cluster.v1.Agent.AddTunnels:input_type -> vnsnap.cluster.v1.AddTunnelsRequest
-	10, // 23: vnsnap.cluster.v1.Agent.StartVM:input_type -> vnsnap.cluster.v1.StartVMRequest
-	11, // 24: vnsnap.cluster.v1.Agent.RestoreVM:input_type -> vnsnap.cluster.v1.RestoreVMRequest
-	12, // 25: vnsnap.cluster.v1.Agent.PauseVM:input_type -> vnsnap.cluster.v1.VMRequest
-	12, // 26: vnsnap.cluster.v1.Agent.ResumeVM:input_type -> vnsnap.cluster.v1.VMRequest
-	12, // 27: vnsnap.cluster.v1.Agent.KillVM:input_type -> vnsnap.cluster.v1.VMRequest
-	13, // 28: vnsnap.cluster.v1.Agent.SaveVM:input_type -> vnsnap.cluster.v1.SaveVMRequest
-	12, // 29: vnsnap.cluster.v1.Agent.ReleaseSave:input_type -> vnsnap.cluster.v1.VMRequest
-	12, // 30: vnsnap.cluster.v1.Agent.CancelSave:input_type -> vnsnap.cluster.v1.VMRequest
-	18, // 31: vnsnap.cluster.v1.Agent.SetEpoch:input_type -> vnsnap.cluster.v1.SetEpochRequest
-	19, // 32: vnsnap.cluster.v1.Agent.Flush:input_type -> vnsnap.cluster.v1.FlushRequest
-	20, // 33: vnsnap.cluster.v1.Agent.BeginSnapshot:input_type -> vnsnap.cluster.v1.LeaseRequest
-	20, // 34: vnsnap.cluster.v1.Agent.RenewLease:input_type -> vnsnap.cluster.v1.LeaseRequest
-	22, // 35: vnsnap.cluster.v1.Agent.EndSnapshot:input_type -> vnsnap.cluster.v1.EndSnapshotRequest
-	23, // 36: vnsnap.cluster.v1.Agent.ImageStatus:input_type -> vnsnap.cluster.v1.ImageRef
-	25, // 37: vnsnap.cluster.v1.Agent.GetImage:input_type -> vnsnap.cluster.v1.GetImageRequest
-	26, // 38: vnsnap.cluster.v1.Agent.PutImage:input_type -> vnsnap.cluster.v1.ImageChunk
-	3,  // 39: vnsnap.cluster.v1.Agent.Hello:output_type -> vnsnap.cluster.v1.HelloReply
-	6,  // 40: vnsnap.cluster.v1.Agent.SetupHost:output_type -> vnsnap.cluster.v1.SetupHostReply
-	1,  // 41: vnsnap.cluster.v1.Agent.AddTunnels:output_type -> vnsnap.cluster.v1.Ack
-	1,  // 42: vnsnap.cluster.v1.Agent.StartVM:output_type -> vnsnap.cluster.v1.Ack
-	1,  // 43: vnsnap.cluster.v1.Agent.RestoreVM:output_type -> vnsnap.cluster.v1.Ack
-	1,  // 44: vnsnap.cluster.v1.Agent.PauseVM:output_type -> vnsnap.cluster.v1.Ack
-	1,  // 45: vnsnap.cluster.v1.Agent.ResumeVM:output_type -> vnsnap.cluster.v1.Ack
-	1,  // 46: vnsnap.cluster.v1.Agent.KillVM:output_type -> vnsnap.cluster.v1.Ack
-	14, // 47: vnsnap.cluster.v1.Agent.SaveVM:output_type -> vnsnap.cluster.v1.SaveEvent
-	1,  // 48: vnsnap.cluster.v1.Agent.ReleaseSave:output_type -> vnsnap.cluster.v1.Ack
-	1,  // 49: vnsnap.cluster.v1.Agent.CancelSave:output_type -> vnsnap.cluster.v1.Ack
-	1,  // 50: vnsnap.cluster.v1.Agent.SetEpoch:output_type -> vnsnap.cluster.v1.Ack
-	1,  // 51: vnsnap.cluster.v1.Agent.Flush:output_type -> vnsnap.cluster.v1.Ack
-	21, // 52: vnsnap.cluster.v1.Agent.BeginSnapshot:output_type -> vnsnap.cluster.v1.LeaseReply
-	21, // 53: vnsnap.cluster.v1.Agent.RenewLease:output_type -> vnsnap.cluster.v1.LeaseReply
-	1,  // 54: vnsnap.cluster.v1.Agent.EndSnapshot:output_type -> vnsnap.cluster.v1.Ack
-	24, // 55: vnsnap.cluster.v1.Agent.ImageStatus:output_type -> vnsnap.cluster.v1.ImageStatusReply
-	26, // 56: vnsnap.cluster.v1.Agent.GetImage:output_type -> vnsnap.cluster.v1.ImageChunk
-	24, // 57: vnsnap.cluster.v1.Agent.PutImage:output_type -> vnsnap.cluster.v1.ImageStatusReply
-	39, // [39:58] is the sub-list for method output_type
-	20, // [20:39] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	0,  // 15: vnsnap.cluster.v1.SetAlgorithmRequest.call:type_name -> vnsnap.cluster.v1.Call
+	0,  // 16: vnsnap.cluster.v1.FlushRequest.call:type_name -> vnsnap.cluster.v1.Call
+	0,  // 17: vnsnap.cluster.v1.LeaseRequest.call:type_name -> vnsnap.cluster.v1.Call
+	0,  // 18: vnsnap.cluster.v1.EndSnapshotRequest.call:type_name -> vnsnap.cluster.v1.Call
+	24, // 19: vnsnap.cluster.v1.GetImageRequest.image:type_name -> vnsnap.cluster.v1.ImageRef
+	24, // 20: vnsnap.cluster.v1.ImageChunk.image:type_name -> vnsnap.cluster.v1.ImageRef
+	2,  // 21: vnsnap.cluster.v1.Agent.Hello:input_type -> vnsnap.cluster.v1.HelloRequest
+	5,  // 22: vnsnap.cluster.v1.Agent.SetupHost:input_type -> vnsnap.cluster.v1.SetupHostRequest
+	8,  // 23: vnsnap.cluster.v1.Agent.AddTunnels:input_type -> vnsnap.cluster.v1.AddTunnelsRequest
+	10, // 24: vnsnap.cluster.v1.Agent.StartVM:input_type -> vnsnap.cluster.v1.StartVMRequest
+	11, // 25: vnsnap.cluster.v1.Agent.RestoreVM:input_type -> vnsnap.cluster.v1.RestoreVMRequest
+	12, // 26: vnsnap.cluster.v1.Agent.PauseVM:input_type -> vnsnap.cluster.v1.VMRequest
+	12, // 27: vnsnap.cluster.v1.Agent.ResumeVM:input_type -> vnsnap.cluster.v1.VMRequest
+	12, // 28: vnsnap.cluster.v1.Agent.KillVM:input_type -> vnsnap.cluster.v1.VMRequest
+	13, // 29: vnsnap.cluster.v1.Agent.SaveVM:input_type -> vnsnap.cluster.v1.SaveVMRequest
+	12, // 30: vnsnap.cluster.v1.Agent.ReleaseSave:input_type -> vnsnap.cluster.v1.VMRequest
+	12, // 31: vnsnap.cluster.v1.Agent.CancelSave:input_type -> vnsnap.cluster.v1.VMRequest
+	18, // 32: vnsnap.cluster.v1.Agent.SetEpoch:input_type -> vnsnap.cluster.v1.SetEpochRequest
+	19, // 33: vnsnap.cluster.v1.Agent.SetAlgorithm:input_type -> vnsnap.cluster.v1.SetAlgorithmRequest
+	20, // 34: vnsnap.cluster.v1.Agent.Flush:input_type -> vnsnap.cluster.v1.FlushRequest
+	21, // 35: vnsnap.cluster.v1.Agent.BeginSnapshot:input_type -> vnsnap.cluster.v1.LeaseRequest
+	21, // 36: vnsnap.cluster.v1.Agent.RenewLease:input_type -> vnsnap.cluster.v1.LeaseRequest
+	23, // 37: vnsnap.cluster.v1.Agent.EndSnapshot:input_type -> vnsnap.cluster.v1.EndSnapshotRequest
+	24, // 38: vnsnap.cluster.v1.Agent.ImageStatus:input_type -> vnsnap.cluster.v1.ImageRef
+	26, // 39: vnsnap.cluster.v1.Agent.GetImage:input_type -> vnsnap.cluster.v1.GetImageRequest
+	27, // 40: vnsnap.cluster.v1.Agent.PutImage:input_type -> vnsnap.cluster.v1.ImageChunk
+	3,  // 41: vnsnap.cluster.v1.Agent.Hello:output_type -> vnsnap.cluster.v1.HelloReply
+	6,  // 42: vnsnap.cluster.v1.Agent.SetupHost:output_type -> vnsnap.cluster.v1.SetupHostReply
+	1,  // 43: vnsnap.cluster.v1.Agent.AddTunnels:output_type -> vnsnap.cluster.v1.Ack
+	1,  // 44: vnsnap.cluster.v1.Agent.StartVM:output_type -> vnsnap.cluster.v1.Ack
+	1,  // 45: vnsnap.cluster.v1.Agent.RestoreVM:output_type -> vnsnap.cluster.v1.Ack
+	1,  // 46: vnsnap.cluster.v1.Agent.PauseVM:output_type -> vnsnap.cluster.v1.Ack
+	1,  // 47: vnsnap.cluster.v1.Agent.ResumeVM:output_type -> vnsnap.cluster.v1.Ack
+	1,  // 48: vnsnap.cluster.v1.Agent.KillVM:output_type -> vnsnap.cluster.v1.Ack
+	14, // 49: vnsnap.cluster.v1.Agent.SaveVM:output_type -> vnsnap.cluster.v1.SaveEvent
+	1,  // 50: vnsnap.cluster.v1.Agent.ReleaseSave:output_type -> vnsnap.cluster.v1.Ack
+	1,  // 51: vnsnap.cluster.v1.Agent.CancelSave:output_type -> vnsnap.cluster.v1.Ack
+	1,  // 52: vnsnap.cluster.v1.Agent.SetEpoch:output_type -> vnsnap.cluster.v1.Ack
+	1,  // 53: vnsnap.cluster.v1.Agent.SetAlgorithm:output_type -> vnsnap.cluster.v1.Ack
+	1,  // 54: vnsnap.cluster.v1.Agent.Flush:output_type -> vnsnap.cluster.v1.Ack
+	22, // 55: vnsnap.cluster.v1.Agent.BeginSnapshot:output_type -> vnsnap.cluster.v1.LeaseReply
+	22, // 56: vnsnap.cluster.v1.Agent.RenewLease:output_type -> vnsnap.cluster.v1.LeaseReply
+	1,  // 57: vnsnap.cluster.v1.Agent.EndSnapshot:output_type -> vnsnap.cluster.v1.Ack
+	25, // 58: vnsnap.cluster.v1.Agent.ImageStatus:output_type -> vnsnap.cluster.v1.ImageStatusReply
+	27, // 59: vnsnap.cluster.v1.Agent.GetImage:output_type -> vnsnap.cluster.v1.ImageChunk
+	25, // 60: vnsnap.cluster.v1.Agent.PutImage:output_type -> vnsnap.cluster.v1.ImageStatusReply
+	41, // [41:61] is the sub-list for method output_type
+	21, // [21:41] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1966,7 +2038,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,7 @@ const (
 	Agent_ReleaseSave_FullMethodName   = "/vnsnap.cluster.v1.Agent/ReleaseSave"
 	Agent_CancelSave_FullMethodName    = "/vnsnap.cluster.v1.Agent/CancelSave"
 	Agent_SetEpoch_FullMethodName      = "/vnsnap.cluster.v1.Agent/SetEpoch"
+	Agent_SetAlgorithm_FullMethodName  = "/vnsnap.cluster.v1.Agent/SetAlgorithm"
 	Agent_Flush_FullMethodName         = "/vnsnap.cluster.v1.Agent/Flush"
 	Agent_BeginSnapshot_FullMethodName = "/vnsnap.cluster.v1.Agent/BeginSnapshot"
 	Agent_RenewLease_FullMethodName    = "/vnsnap.cluster.v1.Agent/RenewLease"
@@ -78,6 +79,8 @@ type AgentClient interface {
 	CancelSave(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*Ack, error)
 	// SetEpoch flips a VM's colour: its switch port's epoch.
 	SetEpoch(ctx context.Context, in *SetEpochRequest, opts ...grpc.CallOption) (*Ack, error)
+	// SetAlgorithm changes the switch's snapshot algorithm between snapshots.
+	SetAlgorithm(ctx context.Context, in *SetAlgorithmRequest, opts ...grpc.CallOption) (*Ack, error)
 	// Flush writes the switch's frame log and the in-transit log of an epoch
 	// into the snapshot's directory.
 	Flush(ctx context.Context, in *FlushRequest, opts ...grpc.CallOption) (*Ack, error)
@@ -231,6 +234,16 @@ func (c *agentClient) SetEpoch(ctx context.Context, in *SetEpochRequest, opts ..
 	return out, nil
 }
 
+func (c *agentClient) SetAlgorithm(ctx context.Context, in *SetAlgorithmRequest, opts ...grpc.CallOption) (*Ack, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Ack)
+	err := c.cc.Invoke(ctx, Agent_SetAlgorithm_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *agentClient) Flush(ctx context.Context, in *FlushRequest, opts ...grpc.CallOption) (*Ack, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Ack)
@@ -347,6 +360,8 @@ type AgentServer interface {
 	CancelSave(context.Context, *VMRequest) (*Ack, error)
 	// SetEpoch flips a VM's colour: its switch port's epoch.
 	SetEpoch(context.Context, *SetEpochRequest) (*Ack, error)
+	// SetAlgorithm changes the switch's snapshot algorithm between snapshots.
+	SetAlgorithm(context.Context, *SetAlgorithmRequest) (*Ack, error)
 	// Flush writes the switch's frame log and the in-transit log of an epoch
 	// into the snapshot's directory.
 	Flush(context.Context, *FlushRequest) (*Ack, error)
@@ -406,6 +421,9 @@ func (UnimplementedAgentServer) CancelSave(context.Context, *VMRequest) (*Ack, e
 }
 func (UnimplementedAgentServer) SetEpoch(context.Context, *SetEpochRequest) (*Ack, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetEpoch not implemented")
+}
+func (UnimplementedAgentServer) SetAlgorithm(context.Context, *SetAlgorithmRequest) (*Ack, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetAlgorithm not implemented")
 }
 func (UnimplementedAgentServer) Flush(context.Context, *FlushRequest) (*Ack, error) {
 	return nil, status.Error(codes.Unimplemented, "method Flush not implemented")
@@ -658,6 +676,24 @@ func _Agent_SetEpoch_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_SetAlgorithm_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetAlgorithmRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).SetAlgorithm(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_SetAlgorithm_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).SetAlgorithm(ctx, req.(*SetAlgorithmRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Agent_Flush_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(FlushRequest)
 	if err := dec(in); err != nil {
@@ -816,6 +852,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetEpoch",
 			Handler:    _Agent_SetEpoch_Handler,
+		},
+		{
+			MethodName: "SetAlgorithm",
+			Handler:    _Agent_SetAlgorithm_Handler,
 		},
 		{
 			MethodName: "Flush",

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +101,47 @@ func TestJSONView(t *testing.T) {
 	line, _, _ := strings.Cut(text, "\n")
 	if err := json.Unmarshal([]byte(line), &probe); err != nil || len(probe) != 14 {
 		t.Errorf("first line %s: %d fields (%v), want all 14 present", line, len(probe), err)
+	}
+}
+
+// TestBarViewNotTerminal: the bar view, on a writer that is no terminal
+// (mpb then draws nothing), takes events of several VMs, completes its bars
+// and prints the report; a failed result aborts them and is the error.
+func TestBarViewNotTerminal(t *testing.T) {
+	for _, ok := range []bool{true, false} {
+		var out bytes.Buffer
+		v := newBarView(&out)
+		for _, e := range viewEvents() {
+			v.event(e)
+			e.VM = "b"
+			v.event(e)
+		}
+		err := v.finish(response{OK: ok, Error: "snapshot aborted", Text: "report\n"}, nil)
+		if ok && (err != nil || !strings.HasSuffix(out.String(), "report\n")) {
+			t.Errorf("ok result: error %v, output %q; want none and the report", err, out.String())
+		}
+		if !ok && (err == nil || err.Error() != "snapshot aborted") {
+			t.Errorf("failed result: error %v, want snapshot aborted", err)
+		}
+	}
+}
+
+// TestEventWriterGivesUp: a client that stops reading costs the supervisor
+// one write timeout, then its events are dropped without waiting.
+func TestEventWriterGivesUp(t *testing.T) {
+	c, peer := net.Pipe() // unbuffered: a write waits for the peer's read
+	defer c.Close()
+	defer peer.Close()
+	w := &eventWriter{c: c, op: "snapshot", timeout: 10 * time.Millisecond}
+	p := goodEvent()
+	w.send(p)
+	if !w.failed {
+		t.Fatal("send to a client that does not read: want failed")
+	}
+	w.send(p) // returns at once: nothing is written
+	go func() { c.Write([]byte("x")) }()
+	b := make([]byte, 1)
+	if n, _ := peer.Read(b); n != 1 || b[0] != 'x' {
+		t.Errorf("peer read %q, want the next write, not an event", b[:n])
 	}
 }

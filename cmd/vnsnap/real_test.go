@@ -176,11 +176,21 @@ vms:
 	if code != 0 {
 		t.Fatalf("snapshot: exit %d: %s", code, stderr)
 	}
-	checkSnapshotEvents(t, out, []string{"a", "b"})
+	checkSnapshotEvents(t, out, []string{"a", "b"}, preCopyMemory)
 	if code, out, stderr = runCmd("snapshot", "--state", state, "--store", root, "--algo", "cow", "s2"); code != 0 {
 		t.Fatalf("snapshot cow: exit %d: %s", code, stderr)
 	}
-	t.Logf("snapshot cow:\n%s", out)
+	t.Logf("snapshot cow:\n%s%s", stderr, out)
+	// Not a terminal: plain progress lines on stderr, the report alone on
+	// stdout.
+	for _, vm := range []string{"a", "b"} {
+		if want := "snapshot " + vm + ": background-copy"; !strings.Contains(stderr, want) {
+			t.Errorf("snapshot cow: stderr has no %q:\n%s", want, stderr)
+		}
+	}
+	if !strings.HasPrefix(out, "snapshot s2: cow") {
+		t.Errorf("snapshot cow: stdout %q, want the report alone", out)
+	}
 	if code, out, _ := runCmd("ls", "--store", root); code != 0 || !strings.Contains(out, "s1") || !strings.Contains(out, "s2") {
 		t.Errorf("ls: exit %d: %s", code, out)
 	}
@@ -192,9 +202,10 @@ vms:
 	}
 	t.Logf("restore --json:\n%s", tailString(out, 4000))
 	checkRestoreEvents(t, out, []string{"a", "b"})
-	if code, _, stderr = runCmd("snapshot", "--state", state, "--store", root, "--algo", "stop-copy", "--sink", "disk", "s3"); code != 0 {
+	if code, out, stderr = runCmd("snapshot", "--json", "--state", state, "--store", root, "--algo", "stop-copy", "--sink", "disk", "s3"); code != 0 {
 		t.Fatalf("snapshot after restore: exit %d: %s", code, stderr)
 	}
+	checkSnapshotEvents(t, out, []string{"a", "b"}, stopCopyDisk)
 	if code, _, stderr = runCmd("down", "--state", state); code != 0 {
 		t.Fatalf("down: exit %d: %s", code, stderr)
 	}

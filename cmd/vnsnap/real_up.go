@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -241,10 +242,11 @@ const eventTimeout = 10 * time.Second
 // goroutine, never from the snapshot's loop; after a failed write it sends
 // nothing more.
 type eventWriter struct {
-	c      net.Conn
-	op     string
-	mu     sync.Mutex
-	failed bool
+	c       net.Conn
+	op      string
+	timeout time.Duration // 0: eventTimeout
+	mu      sync.Mutex
+	failed  bool
 }
 
 func (w *eventWriter) send(p realbackend.Progress) {
@@ -254,7 +256,7 @@ func (w *eventWriter) send(p realbackend.Progress) {
 		return
 	}
 	b, _ := json.Marshal(eventOf(w.op, p))
-	_ = w.c.SetWriteDeadline(time.Now().Add(eventTimeout))
+	_ = w.c.SetWriteDeadline(time.Now().Add(cmp.Or(w.timeout, eventTimeout)))
 	if _, err := w.c.Write(append(b, '\n')); err != nil {
 		w.failed = true
 	}

@@ -208,6 +208,7 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, o hv.SaveOptions) (
 		conn.Close()
 		l.recvDone <- err
 	}()
+	cancelled := ctx.Done()
 	for {
 		select {
 		case <-snap:
@@ -227,16 +228,19 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, o hv.SaveOptions) (
 			if err == nil {
 				err = errors.New("receiver ended without the sender's go")
 			}
+			if cerr := ctx.Err(); cerr != nil {
+				err = fmt.Errorf("%w (%v)", cerr, err)
+			}
 			m.checkNotAway(context.WithoutCancel(ctx))
 			return hv.SaveStats{}, fmt.Errorf("live save of %s: %w (xl: %v: %s)", name, err, xerr, l.xlOut.tail())
-		case <-ctx.Done():
+		case <-cancelled:
 			mu.Lock()
 			if !stored {
 				closed = true
 				conn.Close()
 			}
 			mu.Unlock()
-			ctx = context.WithoutCancel(ctx) // AtSnapshotPoint still sees the first ctx
+			cancelled = nil // from here the protocol runs to its end
 		}
 	}
 }

@@ -55,6 +55,8 @@ type xenSim struct {
 	atGo func()
 	// breakStream sends a malformed stream.
 	breakStream bool
+	// atHalf, if set, is called when half the stream is sent.
+	atHalf func()
 	restored    []byte
 }
 
@@ -227,6 +229,9 @@ func (s *xenSim) migrate(args []string, stdout io.Writer) error {
 	half := len(stream) / 2
 	if _, err := toRecv.Write(stream[:half]); err != nil {
 		return resume(err)
+	}
+	if s.atHalf != nil {
+		s.atHalf()
 	}
 	s.mu.Lock()
 	d.suspended = true // the final phase
@@ -576,4 +581,45 @@ func TestSpecRefusals(t *testing.T) {
 	if c := s.argvs(); len(c) != 0 {
 		t.Errorf("xl ran for refused specs: %q", c)
 	}
+}
+
+// A save cancelled before the stream is complete fails with the context's
+// error, and xl (its receiver gone) resumes the domain under its own name.
+func TestLiveSaveCancelledMidStream(t *testing.T) {
+	s := newSim(t)
+	s.stream = append(s.stream[:0:0], s.stream...)
+	// Make the stream long enough that the second half cannot sit in the
+	// pipe buffers: a PAGE_DATA record of many pages before the ENDs.
+	var e enc
+	e.record(libxcPageData, pageBody(manyPages(300)))
+	end := len(s.stream) - 16 // libxc's and libxl's END records
+	s.stream = append(append(s.stream[:end:end], e.Bytes()...), s.stream[end:]...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.atHalf = func() { cancel(); time.Sleep(100 * time.Millisecond) }
+	h := newTestHypervisor(t, s)
+	m, err := h.Start(context.Background(), testSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill()
+	called := false
+	_, err = m.Save(ctx, io.Discard, hv.SaveOptions{Live: true, AtSnapshotPoint: func(context.Context) error { called = true; return nil }})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if called {
+		t.Error("AtSnapshotPoint called for a cancelled save")
+	}
+	if d, _ := s.state(m.(*Machine).DomID()); d.name != "a" || d.suspended {
+		t.Errorf("after the cancelled Save: %+v, want a, running", d)
+	}
+}
+
+func manyPages(n int) []testPage {
+	p := make([]testPage, n)
+	for i := range p {
+		p[i] = testPage{pfn: uint64(0x20000 + i), fill: byte(i)}
+	}
+	return p
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/cluster/clusterpb"
+	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/realbackend/hv"
 )
 
@@ -46,6 +47,12 @@ var (
 )
 
 func (p *hypervisor) Info() hv.Info { return p.info }
+
+// Machine returns the handle of VM vm (name) that already runs on the
+// agent: a coordinator that took over from another one.
+func (h *Host) Machine(vm core.VMID, name string) *Machine {
+	return &Machine{h: h, vm: int32(vm), name: name}
+}
 
 func (p *hypervisor) spec(s hv.MachineSpec) (*clusterpb.MachineSpec, error) {
 	p.h.mu.Lock()

@@ -23,6 +23,16 @@
 //   - Restore starts a VM with `-incoming defer -S`, feeds the stream from an
 //     io.Reader through migrate-incoming (exit-on-error off, so a load error
 //     is read over QMP) and leaves the VM paused for the caller's Cont.
+//   - With Options.MappedRAM (mappedram.go) pre-copy and stop-and-copy
+//     write QEMU's mapped-ram format instead (MappedRAMFormat): each
+//     RAMBlock's pages at fixed, 1 MiB-aligned offsets of a regular file,
+//     zero pages left as holes, pages of later passes written over earlier
+//     ones; the pre-switchover pause and its hook work as for the stream.
+//     QEMU refuses mapped-ram on an `fd:` descriptor (not seekable for
+//     it), so the file goes to QEMU as an fd set (add-fd, write-only to
+//     save, read-only to load) and the URI is file:/dev/fdset/N: no path
+//     reaches QEMU. RestoreFile loads such a file; realbackend stores it as
+//     a page image (hv.FileSaver, hv.FileRestorer).
 //   - Guest images are built by the guestimg subpackage.
 //   - Hypervisor and Machine (port.go) put QEMU behind realbackend's
 //     hypervisor port (package realbackend/hv), with the capabilities

@@ -25,7 +25,7 @@ var ErrNotFile = errors.New("mapped-ram needs a regular file")
 // writes into, or why it cannot be one.
 func mappedRAMFile(w io.Writer, m Method) (*os.File, error) {
 	if m == Background {
-		return nil, errors.New("mapped-ram: QEMU does not support it with background-snapshot")
+		return nil, errors.New("mapped-ram: not offered with background-snapshot (its copy-on-write save keeps the stream format)")
 	}
 	f, ok := w.(*os.File)
 	if !ok {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -36,6 +37,8 @@ var (
 	_ hv.BackgroundSaver = (*Machine)(nil)
 	_ hv.DiskFreezer     = (*Machine)(nil)
 	_ hv.Heartbeats      = (*Machine)(nil)
+	_ hv.FileSaver       = (*Machine)(nil)
+	_ hv.FileRestorer    = (*Hypervisor)(nil)
 )
 
 // NewHypervisor returns the port of the probed QEMU host (Probe).
@@ -75,6 +78,19 @@ func (h *Hypervisor) Start(ctx context.Context, s hv.MachineSpec) (hv.Machine, e
 // is left paused (Restore).
 func (h *Hypervisor) Restore(ctx context.Context, s hv.MachineSpec, r io.Reader) (hv.Machine, error) {
 	vm, err := Restore(ctx, h.host, h.spec(s), r)
+	if err != nil {
+		return nil, err
+	}
+	return newMachine(vm), nil
+}
+
+// FileFormat is MappedRAMFormat: the files Machine.SaveFile writes.
+func (h *Hypervisor) FileFormat() string { return MappedRAMFormat }
+
+// RestoreFile starts a QEMU VM with -incoming defer and loads the
+// mapped-ram file f (RestoreFile); the VM is left paused.
+func (h *Hypervisor) RestoreFile(ctx context.Context, s hv.MachineSpec, f *os.File) (hv.Machine, error) {
+	vm, err := RestoreFile(ctx, h.host, h.spec(s), f)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +151,17 @@ func neutral(st Stats) hv.SaveStats {
 // OnPass(n-1): the dirty-bitmap sync after the pause belongs to the final
 // copy.
 func (m *Machine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.SaveStats, error) {
-	opts := Options{Method: StopCopy, AtSnapshotPoint: o.AtSnapshotPoint}
+	return m.save(ctx, w, o, false)
+}
+
+// SaveFile is Save in the mapped-ram format (Options.MappedRAM) into f,
+// which QEMU writes itself.
+func (m *Machine) SaveFile(ctx context.Context, f *os.File, o hv.SaveOptions) (hv.SaveStats, error) {
+	return m.save(ctx, f, o, true)
+}
+
+func (m *Machine) save(ctx context.Context, w io.Writer, o hv.SaveOptions, mapped bool) (hv.SaveStats, error) {
+	opts := Options{Method: StopCopy, AtSnapshotPoint: o.AtSnapshotPoint, MappedRAM: mapped}
 	if o.Live {
 		opts.Method = Precopy
 		paused := false

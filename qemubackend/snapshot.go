@@ -106,8 +106,9 @@ type Options struct {
 	// MappedRAMFormat): the writer must then be an *os.File open for
 	// writing on an empty regular file, into which QEMU writes each page
 	// at a fixed offset itself (pages of later passes overwrite earlier
-	// ones); nothing is copied through this process. Not for Background:
-	// QEMU refuses mapped-ram with background-snapshot.
+	// ones); nothing is copied through this process. Not for Background,
+	// whose copy-on-write save keeps the stream format (mapped-ram with
+	// background-snapshot is untried here).
 	MappedRAM bool
 }
 

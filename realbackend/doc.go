@@ -66,9 +66,18 @@
 //   - ResumeVM: Machine.Resume (a no-op for a running VM), then VMResumed.
 //   - ThrottleVM: never issued in Observed mode (the hypervisor's own
 //     auto-converge would do it); ignored.
-//   - FlushImage: a goroutine copies the VM's RAM buffer (VNsnap-memory)
-//     into its store stream, then ImageFlushed. With the disk sink the
-//     save's image goes straight into the store stream (paced by the store).
+//   - FlushImage: a goroutine stores the VM's memory-sink image, then
+//     ImageFlushed. A machine that saves into a file (hv.FileSaver: QEMU's
+//     mapped-ram) is saved into a tmpfs file (/dev/shm, memory as the RAM
+//     budget counts it), stored here as the page image "memory"
+//     (store.Writer.ImageAt: fixed blocks, dedup across VMs and snapshots,
+//     on every core through the writer's one pages.Ingester shared by all
+//     VMs); otherwise the save's RAM buffer is copied into the stream
+//     "memory". With the disk sink the file is in Options.Dir and stored
+//     before FinalCopied, or the stream goes straight into the store. The
+//     copy-on-write save always writes the stream. Restore writes a page
+//     image back into a tmpfs file and the hypervisor loads it from there
+//     (hv.FileRestorer); the label image-file-format names the format.
 //   - CancelCopy: cancels the VM's save goroutine (QEMU: migrate_cancel; a
 //     VM paused at its snapshot point stays paused) and waits for it to
 //     return.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -106,24 +107,31 @@ type vmRun struct {
 	release chan struct{} // closed by CopyFinal: the pre-copy hook may return
 	stream  *store.StreamWriter
 	ram     *ramBuffer
-	stats   hv.SaveStats // written by the copy goroutine, read after wg.Wait
-	frozen  string
-	disk    string        // current top image (qcow2) of a disk guest
-	copied  *atomic.Int64 // the VM's progress counter of stream bytes, or nil
+	// file is the page-image file of a save into one (images.go), and
+	// fileSink the sink it was made for; removed once stored.
+	file     *os.File
+	fileSink core.Sink
+	stats    hv.SaveStats // written by the copy goroutine, read after wg.Wait
+	frozen   string
+	disk     string        // current top image (qcow2) of a disk guest
+	copied   *atomic.Int64 // the VM's progress counter of stream bytes, or nil
 }
 
 // driver runs one snapshot. Only the goroutine in run touches co, vms' fields
 // other than stats, timers and pending.
 type driver struct {
-	env    *Env
-	opts   SnapshotOptions
-	epoch  core.Epoch
-	co     *core.Coordinator
-	clock  clock
-	w      *store.Writer
-	vms    []*vmRun
-	events chan core.Event
-	quit   chan struct{} // closed when the loop has ended: posts are dropped
+	env   *Env
+	opts  SnapshotOptions
+	epoch core.Epoch
+	co    *core.Coordinator
+	clock clock
+	w     *store.Writer
+	vms   []*vmRun
+	// fileFormat is the hypervisor's page-image file format; "" if it
+	// restores none, and then every VM's memory is a stream.
+	fileFormat string
+	events     chan core.Event
+	quit       chan struct{} // closed when the loop has ended: posts are dropped
 	// pending holds events produced synchronously by executed commands;
 	// they are stepped before the next event from the channel.
 	pending []core.Event
@@ -193,6 +201,10 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 	for k, v := range hypervisorLabels(e.opts.Hypervisor.Info()) {
 		labels[k] = v
 	}
+	format := imageFormat(e.opts.Hypervisor)
+	if format != "" {
+		labels[LabelImageFileFormat] = format
+	}
 	w, err := store.Create(o.Store, o.Name, store.Meta{
 		Created: o.Created, Algorithm: o.Algorithm.String() + "-" + o.Sink.String(), Epoch: uint64(epoch),
 		Labels: labels,
@@ -201,7 +213,7 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 		return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
 	}
 	d := &driver{
-		env: e, opts: o, epoch: epoch, w: w, ctx: ctx,
+		env: e, opts: o, epoch: epoch, w: w, ctx: ctx, fileFormat: format,
 		clock:  clock{start: time.Now()},
 		events: make(chan core.Event, 256),
 		quit:   make(chan struct{}),
@@ -387,6 +399,7 @@ func (d *driver) stop() {
 		if v.ram != nil {
 			v.ram.Reset()
 		}
+		v.dropImageFile()
 	}
 }
 

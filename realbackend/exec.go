@@ -135,9 +135,13 @@ func (c countingWriter) Write(p []byte) (int, error) {
 // is a RoundCopied.
 func (d *driver) startCopy(id core.VMID, s core.Sink, live bool) error {
 	v := d.vms[id]
-	w, err := d.sink(v, s)
-	if err != nil {
-		return err
+	fs, paged := d.fileSaver(v)
+	var w io.Writer
+	if !paged {
+		var err error
+		if w, err = d.sink(v, s); err != nil {
+			return err
+		}
 	}
 	v.ctx, v.cancel = context.WithCancel(d.ctx)
 	opts := hv.SaveOptions{Live: live}
@@ -168,7 +172,13 @@ func (d *driver) startCopy(id core.VMID, s core.Sink, live bool) error {
 	go func() {
 		defer d.wg.Done()
 		defer close(done)
-		st, err := v.vm.Save(v.ctx, w, opts)
+		var st hv.SaveStats
+		var err error
+		if paged {
+			st, err = d.saveFile(v, fs, s, opts)
+		} else {
+			st, err = v.vm.Save(v.ctx, w, opts)
+		}
 		d.copied(id, v, st, err)
 	}()
 	return nil
@@ -198,6 +208,16 @@ func (d *driver) cancelCopy(ctx context.Context, v *vmRun) error {
 // FinalCopied is posted.
 func (d *driver) copied(id core.VMID, v *vmRun, st hv.SaveStats, err error) {
 	v.stats = st
+	if v.file != nil {
+		// A disk-sink image goes to the store now; a memory-sink one
+		// stays in tmpfs until FlushImage.
+		if err == nil && v.fileSink == core.DiskSink {
+			err = d.ingestFile(v, nil)
+		}
+		if err != nil {
+			v.dropImageFile()
+		}
+	}
 	if v.stream != nil {
 		if err != nil {
 			v.stream.CloseWithError(err)
@@ -252,14 +272,18 @@ func (d *driver) protect(id core.VMID, s core.Sink) error {
 	}
 }
 
-// flush writes a memory-sink image to its store stream in a goroutine.
+// flush writes a memory-sink image to the store in a goroutine: its page
+// image file, or its RAM buffer as a stream.
 func (d *driver) flush(id core.VMID) {
 	v := d.vms[id]
-	fc := d.track.flushCounter(int(id), v.ram.Len())
+	fc := d.track.flushCounter(int(id), v.imageLen())
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		err := func() error {
+			if v.file != nil {
+				return d.ingestFile(v, fc)
+			}
 			sw, err := d.w.Stream(v.name, "memory")
 			if err != nil {
 				return err
@@ -270,7 +294,9 @@ func (d *driver) flush(id core.VMID) {
 			}
 			return sw.Close()
 		}()
-		v.ram.Reset()
+		if v.ram != nil {
+			v.ram.Reset()
+		}
 		if err != nil {
 			d.post(core.Failed{VM: id, Err: err})
 			return

@@ -135,10 +135,13 @@ func TestVNESnapshotRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := snap.Manifest()
-		snap.Close()
 		vm := m.VMs[1]
-		ch := vm.Streams[0].Chunks[len(vm.Streams[0].Chunks)/2]
-		path := filepath.Join(storeDir, "chunks", ch.Addr[:2], ch.Addr)
+		if len(vm.Images) != 1 || vm.Images[0].Name != "memory" {
+			t.Fatalf("vm %s: images %+v, want its memory as a page image", vm.Name, vm.Images)
+		}
+		// Flip a byte of a block object in the middle of the image.
+		blk, path := midBlock(t, storeDir, vm.Name, vm.Images[0].Index)
+		snap.Close()
 		flipByte(t, path)
 		snap, err = store.Open(storeDir, name)
 		if err != nil {
@@ -153,8 +156,9 @@ func TestVNESnapshotRestore(t *testing.T) {
 			t.Fatal("Verify found no problem after a flipped byte")
 		}
 		t.Logf("verify: %v", probs[0])
-		if !strings.Contains(probs[0].Error(), `vm "`+vm.Name+`"`) || probs[0].Addr != ch.Addr {
-			t.Errorf("verify: %v, want vm %q chunk %s", probs[0], vm.Name, ch.Addr)
+		if p := probs[0]; p.VM != vm.Name || p.Image != "memory" || p.Chunk != blk || p.Len == 0 ||
+			!strings.Contains(p.Error(), `vm "`+vm.Name+`" image "memory" block`) {
+			t.Errorf("verify: %v, want vm %q image memory block %d and its offset", p, vm.Name, blk)
 		}
 		o := opts()
 		renv, _, err := Restore(ctx, storeDir, name, o)
@@ -163,8 +167,8 @@ func TestVNESnapshotRestore(t *testing.T) {
 			t.Fatal("restore of a damaged snapshot succeeded")
 		}
 		t.Logf("restore: %v", err)
-		if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), `vm "`+vm.Name+`"`) || !strings.Contains(err.Error(), "chunk ") {
-			t.Errorf("restore error %v: want a store.CorruptError naming vm %q and the chunk", err, vm.Name)
+		if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), `vm "`+vm.Name+`" image "memory" block`) || !strings.Contains(err.Error(), "offset 0x") {
+			t.Errorf("restore error %v: want a store.CorruptError naming vm %q, its image, the block and offset", err, vm.Name)
 		}
 		if left := processesUsing(o.Dir); len(left) > 0 {
 			t.Errorf("QEMU processes left after the failed restore: %v", left)

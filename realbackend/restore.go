@@ -241,6 +241,9 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 // load starts the VM of spec paused and loads its image from the store.
 func (e *Env) load(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec, tr *tracker, i int) (hv.Machine, error) {
 	name := spec.Name
+	if _, err := s.Image(name, imageName); err == nil {
+		return e.restoreImage(ctx, s, spec, s.Manifest().Labels[LabelImageFileFormat])
+	}
 	r, err := s.Reader(name, "memory")
 	if err != nil {
 		return nil, err

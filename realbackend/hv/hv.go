@@ -24,6 +24,7 @@ package hv
 import (
 	"context"
 	"io"
+	"os"
 	"time"
 )
 
@@ -188,4 +189,27 @@ type Heartbeats interface {
 	// MaxHeartbeatGap returns the largest gap between heartbeats that
 	// arrived in [from, to].
 	MaxHeartbeatGap(from, to time.Time) HeartbeatGap
+}
+
+// FileSaver is a machine that can save into a regular file in which its
+// memory sits at fixed, page-aligned offsets (QEMU's mapped-ram): such a
+// file is kept by a store as a page image (fixed blocks, deduplicated, zero
+// pages free) rather than as a stream. The file's format is FileFormat of
+// the machine's hypervisor (a FileRestorer).
+type FileSaver interface {
+	// SaveFile is Save into f, an empty regular file open for writing,
+	// which the hypervisor writes at offsets itself; SaveStats.Bytes is
+	// the file's size. The contract is Save's: the machine is paused
+	// when it returns and stays paused.
+	SaveFile(ctx context.Context, f *os.File, o SaveOptions) (SaveStats, error)
+}
+
+// FileRestorer is a hypervisor that restores machines from the files its
+// FileSavers write.
+type FileRestorer interface {
+	// FileFormat names the format of those files ("qemu-mapped-ram-v1").
+	FileFormat() string
+	// RestoreFile is Restore from such a file, which the hypervisor reads
+	// at offsets itself; the machine is PAUSED when it returns.
+	RestoreFile(ctx context.Context, spec MachineSpec, f *os.File) (Machine, error)
 }

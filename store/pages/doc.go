@@ -1,6 +1,6 @@
 // Package pages stores VM memory images as page-aware, content-addressed
 // blocks: the image format and the parallel ingest and restore of issue 9,
-// to be used by the store for memory streams (see "Integration" below).
+// used by the store for VM memory images (see "Integration" below).
 //
 // # Design
 //
@@ -174,25 +174,32 @@
 // snapshot (mostly deduplicated) runs at 1.2-1.5 GB/cpu-s. Restore spends
 // most of its CPU in the SHA-256 check.
 //
-// # Integration (not done here)
+// # Integration
 //
-//   - store: a stream kind "pages" next to CDC streams: the manifest records,
-//     per VM memory image, the encoded index (or its address, with the index
-//     stored as an object) and the image checksum; objects live in the
-//     store's pool behind Sink (pack files preferred over a file per
-//     object: one fsync per snapshot, not one per block); GC must treat
-//     block addresses in indexes as references; Added (ls: logical size,
-//     new bytes, dedup ratio) comes from Stats. The store's CorruptError
-//     gains the guest offset from *CorruptError.
-//   - realbackend: one Ingester per host process shared by every VM's
-//     flush. The memory sink's RAM buffer becomes an io.ReaderAt of raw
-//     guest memory for IngestAt, which needs the RAM as guest-physical pages:
-//     QEMU's mapped-ram migration capability (QEMU 9+, with multifd) writes
-//     exactly such a file (a header per RAMBlock, a dirty bitmap, pages at
-//     fixed offsets), so the disk sink can migrate to file: with mapped-ram
-//     and ingest the file's RAM regions; the device state after it stays a
-//     CDC stream. Restore writes a mapped-ram file (RestoreFile per RAMBlock
-//     region plus the headers and device state) for `-incoming file:`.
+//   - store (store/images.go, store/blockpool.go; format in store/doc.go):
+//     a VM's page images sit next to its CDC streams in manifest schema 2
+//     (name, length, the image checksum that names the index file, sizes);
+//     objects are files in the store's blocks/ pool behind Sink, one per
+//     address (GC unlinks unreferenced ones; several writer processes share
+//     the pool; fsyncs batched, in parallel, once per image), rather than
+//     PackSink, whose packs GC could only free by repacking; GC reads the
+//     indexes for references; ls counts images; the store's CorruptError
+//     carries the image, block and offset of a *CorruptError. One Ingester
+//     per store Writer, shared by every VM's image: its cache of stored
+//     addresses must not outlive a GC, which the writer's lock excludes.
+//   - realbackend + qemubackend: a machine that saves into a file
+//     (hv.FileSaver: QEMU's mapped-ram, live pre-copy with the
+//     pre-switchover hook, or stop-and-copy) is saved into one (tmpfs for
+//     the memory sink, the state directory for the disk sink) and the
+//     whole file is ingested as the VM's image "memory" with IngestAt:
+//     QEMU aligns each RAMBlock's pages to 1 MiB in it, so blocks of guest
+//     pages dedup across VMs and snapshots as raw guest memory would, its
+//     zero pages are holes, and the headers, bitmaps and device state are a
+//     few blocks of their own, with no parser of QEMU's format in the
+//     store's trust boundary. A damaged block is named by its offset in
+//     that file. Restore writes the file back (RestoreFile) and QEMU loads
+//     it through an fd set with `migrate-incoming file:`. The
+//     copy-on-write save keeps the stream format.
 //   - Xen receiver (issue 8): write page records with PutPage (pfn order
 //     within each batch; resent pages reopen their block) or into a sparse
 //     staging file for IngestAt; the rest of the libxc stream is a small

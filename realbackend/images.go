@@ -1,0 +1,219 @@
+package realbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/realbackend/hv"
+	"github.com/vnsnap/vnsnap/store"
+	"github.com/vnsnap/vnsnap/store/pages"
+)
+
+// Page images. A machine that can save into a file with its memory at fixed
+// offsets (hv.FileSaver: QEMU's mapped-ram) is saved into one, and the
+// file is stored as the VM's page image "memory" (store.Writer.ImageAt:
+// fixed blocks, deduplicated across VMs and snapshots, zero pages free)
+// rather than as a stream. The memory sink's file lives in tmpfs (memShm)
+// and takes the RAM the host's budget counts for the VM; the disk sink's in
+// Options.Dir. The copy-on-write save (hv.BackgroundSaver) keeps the
+// stream "memory": qemubackend offers mapped-ram for pre-copy and
+// stop-and-copy only.
+
+// imageName is the name of a VM's memory in the store, as a page image or
+// as a stream.
+const imageName = "memory"
+
+// LabelImageFileFormat is the manifest label naming the format of the
+// snapshot's page-image files (hv.FileRestorer.FileFormat); absent when no
+// VM's memory is a page image.
+const LabelImageFileFormat = "image-file-format"
+
+// memShm is where a memory-sink image file is written: tmpfs, so the
+// file is memory, as the RAM buffer of a stream save is. Without it the
+// state directory is used.
+const memShm = "/dev/shm"
+
+// imageDir returns the directory of a VM's image file for sink s.
+func (e *Env) imageDir(s core.Sink) string {
+	if s == core.MemorySink {
+		if fi, err := os.Stat(memShm); err == nil && fi.IsDir() {
+			return memShm
+		}
+	}
+	return e.opts.Dir
+}
+
+// newImageFile creates an empty image file for VM name (a checked name) in
+// dir, readable by this user only.
+func newImageFile(dir, name string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, "vnsnap-"+name+"-*.img")
+	if err != nil {
+		return nil, fmt.Errorf("image file of %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// dropImageFile closes and removes v's image file, if any.
+func (v *vmRun) dropImageFile() {
+	if v.file != nil {
+		v.file.Close()
+		os.Remove(v.file.Name())
+		v.file = nil
+	}
+}
+
+// fileSaver returns v's machine as an hv.FileSaver if the snapshot should
+// use page images: the hypervisor restores such files, and the snapshot
+// records their format.
+func (d *driver) fileSaver(v *vmRun) (hv.FileSaver, bool) {
+	if d.fileFormat == "" {
+		return nil, false
+	}
+	fs, ok := v.vm.(hv.FileSaver)
+	return fs, ok
+}
+
+// saveFile runs fs.SaveFile into a new image file for v, counting the
+// file's growth as progress while the save runs.
+func (d *driver) saveFile(v *vmRun, fs hv.FileSaver, s core.Sink, opts hv.SaveOptions) (hv.SaveStats, error) {
+	f, err := newImageFile(d.env.imageDir(s), v.name)
+	if err != nil {
+		return hv.SaveStats{}, err
+	}
+	v.file, v.fileSink = f, s
+	stop := watchGrowth(f, &d.moved, v.copied)
+	defer stop()
+	return fs.SaveFile(v.ctx, f, opts)
+}
+
+// watchGrowth adds the growth of f's allocated size to n, and to vm if set
+// (the VM's progress counter), every 100 ms until stop is called: the
+// hypervisor writes the file itself, so no byte passes through a
+// countingWriter, and a snapshot's stall check needs progress.
+func watchGrowth(f *os.File, n, vm *atomic.Int64) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var last int64
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			fi, err := f.Stat()
+			if err != nil {
+				continue
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				if a := st.Blocks * 512; a > last {
+					n.Add(a - last)
+					if vm != nil {
+						vm.Add(a - last)
+					}
+					last = a
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// imageLen returns the size of v's memory-sink image: its file's or its RAM
+// buffer's.
+func (v *vmRun) imageLen() int64 {
+	switch {
+	case v.file != nil:
+		if fi, err := v.file.Stat(); err == nil {
+			return fi.Size()
+		}
+	case v.ram != nil:
+		return v.ram.Len()
+	}
+	return 0
+}
+
+// ingestFile stores v's image file as its page image and removes the file,
+// counting the bytes read as progress (and in vm, if set: the VM's flush
+// counter).
+func (d *driver) ingestFile(v *vmRun, vm *atomic.Int64) error {
+	defer v.dropImageFile()
+	fi, err := v.file.Stat()
+	if err != nil {
+		return fmt.Errorf("image file of %s: %w", v.name, err)
+	}
+	if fi.Size() == 0 {
+		return fmt.Errorf("image file of %s is empty", v.name)
+	}
+	r := countingReaderAt{v.file, &d.moved, vm}
+	if _, err := d.w.ImageAt(v.name, imageName, r, fi.Size()); err != nil {
+		return fmt.Errorf("store image of %s: %w", v.name, err)
+	}
+	return nil
+}
+
+// countingReaderAt adds the bytes read through it to n and, if set, vm
+// (progress).
+type countingReaderAt struct {
+	r  io.ReaderAt
+	n  *atomic.Int64
+	vm *atomic.Int64
+}
+
+func (c countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	k, err := c.r.ReadAt(p, off)
+	c.n.Add(int64(k))
+	if c.vm != nil {
+		c.vm.Add(int64(k))
+	}
+	return k, err
+}
+
+// imageFormat returns the format of the hypervisor's image files, or ""
+// if it restores none.
+func imageFormat(h Hypervisor) string {
+	if fr, ok := h.(hv.FileRestorer); ok {
+		return fr.FileFormat()
+	}
+	return ""
+}
+
+// restoreImage writes VM spec.Name's page image from s into a file (tmpfs
+// if there is one) and restores the machine from it; the file is removed
+// once the hypervisor has loaded it.
+func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec, format string) (hv.Machine, error) {
+	fr, ok := e.opts.Hypervisor.(hv.FileRestorer)
+	if !ok || fr.FileFormat() != format {
+		return nil, fmt.Errorf("%w: vm %s: its memory is a page image of format %q, which %s does not restore",
+			ErrWrongHypervisor, spec.Name, format, e.opts.Hypervisor.Info().Name)
+	}
+	f, err := newImageFile(e.imageDir(core.MemorySink), spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	path := f.Name()
+	f.Close()
+	defer os.Remove(path)
+	if _, err := s.RestoreImage(spec.Name, imageName, path, pages.RestoreOptions{}); err != nil {
+		if errors.Is(err, store.ErrCorrupt) {
+			return nil, err // names the VM, image and block already
+		}
+		return nil, fmt.Errorf("vm %s: restore image: %w", spec.Name, err)
+	}
+	f, err = os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: %w", spec.Name, err)
+	}
+	defer f.Close()
+	return fr.RestoreFile(ctx, spec, f)
+}

@@ -1,7 +1,9 @@
 package qemubackend
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,5 +91,50 @@ func TestMappedRAMSnapshotRestore(t *testing.T) {
 	vm.Kill()
 	for i, s := range snaps {
 		t.Run(s.method.String(), func(t *testing.T) { restoreAndCheck(ctx, t, h, spec, s, i) })
+	}
+}
+
+// TestMappedRAMFileChecks: a mapped-ram save needs an empty regular file;
+// anything else is refused before QEMU is asked.
+func TestMappedRAMFileChecks(t *testing.T) {
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full")
+	if err := os.WriteFile(full, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ff, err := os.OpenFile(full, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ff.Close()
+	empty, err := os.Create(filepath.Join(dir, "empty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	tests := []struct {
+		name string
+		w    io.Writer
+		m    Method
+		ok   bool
+	}{
+		{"empty file", empty, Precopy, true},
+		{"empty file, stop-copy", empty, StopCopy, true},
+		{"background", empty, Background, false},
+		{"buffer", &bytes.Buffer{}, Precopy, false},
+		{"pipe", pw, Precopy, false},
+		{"non-empty file", ff, Precopy, false},
+	}
+	for _, tt := range tests {
+		_, err := mappedRAMFile(tt.w, tt.m)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: mappedRAMFile = %v, want ok=%v", tt.name, err, tt.ok)
+		}
 	}
 }

@@ -74,7 +74,8 @@
 //     on every core through the writer's one pages.Ingester shared by all
 //     VMs); otherwise the save's RAM buffer is copied into the stream
 //     "memory". With the disk sink the file is in Options.Dir and stored
-//     before FinalCopied, or the stream goes straight into the store. The
+//     in the background after FinalCopied (before the commit, which waits
+//     for it), or the stream goes straight into the store. The
 //     copy-on-write save always writes the stream. Restore writes a page
 //     image back into a tmpfs file and the hypervisor loads it from there
 //     (hv.FileRestorer); the label image-file-format names the format.

@@ -130,6 +130,11 @@ type driver struct {
 	// fileFormat is the hypervisor's page-image file format; "" if it
 	// restores none, and then every VM's memory is a stream.
 	fileFormat string
+	// ingests are the disk-sink images being stored (images.go), and
+	// ingestErrs their failures, under ingestMu.
+	ingests    sync.WaitGroup
+	ingestMu   sync.Mutex
+	ingestErrs []error
 	events     chan core.Event
 	quit       chan struct{} // closed when the loop has ended: posts are dropped
 	// pending holds events produced synchronously by executed commands;

@@ -209,13 +209,14 @@ func (d *driver) cancelCopy(ctx context.Context, v *vmRun) error {
 func (d *driver) copied(id core.VMID, v *vmRun, st hv.SaveStats, err error) {
 	v.stats = st
 	if v.file != nil {
-		// A disk-sink image goes to the store now; a memory-sink one
-		// stays in tmpfs until FlushImage.
-		if err == nil && v.fileSink == core.DiskSink {
-			err = d.ingestFile(v, nil)
-		}
-		if err != nil {
+		// A disk-sink image is on disk now, in the state directory: it is
+		// stored in the background, before the commit (not during the
+		// pause); a memory-sink one stays in tmpfs until FlushImage.
+		switch {
+		case err != nil:
 			v.dropImageFile()
+		case v.fileSink == core.DiskSink:
+			d.ingestLater(v)
 		}
 	}
 	if v.stream != nil {
@@ -331,8 +332,12 @@ func (d *driver) freezeDisk(ctx context.Context, id core.VMID) error {
 	return nil
 }
 
-// commitSnapshot writes the extras and then the manifest.
+// commitSnapshot waits for the disk-sink images being stored, then writes
+// the extras and then the manifest.
 func (d *driver) commitSnapshot() error {
+	if err := d.ingested(); err != nil {
+		return err
+	}
 	e := d.env
 	l := e.Layout
 	l.VMs = append([]VMLayout(nil), e.Layout.VMs...)

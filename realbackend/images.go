@@ -22,7 +22,8 @@ import (
 // fixed blocks, deduplicated across VMs and snapshots, zero pages free)
 // rather than as a stream. The memory sink's file lives in tmpfs (memShm)
 // and takes the RAM the host's budget counts for the VM; the disk sink's in
-// Options.Dir. The copy-on-write save (hv.BackgroundSaver) keeps the
+// Options.Dir, stored in the background once the save is complete (the VM
+// does not wait for it) and before the commit. The copy-on-write save (hv.BackgroundSaver) keeps the
 // stream "memory": qemubackend offers mapped-ram for pre-copy and
 // stop-and-copy only.
 
@@ -162,6 +163,32 @@ func (d *driver) ingestFile(v *vmRun, vm *atomic.Int64) error {
 	return nil
 }
 
+// ingestLater stores v's disk-sink image file in a goroutine; the commit
+// waits for it (ingested).
+func (d *driver) ingestLater(v *vmRun) {
+	d.ingests.Add(1)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer d.ingests.Done()
+		if err := d.ingestFile(v, nil); err != nil {
+			d.ingestMu.Lock()
+			d.ingestErrs = append(d.ingestErrs, err)
+			d.ingestMu.Unlock()
+		}
+	}()
+}
+
+// ingested waits until every image ingestLater started is stored, and
+// returns their failures.
+func (d *driver) ingested() error {
+	d.ingests.Wait()
+	d.ingestMu.Lock()
+	defer d.ingestMu.Unlock()
+	return errors.Join(d.ingestErrs...)
+}
+
+// countingReaderAt adds the bytes read through it to n (progress).
 // countingReaderAt adds the bytes read through it to n and, if set, vm
 // (progress).
 type countingReaderAt struct {

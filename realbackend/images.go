@@ -188,7 +188,6 @@ func (d *driver) ingested() error {
 	return errors.Join(d.ingestErrs...)
 }
 
-// countingReaderAt adds the bytes read through it to n (progress).
 // countingReaderAt adds the bytes read through it to n and, if set, vm
 // (progress).
 type countingReaderAt struct {

@@ -16,10 +16,14 @@ type HostConfig struct {
 	MemoryBandwidth float64 // bytes per second: the memory sink's copy rate
 	RAMBudget       int64   // bytes the memory-sink daemon may hold
 	Link            Link    // the host's uplink
-	Local           Link    // the host's software bridge between its own VMs
-	PauseLatency    Time    // time to pause a VM
-	ResumeLatency   Time    // time to resume a VM
-	DeviceState     int64   // bytes of CPU and device state in the final round
+	// Downlink is the switch port toward the host, shared by every frame
+	// from another host to one of its VMs (incast). A zero Bandwidth or
+	// Queue means the uplink's; its Latency and Loss add to the uplink's.
+	Downlink      Link
+	Local         Link  // the host's software bridge between its own VMs
+	PauseLatency  Time  // time to pause a VM
+	ResumeLatency Time  // time to resume a VM
+	DeviceState   int64 // bytes of CPU and device state in the final round
 }
 
 // Config describes one simulated VNE snapshot run.
@@ -52,6 +56,8 @@ type Config struct {
 	// one has finished).
 	Snapshots int
 	Interval  Time
+	// TCP configures every TCP endpoint.
+	TCP TCPConfig
 	// Workload, if set, runs instead of the simple traffic generator.
 	Workload Workload
 	// TimeLimit bounds the virtual time of a run with a Workload.
@@ -68,9 +74,39 @@ type Config struct {
 	admit func(f *Frame, dst core.Epoch, act core.Action) core.Action
 }
 
+// TCPConfig selects the TCP options of every connection. The defaults
+// (DefaultConfig) are Linux's: SACK on, delayed ACKs with a 40 ms timer.
+type TCPConfig struct {
+	// SACK turns on selective acknowledgements (RFC 2018) and SACK-based
+	// loss recovery (RFC 6675); off, loss recovery is NewReno (RFC 6582).
+	SACK bool
+	// DelayedACK is the delayed-ACK timeout: a receiver acknowledges every
+	// second full segment at once and a lone one after this long (after a
+	// quick-ACK phase, as Linux does). Zero acknowledges every segment at
+	// once.
+	DelayedACK Time
+}
+
+// MaxDelayedACK bounds TCPConfig.DelayedACK: RFC 1122 requires a delayed
+// ACK to leave within 0.5 s.
+const MaxDelayedACK = 500 * time.Millisecond
+
+// downlink returns the host's downlink with its defaults filled in.
+func (h *HostConfig) downlink() Link {
+	d := h.Downlink
+	if d.Bandwidth == 0 {
+		d.Bandwidth = h.Link.Bandwidth
+	}
+	if d.Queue == 0 {
+		d.Queue = h.Link.Queue
+	}
+	return d
+}
+
 // DefaultConfig returns a small VNE with sensible hardware: 1 GbE links with
-// 100 µs latency, a 150 MB/s disk, a 2 GB/s memory-sink copy rate and an
-// 8 GiB RAM budget per host.
+// 100 µs latency both ways (each host's downlink like its uplink), a 150 MB/s
+// disk, a 2 GB/s memory-sink copy rate and an 8 GiB RAM budget per host; and
+// Linux's TCP options (SACK, delayed ACKs).
 func DefaultConfig() Config {
 	return Config{
 		Seed: 1, VMs: 4, Hosts: 2, MemBytes: 256 << 20, DirtyRate: 20 << 20, HotFrac: 0.9, DirtySpread: 0.5,
@@ -82,6 +118,7 @@ func DefaultConfig() Config {
 			Local:        Link{Bandwidth: 1.25e9, Latency: 10 * time.Microsecond, Queue: 1 << 20},
 			PauseLatency: time.Millisecond, ResumeLatency: time.Millisecond, DeviceState: 256 << 10,
 		},
+		TCP:    TCPConfig{SACK: true, DelayedACK: 40 * time.Millisecond},
 		Warmup: 2 * time.Second, RunOn: 2 * time.Second, Snapshots: 1, TimeLimit: time.Hour,
 	}
 }
@@ -196,6 +233,7 @@ func (c *Config) Validate() error {
 		checkRate("mem-bw", h.MemoryBandwidth, MinBW),
 		checkBytes("budget", h.RAMBudget),
 		checkLink(h.Link, [4]string{"link-bw", "latency", "queue", "loss"}),
+		checkLink(h.downlink(), [4]string{"downlink-bw", "downlink-latency", "downlink-queue", "downlink-loss"}),
 		checkLink(h.Local, [4]string{"local-bw", "local-latency", "local-queue", "local-loss"}),
 		checkDuration("pause-latency", h.PauseLatency),
 		checkDuration("resume-latency", h.ResumeLatency),
@@ -206,11 +244,15 @@ func (c *Config) Validate() error {
 		checkDuration("interval", c.Interval),
 		checkDuration("time-limit", c.TimeLimit),
 		checkDuration("udp-interval", c.UDPInterval),
+		checkDuration("delack", c.TCP.DelayedACK),
 	}
 	for _, err := range checks {
 		if err != nil {
 			return err
 		}
+	}
+	if c.TCP.DelayedACK > MaxDelayedACK {
+		return fmt.Errorf("delack: %v, want at most %v (RFC 1122)", c.TCP.DelayedACK, MaxDelayedACK)
 	}
 	if c.Snapshots > 1 && c.Interval <= 0 {
 		return fmt.Errorf("interval: %v, want a positive interval for %d snapshots", c.Interval, c.Snapshots)

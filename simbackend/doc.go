@@ -14,11 +14,14 @@
 //     hot writable working set and a cold region, at a rate a workload can
 //     change), a CPU that workloads consume, pause/resume, throttle.
 //   - A network (net.go): one virtual switch per host applying the core's
-//     colour rule, tunnels between hosts over links with bandwidth, latency,
-//     a drop-tail queue and random loss.
-//   - Packet-level TCP (tcp.go: slow start, congestion avoidance, fast
-//     retransmit, RTO with a 200 ms minimum, exponential backoff to 120 s)
-//     and UDP; every segment carries a frame id the consistency checker sees.
+//     colour rule, tunnels between hosts over the sender's uplink and the
+//     receiver's downlink (so senders into one host share its downlink),
+//     each with bandwidth, latency, a drop-tail queue and random loss.
+//   - Packet-level TCP (tcp.go: slow start, congestion avoidance, NewReno
+//     fast recovery, RTO with a 200 ms minimum, exponential backoff to
+//     120 s; tcpack.go: Linux's delayed and quick ACKs; tcpsack.go: SACK
+//     blocks, the RFC 6675 scoreboard and pipe with PRR) and UDP; every
+//     segment carries a frame id the consistency checker sees.
 //   - The driver (driver.go) that carries out the core's commands and feeds
 //     back its events, and restore (restore.go), which rebuilds a VNE from
 //     its snapshot and runs it on.

@@ -104,3 +104,41 @@ func BenchmarkSnapshot64(b *testing.B) {
 	}
 	b.ReportMetric(float64(events)/time.Since(start).Seconds(), "events/s")
 }
+
+// BenchmarkTCPOptions simulates BenchmarkSnapshot64's VNE (all-to-all
+// traffic, so every downlink is shared) twice per iteration, with Linux's
+// TCP options (SACK, delayed ACKs) and with neither (ACK every segment,
+// NewReno), and reports both runs' events per second and their ratio: the
+// options must not make an event dearer.
+//
+//	go test ./simbackend -run XXX -bench TCPOptions -benchtime 3x
+func BenchmarkTCPOptions(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.VMs, cfg.Hosts, cfg.Sink = 32, 8, 1
+	cfg.MemBytes = 128 << 20
+	plain := cfg
+	plain.TCP = TCPConfig{}
+	var evLinux, evPlain uint64
+	var wallLinux, wallPlain time.Duration
+	for i := 0; i < b.N; i++ {
+		for _, c := range []*Config{&cfg, &plain} {
+			c.Seed = uint64(i + 1)
+			t0 := time.Now()
+			r, err := Run(*c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if c == &cfg {
+				evLinux, wallLinux = evLinux+r.Events, wallLinux+time.Since(t0)
+			} else {
+				evPlain, wallPlain = evPlain+r.Events, wallPlain+time.Since(t0)
+			}
+		}
+	}
+	linux := float64(evLinux) / wallLinux.Seconds()
+	plainRate := float64(evPlain) / wallPlain.Seconds()
+	b.ReportMetric(linux, "linux-events/s")
+	b.ReportMetric(plainRate, "plain-events/s")
+	b.ReportMetric(linux/plainRate, "linux/plain")
+	b.ReportMetric(float64(evLinux)/float64(evPlain), "events-linux/plain")
+}

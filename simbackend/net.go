@@ -30,8 +30,15 @@ type Frame struct {
 	Len      uint32
 	Ack      uint64
 	Gen      uint32 // content generation of the payload (restore verification)
-	Retx     bool   // a retransmission
-	Replayed bool   // delivered from the in-transit log at restore
+	// Sack holds the SACK blocks of the segment's TCP options (RFC 2018),
+	// the first NSack of them, most recent first.
+	Sack     [maxSackBlocks]seqRange
+	NSack    uint8
+	// TSVal is when the segment was sent, TSEcr the TSVal of the last
+	// data segment its sender received (the timestamps option, RFC 7323).
+	TSVal, TSEcr Time
+	Retx     bool // a retransmission
+	Replayed bool // delivered from the in-transit log at restore
 	To       Receiver
 }
 
@@ -47,9 +54,11 @@ type Receiver interface {
 	Input(f *Frame)
 }
 
-// Link is a host's uplink into the underlay: frames to other hosts queue
-// here, leave at the link's bandwidth and arrive after its latency. The queue
-// is drop-tail in bytes.
+// Link is one direction of a host's attachment to the underlay: the uplink
+// (frames to other hosts queue here, leave at the link's bandwidth and
+// arrive after its latency) or the downlink (the switch port toward the
+// host: frames from every other host queue here, so several senders into
+// one host share its bandwidth). The queue is drop-tail in bytes.
 type Link struct {
 	Bandwidth float64 // bytes per second
 	Latency   Time
@@ -62,7 +71,9 @@ type Link struct {
 type NetConfig struct {
 	Algorithm     core.Algorithm
 	Link          Link // every host's uplink
+	Downlink      Link // every host's downlink (HostConfig.downlink resolved)
 	Local         Link // every host's software bridge between its own VMs
+	TCP           TCPConfig
 	SwitchLatency Time // a frame's time through a switch to a local VM
 	MaxHeld       int  // vnsnap-log hold queue per port
 	// admit is Config.admit.
@@ -77,6 +88,7 @@ type Network struct {
 	rng      *rand.Rand
 	hostOf   []int
 	links    []Link
+	down     []Link
 	local    []Link
 	ports    []core.Port[*Frame]
 	vms      []*VM
@@ -96,21 +108,26 @@ type Network struct {
 // NetCounters counts what the network did.
 type NetCounters struct {
 	Sent, Delivered, DroppedColour, DroppedQueue, DroppedLoss, Held, Logged uint64
+	// DroppedDownlink counts the frames of DroppedQueue that a full
+	// downlink queue dropped (incast), not the sender's uplink.
+	DroppedDownlink uint64
 }
 
 const (
-	evArrive Kind = iota + 1
+	evArrive   Kind = iota + 1 // a frame reaches its destination's switch
+	evDownlink                 // a frame from another host reaches the destination host's downlink
 )
 
 // NewNetwork returns a network for VMs placed on hosts (hostOf[vm]).
 func NewNetwork(eng *Engine, cfg NetConfig, hostOf []int, nHosts int) *Network {
 	n := &Network{
 		eng: eng, cfg: cfg, rng: eng.Rand(), hostOf: hostOf,
-		links: make([]Link, nHosts), local: make([]Link, nHosts), ports: make([]core.Port[*Frame], len(hostOf)),
-		vms: make([]*VM, len(hostOf)), Log: make([][]loggedFrame, len(hostOf)),
+		links: make([]Link, nHosts), down: make([]Link, nHosts), local: make([]Link, nHosts),
+		ports: make([]core.Port[*Frame], len(hostOf)), vms: make([]*VM, len(hostOf)), Log: make([][]loggedFrame, len(hostOf)),
 	}
 	for i := range n.links {
 		n.links[i] = cfg.Link
+		n.down[i] = cfg.Downlink
 		n.local[i] = cfg.Local
 	}
 	for i := range n.ports {
@@ -133,7 +150,9 @@ func (n *Network) record(r cut.Record) {
 func (n *Network) Epoch(vm core.VMID) core.Epoch { return n.ports[vm].Epoch() }
 
 // Send takes a frame from a VM's NIC: the local switch tags it with the
-// sender's epoch, then forwards it to the destination's switch.
+// sender's epoch, then forwards it to the destination's switch: over the
+// host's bridge to a VM on the same host, else over the sender's uplink
+// and the receiver's downlink.
 func (n *Network) Send(f *Frame) {
 	n.nextID++
 	f.ID = n.nextID
@@ -142,28 +161,36 @@ func (n *Network) Send(f *Frame) {
 	n.record(cut.Record{Kind: cut.Send, VM: f.Src, Frame: f.ID, Epoch: f.Epoch, Proto: f.Proto,
 		Flow: f.Flow, Seq: f.Seq, Len: f.Len, Ack: f.Ack, RevFlow: f.RevFlow})
 	src, dst := n.hostOf[f.Src], n.hostOf[f.Dst]
-	slot := n.frames.put(f)
-	l := &n.links[src]
-	overhead := tunnelOver
 	if src == dst {
-		l, overhead = &n.local[src], 0
+		if at, ok := n.enqueue(&n.local[src], f, 0); ok {
+			n.eng.At(at+n.cfg.SwitchLatency, n, evArrive, n.frames.put(f))
+		}
+		return
 	}
+	if at, ok := n.enqueue(&n.links[src], f, tunnelOver); ok {
+		n.eng.At(at, n, evDownlink, n.frames.put(f))
+	}
+}
+
+// enqueue puts a frame of f.Size+overhead bytes on link l: dropped if the
+// queue's backlog would exceed its capacity or by the link's random loss,
+// else it leaves after the backlog and its own serialisation and arrives at
+// the returned time, one latency later.
+func (n *Network) enqueue(l *Link, f *Frame, overhead int) (Time, bool) {
 	now := n.eng.Now()
 	if l.busyUntil < now {
 		l.busyUntil = now
 	}
 	if backlog := (l.busyUntil - now).Seconds() * l.Bandwidth; backlog+float64(f.Size) > float64(l.Queue) {
-		n.frames.take(slot)
 		n.drop(f, cut.DropQueue)
-		return
+		return 0, false
 	}
 	if l.Loss > 0 && n.rng.Float64() < l.Loss {
-		n.frames.take(slot)
 		n.drop(f, cut.DropLoss)
-		return
+		return 0, false
 	}
 	l.busyUntil = addSat(l.busyUntil, nanos(float64(f.Size+overhead)/l.Bandwidth*1e9))
-	n.eng.At(l.busyUntil+l.Latency+n.cfg.SwitchLatency, n, evArrive, slot)
+	return l.busyUntil + l.Latency, true
 }
 
 func (n *Network) drop(f *Frame, why cut.DropReason) {
@@ -178,9 +205,19 @@ func (n *Network) drop(f *Frame, why cut.DropReason) {
 	n.record(cut.Record{Kind: cut.Drop, VM: f.Dst, Frame: f.ID, Reason: why, Proto: f.Proto})
 }
 
-// Handle delivers a frame arriving at its destination's switch.
-func (n *Network) Handle(_ Kind, slot int64) {
+// Handle queues a frame arriving at its destination host's downlink, or
+// delivers one arriving at its destination's switch.
+func (n *Network) Handle(kind Kind, slot int64) {
 	f := n.frames.take(slot)
+	if kind == evDownlink {
+		dq := n.Counter.DroppedQueue
+		if at, ok := n.enqueue(&n.down[n.hostOf[f.Dst]], f, tunnelOver); ok {
+			n.eng.At(at+n.cfg.SwitchLatency, n, evArrive, n.frames.put(f))
+		} else if n.Counter.DroppedQueue > dq {
+			n.Counter.DroppedDownlink++
+		}
+		return
+	}
 	act := n.ports[f.Dst].Admit(n.cfg.Algorithm, f.Epoch, f)
 	if n.cfg.admit != nil {
 		act = n.cfg.admit(f, n.ports[f.Dst].Epoch(), act)

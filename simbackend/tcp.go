@@ -9,11 +9,15 @@ import (
 
 // TCP parameters (Linux defaults where they matter here).
 const (
-	MinRTO     = 200 * time.Millisecond
-	MaxRTO     = 120 * time.Second
-	InitialRTO = time.Second
+	MinRTO     = 200 * time.Millisecond // Linux's TCP_RTO_MIN
+	MaxRTO     = 120 * time.Second      // Linux's TCP_RTO_MAX
+	InitialRTO = time.Second            // RFC 6298, Linux's TCP_TIMEOUT_INIT
 	rwnd       = 4 << 20
-	initCwnd   = 10 * MSS
+	initCwnd   = 10 * MSS // RFC 6928, Linux's TCP_INIT_CWND
+	// quickAcks is how many segments a receiver acknowledges at once
+	// when a connection starts or wakes from a gap longer than its RTO
+	// (Linux's TCP_MAX_QUICKACKS).
+	quickAcks = 16
 )
 
 // genRun says that the stream's bytes from From on carry content generation
@@ -39,10 +43,34 @@ type tcpState struct {
 	TimerArmed             bool
 	TimerAt                Time
 	Gens                   []genRun // content generation of written bytes
+	// Sacked is the SACK scoreboard: the ranges above SndUna the receiver
+	// has SACKed, sorted and disjoint. HighRxt is the end of the last
+	// retransmission of this recovery (RFC 6675).
+	Sacked  []seqRange
+	HighRxt uint64
+	// PRR (RFC 6937) in SACK recovery: the bytes delivered and sent
+	// since recovery began, and the cwnd it began with.
+	PrrDelivered, PrrOut uint64
+	RecoverFS            float64
+	// Rexmits are this recovery's retransmissions not yet delivered;
+	// RackTS is the latest send time of a segment the peer has received
+	// (its timestamp echoed).
+	Rexmits []rexmit
+	RackTS  Time
 	// receiver
 	RcvNxt    uint64
 	OOO       []segment
-	Delivered []genRun // content generation of delivered bytes
+	Delivered []genRun   // content generation of delivered bytes
+	Blocks    []seqRange // SACK blocks to report, most recent first
+	// AckedNxt is RcvNxt as of the last segment sent (Linux's rcv_wup);
+	// DelAckAt, if not zero, is when the delayed ACK is due; Quick counts
+	// the quick ACKs left; LastRecv is when data last arrived.
+	AckedNxt uint64
+	DelAckAt Time
+	Quick    int
+	LastRecv Time
+	GotData  bool
+	TSRecent Time // TSVal of the last data segment received
 }
 
 type segment struct {
@@ -56,13 +84,18 @@ func (s *tcpState) clone() tcpState {
 	c.Gens = append([]genRun(nil), s.Gens...)
 	c.OOO = append([]segment(nil), s.OOO...)
 	c.Delivered = append([]genRun(nil), s.Delivered...)
+	c.Sacked = append([]seqRange(nil), s.Sacked...)
+	c.Blocks = append([]seqRange(nil), s.Blocks...)
+	c.Rexmits = append([]rexmit(nil), s.Rexmits...)
 	return c
 }
 
 // TCPStats counts an endpoint's sender events.
 type TCPStats struct {
 	Segments, Retransmits, Timeouts, FastRetransmits uint64
-	MaxBackoff                                       int
+	// Acks counts the pure ACKs sent (segments without data).
+	Acks       uint64
+	MaxBackoff int
 	// NeededRetx counts bytes this endpoint received, after a restore, for
 	// the first time from a retransmitted segment although its peer had
 	// sent them before its snapshot point: data lost with the network's
@@ -71,11 +104,24 @@ type TCPStats struct {
 }
 
 // Conn is one endpoint of a packet-level TCP connection: a sender for its
-// outgoing flow and a receiver for the incoming one. Every ACK is sent at
-// once (no delayed ACKs); the congestion control is Reno with slow start,
-// congestion avoidance, fast retransmit on three duplicate ACKs, and an RTO
-// (RFC 6298, 200 ms minimum) doubling per timeout up to 120 s, after which
-// the sender goes back to the first unacknowledged byte.
+// outgoing flow and a receiver for the incoming one.
+//
+// The receiver acknowledges as Linux does (TCPConfig.DelayedACK): at once
+// for out-of-order or duplicate data, data that fills a hole, more than one
+// full segment not yet acknowledged, and in quick-ACK mode (the first 16
+// ACKs, and after a gap longer than its RTO); otherwise it delays the ACK by
+// the timeout, or sends it with data going the other way. With SACK
+// (TCPConfig.SACK) every segment carries up to three SACK blocks.
+//
+// The sender's congestion control is Reno's AIMD with Linux's byte
+// counting: slow start from 10 segments (cwnd grows by the bytes acked) and
+// congestion avoidance (by MSS per cwnd acked). Loss recovery starts on
+// three duplicate ACKs (or, with SACK, more than two segments SACKed above
+// the first hole): NewReno without SACK (RFC 6582: one retransmission per
+// partial ACK), RFC 6675 with SACK (retransmit every hole presumed lost as
+// the pipe allows). The RTO (RFC 6298, 200 ms minimum) doubles per timeout
+// up to 120 s; at a timeout the sender goes back to the first
+// unacknowledged byte, forgetting the scoreboard (RFC 6675 section 5.1).
 type Conn struct {
 	vm      *VM
 	peer    *Conn
@@ -90,6 +136,9 @@ type Conn struct {
 	// timerEvAt.
 	timerPending bool
 	timerEvAt    Time
+	// delackGn names the outstanding delayed-ACK event (one at a time).
+	delackGn      int64
+	delackPending bool
 	// restoredSndMax is SndMax in the image this endpoint was restored
 	// from (0 if not restored).
 	restoredSndMax uint64
@@ -100,7 +149,10 @@ type Conn struct {
 	OnAcked func()
 }
 
-const connEvRTO Kind = 1
+const (
+	connEvRTO Kind = iota + 1
+	connEvDelAck
+)
 
 // NewConnPair connects a and b with a TCP connection whose two directions
 // are flows fa (a to b) and fb (b to a).
@@ -166,8 +218,14 @@ func (c *Conn) genAt(off uint64) uint32 {
 	return g
 }
 
+func (c *Conn) sack() bool { return c.vm.net.cfg.TCP.SACK }
+
 func (c *Conn) trySend() {
 	if c.vm.paused {
+		return
+	}
+	if c.sack() {
+		c.sackSend()
 		return
 	}
 	s := &c.st
@@ -210,17 +268,40 @@ func (c *Conn) sendSegment(seq uint64, n uint32, gen uint32, retx bool) {
 		kind = "retx"
 	}
 	c.event(kind)
-	c.vm.Send(&Frame{
+	f := &Frame{
 		Dst: c.remote, Size: int(n) + tcpHeader, Proto: cut.TCP, Flow: c.flowOut, RevFlow: c.flowIn,
 		Seq: seq, Len: n, Ack: c.st.RcvNxt, Gen: gen, Retx: retx, To: c.peer,
-	})
+	}
+	c.ackSent(f)
+	c.vm.Send(f)
 }
 
+// sendAck sends a pure ACK now.
 func (c *Conn) sendAck() {
-	c.vm.Send(&Frame{
+	c.Stats.Acks++
+	f := &Frame{
 		Dst: c.remote, Size: tcpHeader, Proto: cut.TCP, Flow: c.flowOut, RevFlow: c.flowIn,
 		Seq: c.st.SndNxt, Ack: c.st.RcvNxt, To: c.peer,
-	})
+	}
+	c.ackSent(f)
+	c.vm.Send(f)
+}
+
+// ackSent fills in a segment's SACK blocks and notes that it acknowledges
+// everything received: a delayed ACK due is no longer, and a quick ACK is
+// used up if one was due (Linux's tcp_event_ack_sent).
+func (c *Conn) ackSent(f *Frame) {
+	s := &c.st
+	f.TSVal, f.TSEcr = c.vm.eng.Now(), s.TSRecent
+	if c.sack() {
+		f.NSack = uint8(copy(f.Sack[:], s.Blocks))
+		f.Size += sackOptionBytes(int(f.NSack))
+	}
+	if s.Quick > 0 && (s.RcvNxt != s.AckedNxt || s.DelAckAt != 0) {
+		s.Quick--
+	}
+	s.AckedNxt = s.RcvNxt
+	s.DelAckAt = 0
 }
 
 func (c *Conn) rto() Time {
@@ -255,8 +336,12 @@ func (c *Conn) stopTimer() {
 	c.st.TimerArmed = false
 }
 
-// Handle fires the retransmission timer.
+// Handle fires the retransmission or the delayed-ACK timer.
 func (c *Conn) Handle(kind Kind, gen int64) {
+	if kind == connEvDelAck {
+		c.fireDelAck(gen)
+		return
+	}
 	if kind != connEvRTO || gen != c.timerGn {
 		return
 	}
@@ -279,6 +364,7 @@ func (c *Conn) Handle(kind Kind, gen int64) {
 	s.Cwnd = MSS
 	s.SndNxt = s.SndUna
 	s.DupAcks, s.InRecovery, s.RTTValid = 0, false, false
+	s.Sacked, s.HighRxt, s.Rexmits = nil, 0, nil
 	if c.backoff < 16 {
 		c.backoff++
 	}
@@ -294,14 +380,21 @@ func (c *Conn) Handle(kind Kind, gen int64) {
 func (c *Conn) Input(f *Frame) {
 	c.processAck(f)
 	if f.Len > 0 {
-		c.receiveData(f)
-		c.sendAck()
+		c.acknowledge(c.receiveData(f))
 	}
 }
 
 func (c *Conn) processAck(f *Frame) {
 	s := &c.st
 	ack := f.Ack
+	una0, sacked0 := s.SndUna, uint64(0)
+	s.RackTS = max(s.RackTS, f.TSEcr)
+	if c.sack() {
+		sacked0 = s.sackedBytes(0)
+		if f.NSack > 0 {
+			s.addSacked(f)
+		}
+	}
 	switch {
 	case ack > s.SndUna && ack <= s.SndMax:
 		now := c.vm.eng.Now()
@@ -315,18 +408,30 @@ func (c *Conn) processAck(f *Frame) {
 		if s.SndNxt < s.SndUna {
 			s.SndNxt = s.SndUna
 		}
+		s.pruneSacked()
 		c.backoff = 0
 		switch {
 		case s.InRecovery && ack >= s.Recover:
 			s.InRecovery = false
 			s.Cwnd = s.Ssthresh
+			s.HighRxt, s.Rexmits = 0, nil
+		case s.InRecovery && c.sack():
+			// RFC 6675: a partial ACK only moves HighRxt; PRR sets
+			// cwnd, sackSend below fills the pipe.
+			s.HighRxt = max(s.HighRxt, s.SndUna)
+			c.prrAck(una0, sacked0)
 		case s.InRecovery:
 			// NewReno partial ACK: retransmit the next hole.
 			c.retransmitHead()
 		case s.Cwnd < s.Ssthresh:
-			s.Cwnd += min(acked, MSS)
+			// Linux's tcp_slow_start: grow by the bytes acked up to
+			// ssthresh, the rest by congestion avoidance.
+			ss := min(acked, s.Ssthresh-s.Cwnd)
+			s.Cwnd += ss
+			s.Cwnd += MSS * (acked - ss) / s.Cwnd
 		default:
-			s.Cwnd += MSS * MSS / s.Cwnd
+			// Linux's tcp_cong_avoid_ai: one MSS per cwnd of bytes acked.
+			s.Cwnd += MSS * acked / s.Cwnd
 		}
 		s.DupAcks = 0
 		if s.SndUna >= s.SndMax {
@@ -341,6 +446,13 @@ func (c *Conn) processAck(f *Frame) {
 	case ack == s.SndUna && f.Len == 0 && s.SndMax > s.SndUna:
 		s.DupAcks++
 		switch {
+		case c.sack() && !s.InRecovery && (s.DupAcks >= dupThresh || s.lostBelow() > s.SndUna):
+			c.enterSACKRecovery(una0, sacked0)
+		case c.sack():
+			if s.InRecovery {
+				c.prrAck(una0, sacked0)
+			}
+			c.trySend()
 		case s.DupAcks == 3 && !s.InRecovery:
 			s.Ssthresh = max(float64(s.SndMax-s.SndUna)/2, 2*MSS)
 			s.Cwnd = s.Ssthresh + 3*MSS
@@ -382,16 +494,27 @@ func (c *Conn) sampleRTT(r Time) {
 	}
 }
 
-func (c *Conn) receiveData(f *Frame) {
+// receiveData takes a data segment in. It returns whether the ACK must go
+// at once: for a duplicate, out-of-order data, or data that fills a hole.
+func (c *Conn) receiveData(f *Frame) (now bool) {
 	s := &c.st
 	end := f.Seq + uint64(f.Len)
+	c.noteData()
+	s.TSRecent = f.TSVal
 	if end <= s.RcvNxt {
-		return
+		// A retransmission of data already here: Linux forces an
+		// immediate ACK and quick-ACK mode (tcp_enter_quickack_mode).
+		s.Quick = max(s.Quick, quickAcks)
+		return true
 	}
 	if f.Seq > s.RcvNxt {
 		c.insertOOO(segment{f.Seq, f.Len, f.Gen})
-		return
+		if c.sack() {
+			s.noteOOO(f.Seq, end)
+		}
+		return true
 	}
+	filled := len(s.OOO) > 0
 	before := s.RcvNxt
 	c.deliver(s.RcvNxt, end, f.Gen)
 	if f.Retx {
@@ -406,10 +529,14 @@ func (c *Conn) receiveData(f *Frame) {
 			c.deliver(s.RcvNxt, e, o.Gen)
 		}
 	}
+	if filled {
+		s.pruneBlocks()
+	}
 	c.vm.net.addGoodput(s.RcvNxt - before)
 	if c.OnDeliver != nil {
 		c.OnDeliver(s.RcvNxt - before)
 	}
+	return filled
 }
 
 func (c *Conn) deliver(from, to uint64, gen uint32) {
@@ -452,6 +579,16 @@ func (c *Conn) restore(st tcpState, point Time, gen uint32) {
 		c.armTimer(left)
 	}
 	c.st.RTTValid = false
+	// The guest's clock does not see the time between its snapshot point
+	// and the restore: its receive timestamps and delayed ACK move along.
+	now := c.vm.eng.Now()
+	if c.st.GotData {
+		c.st.LastRecv = now - (point - c.st.LastRecv)
+	}
+	if c.st.DelAckAt != 0 {
+		c.st.DelAckAt = now + max(c.st.DelAckAt-point, 0)
+		c.scheduleDelAck()
+	}
 }
 
 // VerifyStream checks the in-order stream received by c against what its

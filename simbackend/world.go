@@ -40,7 +40,7 @@ func build(cfg Config, eng *Engine) (*World, error) {
 		hostOf[i] = i % cfg.Hosts
 	}
 	w.Net = NewNetwork(eng, NetConfig{
-		Algorithm: cfg.Algorithm, Link: cfg.Host.Link, Local: cfg.Host.Local,
+		Algorithm: cfg.Algorithm, Link: cfg.Host.Link, Downlink: cfg.Host.downlink(), Local: cfg.Host.Local, TCP: cfg.TCP,
 		SwitchLatency: 10 * time.Microsecond, MaxHeld: 4096, admit: cfg.admit,
 	}, hostOf, cfg.Hosts)
 	for h := 0; h < cfg.Hosts; h++ {

@@ -21,6 +21,7 @@ type simFlags struct {
 	cfg                                             sim.Config
 	algo, sink, mem, dirty, flowRate, hot, workload string
 	diskBW, memBW, linkBW, budget, queue            string
+	downBW, downQueue                               string
 	asJSON                                          bool
 }
 
@@ -43,6 +44,10 @@ func newSimFlags(fs *flag.FlagSet) *simFlags {
 	fs.StringVar(&f.linkBW, "link-bw", "1Gbit/s", "host uplink bandwidth")
 	fs.DurationVar(&c.Host.Link.Latency, "latency", c.Host.Link.Latency, "one-way latency between hosts")
 	fs.StringVar(&f.queue, "queue", "512KiB", "uplink drop-tail queue")
+	fs.StringVar(&f.downBW, "downlink-bw", "", "host downlink bandwidth, shared by every sender into the host (default --link-bw)")
+	fs.StringVar(&f.downQueue, "downlink-queue", "", "downlink drop-tail queue (default --queue)")
+	fs.BoolVar(&c.TCP.SACK, "sack", c.TCP.SACK, "TCP selective acknowledgements and SACK loss recovery (RFC 2018, 6675); false: NewReno")
+	fs.DurationVar(&c.TCP.DelayedACK, "delack", c.TCP.DelayedACK, "TCP delayed-ACK timeout (Linux: 40ms); 0 acknowledges every segment at once")
 	fs.StringVar(&f.diskBW, "disk-bw", "150MB/s", "disk bandwidth per host")
 	fs.StringVar(&f.memBW, "mem-bw", "2GB/s", "memory-sink copy bandwidth per host")
 	fs.StringVar(&f.budget, "budget", "8GiB", "RAM budget of each host's memory sink")
@@ -103,6 +108,23 @@ func (f *simFlags) parse() error {
 		return fmt.Errorf("--queue: %w", err)
 	}
 	c.Host.Link.Queue = int(q)
+	if f.downBW != "" {
+		if c.Host.Downlink.Bandwidth, err = units.ParseRate(f.downBW); err != nil {
+			return fmt.Errorf("--downlink-bw: %w", err)
+		}
+		if c.Host.Downlink.Bandwidth <= 0 {
+			return fmt.Errorf("--downlink-bw: %s, want a positive rate", f.downBW)
+		}
+	}
+	if f.downQueue != "" {
+		if q, err = units.ParseBytes(f.downQueue); err != nil {
+			return fmt.Errorf("--downlink-queue: %w", err)
+		}
+		if q <= 0 {
+			return fmt.Errorf("--downlink-queue: %s, want a positive size", f.downQueue)
+		}
+		c.Host.Downlink.Queue = int(q)
+	}
 	if c.Host.RAMBudget, err = units.ParseBytes(f.budget); err != nil {
 		return fmt.Errorf("--budget: %w", err)
 	}

@@ -53,6 +53,14 @@ func TestSimRejectsNonsense(t *testing.T) {
 		// 10^10 all-to-all flows: refused by arithmetic, not by building them.
 		{[]string{"--vms", "100000"}, "--traffic"},
 		{[]string{"--restore", "--snapshots", "0"}, "--restore"},
+		{[]string{"--downlink-bw", "NaN"}, "--downlink-bw"},
+		{[]string{"--downlink-bw", "0"}, "--downlink-bw"},
+		{[]string{"--downlink-bw", "1e308GB/s"}, "--downlink-bw"},
+		{[]string{"--downlink-queue", "0"}, "--downlink-queue"},
+		{[]string{"--downlink-queue", "9000000000000000000"}, "--downlink-queue"},
+		{[]string{"--delack", "-1ms"}, "--delack"},
+		{[]string{"--delack", "1s"}, "--delack"},
+		{[]string{"--sack=maybe"}, "sack"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

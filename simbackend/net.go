@@ -32,14 +32,14 @@ type Frame struct {
 	Gen      uint32 // content generation of the payload (restore verification)
 	// Sack holds the SACK blocks of the segment's TCP options (RFC 2018),
 	// the first NSack of them, most recent first.
-	Sack     [maxSackBlocks]seqRange
-	NSack    uint8
+	Sack  [maxSackBlocks]seqRange
+	NSack uint8
 	// TSVal is when the segment was sent, TSEcr the TSVal of the last
 	// data segment its sender received (the timestamps option, RFC 7323).
 	TSVal, TSEcr Time
-	Retx     bool // a retransmission
-	Replayed bool // delivered from the in-transit log at restore
-	To       Receiver
+	Retx         bool // a retransmission
+	Replayed     bool // delivered from the in-transit log at restore
+	To           Receiver
 }
 
 // loggedFrame is a frame recorded as channel state of the snapshot whose

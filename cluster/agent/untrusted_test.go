@@ -42,7 +42,9 @@ func TestStartVMRefusesUntrustedSpecs(t *testing.T) {
 		edit        func(*clusterpb.MachineSpec)
 	}{
 		{"kernel outside", "spec.kernel", func(s *clusterpb.MachineSpec) { s.Kernel = outside }},
-		{"kernel through ..", "spec.kernel", func(s *clusterpb.MachineSpec) { s.Kernel = imgs + "/../" + filepath.Base(filepath.Dir(outside)) + "/secret" }},
+		{"kernel through ..", "spec.kernel", func(s *clusterpb.MachineSpec) {
+			s.Kernel = imgs + "/../" + filepath.Base(filepath.Dir(outside)) + "/secret"
+		}},
 		{"initrd through a symlink", "spec.initrd", func(s *clusterpb.MachineSpec) { s.Initrd = link }},
 		{"relative kernel", "spec.kernel", func(s *clusterpb.MachineSpec) { s.Kernel = "vmlinuz" }},
 		{"etc passwd", "spec.initrd", func(s *clusterpb.MachineSpec) { s.Initrd = "/etc/passwd" }},

@@ -151,6 +151,9 @@ func (a *Agent) Machine(vm int32) hv.Machine {
 	return nil
 }
 
+// State returns the agent's state directory.
+func (a *Agent) State() string { return a.cfg.State }
+
 // Epoch returns the highest coordinator epoch the agent has seen.
 func (a *Agent) Epoch() uint32 { return a.calls.Epoch() }
 

@@ -21,21 +21,37 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // mTLS and returns the coordinator's Host for it and the agent.
 func startAgent(t *testing.T, hyp hv.Hypervisor, opts []grpc.ServerOption, dirs ...string) (*Host, *agent.Agent) {
 	t.Helper()
+	return serveAgent(t, newCerts(t, "h1"), "h1", hyp, opts, dirs...)
+}
+
+// newCerts makes a CA with the coordinator and agents of hosts.
+func newCerts(t *testing.T, hosts ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	var hs []certs.Host
+	for _, h := range hosts {
+		hs = append(hs, certs.Host{Name: h})
+	}
+	if err := certs.Create(dir, hs, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// serveAgent serves the agent of host with certificates from dir.
+func serveAgent(t *testing.T, dir, host string, hyp hv.Hypervisor, opts []grpc.ServerOption, dirs ...string) (*Host, *agent.Agent) {
+	t.Helper()
 	state, err := os.MkdirTemp("/tmp", "vnrm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
-	a, _, err := agent.New(agent.Config{Host: "h1", State: state, Hypervisor: hyp, ImageDirs: dirs})
+	a, _, err := agent.New(agent.Config{Host: host, State: state, Hypervisor: hyp, ImageDirs: dirs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	dir := t.TempDir()
-	if err := certs.Create(dir, []certs.Host{{Name: "h1"}}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	aid, err := certs.Load(dir, certs.AgentName("h1"))
+	aid, err := certs.Load(dir, certs.AgentName(host))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +72,7 @@ func startAgent(t *testing.T, hyp hv.Hypervisor, opts []grpc.ServerOption, dirs 
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := Connect(l.Addr().String(), "h1", cid)
+	h, err := Connect(l.Addr().String(), host, cid)
 	if err != nil {
 		t.Fatal(err)
 	}

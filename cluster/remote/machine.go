@@ -204,7 +204,8 @@ func (m *Machine) Kill() {
 // snapshot, and copies the image into w (checking its SHA-256). OnPass and
 // AtSnapshotPoint are called as the agent streams the passes and the
 // snapshot point; the agent holds the save at its snapshot point until
-// AtSnapshotPoint returns.
+// AtSnapshotPoint returns. The hook's context ends if the stream breaks
+// meanwhile (the agent died or was cut off).
 func (m *Machine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.SaveStats, error) {
 	snap, err := m.h.currentSnapshot()
 	if err != nil {
@@ -218,8 +219,16 @@ func (m *Machine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.S
 		return hv.SaveStats{}, fmt.Errorf("agent %s: save %s: %w", m.h.name, m.name, err)
 	}
 	var saved *clusterpb.Saved
+	var next <-chan recvResult // the event received while the hook ran
 	for saved == nil {
-		ev, err := stream.Recv()
+		var ev *clusterpb.SaveEvent
+		var err error
+		if next != nil {
+			r := <-next
+			ev, err, next = r.ev, r.err, nil
+		} else {
+			ev, err = stream.Recv()
+		}
 		if err != nil {
 			return hv.SaveStats{}, fmt.Errorf("agent %s: save %s: %w", m.h.name, m.name, err)
 		}
@@ -232,7 +241,21 @@ func (m *Machine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.S
 			if o.AtSnapshotPoint == nil {
 				continue
 			}
-			if err := o.AtSnapshotPoint(ctx); err != nil {
+			// While the hook runs, the stream is watched: if it breaks (the
+			// agent died), the hook's context ends.
+			hookCtx, hookCancel := context.WithCancel(ctx)
+			ch := make(chan recvResult, 1)
+			go func() {
+				ev, err := stream.Recv()
+				if err != nil {
+					hookCancel()
+				}
+				ch <- recvResult{ev, err}
+			}()
+			err := o.AtSnapshotPoint(hookCtx)
+			hookCancel()
+			next = ch
+			if err != nil {
 				m.cancelSave()
 				return hv.SaveStats{}, err
 			}
@@ -252,6 +275,11 @@ func (m *Machine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.S
 	}
 	return hv.SaveStats{Bytes: saved.Bytes, Passes: int(saved.Passes), MemoryCopied: saved.MemoryCopied,
 		Downtime: time.Duration(saved.DowntimeNanos), Total: time.Duration(saved.TotalNanos)}, nil
+}
+
+type recvResult struct {
+	ev  *clusterpb.SaveEvent
+	err error
 }
 
 // cancelSave cancels the machine's save on the agent, on a context of its

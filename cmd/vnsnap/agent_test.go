@@ -179,13 +179,13 @@ func TestAgentProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	m2 := h2.Machine(0, "a")
-	atPoint, crashed := make(chan struct{}), make(chan struct{})
+	atPoint := make(chan struct{})
 	saveDone := make(chan error, 1)
 	go func() {
-		_, err := m2.Save(ctx, io.Discard, hv.SaveOptions{Live: true, AtSnapshotPoint: func(ctx context.Context) error {
+		_, err := m2.Save(ctx, io.Discard, hv.SaveOptions{Live: true, AtSnapshotPoint: func(hctx context.Context) error {
 			close(atPoint)
-			<-crashed // then ReleaseSave finds no agent
-			return nil
+			<-hctx.Done() // the agent's crash breaks the stream, which ends the hook
+			return hctx.Err()
 		}})
 		saveDone <- err
 	}()
@@ -200,7 +200,6 @@ func TestAgentProcess(t *testing.T) {
 		t.Fatalf("no partial image at the snapshot point: %v", err)
 	}
 	ag.crash()
-	close(crashed)
 	if err := <-saveDone; err == nil {
 		t.Error("the save succeeded though its agent crashed")
 	}

@@ -27,6 +27,8 @@ const experimentUsage = `usage:
                                                        write (and submit) a Slurm array job of the shards
                                                        and a job that merges them
 
+  vnsnap experiment e9 --real [--out DIR] [--full]   E9's real side on this machine's QEMU
+
 NAME is an experiment's name (e1-downtime) or its short form (e1).
 `
 
@@ -46,6 +48,9 @@ func runExperiment(args []string, stdout, stderr io.Writer) error {
 		return runMerge(rest, stdout, stderr)
 	case "slurm":
 		return runSlurm(rest, stdout, stderr)
+	}
+	if isE9(name) {
+		return runE9(rest, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("vnsnap experiment "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -38,6 +38,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"sim":         {"simulate one VNE snapshot and print a summary", runSim},
+		"calibrate":   {"measure the simulator's calibration on this machine's QEMU", runCalibrate},
 		"experiment":  {"run the paper's experiments (vnsnap experiment list)", runExperiment},
 		"version":     {"print the version", runVersion},
 		"up":          {"boot a VNE of QEMU or Xen VMs and supervise it (foreground)", runUp},

@@ -82,3 +82,25 @@ func TestSimSummary(t *testing.T) {
 		}
 	}
 }
+
+// TestCalibrateBadFlags: calibrate refuses a missing or unwritable --out
+// before it starts any VM.
+func TestCalibrateBadFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"calibrate"}, "--out"},
+		{[]string{"calibrate", "--out", "/nonexistent-dir/c.json"}, "--out: directory"},
+		{[]string{"calibrate", "--out", "c.json", "--sim-out", "/nonexistent-dir/s.json"}, "--sim-out"},
+		{[]string{"calibrate", "--out", "c.json", "extra"}, "unexpected argument"},
+		{[]string{"experiment", "e9"}, "--real"},
+		{[]string{"experiment", "e9", "--real", "--repeats", "-2"}, "--repeats"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(c.args, &out, &errb)
+		if code == 0 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("vnsnap %v: exit %d, stderr %q; want an error containing %q", c.args, code, errb.String(), c.want)
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/vnsnap/vnsnap/experiments/realrun"
+)
+
+const e9Usage = `usage:
+  vnsnap experiment e9 --real [--out DIR] [--full] [--repeats N] [flags]
+      run E9's real side (sim-vs-real) on this machine's QEMU and write
+      DIR/e9-real.csv and DIR/e9-real.json
+`
+
+// isE9 reports whether an experiment name is E9 (sim-vs-real).
+func isE9(name string) bool { return name == "e9" || name == "e9-sim-vs-real" }
+
+// runE9 is `vnsnap experiment e9`. Only its real side exists here: the
+// simulated side and the comparison need the simulator's Observed mode
+// (see experiments/realrun's doc).
+func runE9(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("vnsnap experiment e9", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, e9Usage, "\nflags:\n"); fs.PrintDefaults() }
+	real := fs.Bool("real", false, "measure on real QEMU")
+	out := fs.String("out", "results/out", "output `dir`ectory")
+	full := fs.Bool("full", false, "the full grid (2 and 4 VMs, dirty rates 0-128 MiB/s, every algorithm and sink, five repeats)")
+	repeats := fs.Int("repeats", 0, "repeats per grid point and case (default: the grid's)")
+	var rf realFlags
+	rf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if !*real {
+		// TODO(e9-sim): the simulated side (the same points on the
+		// calibrated simulator in Observed mode) and the comparison
+		// figures come with simbackend's Observed mode.
+		return errors.New("experiment e9: only the real side exists yet (--real); the simulated side needs the simulator's Observed mode")
+	}
+	if *repeats < 0 || *repeats > 100 {
+		return fmt.Errorf("--repeats: %d, want 1..100", *repeats)
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	g := realrun.DefaultGrid()
+	if *full {
+		g = realrun.FullGrid()
+	}
+	if *repeats > 0 {
+		g.Repeats = *repeats
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o, cleanup, err := rf.options(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	t0 := time.Now()
+	rows, err := g.Run(ctx, o)
+	if err != nil {
+		return fmt.Errorf("experiment e9 --real: %w", err)
+	}
+	cfg := realrun.RunConfig{
+		Grid: g, QEMU: o.Host.Version.String(), Machine: o.Host.Machine, CPU: realrun.CPUModel(), Cores: runtime.NumCPU(),
+		Date: time.Now().UTC().Format(time.RFC3339),
+	}
+	if err := realrun.Write(*out, cfg, rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "e9 (real): %d rows from %d points in %s: wrote %s and %s\n", len(rows), len(g.Points),
+		time.Since(t0).Round(time.Second), filepath.Join(*out, realrun.Name+".csv"), filepath.Join(*out, realrun.Name+".json"))
+	return nil
+}

@@ -1,0 +1,201 @@
+package realrun
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/vnsnap/vnsnap/experiments/calib"
+	"github.com/vnsnap/vnsnap/qemubackend"
+	"github.com/vnsnap/vnsnap/results"
+)
+
+// CalibrationPlan is what `vnsnap calibrate` runs.
+type CalibrationPlan struct {
+	MemMiB  int
+	Rates   []float64 // dirtier rates, MiB/s (0: the idle guest)
+	WSMiB   int
+	Cases   []string
+	Repeats int
+	// Probes is how many times each monitor command is timed.
+	Probes int
+	Full   bool
+}
+
+// DefaultCalibration is the small run (a few minutes here).
+func DefaultCalibration() CalibrationPlan {
+	return CalibrationPlan{
+		MemMiB: 128, Rates: []float64{0, 8, 32}, WSMiB: 64,
+		Cases:   []string{"stop-copy/memory", "stop-copy/disk", "vnsnap/memory", "vnsnap/disk", "cow/memory"},
+		Repeats: 1, Probes: 20,
+	}
+}
+
+// FullCalibration is calibrate --full: more rates, every case, three
+// repeats.
+func FullCalibration() CalibrationPlan {
+	p := DefaultCalibration()
+	p.Rates = []float64{0, 4, 8, 16, 32, 64, 128}
+	p.Cases = FullGrid().Cases
+	p.Repeats, p.Probes, p.Full = 3, 50, true
+	return p
+}
+
+// Calibrate measures the simulator's calibration on real QEMU: the monitor
+// round trip, stop and cont timed directly on a running VM; the copy
+// bandwidth per sink and the device state from stop-and-copy snapshots (the
+// VM is paused for the whole copy, so stream bytes over pause is the sink's
+// bandwidth and the stream less QEMU's RAM bytes the device state); and the
+// dirtier's rates as calc-dirty-rate measures them. What cannot be measured
+// on built-in guests (the disk freeze: they have no disk; the colour flip
+// and the copy-on-write fault, far below the monitor's resolution) keeps
+// the simulator's default and is named in the file's notes.
+func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.File, []Row, error) {
+	f := &calib.File{
+		Schema: calib.Schema, Date: time.Now().UTC().Format(time.RFC3339), Vnsnap: results.Version(),
+		Machine: calib.Machine{CPU: CPUModel(), Cores: runtime.NumCPU()},
+		QEMU:    o.Host.Version.String(), Accel: "tcg", Full: plan.Full,
+	}
+	if o.Warmup == 0 {
+		o.Warmup = 2 * time.Second
+	}
+	// Fixed costs, on one running idle VM.
+	p0 := Point{VMs: 1, MemMiB: plan.MemMiB, Guest: "idle"}
+	env, done, err := boot(ctx, p0, &o)
+	if err != nil {
+		return nil, nil, err
+	}
+	vm := env.Machine(0).(*qemubackend.Machine).VM()
+	var rtt, stop, cont []time.Duration
+	for i := 0; i < plan.Probes; i++ {
+		d, err := vm.RoundTrip(ctx)
+		if err != nil {
+			done()
+			return nil, nil, err
+		}
+		rtt = append(rtt, d)
+		t0 := time.Now()
+		if err := vm.Stop(ctx); err != nil {
+			done()
+			return nil, nil, err
+		}
+		stop = append(stop, time.Since(t0))
+		t0 = time.Now()
+		if err := vm.Cont(ctx); err != nil {
+			done()
+			return nil, nil, err
+		}
+		cont = append(cont, time.Since(t0))
+	}
+	done()
+	o.logf("monitor: round trip %v, stop %v, cont %v (medians of %d)", median(rtt), median(stop), median(cont), plan.Probes)
+
+	var rows []Row
+	for i, r := range plan.Rates {
+		p := Point{VMs: 2, MemMiB: plan.MemMiB, Guest: "idle"}
+		if r > 0 {
+			p = Point{VMs: 2, MemMiB: plan.MemMiB, Guest: "dirtier", Rate: r, WSMiB: plan.WSMiB}
+		}
+		o.logf("calibration point %d/%d: %s", i+1, len(plan.Rates), p.Name())
+		g := Grid{Points: []Point{p}, Cases: plan.Cases, Repeats: plan.Repeats}
+		rs, err := g.Run(ctx, o)
+		rows = append(rows, rs...)
+		if err != nil {
+			return nil, rows, err
+		}
+		if len(rs) > 0 {
+			var m []float64
+			for _, x := range rs[:p.VMs] {
+				m = append(m, x.Measured)
+			}
+			f.Dirty = append(f.Dirty, calib.Dirty{SetMiBps: r, MeasuredMiBps: medianF(m)})
+		}
+	}
+	bw := map[string][]float64{}
+	var dev []float64
+	for _, r := range rows {
+		f.Runs = append(f.Runs, calib.Run{
+			Guest: guestLabel(r), Algorithm: r.Algorithm, Sink: r.Sink, PauseMs: r.PauseMs, OutsideMs: r.OutsideMs,
+			QEMUPauseMs: r.QEMUPauseMs, DurationMs: r.DurationMs, StreamBytes: r.StreamBytes,
+			MemoryCopied: r.MemoryCopied, Passes: r.Passes,
+		})
+		if r.Algorithm != "stop-copy" || r.DurationMs <= 0 {
+			continue
+		}
+		bw[r.Sink] = append(bw[r.Sink], float64(r.StreamBytes)/(r.DurationMs/1000))
+		if d := r.StreamBytes - r.MemoryCopied; d > 0 {
+			dev = append(dev, float64(d))
+		}
+	}
+	f.BW = calib.BW{Memory: medianF(bw["memory"]), Disk: medianF(bw["disk"])}
+	def := defaultCosts()
+	f.Sim = calib.Costs{
+		Source: fmt.Sprintf("vnsnap calibrate %s: %s (%d cores), QEMU %s (tcg)", f.Date, f.Machine.CPU, f.Machine.Cores, f.QEMU),
+		Stop:   calib.Duration(median(stop)), Cont: calib.Duration(median(cont)), QMPRoundTrip: calib.Duration(median(rtt)),
+		ColourFlip: def.ColourFlip, DiskFreeze: def.DiskFreeze, COWFault: def.COWFault,
+		DeviceState: int64(medianF(dev)), VCPUState: 0,
+	}
+	f.Notes = "device_state_bytes is the stop-and-copy stream less QEMU's RAM bytes (it includes the vCPU state, so vcpu_state_bytes is 0); " +
+		"colour_flip, disk_freeze and cow_fault are not measured (built-in guests have no disk; the flip and the fault are far below a monitor round trip) and keep the simulator's defaults; " +
+		"bandwidth is the stop-and-copy stream bytes over the core's copy duration, median over VMs and guests"
+	return f, rows, nil
+}
+
+// defaultCosts are simbackend's DefaultCalibration's numbers for the costs
+// not measured here (mirrored: simbackend's Calibration is not on main yet).
+func defaultCosts() calib.Costs {
+	return calib.Costs{
+		ColourFlip: calib.Duration(50 * time.Microsecond),
+		DiskFreeze: calib.Duration(2 * time.Millisecond),
+		COWFault:   calib.Duration(2 * time.Microsecond),
+	}
+}
+
+func guestLabel(r Row) string {
+	if r.Guest == "dirtier" {
+		return fmt.Sprintf("dirtier-%g", r.Rate)
+	}
+	return r.Guest
+}
+
+func median(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func medianF(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// CPUModel returns /proc/cpuinfo's first model name, or "unknown".
+func CPUModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}

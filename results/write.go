@@ -158,9 +158,19 @@ func ReadJSON(path string) (Meta, *Table, error) {
 	if err != nil {
 		return Meta{}, nil, err
 	}
+	m, t, err := DecodeJSON(b)
+	if err != nil {
+		return Meta{}, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, t, nil
+}
+
+// DecodeJSON decodes a file written by WriteTable (its JSON form) from
+// memory.
+func DecodeJSON(b []byte) (Meta, *Table, error) {
 	var f jsonFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return Meta{}, nil, fmt.Errorf("%s: %w", path, err)
+		return Meta{}, nil, err
 	}
 	t := &Table{}
 	for _, c := range f.Columns {
@@ -169,7 +179,7 @@ func ReadJSON(path string) (Meta, *Table, error) {
 	t.reindex()
 	for i, row := range f.Rows {
 		if len(row) != len(t.Columns) {
-			return Meta{}, nil, fmt.Errorf("%s: row %d has %d values for %d columns", path, i, len(row), len(t.Columns))
+			return Meta{}, nil, fmt.Errorf("row %d has %d values for %d columns", i, len(row), len(t.Columns))
 		}
 		t.Rows = append(t.Rows, row)
 	}

@@ -49,7 +49,7 @@ func runExperiment(args []string, stdout, stderr io.Writer) error {
 	case "slurm":
 		return runSlurm(rest, stdout, stderr)
 	}
-	if isE9(name) {
+	if isE9(name) && hasRealFlag(rest) {
 		return runE9(rest, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("vnsnap experiment "+name, flag.ContinueOnError)

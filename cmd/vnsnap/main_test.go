@@ -94,7 +94,6 @@ func TestCalibrateBadFlags(t *testing.T) {
 		{[]string{"calibrate", "--out", "/nonexistent-dir/c.json"}, "--out: directory"},
 		{[]string{"calibrate", "--out", "c.json", "--sim-out", "/nonexistent-dir/s.json"}, "--sim-out"},
 		{[]string{"calibrate", "--out", "c.json", "extra"}, "unexpected argument"},
-		{[]string{"experiment", "e9"}, "--real"},
 		{[]string{"experiment", "e9", "--real", "--repeats", "-2"}, "--repeats"},
 	} {
 		var out, errb bytes.Buffer

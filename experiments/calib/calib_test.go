@@ -118,3 +118,4 @@ func TestWriteRefusesInvalid(t *testing.T) {
 		t.Errorf("a refused calibration left %s behind: %v", p, err)
 	}
 }
+

@@ -144,6 +144,24 @@ func Read(path string) (RunConfig, []Row, error) {
 	if err != nil {
 		return RunConfig{}, nil, err
 	}
+	return fromTable(path, m, t)
+}
+
+// ReadBytes reads the JSON file Write wrote from memory.
+func ReadBytes(b []byte) (RunConfig, []Row, error) {
+	m, t, err := results.DecodeJSON(b)
+	if err != nil {
+		return RunConfig{}, nil, err
+	}
+	return fromTable(Name+".json", m, t)
+}
+
+func fromTable(path string, m results.Meta, t *results.Table) (RunConfig, []Row, error) {
+	for _, c := range columns {
+		if !t.Has(c.Name) {
+			return RunConfig{}, nil, fmt.Errorf("%s: no column %q", filepath.Base(path), c.Name)
+		}
+	}
 	var cfg RunConfig
 	if err := jsonUnmarshal(m.Config, &cfg); err != nil {
 		return RunConfig{}, nil, fmt.Errorf("%s: config: %w", filepath.Base(path), err)

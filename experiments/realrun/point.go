@@ -246,9 +246,10 @@ func removeSnapshots(st string) error {
 }
 
 // bootSilence bounds the wait for a booting guest's first heartbeat with
-// no console line at all: a TCG guest on a loaded machine boots in tens of
-// seconds, and its kernel may print nothing meanwhile.
-const bootSilence = 3 * time.Minute
+// no console line at all: a TCG guest boots in tens of seconds on an idle
+// machine, minutes on a loaded one, and its kernel may print nothing
+// meanwhile (a test's context ends sooner if QEMU gets no CPU).
+const bootSilence = 10 * time.Minute
 
 // waitHeartbeats waits for each guest's first heartbeat, lets the guests
 // run for d, then checks that each printed a heartbeat in the last second:

@@ -1,0 +1,121 @@
+package realrun
+
+import (
+	"math"
+	"sort"
+	"time"
+
+	"github.com/vnsnap/vnsnap/experiments/calib"
+	sim "github.com/vnsnap/vnsnap/simbackend"
+)
+
+// SimConfig returns the simulator's description of a measured grid point
+// and case: the same VMs on two hosts, the dirty rate QEMU measured (the
+// median over the point's VMs) on a working set of the dirtier's size, no
+// traffic between the guests (the built-in idle and dirtier guests send
+// none), and the calibration's copy bandwidths and pause costs. seed is the
+// repeat.
+func SimConfig(rows []Row, c Case, f *calib.File, seed uint64) sim.Config {
+	p := rows[0]
+	var rates []float64
+	for _, r := range rows {
+		rates = append(rates, r.Measured)
+	}
+	cfg := sim.DefaultConfig()
+	cfg.Seed = seed
+	cfg.VMs, cfg.Hosts = p.VMs, 2
+	cfg.MemBytes = int64(p.MemMiB) << 20
+	cfg.DirtyRate = medianF(rates) * (1 << 20)
+	cfg.HotFrac, cfg.DirtySpread = 1, 0
+	cfg.HotBytes = int64(p.WSMiB) << 20
+	if p.Guest != "dirtier" {
+		cfg.DirtyRate, cfg.HotBytes = 0, 0
+	}
+	cfg.Algorithm, cfg.Sink = c.Algorithm, c.Sink
+	cfg.Policy = "qemu-autoconverge" // realbackend runs QEMU's loop, auto-converge on
+	cfg.Traffic = "none"
+	cfg.Warmup, cfg.RunOn = time.Second, time.Second
+	applyCalibration(&cfg, f)
+	return cfg
+}
+
+// applyCalibration gives the simulator the calibration's bandwidths and
+// pause costs.
+//
+// TODO(e9-sim): simbackend's Observed mode (branch simobs) replaces the
+// host's PauseLatency, ResumeLatency and DeviceState by Config.Calibration,
+// whose JSON is calib.Costs field for field: once it is on main this
+// becomes cfg.Mode = core.Observed and cfg.Calibration = the parsed
+// f.SimJSON(), and the fixed costs (QMP round trip, colour flip, disk
+// freeze) enter the pause. Until then the prediction is the core's Driven
+// mode with the stop policy qemu-autoconverge, a pause of stop + the last
+// pages and the device state + cont, and the colour flip, disk freeze and
+// round trip left out.
+func applyCalibration(cfg *sim.Config, f *calib.File) {
+	cfg.Host.MemoryBandwidth = f.BW.Memory
+	cfg.Host.DiskBandwidth = f.BW.Disk
+	cfg.Host.PauseLatency = time.Duration(f.Sim.Stop)
+	cfg.Host.ResumeLatency = time.Duration(f.Sim.Cont)
+	cfg.Host.DeviceState = f.Sim.DeviceState + f.Sim.VCPUState
+}
+
+// Pair is one grid point and case on both backends: the measured values
+// (one per VM and repeat) and the predicted ones (one per VM and seed).
+type Pair struct {
+	Point, Case string
+	Real, Pred  map[string][]float64 // by metric name
+}
+
+// RelErr is |median predicted - median measured| / median measured.
+func (p Pair) RelErr(metric string) float64 {
+	m := medianF(p.Real[metric])
+	if m == 0 {
+		return math.NaN()
+	}
+	return math.Abs(medianF(p.Pred[metric])-m) / m
+}
+
+// MedianRelErr is the median over pairs of a metric's relative error
+// (pairs whose measured median is 0 left out).
+func MedianRelErr(pairs []Pair, metric string) float64 {
+	var e []float64
+	for _, p := range pairs {
+		if v := p.RelErr(metric); !math.IsNaN(v) {
+			e = append(e, v)
+		}
+	}
+	if len(e) == 0 {
+		return math.NaN()
+	}
+	return medianF(e)
+}
+
+// Ordering returns, per grid point, the cases sorted by a metric's median
+// on the real side and on the simulated side, and whether they agree.
+func Ordering(pairs []Pair, metric string) (real, pred map[string][]string, agree bool) {
+	real, pred = map[string][]string{}, map[string][]string{}
+	by := map[string][]Pair{}
+	for _, p := range pairs {
+		by[p.Point] = append(by[p.Point], p)
+	}
+	agree = true
+	for pt, ps := range by {
+		order := func(side func(Pair) []float64) []string {
+			s := append([]Pair(nil), ps...)
+			sort.SliceStable(s, func(i, j int) bool { return medianF(side(s[i])) < medianF(side(s[j])) })
+			names := make([]string, len(s))
+			for i, p := range s {
+				names[i] = p.Case
+			}
+			return names
+		}
+		real[pt] = order(func(p Pair) []float64 { return p.Real[metric] })
+		pred[pt] = order(func(p Pair) []float64 { return p.Pred[metric] })
+		for i := range real[pt] {
+			if real[pt][i] != pred[pt][i] {
+				agree = false
+			}
+		}
+	}
+	return real, pred, agree
+}

@@ -89,8 +89,9 @@ type VMLayout struct {
 }
 
 // LayoutOf turns a VNE description into a layout. Built-in guests get the
-// image in o.Image, a heartbeat and, for tcpstream, the -peers and -self of
-// every tcpstream VM of the same network (unless the args set them).
+// image in o.Image, a heartbeat and, for the programs that talk to their
+// peers (tcpstream, npb, swarm), the -peers and -self of every VM of the same
+// network running the same program (unless the args set them).
 func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 	l := &Layout{Name: v.Name}
 	hostIdx := map[string]int{}
@@ -106,7 +107,7 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 	for _, nw := range v.Networks {
 		subnets[nw.Name] = nw.Subnet
 	}
-	peers := tcpstreamPeers(v)
+	peers := peerLists(v)
 	for i, vm := range v.VMs {
 		field := fmt.Sprintf("%s: vms[%d] (%s)", v.File, i, vm.Name)
 		if vm.Memory%(1<<20) != 0 {
@@ -130,8 +131,8 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 			progs := []guestimg.Program{{Name: "heartbeat", Args: []string{"-interval=" + hb.String()}}}
 			switch g.Builtin {
 			case "idle", "heartbeat":
-			case "tcpstream":
-				progs = append(progs, guestimg.Program{Name: "tcpstream", Args: tcpstreamArgs(peers[vm.Network], vm, g.Args)})
+			case "tcpstream", "npb", "swarm":
+				progs = append(progs, guestimg.Program{Name: g.Builtin, Args: peerArgs(peers[g.Builtin][vm.Network], vm, g.Args)})
 			default:
 				progs = append(progs, guestimg.Program{Name: g.Builtin, Args: g.Args})
 			}
@@ -152,24 +153,31 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 	return l, nil
 }
 
-// tcpstreamPeers returns, per network, the -peers argument of its
-// tcpstream VMs: every such VM's IP, in file order. It is computed once, so
-// LayoutOf stays linear in the VNE apart from the peer lists themselves.
-func tcpstreamPeers(v *vne.VNE) map[string]string {
-	ips := map[string][]string{}
+// peerLists returns, per peer program (tcpstream, npb, swarm) and network, the
+// -peers argument of its VMs: every such VM's IP, in file order (npb's rank
+// order). It is computed once, so LayoutOf stays linear in the VNE apart
+// from the peer lists themselves.
+func peerLists(v *vne.VNE) map[string]map[string]string {
+	ips := map[string]map[string][]string{}
 	for _, o := range v.VMs {
-		if o.Guest.Builtin == "tcpstream" && o.IP.IsValid() {
-			ips[o.Network] = append(ips[o.Network], o.IP.String())
+		if p := o.Guest.Builtin; (p == "tcpstream" || p == "npb" || p == "swarm") && o.IP.IsValid() {
+			if ips[p] == nil {
+				ips[p] = map[string][]string{}
+			}
+			ips[p][o.Network] = append(ips[p][o.Network], o.IP.String())
 		}
 	}
-	peers := make(map[string]string, len(ips))
-	for nw, l := range ips {
-		peers[nw] = "-peers=" + strings.Join(l, ",")
+	peers := make(map[string]map[string]string, len(ips))
+	for p, byNet := range ips {
+		peers[p] = make(map[string]string, len(byNet))
+		for nw, l := range byNet {
+			peers[p][nw] = "-peers=" + strings.Join(l, ",")
+		}
 	}
 	return peers
 }
 
-func tcpstreamArgs(peers string, vm vne.VM, args []string) []string {
+func peerArgs(peers string, vm vne.VM, args []string) []string {
 	joined := strings.Join(args, " ")
 	out := append([]string(nil), args...)
 	if !strings.Contains(joined, "-peers") {

@@ -35,7 +35,8 @@
 //	    network: lan           # names a network; optional when there is only one
 //	    guest:                 # required; exactly one of the three kinds below
 //	      builtin: tcpstream   # the built-in image running one program:
-//	                           #   tcpstream, dirtier, heartbeat or idle
+//	                           #   tcpstream, npb, swarm, dirtier, heartbeat
+//	                           #   or idle
 //	      args: ["-bytes=100MiB"]  # optional, builtin only
 //
 // A file whose hosts name their agents describes a VNE spread over real

@@ -230,7 +230,7 @@ func TestMistakes(t *testing.T) {
 		{"missing guest", strings.Replace(base, "    guest: {builtin: idle}\n", "", 1),
 			[]string{`x.yaml:5: vms[0].guest: no guest given`}},
 		{"unknown builtin", strings.Replace(base, "idle", "nginx", 1),
-			[]string{`x.yaml:8: vms[0].guest.builtin: unknown program "nginx" (want one of dirtier, heartbeat, idle, tcpstream)`}},
+			[]string{`x.yaml:8: vms[0].guest.builtin: unknown program "nginx" (want one of dirtier, heartbeat, idle, npb, swarm, tcpstream)`}},
 		{"missing kernel file", strings.Replace(base, "{builtin: idle}", "\n      kernel: nope/vmlinuz\n      cmdline: quiet", 1),
 			[]string{`x.yaml:9: vms[0].guest.kernel: /*/nope/vmlinuz does not exist`}},
 		{"initrd without kernel", strings.Replace(base, "{builtin: idle}", "{initrd: i.gz}", 1),

@@ -25,7 +25,7 @@ import (
 var DefaultModules = []string{"e1000", "virtio_pci", "virtio_net", "virtio_blk"}
 
 // DefaultPrograms are the guest programs built from workloads/guest.
-var DefaultPrograms = []string{"heartbeat", "dirtier", "tcpstream"}
+var DefaultPrograms = []string{"heartbeat", "dirtier", "tcpstream", "npb", "swarm"}
 
 // Config says what goes into a guest image. The zero value of every field but
 // CacheDir and ModuleRoot selects a default.

@@ -122,7 +122,7 @@ func TestSwarmSnapshotRestore(t *testing.T) {
 	vms := ""
 	for i, host := range []string{"h1", "h1", "h2", "h2"} {
 		vms += fmt.Sprintf("  - name: p%d\n    host: %s\n    memory: %dMiB\n    ip: 10.0.0.%d\n"+
-			"    guest: {builtin: swarm, args: [\"-bytes=25165824\", \"-piece=65536\", \"-rechoke=1s\", \"-progress=250ms\"]}\n",
+			"    guest: {builtin: swarm, args: [\"-bytes=12582912\", \"-piece=65536\", \"-rechoke=1s\", \"-progress=250ms\"]}\n",
 			i, host, testMemMiB, i+1)
 	}
 	p := filepath.Join(t.TempDir(), "swarm.yaml")
@@ -178,7 +178,7 @@ func TestSwarmSnapshotRestore(t *testing.T) {
 		}
 	}
 	for i := 1; i < renv.NumVMs(); i++ {
-		if _, _, err := qvm(renv, i).Console.WaitPrefix(expired(), 0, "SWARM COMPLETE pieces=384 bytes=25165824 verified"); err != nil {
+		if _, _, err := qvm(renv, i).Console.WaitPrefix(expired(), 0, "SWARM COMPLETE pieces=192 bytes=12582912 verified"); err != nil {
 			t.Errorf("%s: no verified completion after the restore", qvm(renv, i).Spec.Name)
 		}
 	}

@@ -315,6 +315,12 @@ func (p *Peer) Clone(rng *rand.Rand) *Peer {
 	return &c
 }
 
+// PendingPiece returns the remote piece i is requested from, if any.
+func (p *Peer) PendingPiece(i int) (PeerID, bool) {
+	id, ok := p.pending[i]
+	return id, ok
+}
+
 // PendingFrom returns the number of outstanding requests to remote id.
 func (p *Peer) PendingFrom(id PeerID) int {
 	n := 0

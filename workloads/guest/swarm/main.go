@@ -33,6 +33,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -190,7 +191,15 @@ type swarm struct {
 	rxFrom   map[bittorrent.PeerID]float64
 	rx, tx   int64
 	printf   func(string, ...any)
-	depth    int // requests in flight per remote
+	depth    int    // requests in flight per remote
+	dropped  int    // pieces received that were no longer requested
+	scratch  []byte // one piece, to check content against
+}
+
+// pendingFrom reports whether piece i is requested from remote id.
+func (s *swarm) pendingFrom(id bittorrent.PeerID, i int) bool {
+	from, ok := s.peer.PendingPiece(i)
+	return ok && from == id
 }
 
 func (s *swarm) send(id bittorrent.PeerID, m message) {
@@ -258,7 +267,13 @@ func (s *swarm) handle(m message) error {
 			s.send(id, message{typ: msgPiece, index: m.index, data: s.pieces[m.index]})
 		}
 	case msgPiece:
-		want := make([]byte, s.cfg.PieceLen(m.index))
+		if s.peer.Has(m.index) || !s.pendingFrom(id, m.index) {
+			// Sent before the remote saw our choke release the request,
+			// or a duplicate: BitTorrent peers drop such pieces.
+			s.dropped++
+			break
+		}
+		want := s.scratch[:s.cfg.PieceLen(m.index)]
 		content(want, s.cfg.FileID, m.index)
 		h := bittorrent.PieceHash(s.cfg.FileID, m.index)
 		if string(want) != string(m.data) {
@@ -295,7 +310,7 @@ func (s *swarm) handle(m message) error {
 // verifyAll checks every held piece against its content.
 func (s *swarm) verifyAll() error {
 	for i, b := range s.pieces {
-		want := make([]byte, s.cfg.PieceLen(i))
+		want := s.scratch[:s.cfg.PieceLen(i)]
 		content(want, s.cfg.FileID, i)
 		if string(b) != string(want) {
 			return fmt.Errorf("piece %d held in memory differs from the file", i)
@@ -393,7 +408,8 @@ func newSwarm(cfg bittorrent.Config, self int, seed bool, printf func(string, ..
 	}
 	s := &swarm{cfg: cfg, peer: peer, self: bittorrent.PeerID(self), conns: map[bittorrent.PeerID]*conn{},
 		pieces: make([][]byte, cfg.NumPieces()), complete: map[bittorrent.PeerID]bool{},
-		want: map[bittorrent.PeerID]bool{}, rxFrom: map[bittorrent.PeerID]float64{}, printf: printf, depth: 4}
+		want: map[bittorrent.PeerID]bool{}, rxFrom: map[bittorrent.PeerID]float64{}, printf: printf, depth: 8,
+		scratch: make([]byte, cfg.PieceSize)}
 	if seed {
 		for i := range s.pieces {
 			s.pieces[i] = make([]byte, cfg.PieceLen(i))
@@ -491,6 +507,9 @@ func main() {
 	rechoke := flag.Duration("rechoke", 2*time.Second, "time between rechokes (BitTorrent: 10s)")
 	progress := flag.Duration("progress", time.Second, "time between progress lines")
 	flag.Parse()
+	// A guest's RAM is small and also holds its root file system: keep the
+	// heap near the file's size rather than twice it.
+	debug.SetMemoryLimit(*size + 24<<20)
 	var peers []string
 	self := -1
 	for i, p := range strings.Split(*peersFlag, ",") {

@@ -112,3 +112,40 @@ func fullBits(n int) []byte {
 	}
 	return b
 }
+
+// TestPieceAfterChokeDropped: a piece the remote sent before our choke
+// reached it, whose request the choke released, is dropped, not fatal.
+func TestPieceAfterChokeDropped(t *testing.T) {
+	cfg := bittorrent.DefaultConfig(1, 1<<20)
+	s, err := newSwarm(cfg, 1, false, func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.conns[0] = &conn{wake: make(chan struct{}, 1)}
+	for _, m := range []message{
+		{from: 0, typ: msgBitfield, index: cfg.NumPieces(), data: fullBits(cfg.NumPieces())},
+		{from: 0, typ: msgUnchoke},
+	} {
+		if err := s.handle(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	asked := -1
+	for _, m := range s.conns[0].queue {
+		if m.typ == msgRequest {
+			asked = m.index
+			break
+		}
+	}
+	if err := s.handle(message{from: 0, typ: msgChoke}); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, cfg.PieceLen(asked))
+	content(data, cfg.FileID, asked)
+	if err := s.handle(message{from: 0, typ: msgPiece, index: asked, data: data}); err != nil {
+		t.Fatalf("piece after choke: %v", err)
+	}
+	if s.dropped != 1 || s.peer.Has(asked) {
+		t.Fatalf("dropped %d, have piece %t; want the piece dropped", s.dropped, s.peer.Has(asked))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -123,6 +124,7 @@ type Machine struct {
 
 	mu     sync.Mutex
 	id     DomID
+	hasID  bool // id is the domain's (attach got it)
 	relay  *relay
 	paused bool      // paused by us (xl pause, restore -p, save -p)
 	held   *liveHold // a live save handed back later (see Save)
@@ -144,6 +146,7 @@ func (h *Hypervisor) Start(ctx context.Context, spec hv.MachineSpec) (hv.Machine
 	}
 	if err := m.attach(ctx); err != nil {
 		m.Kill()
+		h.cleanupName(spec.Name)
 		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
 	m.releaseNet()
@@ -182,6 +185,7 @@ func (h *Hypervisor) Restore(ctx context.Context, spec hv.MachineSpec, r io.Read
 	m.paused = true
 	if err := m.attach(ctx); err != nil {
 		m.Kill()
+		h.cleanupName(spec.Name)
 		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)
 	}
 	return m, nil
@@ -212,12 +216,22 @@ func (h *Hypervisor) newMachine(spec hv.MachineSpec) (*Machine, error) {
 }
 
 // cleanupName destroys whatever domain a failed create or restore left under
-// name.
+// name: by name, as its ID may be what failed to come back, and until xl
+// lists none (a few tries: the failure may be xl's own).
 func (h *Hypervisor) cleanupName(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if id, err := h.xl.DomIDOf(ctx, name); err == nil {
-		_ = h.xl.Destroy(ctx, id)
+	for try := 0; try < 3; try++ {
+		doms, err := h.xl.List(ctx)
+		if err == nil && !slices.ContainsFunc(doms, func(d Domain) bool { return d.Name == name }) {
+			return
+		}
+		_ = h.xl.DestroyName(ctx, name)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
 	}
 }
 
@@ -229,7 +243,7 @@ func (m *Machine) attach(ctx context.Context) error {
 		return err
 	}
 	m.mu.Lock()
-	m.id = id
+	m.id, m.hasID = id, true
 	m.mu.Unlock()
 	if m.spec.ConsoleLog != nil {
 		m.console = followConsole(filepath.Join(m.h.cfg.ConsoleDir, "guest-"+m.spec.Name+".log"), m.spec.ConsoleLog)
@@ -319,8 +333,10 @@ func (m *Machine) Kill() {
 		m.held.abandon()
 		m.held = nil
 	}
-	if _, ok, err := m.h.xl.Lookup(ctx, m.id); err == nil && ok {
-		_ = m.h.xl.Destroy(ctx, m.id)
+	if m.hasID {
+		if _, ok, err := m.h.xl.Lookup(ctx, m.id); err == nil && ok {
+			_ = m.h.xl.Destroy(ctx, m.id)
+		}
 	}
 	if away, err := m.h.xl.MigratedAwayOf(ctx, m.spec.Name); err == nil {
 		for _, d := range away {

@@ -55,9 +55,11 @@ type xenSim struct {
 	atGo func()
 	// breakStream sends a malformed stream.
 	breakStream bool
+	// failDomID makes "xl domid" fail (as xl crashing would).
+	failDomID bool
 	// atHalf, if set, is called when half the stream is sent.
-	atHalf func()
-	restored    []byte
+	atHalf   func()
+	restored []byte
 }
 
 func newSim(t *testing.T) *xenSim {
@@ -121,6 +123,9 @@ func (s *xenSim) run(args []string, stdin io.Reader, stdout io.Writer) (string, 
 		s.doms[s.next] = d
 		s.next++
 	case "domid":
+		if s.failDomID {
+			return "", errors.New("signal: segmentation fault")
+		}
 		for id, d := range s.doms {
 			if d.name == args[1] {
 				return fmt.Sprintf("%d\n", id), nil
@@ -146,6 +151,14 @@ func (s *xenSim) run(args []string, stdin io.Reader, stdout io.Writer) (string, 
 		}
 		return b.String(), nil
 	case "pause", "unpause", "destroy", "save":
+		if args[0] == "destroy" {
+			for id, d := range s.doms {
+				if d.name == args[1] {
+					delete(s.doms, id)
+					return "", nil
+				}
+			}
+		}
 		d, err := s.dom(args[len(args)-1-boolInt(args[0] == "save")])
 		if err != nil {
 			return "", err
@@ -622,4 +635,25 @@ func manyPages(n int) []testPage {
 		p[i] = testPage{pfn: uint64(0x20000 + i), fill: byte(i)}
 	}
 	return p
+}
+
+// A Start whose domain ID cannot be read leaves no domain: it is destroyed
+// by name.
+func TestStartFailureLeavesNoDomain(t *testing.T) {
+	s := newSim(t)
+	s.failDomID = true
+	h := newTestHypervisor(t, s)
+	if _, err := h.Start(context.Background(), testSpec); err == nil {
+		t.Fatal("Start succeeded without a domain ID")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, d := range s.doms {
+		if id != 0 {
+			t.Errorf("domain %d %+v left after the failed Start", id, d)
+		}
+	}
+	if s.doms[0] == nil {
+		t.Error("dom0 destroyed by the cleanup of a failed Start")
+	}
 }

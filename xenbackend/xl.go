@@ -159,9 +159,22 @@ func (x XL) Unpause(ctx context.Context, id DomID) error {
 	return err
 }
 
-// Destroy runs "xl destroy ID".
+// Destroy runs "xl destroy ID". It refuses domain 0, dom0 itself.
 func (x XL) Destroy(ctx context.Context, id DomID) error {
+	if id == 0 {
+		return fmt.Errorf("xl destroy 0 (dom0): %w", ErrBadValue)
+	}
 	_, err := x.R.Run(ctx, Command{Args: []string{"destroy", id.arg()}})
+	return err
+}
+
+// DestroyName runs "xl destroy NAME", for a domain whose ID is not known
+// (a create that failed half-way).
+func (x XL) DestroyName(ctx context.Context, name string) error {
+	if err := CheckDomainName(name); err != nil {
+		return err
+	}
+	_, err := x.R.Run(ctx, Command{Args: []string{"destroy", name}})
 	return err
 }
 

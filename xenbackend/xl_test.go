@@ -79,6 +79,7 @@ func TestXLArgv(t *testing.T) {
 	must(err)
 	must(x.Migrate(ctx, 3, recv, nil))
 	must(x.Destroy(ctx, 3))
+	must(x.DestroyName(ctx, "a"))
 	away, err := x.MigratedAwayOf(ctx, "a")
 	must(err)
 	want := [][]string{
@@ -91,6 +92,7 @@ func TestXLArgv(t *testing.T) {
 		{"restore", "-p", "-e", "/run/v/a.cfg", "/dev/stdin"},
 		{"migrate", "-s", "", "3", `'/usr/bin/vnsnap' 'xen-receive' '/tmp/x y/a.sock'`},
 		{"destroy", "3"},
+		{"destroy", "a"},
 		{"list"},
 	}
 	if d := cmp.Diff(want, f.argvs()); d != "" {

@@ -132,17 +132,20 @@
 //
 //	go test ./store/pages -run XXX -bench . -benchtime 3x
 //
-// gave (ranges over three runs):
+// gave (ranges over three runs; the S2 rows from two runs after S2 became
+// the default, at load 30-40, when every rate here ran 20-40 % lower):
 //
 //	ingest, one guest, all blocks new       MB/cpu-s   vs SHA-256 of the same bytes
 //	  SHA-256 baseline (parallel)           970-1430
 //	  memcpy baseline (parallel)            2400-3400
+//	  pages, memory sink (S2, default)      550-810    0.44-0.60 x
 //	  pages, memory sink (zstd fastest)     290-490    0.27-0.34 x
-//	  pages, memory sink, Raw (no zstd)     930-1160
+//	  pages, memory sink, Raw               930-1160
 //	  pages, pack sink, idle 2nd snapshot   1165-1517  (nearly all deduplicated)
 //	  current store (CDC), file chunks      115-250
 //	  pages into pack sink / plain write of the raw image with fsync: 1.16-2.2 x the time
-//	  (it writes 41 % of those bytes: the CPU time in zstd, not the disk, is the gap)
+//	  (zstd: it writes 41 % of those bytes: the CPU time in zstd, not the disk, is the gap;
+//	   S2: 0.31-0.39 x the time, so the flush is bounded by the disk)
 //	  pages into pack sink / CDC store, wall speed: 2.3-6.5 x faster
 //
 //	8 like guests at once, then the idle    stored, % of raw   idle 2nd, new % of raw
@@ -154,10 +157,11 @@
 //	  (pages ingest of the 8 at once: 550-1100 MB/cpu-s, CDC 155-250;
 //	   objects per GiB of raw: 36208, 10254, 3516, 1538 for 4-256 KiB)
 //
-//	zstd level, one guest                   MB/cpu-s   stored %
-//	  fastest (default)                     300-490    40.6
-//	  default                               150-280    38.7
-//	  better                                83-150     38.3
+//	codec and level, one guest              MB/cpu-s   stored %
+//	  S2 (default)                          600-810    40.9
+//	  zstd fastest                          300-490    40.6
+//	  zstd default                          150-280    38.7
+//	  zstd better                           83-150     38.3
 //	  Raw                                   930-1160   54.2
 //
 //	restore, one guest, objects in the page cache
@@ -168,10 +172,12 @@
 // So: the page format beats CDC on every axis measured here (stored bytes
 // 0.6 x, idle increments 0.17 x, ingest 2-6 x); the targets of at most 40 %
 // stored for 8 guests and 5 % for an idle second snapshot hold with margin.
-// Ingest of memory that is all new does not reach 1 GB/s per core: zstd
-// on text pages takes about half the CPU and SHA-256 a quarter; without
-// compression (Raw) it is hash-bound at 0.93-1.16 GB/cpu-s, and a repeat
-// snapshot (mostly deduplicated) runs at 1.2-1.5 GB/cpu-s. Restore spends
+// Ingest of memory that is all new does not reach 1 GB/s per core with
+// compression: with S2 (the default since it stores within 1 % of zstd's
+// fastest level) it runs at 0.55-0.81 GB/cpu-s, S2 taking about 40 % of the
+// CPU, SHA-256 20 % and copies 17 %; without compression (Raw) it is
+// hash-bound at 0.93-1.16 GB/cpu-s, and a repeat snapshot (mostly
+// deduplicated) runs at 1.2-1.6 GB/cpu-s. Restore spends
 // most of its CPU in the SHA-256 check.
 //
 // # Integration

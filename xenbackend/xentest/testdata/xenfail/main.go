@@ -2,10 +2,11 @@
 // dom0, against one running PVH domU (domu1) whose console carries the
 // heartbeat program's "HB n" lines.
 //
-//	xenfail run          measures the pause of live snapshots (through
-//	                     xenbackend.Receive) and of "xl save -c", then runs
-//	                     every failure case of the receiver in sequence,
-//	                     each followed by xenbackend.RecoverDomain
+//	xenfail run          runs every failure case of the receiver in
+//	                     sequence, each followed by
+//	                     xenbackend.RecoverDomain, then measures the pause
+//	                     of live snapshots (through xenbackend.Receive)
+//	                     and of "xl save -c"
 //	xenfail recv MODE    the receiver command "xl migrate" runs: a live
 //	                     snapshot that fails as MODE says (or "ok")
 //

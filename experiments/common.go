@@ -25,7 +25,11 @@ type Env struct {
 	FlowMiBps   float64 `json:"flow_mibps"`
 	DirtySpread float64 `json:"dirty_spread"`
 	Policy      string  `json:"policy"`
-	DeadlineS   float64 `json:"deadline_s"`
+	// Mode is "observed" (the default: pre-copy's loop is the modelled
+	// hypervisor's that Policy names, as on the real backends) or "driven"
+	// (the core's stop policy Policy orders every round).
+	Mode      string  `json:"mode,omitempty"`
+	DeadlineS float64 `json:"deadline_s"`
 }
 
 func defaultEnv() Env {
@@ -49,14 +53,31 @@ func (e Env) base(seed uint64) sim.Config {
 	}
 	c.FlowRate = e.FlowMiBps * mib
 	c.DirtySpread = e.DirtySpread
+	switch e.Mode {
+	case "", "observed":
+	case "driven":
+		c.Mode = core.Driven
+	default:
+		c.Mode = core.Mode(255) // not a mode: the run's validation names the field
+	}
 	if e.Policy != "" {
-		c.Policy = e.Policy
+		applyPolicy(&c, e.Policy)
 	}
 	c.Deadline = ms(e.DeadlineS * 1000)
 	return c
 }
 
 const mib = 1 << 20
+
+// applyPolicy sets a run's pre-copy stop rule: the core's stop policy in
+// Driven mode, the hypervisor model that runs it in Observed mode. A name
+// that is neither is left for the config's validation to report.
+func applyPolicy(c *sim.Config, policy string) {
+	c.Policy = policy
+	if model, ac, err := sim.ModelForPolicy(policy); err == nil {
+		c.Hypervisor, c.QEMU.AutoConverge = model, ac
+	}
+}
 
 func ms(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
 

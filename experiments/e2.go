@@ -22,8 +22,9 @@ func e2() *Experiment {
 		Name:  "e2-convergence",
 		Title: "E2: snapshot duration and pre-copy convergence against dirty rate",
 		About: "One VM, snapshotted live by VNsnap's pre-copy, with a dirty rate swept past the sink's bandwidth, under " +
-			"each stop policy (Xen: stop below 50 dirty pages, after 5 rounds or 3x memory sent; QEMU: stop when the rest " +
-			"fits the downtime limit, else iterate; QEMU auto-converge: throttle the vCPU) and both sinks. A snapshot that " +
+			"each hypervisor's own pre-copy loop, as the real backends run it (Xen's libxc: stop once a pass finds under 50 dirty pages " +
+			"or after 5 passes; QEMU: stop when the rest fits the 300 ms downtime limit at the measured bandwidth, else iterate; " +
+			"QEMU auto-converge: also throttle the vCPU, 20 % then 10 % more each time the dirtying outpaces the copy twice) and both sinks. A snapshot that " +
 			"does not finish by the deadline is aborted.",
 		New: func(full bool) Config {
 			c := &e2Config{Env: defaultEnv(), MemMiB: 512, Dirty: []float64{0, 8, 16, 32, 64, 128, 256, 512},
@@ -54,7 +55,8 @@ func (c *e2Config) Plan(seeds []uint64) ([]Job, error) {
 				for _, s := range seeds {
 					sc := c.base(s)
 					sc.VMs, sc.Hosts, sc.Traffic = 1, 1, "none"
-					sc.MemBytes, sc.DirtyRate, sc.Policy = int64(c.MemMiB)*mib, d*mib, p
+					sc.MemBytes, sc.DirtyRate = int64(c.MemMiB)*mib, d*mib
+					applyPolicy(&sc, p)
 					sc.Algorithm, sc.Sink = core.VNsnap, sink
 					jobs = append(jobs, Job{Labels: []any{p, sk, d}, Seed: s, Sim: sc})
 				}

@@ -19,11 +19,8 @@ type HostConfig struct {
 	// Downlink is the switch port toward the host, shared by every frame
 	// from another host to one of its VMs (incast). A zero Bandwidth or
 	// Queue means the uplink's; its Latency and Loss add to the uplink's.
-	Downlink      Link
-	Local         Link  // the host's software bridge between its own VMs
-	PauseLatency  Time  // time to pause a VM
-	ResumeLatency Time  // time to resume a VM
-	DeviceState   int64 // bytes of CPU and device state in the final round
+	Downlink Link
+	Local    Link // the host's software bridge between its own VMs
 }
 
 // Config describes one simulated VNE snapshot run.
@@ -40,7 +37,20 @@ type Config struct {
 	HotBytes    int64 // hot working set per VM; 0 means MemBytes/8
 	Algorithm   core.Algorithm
 	Sink        core.Sink
-	Policy      string // "xen", "qemu" or "qemu-autoconverge"
+	// Mode says who runs pre-copy's loop. core.Observed (the default, as
+	// on the real backends): a modelled hypervisor (Hypervisor) iterates
+	// on its own and reports its passes. core.Driven: the core orders
+	// every round and applies its stop policy (Policy).
+	Mode core.Mode
+	// Hypervisor is Observed mode's hypervisor model: "qemu" (tuned by
+	// QEMU) or "xen" (tuned by Xen).
+	Hypervisor string
+	QEMU       QEMUModel
+	Xen        XenModel
+	Policy     string // Driven mode's stop policy: "xen", "qemu" or "qemu-autoconverge"
+	// Calibration holds the fixed costs around the pause and the state
+	// copied while paused.
+	Calibration Calibration
 	Deadline    Time   // abort the snapshot after this; 0 means none
 	Traffic     string // "all-to-all", "ring", "pairs" or "none"
 	FlowRate    float64
@@ -72,6 +82,12 @@ type Config struct {
 	// it, and mutate them to show that the properties catch a wrong rule).
 	// It may turn Deliver and Drop into each other, nothing else.
 	admit func(f *Frame, dst core.Epoch, act core.Action) core.Action
+	// observe, if set, sees every event fed to a snapshot's coordinator and
+	// the commands it returned (tests).
+	observe func(ev core.Event, cmds []core.Command)
+	// brokenCopy, for tests only, makes every copy step skip one page:
+	// the image check must catch it.
+	brokenCopy bool
 }
 
 // TCPConfig selects the TCP options of every connection. The defaults
@@ -111,12 +127,13 @@ func DefaultConfig() Config {
 	return Config{
 		Seed: 1, VMs: 4, Hosts: 2, MemBytes: 256 << 20, DirtyRate: 20 << 20, HotFrac: 0.9, DirtySpread: 0.5,
 		Algorithm: core.VNsnap, Sink: core.DiskSink, Policy: "xen",
-		Deadline: 10 * time.Minute, Traffic: "all-to-all", FlowRate: 1 << 20,
+		Mode: core.Observed, Hypervisor: HypervisorQEMU, QEMU: DefaultQEMUModel(), Xen: DefaultXenModel(),
+		Calibration: DefaultCalibration(),
+		Deadline:    10 * time.Minute, Traffic: "all-to-all", FlowRate: 1 << 20,
 		Host: HostConfig{
 			DiskBandwidth: 150e6, MemoryBandwidth: 2e9, RAMBudget: 8 << 30,
-			Link:         Link{Bandwidth: 125e6, Latency: 100 * time.Microsecond, Queue: 512 << 10},
-			Local:        Link{Bandwidth: 1.25e9, Latency: 10 * time.Microsecond, Queue: 1 << 20},
-			PauseLatency: time.Millisecond, ResumeLatency: time.Millisecond, DeviceState: 256 << 10,
+			Link:  Link{Bandwidth: 125e6, Latency: 100 * time.Microsecond, Queue: 512 << 10},
+			Local: Link{Bandwidth: 1.25e9, Latency: 10 * time.Microsecond, Queue: 1 << 20},
 		},
 		TCP:    TCPConfig{SACK: true, DelayedACK: 40 * time.Millisecond},
 		Warmup: 2 * time.Second, RunOn: 2 * time.Second, Snapshots: 1, TimeLimit: time.Hour,
@@ -235,9 +252,6 @@ func (c *Config) Validate() error {
 		checkLink(h.Link, [4]string{"link-bw", "latency", "queue", "loss"}),
 		checkLink(h.downlink(), [4]string{"downlink-bw", "downlink-latency", "downlink-queue", "downlink-loss"}),
 		checkLink(h.Local, [4]string{"local-bw", "local-latency", "local-queue", "local-loss"}),
-		checkDuration("pause-latency", h.PauseLatency),
-		checkDuration("resume-latency", h.ResumeLatency),
-		checkBytes("device-state", h.DeviceState),
 		checkDuration("deadline", c.Deadline),
 		checkDuration("warmup", c.Warmup),
 		checkDuration("run-on", c.RunOn),
@@ -271,6 +285,27 @@ func (c *Config) Validate() error {
 	}
 	if _, err := core.ParsePolicy(c.Policy); err != nil {
 		return fmt.Errorf("policy: %w", err)
+	}
+	switch c.Mode {
+	case core.Driven:
+	case core.Observed:
+		switch c.Hypervisor {
+		case HypervisorQEMU:
+			if err := c.QEMU.validate(); err != nil {
+				return err
+			}
+		case HypervisorXen:
+			if err := c.Xen.validate(); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("hypervisor-model: %q, want qemu or xen", c.Hypervisor)
+		}
+	default:
+		return fmt.Errorf("mode: %d, want observed or driven", c.Mode)
+	}
+	if err := c.Calibration.Validate(); err != nil {
+		return fmt.Errorf("calibration: %w", err)
 	}
 	return nil
 }

@@ -18,14 +18,29 @@ type driver struct {
 	w       *World
 	coord   *core.Coordinator
 	events  slots[core.Event]
+	fns     slots[func()]
 	copies  map[core.VMID]*Transfer
-	started map[core.VMID]Time // start of the copy in progress
-	timers  map[core.TimerID]int64
-	tgen    int64
-	images  map[core.VMID]image
-	faults  map[core.VMID]int64
-	epoch   core.Epoch
-	err     error
+	loops   map[core.VMID]*liveLoop // Observed pre-copy: the hypervisor's loop
+	started map[core.VMID]Time      // start of the copy in progress
+	// busy is when each VM's last command that takes time (a pause, the
+	// colour flip, the disk freeze, the final copy's command) is done: the
+	// VM's next command waits for it, as a real backend carries out one
+	// VM's commands one after the other.
+	busy map[core.VMID]Time
+	// cgen counts each VM's CancelCopy: a delayed step of a cancelled copy
+	// does nothing.
+	cgen        map[core.VMID]int64
+	maxThrottle map[core.VMID]int // the hypervisor's own auto-converge
+	timers      map[core.TimerID]int64
+	tgen        int64
+	images      map[core.VMID]image
+	copying     map[core.VMID]*copyImage // the image each copy in progress builds
+	cows        map[core.VMID]*cowCopy   // copy-on-write copies in progress
+	imgMem      map[core.VMID]*Memory    // each complete image's memory
+	stale       map[core.VMID]int64      // units where a complete image differed from memory
+	faults      map[core.VMID]int64
+	epoch       core.Epoch
+	err         error
 	// OnEvent, if set, sees every event fed to the core and the commands
 	// it returned (for tests and traces).
 	OnStep func(ev core.Event, cmds []core.Command)
@@ -34,12 +49,15 @@ type driver struct {
 const (
 	drvEvCore Kind = iota + 1
 	drvEvTimer
+	drvEvFunc
 )
 
 func newDriver(w *World, coord *core.Coordinator, epoch core.Epoch) *driver {
 	return &driver{
 		w: w, coord: coord, epoch: epoch,
-		copies: map[core.VMID]*Transfer{}, started: map[core.VMID]Time{},
+		copies: map[core.VMID]*Transfer{}, started: map[core.VMID]Time{}, loops: map[core.VMID]*liveLoop{},
+		busy: map[core.VMID]Time{}, cgen: map[core.VMID]int64{}, maxThrottle: map[core.VMID]int{},
+		copying: map[core.VMID]*copyImage{}, cows: map[core.VMID]*cowCopy{}, imgMem: map[core.VMID]*Memory{}, stale: map[core.VMID]int64{},
 		timers: map[core.TimerID]int64{}, images: map[core.VMID]image{}, faults: map[core.VMID]int64{},
 	}
 }
@@ -49,11 +67,30 @@ func (d *driver) emit(delay Time, ev core.Event) {
 	d.w.Eng.After(delay, d, drvEvCore, d.events.put(ev))
 }
 
+// later runs f at t unless vm's copy is cancelled first.
+func (d *driver) later(t Time, vm core.VMID, f func()) {
+	g := d.cgen[vm]
+	d.w.Eng.At(t, d, drvEvFunc, d.fns.put(func() {
+		if d.cgen[vm] == g {
+			f()
+		}
+	}))
+}
+
+// reserve books cost on vm's command timeline and returns when it ends.
+func (d *driver) reserve(vm core.VMID, cost Time) Time {
+	end := max(d.w.Eng.Now(), d.busy[vm]) + cost
+	d.busy[vm] = end
+	return end
+}
+
 // Handle feeds a queued event to the core, or fires a core timer.
 func (d *driver) Handle(kind Kind, arg int64) {
 	switch kind {
 	case drvEvCore:
 		d.step(d.events.take(arg))
+	case drvEvFunc:
+		d.fns.take(arg)()
 	case drvEvTimer:
 		id := core.TimerID(arg >> 32)
 		if g, ok := d.timers[id]; ok && g == arg&0xffffffff {
@@ -88,13 +125,17 @@ func (d *driver) sinkResource(vm core.VMID, s core.Sink) *Resource {
 func (d *driver) exec(c core.Command) {
 	w := d.w
 	now := w.Eng.Now()
-	hc := w.Cfg.Host
+	cal := &w.Cfg.Calibration
 	switch c := c.(type) {
 	case core.CopyRound:
 		vm := w.VMs[c.VM]
-		pages := vm.Mem.Sync(now)
+		pages, units := vm.Mem.SyncUnits(now, nil)
+		im := d.image(c.VM, c.All)
 		if c.All {
 			pages = vm.Mem.Pages
+			im.recordAll()
+		} else {
+			im.record(units)
 		}
 		d.started[c.VM] = now
 		d.copies[c.VM] = d.sinkResource(c.VM, c.Sink).Start(pages*core.PageSize, func() {
@@ -103,60 +144,62 @@ func (d *driver) exec(c core.Command) {
 			d.step(core.RoundCopied{VM: c.VM, Round: c.Round, Sent: pages, Dirty: vm.Mem.Dirty(t), Elapsed: t - d.started[c.VM]})
 		})
 	case core.StartLiveCopy:
-		panic("sim: the simulator runs the core in Driven mode")
+		d.startLive(c.VM, c.Sink)
 	case core.PauseVM:
 		// The VM runs on until the pause takes effect; the core hears of
 		// it in the same instant, so its colour flips exactly at the pause
 		// and nothing reaches the paused VM in an earlier colour.
-		w.Eng.After(hc.PauseLatency, vmFunc{d, c.VM, true}, 0, 0)
+		w.Eng.At(d.reserve(c.VM, Time(cal.Stop)), vmFunc{d, c.VM, true}, 0, 0)
 	case core.SetColour:
 		// The core may re-issue a colour change (on abort it re-issues,
 		// idempotently, those a VM still needs): a port already in the
 		// epoch has passed its snapshot point and has its image; a second
-		// cut would be a malformed trace.
+		// cut would be a malformed trace. The flip takes effect at once;
+		// its cost delays the VM's next command.
 		if w.Net.Epoch(c.VM) >= c.Epoch {
 			break
 		}
 		w.Net.SetEpoch(c.VM, c.Epoch)
 		d.images[c.VM] = w.capture(c.VM)
+		d.reserve(c.VM, Time(cal.ColourFlip))
 	case core.FreezeDisk:
-		// The simulated VMs have no disks: their state is memory and TCP.
+		// The simulated VMs' state is memory and TCP; the freeze costs
+		// what a disk snapshot of a real guest costs.
+		d.reserve(c.VM, Time(cal.DiskFreeze))
 	case core.CopyFinal:
-		vm := w.VMs[c.VM]
-		pages := vm.Mem.Sync(now)
-		if c.All {
-			pages = vm.Mem.Pages
+		start := d.reserve(c.VM, Time(cal.QMPRoundTrip))
+		if l := d.loops[c.VM]; l != nil {
+			l.final(start)
+			break
 		}
-		d.copies[c.VM] = d.sinkResource(c.VM, c.Sink).Start(pages*core.PageSize+hc.DeviceState, func() {
-			delete(d.copies, c.VM)
-			d.step(core.FinalCopied{VM: c.VM, Sent: pages})
-		})
+		d.later(start, c.VM, func() { d.copyFinal(c) })
 	case core.ProtectMemory:
-		vm := w.VMs[c.VM]
-		vm.Mem.Sync(now)
-		d.copies[c.VM] = d.sinkResource(c.VM, c.Sink).Start(vm.Mem.Pages*core.PageSize+hc.DeviceState, func() {
-			delete(d.copies, c.VM)
-			// Pages written before the background copy reached them were
-			// copied first, at a write fault; on average the copy had
-			// reached half of memory when such a page was first written.
-			d.faults[c.VM] = vm.Mem.Dirty(w.Eng.Now()) / 2
-			d.step(core.FinalCopied{VM: c.VM, Sent: vm.Mem.Pages})
-		})
+		d.protect(c)
 	case core.ResumeVM:
-		id := c.VM
-		w.Eng.After(hc.ResumeLatency, vmFunc{d, id, false}, 0, 0)
+		if cw := d.cows[c.VM]; cw != nil && !cw.armed {
+			cw.resume = true // realbackend's protect returns once armed
+			break
+		}
+		d.resume(c.VM)
 	case core.ThrottleVM:
 		w.VMs[c.VM].SetThrottle(c.Percent)
 	case core.FlushImage:
-		d.copies[c.VM] = w.Hosts[w.VMs[c.VM].Host].Disk.Start(w.VMs[c.VM].Mem.Pages*core.PageSize+hc.DeviceState, func() {
+		d.copies[c.VM] = w.Hosts[w.VMs[c.VM].Host].Disk.Start(w.VMs[c.VM].Mem.Pages*core.PageSize+cal.pausedState(), func() {
 			delete(d.copies, c.VM)
 			d.step(core.ImageFlushed{VM: c.VM})
 		})
 	case core.CancelCopy:
+		d.cgen[c.VM]++
 		if t, ok := d.copies[c.VM]; ok {
 			t.Cancel()
 			delete(d.copies, c.VM)
 		}
+		if l := d.loops[c.VM]; l != nil {
+			l.cancel()
+			delete(d.loops, c.VM)
+		}
+		// A ResumeVM that waited for the arming is re-issued by the abort.
+		delete(d.cows, c.VM)
 	case core.SetTimer:
 		d.tgen++
 		d.timers[c.ID] = d.tgen & 0xffffffff
@@ -168,9 +211,55 @@ func (d *driver) exec(c core.Command) {
 		d.emit(0, core.Committed{})
 	case core.Abort:
 		d.images = map[core.VMID]image{}
+		d.imgMem = map[core.VMID]*Memory{}
 	default:
 		panic(fmt.Sprintf("sim: unknown command %T", c))
 	}
+}
+
+// resume lets vm run once its earlier commands are done.
+func (d *driver) resume(vm core.VMID) {
+	d.w.Eng.At(d.reserve(vm, Time(d.w.Cfg.Calibration.Cont)), vmFunc{d, vm, false}, 0, 0)
+}
+
+// copyFinal copies what remains of a paused VM (Driven pre-copy's last
+// round, or stop-and-copy's one pass) with its device and vCPU state.
+func (d *driver) copyFinal(c core.CopyFinal) {
+	w := d.w
+	vm := w.VMs[c.VM]
+	pages, units := vm.Mem.SyncUnits(w.Eng.Now(), nil)
+	im := d.image(c.VM, c.All)
+	if c.All {
+		pages = vm.Mem.Pages
+		im.recordAll()
+	} else {
+		im.record(units)
+	}
+	d.copies[c.VM] = d.sinkResource(c.VM, c.Sink).Start(pages*core.PageSize+w.Cfg.Calibration.pausedState(), func() {
+		delete(d.copies, c.VM)
+		d.complete(c.VM, vm.Mem.Versions())
+		d.step(core.FinalCopied{VM: c.VM, Sent: pages})
+	})
+}
+
+// image returns the image vm's copy builds, a new one if fresh (a copy
+// that starts by copying every page).
+func (d *driver) image(vm core.VMID, fresh bool) *copyImage {
+	im := d.copying[vm]
+	if fresh || im == nil {
+		im = newCopyImage(d.w.VMs[vm].Mem, d.w.Cfg.brokenCopy)
+		d.copying[vm] = im
+	}
+	return im
+}
+
+// complete ends vm's copy: its image is checked against want, the
+// versions of memory at the snapshot point, and kept for a restore.
+func (d *driver) complete(vm core.VMID, want []uint32) {
+	im := d.copying[vm]
+	delete(d.copying, vm)
+	d.stale[vm] = im.stale(want)
+	d.imgMem[vm] = im.memory()
 }
 
 // vmFunc pauses or resumes a VM and tells the core.

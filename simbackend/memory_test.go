@@ -80,3 +80,59 @@ func TestResourceSharing(t *testing.T) {
 type funcHandler func()
 
 func (f funcHandler) Handle(Kind, int64) { f() }
+
+// TestSyncUnitsAgainstCount checks the versioned pages a sync finds dirty
+// against its count: as many distinct pages as the count (a unit is a page
+// here), each in its region's share, each with the new version, and no
+// other page's version changed.
+func TestSyncUnitsAgainstCount(t *testing.T) {
+	m := NewMemory(16384, 2048, 0.9)
+	m.SetRate(0, 40000)
+	prev := make([]uint32, m.Units())
+	for i, at := range []Time{10 * time.Millisecond, 200 * time.Millisecond, 2 * time.Second, 2*time.Second + time.Millisecond} {
+		var before []int32
+		n, units := m.SyncUnits(at, func(u int32) { before = append(before, u) })
+		if int64(len(units)) != n || len(before) != len(units) {
+			t.Fatalf("sync %d: %d pages counted, %d units listed, %d seen before the write", i, n, len(units), len(before))
+		}
+		seen := map[int32]bool{}
+		for _, u := range units {
+			if seen[u] {
+				t.Fatalf("sync %d: unit %d listed twice", i, u)
+			}
+			seen[u] = true
+		}
+		ver := m.Versions()
+		for u := range ver {
+			changed := ver[u] != prev[u]
+			if changed != seen[int32(u)] {
+				t.Fatalf("sync %d: unit %d changed %t, listed %t", i, u, changed, seen[int32(u)])
+			}
+		}
+		copy(prev, ver)
+	}
+	// Writes at 40000 pages/s for 2 s saturate the hot set: the third
+	// sync finds it all dirty.
+	m.SyncUnits(3*time.Second, nil)
+	n, units := m.SyncUnits(5*time.Second, nil)
+	hot := 0
+	for _, u := range units {
+		if u < int32(m.HotPages) {
+			hot++
+		}
+	}
+	if hot != int(m.HotPages) || n < m.HotPages {
+		t.Errorf("after 2 s of writes: %d of %d hot pages dirty (%d in all), want every hot page", hot, m.HotPages, n)
+	}
+}
+
+// TestMemoryUnitsBounded checks that a huge memory keeps at most MaxUnits
+// versions, each unit a run of pages.
+func TestMemoryUnitsBounded(t *testing.T) {
+	m := NewMemory(1<<28, 1<<25, 0.9) // 1 TiB
+	m.SetRate(0, 1e6)
+	n, units := m.SyncUnits(time.Second, nil)
+	if m.Units() > MaxUnits || int64(len(units)) > m.Units() || n < int64(len(units)) {
+		t.Errorf("1 TiB: %d units (max %d), %d dirty pages in %d units", m.Units(), MaxUnits, n, len(units))
+	}
+}

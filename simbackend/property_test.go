@@ -58,10 +58,48 @@ func randomConfig(seed uint64, algo core.Algorithm) Config {
 	cfg.Host.Link.Loss = []float64{0, 0, 0.001, 0.01}[r.IntN(4)]
 	cfg.Host.DiskBandwidth = float64(50+r.IntN(450)) * 1e6
 	// 300 ms is a multiple of every interval drawn above.
-	cfg.Warmup = 300*time.Millisecond - cfg.Host.PauseLatency + 5*time.Microsecond
+	cfg.Warmup = 300*time.Millisecond - Time(cfg.Calibration.Stop) + 5*time.Microsecond
 	cfg.RunOn = 300 * time.Millisecond
 	cfg.Restore = true
+	// A short downtime limit makes QEMU's loop iterate until the VMs'
+	// dirty rates, not their equal sizes, set their snapshot points: with
+	// QEMU's 300 ms most VMs of a host stop after one pass, together.
+	cfg.QEMU.DowntimeLimit = Time(1+r.IntN(30)) * time.Millisecond
+	simMode(seed % uint64(len(simModes))).apply(&cfg)
 	return cfg
+}
+
+// simMode is one way the simulator runs pre-copy: the core driving it, or
+// one of the modelled hypervisors' own loops.
+type simMode int
+
+var simModes = []string{"observed-qemu", "observed-xen", "driven"}
+
+func (m simMode) String() string { return simModes[m] }
+
+func (m simMode) apply(cfg *Config) {
+	switch m {
+	case 0:
+		cfg.Mode, cfg.Hypervisor = core.Observed, HypervisorQEMU
+	case 1:
+		cfg.Mode, cfg.Hypervisor = core.Observed, HypervisorXen
+	default:
+		cfg.Mode = core.Driven
+	}
+}
+
+// seedModes returns the modes a property test runs a seed in: every mode
+// (without -short), or one by the seed, in turn (with -short, so that the
+// 200 seeds cost what they did with one mode).
+func seedModes(seed uint64) []simMode {
+	if testing.Short() {
+		return []simMode{simMode(seed % uint64(len(simModes)))}
+	}
+	out := make([]simMode, len(simModes))
+	for i := range out {
+		out[i] = simMode(i)
+	}
+	return out
 }
 
 func propertySeeds(t *testing.T) []uint64 {
@@ -155,6 +193,20 @@ func atStake(algo core.Algorithm, res *Result) string {
 	return "nothing at stake: " + strings.Join(missing, ", ")
 }
 
+// staleImages reports every VM whose image differed from its memory at the
+// snapshot point.
+func staleImages(res *Result) []string {
+	var out []string
+	for _, sn := range res.Snaps {
+		for _, v := range sn.VMs {
+			if v.StaleUnits != 0 {
+				out = append(out, fmt.Sprintf("snapshot %d vm %d: image differs from memory in %d pages, want 0", sn.Epoch, v.VM, v.StaleUnits))
+			}
+		}
+	}
+	return out
+}
+
 // TestPropertyConsistent checks that every consistent algorithm produces
 // zero orphans on every random VNE, that the snapshot commits and restores,
 // and that something was at stake (atStake).
@@ -168,59 +220,101 @@ func TestPropertyConsistent(t *testing.T) {
 			t.Parallel()
 			redrawn := 0
 			for _, seed := range seeds {
-			attempts:
-				for attempt := 0; attempt < maxDraws; attempt++ {
-					cfg := randomConfig(draw(seed, attempt), algo)
-					res, err := Run(cfg)
-					if err != nil {
-						t.Fatalf("seed %d: %v\nrerun: %s", seed, err, rerun("TestPropertyConsistent/"+algo.String(), seed))
-					}
-					var problems []string
-					if res.State != "committed" {
-						problems = append(problems, "state "+res.State+", want committed")
-					}
-					if res.Orphans != 0 {
-						problems = append(problems, fmt.Sprintf("%d orphans, want 0", res.Orphans))
-					}
-					if !res.StreamsOK {
-						problems = append(problems, "streams incomplete in the original run")
-					}
-					if res.RestoreOK == nil || !*res.RestoreOK {
-						problems = append(problems, "restore failed: "+res.RestoreError)
-					}
-					if algo == core.VNsnapLog {
-						// Every in-transit frame that reached its receiver's
-						// switch is in the log.
-						if res.Replayed+res.NetDropped != res.InTransit {
-							problems = append(problems, fmt.Sprintf("%d of %d in-transit frames replayed (%d dropped by the network), want all the others",
-								res.Replayed, res.InTransit, res.NetDropped))
-						}
-						// Without drops of any kind, nothing sent before a
-						// snapshot point may need retransmitting after restore.
-						lossless := res.Dropped+res.DroppedQueue+res.DroppedLoss == 0
-						if lossless && res.RestoreRetx != nil && *res.RestoreRetx != 0 {
-							problems = append(problems, fmt.Sprintf("%d bytes retransmitted after restore on a lossless run, want 0", *res.RestoreRetx))
-						}
-					}
-					if why := atStake(algo, res); why != "" {
-						problems = append(problems, why)
-					}
-					if res.Replayed != 0 && algo != core.VNsnapLog {
-						problems = append(problems, fmt.Sprintf("%d frames replayed without a log", res.Replayed))
-					}
-					if onlyStake(problems) && attempt < maxDraws-1 {
-						redrawn++
-						continue
-					}
-					if len(problems) > 0 {
-						t.Errorf("seed %d draw %d (%d VMs on %d hosts, %s traffic, %s sink, loss %g): %s\nrerun: %s",
-							seed, attempt, cfg.VMs, cfg.Hosts, cfg.Traffic, cfg.Sink, cfg.Host.Link.Loss, strings.Join(problems, "; "),
-							rerun("TestPropertyConsistent/"+algo.String(), seed))
-					}
-					break attempts
+				for _, mode := range seedModes(seed) {
+					redrawn += checkConsistent(t, algo, seed, mode)
 				}
 			}
 			t.Logf("%d seeds, %d redrawn because nothing was at stake", len(seeds), redrawn)
 		})
+	}
+}
+
+// checkConsistent runs one seed of TestPropertyConsistent in one mode and
+// returns the number of draws redrawn because nothing was at stake.
+func checkConsistent(t *testing.T, algo core.Algorithm, seed uint64, mode simMode) (redrawn int) {
+	t.Helper()
+	for attempt := 0; attempt < maxDraws; attempt++ {
+		cfg := randomConfig(draw(seed, attempt), algo)
+		mode.apply(&cfg)
+		res, err := Run(cfg)
+		if err != nil {
+			t.Fatalf("seed %d: %v\nrerun: %s", seed, err, rerun("TestPropertyConsistent/"+algo.String(), seed))
+		}
+		var problems []string
+		if res.State != "committed" {
+			problems = append(problems, "state "+res.State+", want committed")
+		}
+		if res.Orphans != 0 {
+			problems = append(problems, fmt.Sprintf("%d orphans, want 0", res.Orphans))
+		}
+		problems = append(problems, staleImages(res)...)
+		if !res.StreamsOK {
+			problems = append(problems, "streams incomplete in the original run")
+		}
+		if res.RestoreOK == nil || !*res.RestoreOK {
+			problems = append(problems, "restore failed: "+res.RestoreError)
+		}
+		if algo == core.VNsnapLog {
+			// Every in-transit frame that reached its receiver's
+			// switch is in the log.
+			if res.Replayed+res.NetDropped != res.InTransit {
+				problems = append(problems, fmt.Sprintf("%d of %d in-transit frames replayed (%d dropped by the network), want all the others",
+					res.Replayed, res.InTransit, res.NetDropped))
+			}
+			// Without drops of any kind, nothing sent before a
+			// snapshot point may need retransmitting after restore.
+			lossless := res.Dropped+res.DroppedQueue+res.DroppedLoss == 0
+			if lossless && res.RestoreRetx != nil && *res.RestoreRetx != 0 {
+				problems = append(problems, fmt.Sprintf("%d bytes retransmitted after restore on a lossless run, want 0", *res.RestoreRetx))
+			}
+		}
+		if why := atStake(algo, res); why != "" {
+			problems = append(problems, why)
+		}
+		if res.Replayed != 0 && algo != core.VNsnapLog {
+			problems = append(problems, fmt.Sprintf("%d frames replayed without a log", res.Replayed))
+		}
+		if onlyStake(problems) && attempt < maxDraws-1 {
+			redrawn++
+			continue
+		}
+		if len(problems) > 0 {
+			t.Errorf("seed %d draw %d (%s, %d VMs on %d hosts, %s traffic, %s sink, loss %g): %s\nrerun: %s",
+				seed, attempt, mode, cfg.VMs, cfg.Hosts, cfg.Traffic, cfg.Sink, cfg.Host.Link.Loss, strings.Join(problems, "; "),
+				rerun("TestPropertyConsistent/"+algo.String(), seed))
+		}
+		return redrawn
+	}
+	return redrawn
+}
+
+// TestImageCheckCatchesBrokenCopy runs the property test's VNEs with a copy
+// that skips one page of every copy step (a test-only bug): the image check
+// must catch it on every seed, in every mode, for every method (on VNEs
+// cut to 8 VMs to keep it quick).
+func TestImageCheckCatchesBrokenCopy(t *testing.T) {
+	for _, algo := range []core.Algorithm{core.VNsnap, core.StopCopy, core.COW} {
+		for m := range simModes {
+			for seed := uint64(1); seed <= 3; seed++ {
+				cfg := randomConfig(seed, algo)
+				simMode(m).apply(&cfg)
+				cfg.VMs, cfg.Hosts, cfg.Restore = 8, 2, false
+				cfg.brokenCopy = true
+				res, err := Run(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.State != "committed" {
+					t.Fatalf("%s %s seed %d: state %s", algo, simMode(m), seed, res.State)
+				}
+				if len(staleImages(res)) == 0 {
+					t.Errorf("%s %s seed %d: a copy that skips a page left no stale image", algo, simMode(m), seed)
+				}
+				cfg.brokenCopy = false
+				if res := mustRun(t, cfg); len(staleImages(res)) != 0 {
+					t.Errorf("%s %s seed %d: correct copy: %v", algo, simMode(m), seed, staleImages(res))
+				}
+			}
+		}
 	}
 }

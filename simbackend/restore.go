@@ -42,8 +42,17 @@ func restoreRun(cfg Config, orig *World, sr *snapshotRun, res *Result) {
 			res.RestoreError = fmt.Sprintf("vm %d has no image", i)
 			return
 		}
-		vm.Mem = im.mem.Clone()
+		mem := drv.imgMem[core.VMID(i)]
+		if mem == nil {
+			res.RestoreError = fmt.Sprintf("vm %d has no complete memory image", i)
+			return
+		}
+		// The restored VM's memory is its image, as copied.
+		seed := vm.Mem.seed
+		vm.Mem = mem.Clone()
+		vm.Mem.Reseed(seed)
 		vm.Mem.last = t0
+		vm.Mem.SetSpeed(t0, vm.Speed())
 		for j, c := range w.conns[i] {
 			c.restore(im.conns[j], im.point, restoreGen)
 		}

@@ -21,6 +21,12 @@ type VMResult struct {
 	Rounds      int     `json:"rounds"`
 	MaxThrottle int     `json:"max_throttle_pct"`
 	COWFaults   int64   `json:"cow_faults,omitempty"`
+	// StaleUnits counts the memory units (pages, for VMs up to MaxUnits
+	// pages) where the VM's image differed from its memory at the
+	// snapshot point: 0 unless the copy logic is wrong.
+	StaleUnits int64 `json:"image_stale_units"`
+	// StalledMS is the time the VM stalled on copy-on-write faults.
+	StalledMS float64 `json:"cow_stalled_ms,omitempty"`
 	// PointMS and ResumedMS are the VM's snapshot point and its resume, in
 	// virtual time since the start of the run.
 	PointMS   float64 `json:"point_ms"`
@@ -158,7 +164,7 @@ func Run(cfg Config) (*Result, error) {
 		}
 	})
 	ccfg := core.Config{
-		Algorithm: cfg.Algorithm, Sink: cfg.Sink, Mode: core.Driven, Policy: policy, Deadline: cfg.Deadline,
+		Algorithm: cfg.Algorithm, Sink: cfg.Sink, Mode: cfg.Mode, Policy: policy, Deadline: cfg.Deadline,
 	}
 	for _, v := range w.VMs {
 		ccfg.VMs = append(ccfg.VMs, core.VMSpec{Host: core.HostID(v.Host), MemBytes: v.Mem.Pages * core.PageSize})
@@ -189,6 +195,7 @@ func Run(cfg Config) (*Result, error) {
 			last.dropEnd, last.heldEnd = w.Net.Counter.DroppedColour, w.Net.Counter.Held
 		}
 		sr.drv = newDriver(w, coord, c.Epoch)
+		sr.drv.OnStep = cfg.observe
 		snaps = append(snaps, sr)
 		eng.RunUntil(at, nil)
 		sr.dropStart, sr.heldStart = w.Net.Counter.DroppedColour, w.Net.Counter.Held
@@ -286,7 +293,8 @@ func (sr *snapshotRun) result() SnapResult {
 		vr := VMResult{
 			VM: int(v.VM), Host: int(v.Host), Sink: v.Sink.String(), Fallback: v.Fallback,
 			DowntimeMS: ms(v.Downtime()), DurationMS: ms(span(v.Start, v.Copied)), FlushMS: ms(span(v.Copied, v.Flushed)),
-			BytesCopied: v.BytesCopied(), Rounds: v.Rounds, MaxThrottle: v.MaxThrottle, COWFaults: sr.drv.faults[v.VM],
+			BytesCopied: v.BytesCopied(), Rounds: v.Rounds, MaxThrottle: max(v.MaxThrottle, sr.drv.maxThrottle[v.VM]), COWFaults: sr.drv.faults[v.VM],
+			StaleUnits: sr.drv.stale[v.VM], StalledMS: ms(sr.drv.w.VMs[v.VM].StalledTotal),
 			PointMS: ms(v.Paused), ResumedMS: ms(v.Resumed),
 		}
 		if v.HasPoint {

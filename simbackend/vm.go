@@ -18,7 +18,8 @@ type VM struct {
 
 	eng      *Engine
 	net      *Network
-	paused   bool
+	paused   bool // the guest does not run: held or stalled
+	held     bool // paused by the core (Pause)
 	throttle int
 	ring     []*Frame
 	evs      slots[vmEvent]
@@ -27,6 +28,14 @@ type VM struct {
 	// PausedTotal is the time spent paused so far.
 	PausedTotal Time
 	pausedAt    Time
+	// A stalled VM does not run either (a vCPU waiting for a write
+	// fault's copy), but it is not paused: only the core pauses.
+	stalled    bool
+	stallStart Time
+	stallEnd   Time
+	stallGen   int64
+	// StalledTotal is the time spent stalled so far.
+	StalledTotal Time
 }
 
 type vmEvent struct {
@@ -38,6 +47,7 @@ type vmEvent struct {
 const (
 	vmEvTimer Kind = iota + 1
 	vmEvCPU
+	vmEvUnstall
 )
 
 func newVM(eng *Engine, net *Network, id core.VMID, host int, mem *Memory) *VM {
@@ -46,17 +56,21 @@ func newVM(eng *Engine, net *Network, id core.VMID, host int, mem *Memory) *VM {
 	return v
 }
 
-// Paused reports whether the VM is paused.
-func (v *VM) Paused() bool { return v.paused }
+// Paused reports whether the VM is paused (by Pause; a stall is not a
+// pause).
+func (v *VM) Paused() bool { return v.held }
 
-// Speed is the fraction of CPU the guest gets: 0 paused, less than 1 when
-// throttled.
+// Speed is the fraction of CPU the guest gets: 0 paused or stalled, less
+// than 1 when throttled.
 func (v *VM) Speed() float64 {
-	if v.paused {
+	if v.halted() {
 		return 0
 	}
 	return 1 - float64(v.throttle)/100
 }
+
+// halted reports whether the guest does not run: paused or stalled.
+func (v *VM) halted() bool { return v.paused }
 
 // After schedules an event for a handler inside the VM d from now. If the
 // VM is paused when it is due, it fires at resume.
@@ -69,7 +83,7 @@ func (v *VM) After(d Time, h Handler, kind Kind, arg int64) {
 func (v *VM) Handle(kind Kind, arg int64) {
 	switch kind {
 	case vmEvTimer:
-		if v.paused {
+		if v.halted() {
 			v.deferred = append(v.deferred, arg)
 			return
 		}
@@ -77,6 +91,16 @@ func (v *VM) Handle(kind Kind, arg int64) {
 		e.h.Handle(e.kind, e.arg)
 	case vmEvCPU:
 		v.cpu.fire(v, arg)
+	case vmEvUnstall:
+		if arg == v.stallGen && v.stalled {
+			now := v.eng.Now()
+			v.stalled = false
+			v.StalledTotal += now - v.stallStart
+			if !v.held {
+				v.paused = false
+				v.unhalt(now)
+			}
+		}
 	default:
 		panic("sim: unknown VM event")
 	}
@@ -84,7 +108,7 @@ func (v *VM) Handle(kind Kind, arg int64) {
 
 // Send puts a frame on the network.
 func (v *VM) Send(f *Frame) {
-	if v.paused {
+	if v.halted() {
 		panic("sim: a paused VM sent a frame")
 	}
 	f.Src = v.ID
@@ -94,7 +118,7 @@ func (v *VM) Send(f *Frame) {
 // accept takes a frame from the switch. It returns false if the frame is
 // dropped because the ring of a paused VM is full.
 func (v *VM) accept(f *Frame) bool {
-	if v.paused {
+	if v.halted() {
 		if len(v.ring) >= v.RingSize {
 			return false
 		}
@@ -114,31 +138,67 @@ func (v *VM) deliver(f *Frame) {
 
 // Pause stops the VM.
 func (v *VM) Pause() {
-	if v.paused {
+	if v.held {
 		return
 	}
 	now := v.eng.Now()
-	v.cpu.advance(now, v.Speed())
-	v.paused = true
+	v.held = true
 	v.pausedAt = now
-	v.Mem.SetSpeed(now, 0)
+	if !v.paused {
+		v.halt(now)
+		v.paused = true
+	}
 }
 
 // Resume lets the VM run: frames that waited in the ring are delivered, then
-// the timers that fell due while it was paused fire, in order.
+// the timers that fell due while it was paused fire, in order. A VM still
+// stalled runs when the stall ends.
 func (v *VM) Resume() {
-	if !v.paused {
+	if !v.held {
 		return
 	}
 	now := v.eng.Now()
-	v.cpu.advance(now, 0)
-	v.paused = false
+	v.held = false
 	v.PausedTotal += now - v.pausedAt
+	if !v.stalled {
+		v.paused = false
+		v.unhalt(now)
+	}
+}
+
+// Stall stops the guest for d (a write fault waiting for its page's copy),
+// after any stall in progress: frames wait in the ring and timers wait, as
+// while paused.
+func (v *VM) Stall(d Time) {
+	if d <= 0 {
+		return
+	}
+	now := v.eng.Now()
+	if !v.stalled {
+		if !v.paused {
+			v.halt(now)
+			v.paused = true
+		}
+		v.stalled = true
+		v.stallStart, v.stallEnd = now, now
+	}
+	v.stallEnd += d
+	v.stallGen++
+	v.eng.At(v.stallEnd, v, vmEvUnstall, v.stallGen)
+}
+
+func (v *VM) halt(now Time) {
+	v.cpu.advance(now, v.Speed())
+	v.Mem.SetSpeed(now, 0)
+}
+
+func (v *VM) unhalt(now Time) {
+	v.cpu.advance(now, 0)
 	v.Mem.SetSpeed(now, v.Speed())
 	ring := v.ring
 	v.ring = nil
 	for _, f := range ring {
-		if v.paused {
+		if v.halted() {
 			v.ring = append(v.ring, f)
 			continue
 		}
@@ -147,7 +207,7 @@ func (v *VM) Resume() {
 	def := v.deferred
 	v.deferred = nil
 	for _, slot := range def {
-		if v.paused {
+		if v.halted() {
 			v.deferred = append(v.deferred, slot)
 			continue
 		}
@@ -217,7 +277,7 @@ func (c *cpuTask) reschedule(v *VM) {
 }
 
 func (c *cpuTask) fire(v *VM, gen int64) {
-	if gen != c.gen || !c.active || v.paused {
+	if gen != c.gen || !c.active || v.halted() {
 		return
 	}
 	c.advance(v.eng.Now(), v.Speed())

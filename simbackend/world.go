@@ -58,6 +58,7 @@ func build(cfg Config, eng *Engine) (*World, error) {
 	vrng := eng.Rand()
 	for i := 0; i < cfg.VMs; i++ {
 		m := NewMemory(pages, hot, cfg.HotFrac)
+		m.Reseed(cfg.Seed ^ uint64(i+1)*0x9e3779b97f4a7c15)
 		f := 1 + cfg.DirtySpread*(2*vrng.Float64()-1)
 		m.SetRate(eng.Now(), cfg.DirtyRate*f/core.PageSize)
 		w.VMs = append(w.VMs, newVM(eng, w.Net, core.VMID(i), hostOf[i], m))
@@ -173,16 +174,16 @@ func (w *World) streamsDone() bool {
 }
 
 // image is one VM's state at its snapshot point.
+// image is a VM's state at its snapshot point besides memory, whose image
+// the copy builds (driver.imgMem).
 type image struct {
 	point Time
-	mem   *Memory
 	conns []tcpState
 	app   any
 }
 
 func (w *World) capture(vm core.VMID) image {
-	v := w.VMs[vm]
-	im := image{point: w.Eng.Now(), mem: v.Mem.Clone()}
+	im := image{point: w.Eng.Now()}
 	for _, c := range w.conns[vm] {
 		im.conns = append(im.conns, c.snapshot())
 	}

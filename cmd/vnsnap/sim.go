@@ -22,6 +22,7 @@ type simFlags struct {
 	algo, sink, mem, dirty, flowRate, hot, workload string
 	diskBW, memBW, linkBW, budget, queue            string
 	downBW, downQueue                               string
+	mode, calibration                               string
 	asJSON                                          bool
 }
 
@@ -32,7 +33,12 @@ func newSimFlags(fs *flag.FlagSet) *simFlags {
 	fs.IntVar(&c.Hosts, "hosts", c.Hosts, "number of hosts (VMs are placed round-robin)")
 	fs.StringVar(&f.algo, "algo", "vnsnap", "algorithm: "+algoNames())
 	fs.StringVar(&f.sink, "sink", "disk", "sink: disk or memory")
-	fs.StringVar(&c.Policy, "policy", c.Policy, "pre-copy stop policy: xen, qemu or qemu-autoconverge")
+	fs.StringVar(&f.mode, "mode", c.Mode.String(), "who runs pre-copy's loop: observed (a modelled hypervisor, as on the real backends) or driven (the core, with --policy)")
+	fs.StringVar(&c.Hypervisor, "hypervisor-model", c.Hypervisor, "observed mode's hypervisor model: qemu or xen")
+	fs.BoolVar(&c.QEMU.AutoConverge, "auto-converge", c.QEMU.AutoConverge, "qemu model: QEMU's auto-converge (throttle a VM that dirties memory too fast)")
+	fs.DurationVar(&c.QEMU.DowntimeLimit, "downtime-limit", c.QEMU.DowntimeLimit, "qemu model: QEMU's downtime-limit")
+	fs.StringVar(&f.calibration, "calibration", "", "JSON file of measured costs (pause, resume, QMP round trip, colour flip, disk freeze, device state); default: built-in placeholders")
+	fs.StringVar(&c.Policy, "policy", c.Policy, "driven mode's pre-copy stop policy: xen, qemu or qemu-autoconverge")
 	fs.StringVar(&f.mem, "mem", "256MiB", "memory per VM")
 	fs.StringVar(&f.dirty, "dirty", "20MiB/s", "page-write rate per VM")
 	fs.Float64Var(&c.DirtySpread, "dirty-spread", c.DirtySpread, "per-VM variation of the dirty rate, 0..1")
@@ -80,6 +86,19 @@ func (f *simFlags) parse() error {
 	}
 	if c.Sink, err = core.ParseSink(f.sink); err != nil {
 		return fmt.Errorf("--sink: %w", err)
+	}
+	switch f.mode {
+	case "observed":
+		c.Mode = core.Observed
+	case "driven":
+		c.Mode = core.Driven
+	default:
+		return fmt.Errorf("--mode: %q, want observed or driven", f.mode)
+	}
+	if f.calibration != "" {
+		if c.Calibration, err = sim.LoadCalibration(f.calibration); err != nil {
+			return fmt.Errorf("--calibration: %w", err)
+		}
 	}
 	if c.MemBytes, err = units.ParseBytes(f.mem); err != nil {
 		return fmt.Errorf("--mem: %w", err)

@@ -1,0 +1,96 @@
+package sim
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/vnsnap/vnsnap/core"
+)
+
+func TestParseCalibration(t *testing.T) {
+	c, err := ParseCalibration([]byte(`{"source": "test box", "stop": "3ms", "cont": 2000000, "device_state_bytes": 1024}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultCalibration()
+	want.Source, want.Stop, want.Cont, want.DeviceState = "test box", Duration(3*time.Millisecond), Duration(2*time.Millisecond), 1024
+	if d := cmp.Diff(want, c); d != "" {
+		t.Errorf("parsed calibration (-want +got):\n%s", d)
+	}
+	bad := []struct{ json, field string }{
+		{`{"stop": "-1ms"}`, "stop"},
+		{`{"cont": "soon"}`, "cont"},
+		{`{"qmp_round_trip": true}`, "qmp_round_trip"},
+		{`{"device_state_bytes": -5}`, "device_state_bytes"},
+		{`{"vcpu_state_bytes": 1e30}`, "vcpu_state_bytes"},
+		{`{"stopp": "1ms"}`, "stopp"},
+		{`{"stop": "1ms"} {}`, "trailing"},
+		{`[1]`, "object"},
+	}
+	for _, b := range bad {
+		_, err := ParseCalibration([]byte(b.json))
+		if err == nil || !strings.Contains(err.Error(), b.field) {
+			t.Errorf("%s: error %v, want one naming %q", b.json, err, b.field)
+		}
+	}
+}
+
+func TestLoadCalibration(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cal.json")
+	want := DefaultCalibration()
+	want.Source, want.DiskFreeze = "measured", Duration(7*time.Millisecond)
+	data, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadCalibration(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("round trip (-want +got):\n%s", d)
+	}
+	if err := os.WriteFile(path, []byte(`{"colour_flip": "-3s"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCalibration(path); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "colour_flip") {
+		t.Errorf("bad file: error %v, want one naming the file and colour_flip", err)
+	}
+	if _, err := LoadCalibration(filepath.Join(dir, "missing.json")); err == nil {
+		t.Error("missing file: no error")
+	}
+}
+
+// TestPauseCostsWhatCalibrationSays runs one idle VM and adds known costs
+// to each step of the pause: the downtime grows by exactly their sum, in
+// both modes and for pre-copy and stop-and-copy.
+func TestPauseCostsWhatCalibrationSays(t *testing.T) {
+	for _, algo := range []core.Algorithm{core.VNsnap, core.StopCopy} {
+		for _, mode := range []core.Mode{core.Observed, core.Driven} {
+			cfg := DefaultConfig()
+			cfg.VMs, cfg.Hosts, cfg.MemBytes, cfg.DirtyRate, cfg.Traffic = 1, 1, 16<<20, 0, "none"
+			cfg.Algorithm, cfg.Mode = algo, mode
+			cfg.Calibration = Calibration{}
+			base := mustRun(t, cfg).VMs[0].DowntimeMS
+			c := &cfg.Calibration
+			c.Cont, c.ColourFlip, c.DiskFreeze, c.QMPRoundTrip = Duration(time.Millisecond), Duration(2*time.Millisecond),
+				Duration(4*time.Millisecond), Duration(8*time.Millisecond)
+			// 150 kB of state at the 150 MB/s disk: 1 ms more.
+			c.DeviceState, c.VCPUState = 100e3, 50e3
+			got := mustRun(t, cfg).VMs[0].DowntimeMS
+			if d := got - base; d < 15.99 || d > 16.01 {
+				t.Errorf("%s %s: downtime %.3f ms with the costs, %.3f without: grew %.3f ms, want 16", algo, mode, got, base, d)
+			}
+		}
+	}
+}

@@ -247,6 +247,10 @@ func openLoopConfig(seed uint64) Config {
 	cfg.Host.DiskBandwidth = float64(50+r.IntN(450)) * 1e6
 	cfg.Warmup = 100 * time.Millisecond
 	cfg.RunOn = 100 * time.Millisecond
+	// As in randomConfig: QEMU's loop with a short downtime limit, and
+	// each mode in turn.
+	cfg.QEMU.DowntimeLimit = Time(1+r.IntN(30)) * time.Millisecond
+	simMode(seed % uint64(len(simModes))).apply(&cfg)
 	return cfg
 }
 

@@ -29,7 +29,9 @@ func e1() *Experiment {
 		Title: "E1: per-VM downtime against memory size",
 		About: "Each VM of a small VNE (8 VMs on 2 hosts, sharing each host's disk, TCP between pairs) is snapshotted once; memory size, dirty " +
 			"rate (idle, moderate, heavy) and the algorithm and sink vary. Downtime is the time a VM is paused " +
-			"(VNsnap: its final pre-copy round; stop-copy: the whole copy; cow: the switch to copy-on-write).",
+			"(VNsnap: its final pre-copy round; stop-copy: the whole copy; cow: the switch to copy-on-write), each with the " +
+			"calibrated fixed costs of pausing, flipping the switch's colour, freezing the disk and resuming, and the device " +
+			"and vCPU state.",
 		New: func(full bool) Config {
 			c := &e1Config{Env: defaultEnv(), VMs: 8, Hosts: 2, Traffic: "pairs",
 				MemMiB:   []int{128, 256, 512, 1024, 2048},

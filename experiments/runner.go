@@ -268,7 +268,13 @@ func Report(dir, mdPath, htmlPath string) ([]string, error) {
 		Intro: "Experiments E1-E8 of the VNsnap paper (Kangarlou, Eugster and Xu, DSN 2009) and extensions, run on " +
 			"vnsnap's discrete-event simulator. Every number below is computed from the rows in " + filepath.ToSlash(dir) +
 			"; every sentence comparing with the paper is computed from the same rows, not written by hand. " +
-			"Error bars are 95 % confidence intervals of the mean over seeds unless a caption says otherwise.",
+			"Error bars are 95 % confidence intervals of the mean over seeds unless a caption says otherwise. " +
+			"Pre-copy runs as on the real backends (Observed mode): the modelled hypervisor's own loop (Xen's libxc rule " +
+			"unless an experiment says otherwise) reports its passes to the core. Every pause costs the calibration's fixed " +
+			"steps (stop, the switch's colour flip, the disk freeze, a monitor round trip, resume; built-in placeholders until " +
+			"`vnsnap calibrate` measures them) plus the last dirty pages and the device and vCPU state at the copy's bandwidth, " +
+			"so downtimes are a few milliseconds longer than with the earlier constant 1 ms pause; copy-on-write stalls a VM " +
+			"for each first write to a page not yet copied.",
 		Sections: secs,
 	}
 	return names, results.WriteReport(r, mdPath, htmlPath, dir)

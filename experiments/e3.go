@@ -158,7 +158,7 @@ func e3WindowText(t *results.Table, L string) string {
 	if c := w("cow/disk"); !math.IsNaN(c) && all[0].v == "cow/disk" {
 		s3 = "Copy-on-write, not in the paper, takes every snapshot point at the start and so has the smallest window."
 	} else if !math.IsNaN(c) {
-		s3 = fmt.Sprintf("Copy-on-write's window (%s) is not the smallest here, unlike what its design suggests.", dur(c))
+		s3 = fmt.Sprintf("Copy-on-write's window (%s) is not the smallest here, unlike what its design suggests: its switch saves the device state through its sink while the VM is paused, as pre-copy's final pause does, and the memory sink saves it faster than the disk.", dur(c))
 	}
 	return sentences(s1, s2, s3)
 }

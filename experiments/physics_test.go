@@ -7,8 +7,8 @@ import (
 
 // TestPhysics checks on small configs that the numbers move the way the
 // physics says: more dirtying, longer snapshots; the memory sink, shorter
-// downtime than the disk sink; copy-on-write, the smallest window;
-// uncoordinated snapshots, orphans.
+// downtime than the disk sink; copy-on-write, a window no larger than
+// VNsnap's on the same sink; uncoordinated snapshots, orphans.
 func TestPhysics(t *testing.T) {
 	tables := func(name string) Tables {
 		e, err := Lookup(name)
@@ -41,16 +41,27 @@ func TestPhysics(t *testing.T) {
 			t.Errorf("%s MiB: median downtime %.2f ms with the memory sink, %.2f ms with the disk sink; want memory shorter", m, me, d)
 		}
 	}
+	// Copy-on-write's pause costs what pre-copy's final pause costs when
+	// nothing is left to copy (the fixed costs and the device state, saved
+	// through the sink): on the same sink its window is never larger, and
+	// smaller when pre-copy's VMs reach their points apart. (The memory
+	// sink saves the device state faster than cow/disk does.)
 	e3 := withVariant(tables("e3").Main())
+	smaller := 0
 	for _, w := range e3.Distinct("workload") {
 		for _, n := range e3.Distinct("vms") {
 			cow := mean(values(e3, "window_ms", "workload", w, "vms", n, "variant", "cow/disk"))
-			for _, v := range []string{"vnsnap/disk", "vnsnap/memory"} {
-				if x := mean(values(e3, "window_ms", "workload", w, "vms", n, "variant", v)); cow >= x {
-					t.Errorf("%s, %s VMs: window %.2f ms with cow, %.2f ms with %s; want cow smallest", w, n, cow, x, v)
-				}
+			x := mean(values(e3, "window_ms", "workload", w, "vms", n, "variant", "vnsnap/disk"))
+			if cow > x+1e-6 {
+				t.Errorf("%s, %s VMs: window %.2f ms with cow, %.2f ms with vnsnap/disk; want cow no larger", w, n, cow, x)
+			}
+			if cow < x-1e-6 {
+				smaller++
 			}
 		}
+	}
+	if smaller == 0 {
+		t.Error("cow's window is never smaller than vnsnap/disk's, want it smaller somewhere")
 	}
 	e6 := withVariant(tables("e6").Main())
 	for _, v := range e6.Distinct("variant") {

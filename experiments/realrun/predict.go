@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/experiments/calib"
 	sim "github.com/vnsnap/vnsnap/simbackend"
 )
@@ -40,23 +41,19 @@ func SimConfig(rows []Row, c Case, f *calib.File, seed uint64) sim.Config {
 }
 
 // applyCalibration gives the simulator the calibration's bandwidths and
-// pause costs.
-//
-// TODO(e9-sim): simbackend's Observed mode (branch simobs) replaces the
-// host's PauseLatency, ResumeLatency and DeviceState by Config.Calibration,
-// whose JSON is calib.Costs field for field: once it is on main this
-// becomes cfg.Mode = core.Observed and cfg.Calibration = the parsed
-// f.SimJSON(), and the fixed costs (QMP round trip, colour flip, disk
-// freeze) enter the pause. Until then the prediction is the core's Driven
-// mode with the stop policy qemu-autoconverge, a pause of stop + the last
-// pages and the device state + cont, and the colour flip, disk freeze and
-// round trip left out.
+// pause costs (calib.Costs is simbackend's Calibration field for field).
+// The simulator runs pre-copy in Observed mode with its QEMU model, as
+// realbackend runs QEMU's own loop.
 func applyCalibration(cfg *sim.Config, f *calib.File) {
 	cfg.Host.MemoryBandwidth = f.BW.Memory
 	cfg.Host.DiskBandwidth = f.BW.Disk
-	cfg.Host.PauseLatency = time.Duration(f.Sim.Stop)
-	cfg.Host.ResumeLatency = time.Duration(f.Sim.Cont)
-	cfg.Host.DeviceState = f.Sim.DeviceState + f.Sim.VCPUState
+	cfg.Mode, cfg.Hypervisor, cfg.QEMU.AutoConverge = core.Observed, sim.HypervisorQEMU, true
+	cfg.Calibration = sim.Calibration{
+		Source: f.Sim.Source, Stop: sim.Duration(f.Sim.Stop), Cont: sim.Duration(f.Sim.Cont),
+		QMPRoundTrip: sim.Duration(f.Sim.QMPRoundTrip), ColourFlip: sim.Duration(f.Sim.ColourFlip),
+		DiskFreeze: sim.Duration(f.Sim.DiskFreeze), COWFault: sim.Duration(f.Sim.COWFault),
+		DeviceState: f.Sim.DeviceState, VCPUState: f.Sim.VCPUState,
+	}
 }
 
 // Pair is one grid point and case on both backends: the measured values

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/experiments/calib"
+	sim "github.com/vnsnap/vnsnap/simbackend"
 	"github.com/vnsnap/vnsnap/vne"
 )
 
@@ -105,8 +106,12 @@ func TestSimConfig(t *testing.T) {
 	if want := 8.5 * (1 << 20); c.DirtyRate != want { // median of 8 and 9 MiB/s
 		t.Errorf("dirty rate %v, want %v", c.DirtyRate, want)
 	}
-	if c.Host.DiskBandwidth != 1e8 || c.Host.MemoryBandwidth != 3e8 || c.Host.DeviceState != 1024 || c.Host.ResumeLatency != 2*time.Millisecond {
-		t.Errorf("calibration not applied: %+v", c.Host)
+	if c.Host.DiskBandwidth != 1e8 || c.Host.MemoryBandwidth != 3e8 || c.Calibration.DeviceState != 1000 ||
+		c.Calibration.VCPUState != 24 || c.Calibration.Cont != sim.Duration(2*time.Millisecond) {
+		t.Errorf("calibration not applied: %+v, %+v", c.Host, c.Calibration)
+	}
+	if c.Mode != core.Observed || c.Hypervisor != sim.HypervisorQEMU || !c.QEMU.AutoConverge {
+		t.Errorf("mode %s, model %q, auto-converge %t; want QEMU's own loop with auto-converge, as realbackend runs", c.Mode, c.Hypervisor, c.QEMU.AutoConverge)
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("SimConfig is not a valid simulator config: %v", err)

@@ -68,8 +68,8 @@ func TestMappedRAMSnapshotRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		allocated := fi.Sys().(*syscall.Stat_t).Blocks * 512
-		t.Logf("%s mapped-ram: %d bytes, %d allocated, passes %d, downtime %v, events %s",
-			m, fi.Size(), allocated, st.Passes, st.QEMUDowntime, strings.Join(events, ","))
+		t.Logf("%s mapped-ram: %d bytes, %d allocated, passes %d, downtime %v, QEMU total %v, events %s",
+			m, fi.Size(), allocated, st.Passes, st.QEMUDowntime, st.QEMUTotal, strings.Join(events, ","))
 		if st.Bytes != fi.Size() {
 			t.Errorf("%s: Stats.Bytes = %d, file is %d bytes", m, st.Bytes, fi.Size())
 		}

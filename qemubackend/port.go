@@ -87,10 +87,11 @@ func (h *Hypervisor) Restore(ctx context.Context, s hv.MachineSpec, r io.Reader)
 // FileFormat is MappedRAMFormat: the files Machine.SaveFile writes.
 func (h *Hypervisor) FileFormat() string { return MappedRAMFormat }
 
-// RestoreFile starts a QEMU VM with -incoming defer and loads the
-// mapped-ram file f (RestoreFile); the VM is left paused.
-func (h *Hypervisor) RestoreFile(ctx context.Context, s hv.MachineSpec, f *os.File) (hv.Machine, error) {
-	vm, err := RestoreFile(ctx, h.host, h.spec(s), f)
+// RestoreFile starts a QEMU VM with -incoming defer and, concurrently,
+// calls open for the mapped-ram file to load (RestoreFileFrom); the VM is
+// left paused.
+func (h *Hypervisor) RestoreFile(ctx context.Context, s hv.MachineSpec, open func() (*os.File, error)) (hv.Machine, error) {
+	vm, err := RestoreFileFrom(ctx, h.host, h.spec(s), open)
 	if err != nil {
 		return nil, err
 	}

@@ -184,6 +184,7 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 		{"capability": "pause-before-switchover", "state": opts.Method == Precopy},
 		{"capability": "background-snapshot", "state": opts.Method == Background},
 		{"capability": "mapped-ram", "state": opts.MappedRAM},
+		{"capability": "multifd", "state": opts.MappedRAM},
 	}
 	if err := q.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return st, err
@@ -191,6 +192,9 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 	params := map[string]any{
 		"downtime-limit": opts.DowntimeLimit.Milliseconds(),
 		"max-bandwidth":  opts.MaxBandwidth,
+	}
+	if opts.MappedRAM {
+		params["multifd-channels"] = mappedRAMChannels
 	}
 	if err := q.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
 		return st, err
@@ -486,6 +490,13 @@ func (vm *VM) restore(ctx context.Context, r io.Reader, file *os.File) error {
 	caps := []map[string]any{
 		{"capability": "events", "state": true},
 		{"capability": "mapped-ram", "state": file != nil},
+		{"capability": "multifd", "state": file != nil},
+	}
+	if file != nil {
+		// QEMU checks the channel count against the file's header.
+		if err := q.Execute(ctx, "migrate-set-parameters", map[string]any{"multifd-channels": mappedRAMChannels}, nil); err != nil {
+			return err
+		}
 	}
 	if err := q.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return err

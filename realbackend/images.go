@@ -230,16 +230,26 @@ func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.Machi
 	path := f.Name()
 	f.Close()
 	defer os.Remove(path)
-	if _, err := s.RestoreImage(spec.Name, imageName, path, pages.RestoreOptions{}); err != nil {
-		if errors.Is(err, store.ErrCorrupt) {
-			return nil, err // names the VM, image and block already
+	var loaded *os.File
+	defer func() {
+		if loaded != nil {
+			loaded.Close()
 		}
-		return nil, fmt.Errorf("vm %s: restore image: %w", spec.Name, err)
+	}()
+	// The image is written back while the hypervisor starts the machine.
+	open := func() (*os.File, error) {
+		if _, err := s.RestoreImage(spec.Name, imageName, path, pages.RestoreOptions{}); err != nil {
+			if errors.Is(err, store.ErrCorrupt) {
+				return nil, err // names the VM, image and block already
+			}
+			return nil, fmt.Errorf("vm %s: restore image: %w", spec.Name, err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("vm %s: %w", spec.Name, err)
+		}
+		loaded = f
+		return f, nil
 	}
-	f, err = os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("vm %s: %w", spec.Name, err)
-	}
-	defer f.Close()
-	return fr.RestoreFile(ctx, spec, f)
+	return fr.RestoreFile(ctx, spec, open)
 }

@@ -210,6 +210,10 @@ type FileRestorer interface {
 	// FileFormat names the format of those files ("qemu-mapped-ram-v1").
 	FileFormat() string
 	// RestoreFile is Restore from such a file, which the hypervisor reads
-	// at offsets itself; the machine is PAUSED when it returns.
-	RestoreFile(ctx context.Context, spec MachineSpec, f *os.File) (Machine, error)
+	// at offsets itself; the machine is PAUSED when it returns. open is
+	// called from a goroutine of its own while the machine starts (so the
+	// caller can write the file meanwhile) and returns the file, which the
+	// caller closes after RestoreFile returns; an error from open is
+	// returned as it is, with nothing left running.
+	RestoreFile(ctx context.Context, spec MachineSpec, open func() (*os.File, error)) (Machine, error)
 }

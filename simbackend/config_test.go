@@ -49,6 +49,13 @@ func TestValidateRejectsNonsense(t *testing.T) {
 		{"loss", func(c *Config) { c.Host.Link.Loss = nan }},
 		{"loss", func(c *Config) { c.Host.Link.Loss = 1 }},
 		{"loss", func(c *Config) { c.Host.Link.Loss = -0.5 }},
+		{"downlink-bw", func(c *Config) { c.Host.Downlink.Bandwidth = nan }},
+		{"downlink-bw", func(c *Config) { c.Host.Downlink.Bandwidth = -1 }},
+		{"downlink-queue", func(c *Config) { c.Host.Downlink.Queue = -1 }},
+		{"downlink-latency", func(c *Config) { c.Host.Downlink.Latency = -1 }},
+		{"downlink-loss", func(c *Config) { c.Host.Downlink.Loss = 1 }},
+		{"delack", func(c *Config) { c.TCP.DelayedACK = -1 }},
+		{"delack", func(c *Config) { c.TCP.DelayedACK = time.Second }},
 		{"local-bw", func(c *Config) { c.Host.Local.Bandwidth = nan }},
 		{"local-latency", func(c *Config) { c.Host.Local.Latency = -1 }},
 		{"local-loss", func(c *Config) { c.Host.Local.Loss = nan }},
@@ -205,5 +212,19 @@ func TestFlowCountMatchesPairs(t *testing.T) {
 				t.Errorf("%s among %d: got %d flows, want %d", p, n, got, len(pairs))
 			}
 		}
+	}
+}
+
+// TestDownlinkDefaults checks that a zero downlink bandwidth or queue takes
+// the uplink's (so a sweep of the uplink moves both), and a set one stays.
+func TestDownlinkDefaults(t *testing.T) {
+	h := DefaultConfig().Host
+	h.Link.Bandwidth, h.Link.Queue = 1e6, 1000
+	if d := h.downlink(); d.Bandwidth != 1e6 || d.Queue != 1000 {
+		t.Errorf("zero downlink: %g B/s, %d B queue; want the uplink's 1e6 and 1000", d.Bandwidth, d.Queue)
+	}
+	h.Downlink.Bandwidth, h.Downlink.Queue = 5e5, 300
+	if d := h.downlink(); d.Bandwidth != 5e5 || d.Queue != 300 {
+		t.Errorf("set downlink: %g B/s, %d B queue; want 5e5 and 300", d.Bandwidth, d.Queue)
 	}
 }

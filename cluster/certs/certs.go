@@ -209,13 +209,20 @@ func pemKey(k *ecdsa.PrivateKey) ([]byte, error) {
 }
 
 // writeAll writes every file to a temporary name, then renames them all:
-// keys mode 0600, certificates 0644.
+// keys mode 0600, certificates 0644. It refuses to replace any file of dir
+// (a key of another CA, say), and makes each temporary file afresh
+// (O_EXCL), so a stale one of another mode never carries a key.
 func writeAll(dir string, files map[string][]byte) error {
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	for _, n := range names {
+		if _, err := os.Lstat(filepath.Join(dir, n)); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("certs: %s already holds %s; use a new directory", dir, n)
+		}
+	}
 	var tmps []string
 	defer func() {
 		for _, t := range tmps {
@@ -228,7 +235,8 @@ func writeAll(dir string, files map[string][]byte) error {
 			mode = 0o600
 		}
 		t := filepath.Join(dir, "."+n+".tmp")
-		if err := os.WriteFile(t, files[n], mode); err != nil {
+		os.Remove(t) // a crashed run's: never reused (its mode may be 0644)
+		if err := writeNew(t, files[n], mode); err != nil {
 			return fmt.Errorf("certs: %w", err)
 		}
 		tmps = append(tmps, t)
@@ -240,4 +248,17 @@ func writeAll(dir string, files map[string][]byte) error {
 	}
 	tmps = nil
 	return nil
+}
+
+// writeNew creates path with mode (it must not exist) and writes b to it.
+func writeNew(path string, b []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

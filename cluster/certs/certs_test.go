@@ -2,6 +2,9 @@ package certs
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +60,61 @@ func TestCreate(t *testing.T) {
 	}
 	if got := a.PublicKeyAlgorithm.String(); got != "ECDSA" {
 		t.Errorf("key algorithm %s, want ECDSA", got)
+	}
+}
+
+// TestCreateRefusesOverwrite: Create never replaces a file of the
+// directory, the CA or any other, and leaves it as it was.
+func TestCreateRefusesOverwrite(t *testing.T) {
+	hosts := []Host{{Name: "h1"}}
+	for _, name := range []string{CAFile, CAKeyFile, "agent-h1-key.pem", "coordinator.pem"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := Create(dir, hosts, time.Now()); err == nil {
+				t.Fatalf("Create over an existing %s: no error", name)
+			}
+			if b, _ := os.ReadFile(p); string(b) != "old" {
+				t.Errorf("%s = %q after a refused Create, want %q", name, b, "old")
+			}
+		})
+	}
+}
+
+// TestCreateKeyModes: every key is 0600 and every certificate 0644, even
+// when a crashed run left temporary files of another mode.
+func TestCreateKeyModes(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{CAKeyFile, "agent-h1-key.pem", "coordinator-key.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, "."+n+".tmp"), []byte("stale"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Create(dir, []Host{{Name: "h1"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := os.FileMode(0o644)
+		if filepath.Ext(e.Name()) != ".pem" {
+			t.Errorf("%s: left in the directory", e.Name())
+			continue
+		}
+		if strings.HasSuffix(e.Name(), "-key.pem") {
+			want = 0o600
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %v, want %v", e.Name(), got, want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -76,6 +77,12 @@ var fuzzCases = []fuzzCase{
 			return a.SaveVM(r, &fakeSaveStream{ctx: ctx})
 		},
 	},
+	{ // GetImage: every chunk sent lies inside the image it names.
+		msg: func() proto.Message { return &clusterpb.GetImageRequest{} },
+		call: func(a *Agent, ctx context.Context, m proto.Message) error {
+			return a.GetImage(m.(*clusterpb.GetImageRequest), &fakeGetStream{ctx: ctx})
+		},
+	},
 	{ // PutImage: the message is the first chunk, then two more follow.
 		msg: func() proto.Message { return &clusterpb.ImageChunk{} },
 		call: func(a *Agent, ctx context.Context, m proto.Message) error {
@@ -111,6 +118,7 @@ func FuzzHandlers(f *testing.F) {
 		&clusterpb.EndSnapshotRequest{Call: call("x", 1), Snapshot: "s1", Commit: true},
 		&clusterpb.ImageRef{Snapshot: "s1", Vm: "a"},
 		&clusterpb.SaveVMRequest{Call: call("w", 1), Vm: 0, Snapshot: "s1", Live: true, ColourEpoch: 1},
+		&clusterpb.GetImageRequest{Image: &clusterpb.ImageRef{Snapshot: "s1", Vm: "a"}, Offset: 1, Uncommitted: true},
 		&clusterpb.ImageChunk{Image: &clusterpb.ImageRef{Snapshot: "s1", Vm: "../a"}, Size: 3, Sha256: strings.Repeat("0", 64), Data: []byte("abc")},
 	}
 	for i, m := range seeds {
@@ -197,4 +205,17 @@ func (s *fakePutStream) Recv() (*clusterpb.ImageChunk, error) {
 	c := s.chunks[0]
 	s.chunks = s.chunks[1:]
 	return c, nil
+}
+
+type fakeGetStream struct {
+	clusterpb.Agent_GetImageServer
+	ctx context.Context
+}
+
+func (s *fakeGetStream) Context() context.Context { return s.ctx }
+func (s *fakeGetStream) Send(c *clusterpb.ImageChunk) error {
+	if c.Offset < 0 || c.Offset+int64(len(c.Data)) > c.Size {
+		return fmt.Errorf("GetImage sent %d bytes at %d of an image of %d", len(c.Data), c.Offset, c.Size)
+	}
+	return nil
 }

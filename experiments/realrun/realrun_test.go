@@ -116,6 +116,20 @@ func TestSimConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("SimConfig is not a valid simulator config: %v", err)
 	}
+	// The file's "sim" member, as `vnsnap sim --calibration` reads it, is
+	// the calibration SimConfig applies.
+	f.Sim.Source, f.Sim.QMPRoundTrip, f.Sim.DiskFreeze = "test", calib.Duration(3*time.Millisecond), calib.Duration(time.Millisecond)
+	b, err := f.SimJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := sim.ParseCalibration(b)
+	if err != nil {
+		t.Fatalf("simbackend refuses the calibration's sim member: %v\n%s", err, b)
+	}
+	if diff := cmp.Diff(loaded, SimConfig(rows, Case{core.VNsnap, core.DiskSink}, f, 3).Calibration); diff != "" {
+		t.Errorf("loaded (-) and applied (+) calibrations differ:\n%s", diff)
+	}
 }
 
 func TestErrorsAndOrdering(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vnsnap/vnsnap/cluster/remote"
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/realbackend/hv"
 	"github.com/vnsnap/vnsnap/store"
@@ -195,8 +196,16 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 	for _, vm := range e.Layout.VMs {
 		cfg.VMs = append(cfg.VMs, core.VMSpec{Host: core.HostID(vm.Host), MemBytes: int64(vm.MemoryMiB) << 20})
 	}
-	for _, sw := range e.switches {
-		if err := sw.SetAlgorithm(o.Algorithm); err != nil {
+	if e.clustered() {
+		if o.Algorithm == core.VNsnapLog {
+			return nil, fmt.Errorf("snapshot %s: %s does not run on agents yet (no in-transit replay)", o.Name, o.Algorithm)
+		}
+		if epoch, err = e.clusterEpoch(ctx, epoch); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
+		}
+	}
+	for _, c := range e.ctl {
+		if err := c.SetAlgorithm(o.Algorithm); err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
 		}
 	}
@@ -238,7 +247,22 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 		d.track.close()
 		return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
 	}
+	var leases []*remote.Lease
+	if e.clustered() {
+		if leases, err = e.beginCluster(ctx, o.Name, epoch); err != nil {
+			w.Abort()
+			d.track.close()
+			return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
+		}
+	}
 	err = d.run()
+	if e.clustered() {
+		// The store has the snapshot (or not) already; an agent's copy is
+		// a cache of its images and the frame log for people.
+		if lerr := endCluster(leases, err == nil); lerr != nil && e.opts.Logger != nil {
+			e.opts.Logger.Warn("ending the agents' snapshot", "snapshot", o.Name, "err", lerr)
+		}
+	}
 	d.track.close()
 	// Committed or aborted, every port is at epoch now (an abort colours
 	// the VMs it had not reached): the next snapshot needs a later one.

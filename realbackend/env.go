@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vnsnap/vnsnap/cluster/remote"
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/realbackend/hv"
@@ -49,6 +50,14 @@ type Options struct {
 	// does during a snapshot; Restore returns after its last call. The Env
 	// a Restore returns does not keep it.
 	OnRestoreProgress func(Progress)
+	// Agents, if set, runs the VNE on agents (cluster mode, cluster.go):
+	// Agents[i] is the agent of the VNE's i-th host, whose switch and VMs it
+	// runs; Hypervisor is then the agents' own. Restore places the VMs on
+	// the hosts of Options.VNE, which may differ from the snapshot's.
+	Agents []*remote.Host
+	// LeaseTTL is a clustered snapshot's lease on each agent
+	// (DefaultLeaseTTL if zero).
+	LeaseTTL time.Duration
 }
 
 // Layout is everything a restore needs to rebuild a VNE: the hosts, and per
@@ -206,6 +215,7 @@ type Env struct {
 	logPaths []string          // per host: the switch's frame log file
 	logFiles []*os.File
 	vms      []hv.Machine
+	hyps     []hv.Hypervisor // per host, in cluster mode
 	epoch    core.Epoch // every port's epoch
 	runs     int        // how many switch generations Dir has seen (file names)
 	closed   bool
@@ -247,17 +257,22 @@ func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env,
 		}
 		vm.Disk = ov
 	}
-	if err := e.startNet(0); err != nil {
+	if e.clustered() {
+		if err := e.connectAgents(ctx); err != nil {
+			return nil, fmt.Errorf("boot %s: %w", l.Name, err)
+		}
+	}
+	if err := e.startNet(ctx, 0); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("boot %s: %w", l.Name, err)
 	}
-	if o.Hypervisor == nil {
+	if e.opts.Hypervisor == nil {
 		e.Close()
 		return nil, fmt.Errorf("boot %s: no hypervisor (Options.Hypervisor)", l.Name)
 	}
 	e.vms = make([]hv.Machine, len(e.Layout.VMs))
 	for i := range e.Layout.VMs {
-		vm, err := o.Hypervisor.Start(ctx, e.spec(i))
+		vm, err := e.hypFor(i).Start(ctx, e.spec(i))
 		if err != nil {
 			e.Close()
 			return nil, fmt.Errorf("boot %s: %w", l.Name, err)
@@ -283,8 +298,12 @@ func qcow2Overlay(ctx context.Context, base, path string) error {
 }
 
 // startNet creates one switch per host with a frame log, a full mesh of
-// tunnels, and a port per VM at epoch ep.
-func (e *Env) startNet(ep core.Epoch) error {
+// tunnels, and a port per VM at epoch ep; in cluster mode the agents'
+// switches (startClusterNet).
+func (e *Env) startNet(ctx context.Context, ep core.Epoch) error {
+	if e.clustered() {
+		return e.startClusterNet(ctx, ep)
+	}
 	e.runs++
 	for i, h := range e.Layout.Hosts {
 		path := e.file(h.Name, fmt.Sprintf(".r%d.framelog", e.runs))

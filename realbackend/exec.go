@@ -359,6 +359,12 @@ func (d *driver) commitSnapshot() error {
 		return fmt.Errorf("in-transit log: %w", err)
 	}
 	extras["intransit"] = b.Bytes()
+	if e.clustered() {
+		// The frame logs stay on the agents, in their snapshot directories.
+		if err := e.flushCluster(d.ctx, d.opts.Name); err != nil {
+			return err
+		}
+	}
 	logs, err := e.FrameLogs()
 	if err != nil {
 		return err

@@ -131,6 +131,13 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 	if err != nil {
 		return nil, nil, err
 	}
+	var hyps []hv.Hypervisor
+	if len(o.Agents) > 0 {
+		if hyps, err = agentHypervisors(ctx, o.Agents); err != nil {
+			return nil, nil, err
+		}
+		o.Hypervisor = hyps[0]
+	}
 	if o.Hypervisor == nil {
 		return nil, nil, errors.New("restore needs a hypervisor (Options.Hypervisor)")
 	}
@@ -155,8 +162,18 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 		return nil, nil, fmt.Errorf("in-transit log: %w", err)
 	}
 	src, _ := readExtra(s, "vne.yaml", vne.MaxFileSize) // optional, for people
-	e := &Env{Layout: l, Source: src, opts: o}
+	if len(o.Agents) > 0 {
+		if err := placeOn(&l, o.VNE); err != nil {
+			return nil, nil, err
+		}
+	}
+	e := &Env{Layout: l, Source: src, opts: o, hyps: hyps}
 	e.opts.OnRestoreProgress = nil
+	if e.clustered() {
+		if err := e.checkAgents(); err != nil {
+			return nil, nil, err
+		}
+	}
 	tr := restoreTracker(o.OnRestoreProgress, s, l)
 	defer tr.close()
 	if tr != nil {
@@ -189,7 +206,7 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 		}
 		vm.Disk = ov
 	}
-	if err := e.startNet(epoch); err != nil {
+	if err := e.startNet(ctx, epoch); err != nil {
 		return nil, nil, err
 	}
 	e.vms = make([]hv.Machine, len(l.VMs))
@@ -251,7 +268,7 @@ func (e *Env) load(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec, 
 	defer r.Close()
 	tr.phase(i, PhaseRestoring, 0)
 	er := &errReader{r: tr.reader(i, r)}
-	vm, err := e.opts.Hypervisor.Restore(ctx, spec, er)
+	vm, err := e.hypFor(i).Restore(ctx, spec, er)
 	if rerr := er.Err(); rerr != nil {
 		if vm != nil {
 			vm.Kill()

@@ -216,8 +216,8 @@ type Env struct {
 	logFiles []*os.File
 	vms      []hv.Machine
 	hyps     []hv.Hypervisor // per host, in cluster mode
-	epoch    core.Epoch // every port's epoch
-	runs     int        // how many switch generations Dir has seen (file names)
+	epoch    core.Epoch      // every port's epoch
+	runs     int             // how many switch generations Dir has seen (file names)
 	closed   bool
 }
 

@@ -28,7 +28,7 @@ import (
 )
 
 const (
-	memMiB   = 64
+	memMiB   = 96
 	wlBytes  = 3_000_000 // per direction and peer
 	leaseTTL = 6 * time.Second
 )

@@ -21,6 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vnsnap/vnsnap/cluster/remote"
 	"github.com/vnsnap/vnsnap/core"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/realbackend"
@@ -40,6 +41,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&bf.qemu, "qemu", "", "qemu-system-x86_64 binary (default: on PATH)")
 	fs.StringVar(&bf.xl, "xl", "", "xl binary, for hypervisor: xen (default "+xenbackend.DefaultXL+")")
 	from := fs.String("restore", "", "start from this snapshot instead of booting")
+	certDir := fs.String("certs", "", "cluster mode (hosts name agents): directory with ca.pem and the coordinator's certificate (vnsnap certs)")
 	moduleRoot := fs.String("module-root", "", "vnsnap source tree, to build the built-in guest image (default: found from the working directory)")
 	fs.Usage = func() { fmt.Fprintln(stderr, "usage: vnsnap up [flags] VNE.yaml"); fs.PrintDefaults() }
 	file, err := oneArg(fs, args, "VNE file")
@@ -52,7 +54,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sup, err := newSupervisor(ctx, v, *state, bf, *moduleRoot, stderr)
+	sup, err := newSupervisor(ctx, v, *state, bf, *certDir, *moduleRoot, stderr)
 	if err != nil {
 		return err
 	}
@@ -88,7 +90,7 @@ type supervisor struct {
 	logs []*os.File
 }
 
-func newSupervisor(ctx context.Context, v *vne.VNE, dir string, bf backendFlags, moduleRoot string, stderr io.Writer) (*supervisor, error) {
+func newSupervisor(ctx context.Context, v *vne.VNE, dir string, bf backendFlags, certDir, moduleRoot string, stderr io.Writer) (*supervisor, error) {
 	if dir == "" {
 		dir = filepath.Join(".vnsnap", v.Name)
 	}
@@ -96,10 +98,22 @@ func newSupervisor(ctx context.Context, v *vne.VNE, dir string, bf backendFlags,
 	if err != nil {
 		return nil, err
 	}
-	hyp, err := hypervisorFor(ctx, v, bf, filepath.Join(dir, "xen")) // before any other state is made
+	var hyp realbackend.Hypervisor
+	var agents []*remote.Host
+	if v.Clustered() {
+		agents, err = connectAgents(v, certDir) // the agents own the hypervisors
+	} else {
+		hyp, err = hypervisorFor(ctx, v, bf, filepath.Join(dir, "xen")) // before any other state is made
+	}
 	if err != nil {
 		return nil, err
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			closeAgents(agents)
+		}
+	}()
 	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
@@ -110,7 +124,7 @@ func newSupervisor(ctx context.Context, v *vne.VNE, dir string, bf backendFlags,
 	}
 	_ = os.Remove(sock)
 	s := &supervisor{v: v, dir: dir, stderr: stderr, down: make(chan struct{})}
-	s.opts = realbackend.Options{Hypervisor: hyp, Dir: filepath.Join(dir, "run"), Console: s.console, VNE: v}
+	s.opts = realbackend.Options{Hypervisor: hyp, Dir: filepath.Join(dir, "run"), Console: s.console, VNE: v, Agents: agents}
 	if needsImage(v) {
 		img, err := buildImage(ctx, moduleRoot, v.Hypervisor)
 		if err != nil {
@@ -125,6 +139,7 @@ func newSupervisor(ctx context.Context, v *vne.VNE, dir string, bf backendFlags,
 		s.ln.Close()
 		return nil, err
 	}
+	ok = true
 	return s, nil
 }
 
@@ -392,4 +407,5 @@ func (s *supervisor) close() {
 	}
 	_ = os.Remove(filepath.Join(s.dir, "control.sock"))
 	_ = os.Remove(filepath.Join(s.dir, "pid"))
+	closeAgents(s.opts.Agents)
 }

@@ -136,6 +136,9 @@ func (e *Env) clusterEpoch(ctx context.Context, epoch core.Epoch) (core.Epoch, e
 		}
 		epoch = max(epoch, seen+1)
 	}
+	for _, a := range e.opts.Agents {
+		a.SetEpoch(epoch) // every call of the snapshot carries it
+	}
 	return epoch, nil
 }
 

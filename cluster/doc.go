@@ -93,12 +93,27 @@
 // lease and renews it every third of its TTL until Lease.End. Every call
 // is retried with the same request ID after a transport failure.
 //
+// # The coordinator
+//
+// realbackend drives a VNE on agents when Options.Agents is set (`vnsnap up
+// --certs DIR FILE` with a VNE file whose hosts name agents,
+// vne.VNE.Clustered; realbackend/cluster.go): each host's VMs run through
+// its remote.Host's Hypervisor, its switch is set up through the agent
+// (ports, tunnels to the other agents' switches at the hosts' addresses)
+// and flipped through its Controller; a snapshot takes every agent's lease
+// at an epoch above any an agent has seen, has the agents flush their frame
+// logs into their snapshot directories before the store commits, and ends
+// the leases (commit or discard). An agent that dies mid-snapshot fails its
+// VM's command: the core aborts and its abort batch resumes the others. A
+// restore places the VMs on the hosts of the VNE file given (Options.VNE),
+// sending each image from the store to its new host's agent. cluster/e2e
+// tests all of it on three namespaces.
+//
 // # Not yet
 //
-// realbackend does not drive remote hosts yet: `vnsnap up|snapshot|restore`
-// with a VNE file whose hosts name agents (vne.VNE.Clustered) must build
-// its Env from remote Hosts (switches and tunnels set up through the
-// agents, frame logs flushed into the snapshot directories and collected)
-// instead of local switches; the abort on an agent's death and the image
-// moves between agents for a restore elsewhere build on this.
+// A VM's image is copied back to the coordinator before its Save returns,
+// so its pause includes that transfer; frame logs stay on the agents (not
+// in the store); vnsnap-log (in-transit replay) and disk guests do not run
+// on agents; images move coordinator to agent, not agent to agent; a
+// restore needs agents without a VNE (no call resets an agent's switch).
 package cluster

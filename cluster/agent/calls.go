@@ -50,23 +50,27 @@ func (c *calls) raise(e uint32) {
 }
 
 // do runs f once for call's request ID: a call already completed returns
-// its first reply, one in progress is waited for, a failed one runs again.
-// A call below the highest epoch seen is refused (FailedPrecondition),
-// as is a request ID reused by another method.
+// its first reply (whatever its epoch), one in progress is waited for, a
+// failed one runs again. A call to run below the highest epoch seen is
+// refused (FailedPrecondition), as is a request ID reused by another
+// method.
 func (c *calls) do(call *clusterpb.Call, method string, f func() (proto.Message, error)) (proto.Message, error) {
 	if err := checkCall(call); err != nil {
 		return nil, err
 	}
 	for {
 		c.mu.Lock()
-		if call.Epoch < c.epoch {
-			c.mu.Unlock()
-			return nil, status.Errorf(codes.FailedPrecondition, "%s: stale epoch %d: the agent has seen epoch %d", method, call.Epoch, c.epoch)
-		}
+		// A retry is looked up before the epoch fence: it carries its first
+		// attempt's Call, whose epoch later calls may have passed, and it
+		// never acts again, so it gets its answer.
 		e, ok := c.byID[call.RequestId]
 		if ok && e.method != method {
 			c.mu.Unlock()
 			return nil, status.Errorf(codes.InvalidArgument, "%s: request_id %q was used by %s", method, call.RequestId, e.method)
+		}
+		if !ok && call.Epoch < c.epoch {
+			c.mu.Unlock()
+			return nil, status.Errorf(codes.FailedPrecondition, "%s: stale epoch %d: the agent has seen epoch %d", method, call.Epoch, c.epoch)
 		}
 		if ok {
 			c.mu.Unlock()

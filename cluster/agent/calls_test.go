@@ -97,7 +97,9 @@ func TestColourFlipRetryNotAppliedTwice(t *testing.T) {
 	if err := flip("flip-2", 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.SetEpoch(ctx, &clusterpb.SetEpochRequest{Call: call("flip-1", 2), Vm: 1, Colour: 1}); err != nil {
+	// The retry carries flip-1's own Call (epoch 1), as remote.Host.do
+	// sends it: it gets flip-1's answer though the agent has seen epoch 2.
+	if _, err := a.SetEpoch(ctx, &clusterpb.SetEpochRequest{Call: call("flip-1", 1), Vm: 1, Colour: 1}); err != nil {
 		t.Errorf("retry of flip-1: %v", err)
 	}
 	if got, _ := a.Switch().Epoch(core.VMID(1)); got != 2 {

@@ -302,7 +302,7 @@ func (h *Host) GetImage(ctx context.Context, ref *clusterpb.ImageRef, w io.Write
 		return fmt.Errorf("agent %s: get image %s/%s: %w", h.name, ref.Snapshot, ref.Vm, err)
 	}
 	sum := sha256.New()
-	var off int64
+	var off, size int64
 	for {
 		c, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -314,11 +314,22 @@ func (h *Host) GetImage(ctx context.Context, ref *clusterpb.ImageRef, w io.Write
 		if c.Offset != off {
 			return fmt.Errorf("agent %s: image %s/%s: chunk at %d, want %d", h.name, ref.Snapshot, ref.Vm, c.Offset, off)
 		}
+		// The agent is untrusted too: the image is the size its first
+		// chunk announced, and nothing past it reaches w.
+		if off == 0 {
+			size = c.Size
+		}
+		if c.Size != size || size < 0 || off+int64(len(c.Data)) > size {
+			return fmt.Errorf("agent %s: image %s/%s: chunk of %d bytes at %d of an image of %d (announced %d)", h.name, ref.Snapshot, ref.Vm, len(c.Data), off, c.Size, size)
+		}
 		if _, err := w.Write(c.Data); err != nil {
 			return err
 		}
 		sum.Write(c.Data)
 		off += int64(len(c.Data))
+	}
+	if off != size {
+		return fmt.Errorf("agent %s: image %s/%s: %d bytes of %d", h.name, ref.Snapshot, ref.Vm, off, size)
 	}
 	if got := hex.EncodeToString(sum.Sum(nil)); got != sha {
 		return fmt.Errorf("agent %s: image %s/%s: sha256 %s, want %s", h.name, ref.Snapshot, ref.Vm, got, sha)

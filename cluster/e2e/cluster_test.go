@@ -28,7 +28,7 @@ import (
 )
 
 const (
-	memMiB   = 128 // the guest image unpacks its initramfs (6.7 MB gzipped) into RAM
+	memMiB   = 128       // the guest image unpacks its initramfs (6.7 MB gzipped) into RAM
 	wlBytes  = 3_000_000 // per direction and peer
 	leaseTTL = 6 * time.Second
 )

@@ -90,8 +90,11 @@
 // image back into the caller's writer with its SHA-256 checked; Restore
 // sends the image to the agent first, resumably), and Host.Controller is
 // the agent's switch as a vnet.Controller. Host.Begin takes a snapshot's
-// lease and renews it every third of its TTL until Lease.End. Every call
-// is retried with the same request ID after a transport failure.
+// lease and renews it every third of its TTL until Lease.End. Every unary
+// call is retried with the same request ID after a transport failure; the
+// streams are not: a broken SaveVM fails the save (the coordinator aborts),
+// and GetImage copies an image whole or fails. The image an agent streams
+// is untrusted too: no byte past the size it announced reaches the writer.
 //
 // # The coordinator
 //

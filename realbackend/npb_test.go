@@ -1,6 +1,7 @@
 package realbackend
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -16,23 +17,23 @@ import (
 	"github.com/vnsnap/vnsnap/vne"
 )
 
-// npbYAML is four VMs on two hosts, each one rank of NPB CG class S (the
-// npb guest program: the kernel's messages over TCP and its working set,
-// every byte verified), slowed down so that the run outlives a snapshot.
-const npbYAML = `name: cg4
-hosts:
-  - name: h1
-  - name: h2
-vms:
-%s`
+// midRun is a four-VM workload on two hosts, snapshotted in the middle of
+// its run and restored.
+type midRun struct {
+	name string
+	args string // the guest line of every VM, with %d for its index
+	// started reports, per VM, that the run is far enough along to
+	// snapshot; finished is the prefix of the line that ends a VM's run.
+	started  func(vm int, l qemubackend.Line) bool
+	finished string
+	sink     core.Sink
+}
 
-// TestNPBSnapshotRestore runs an NPB kernel across four real VMs on two
-// switches, snapshots the VNE in the middle of the run (VNsnap, memory
-// sink), checks the cut, kills everything, restores it from the store, and
-// checks that every rank completes and verifies the run: every message's
-// content, every working-set page, and each rank's checksum of what it
-// received, compared by its peers.
-func TestNPBSnapshotRestore(t *testing.T) {
+// snapshotRestore boots the run, snapshots it (VNsnap) once every VM has
+// started, checks that no VM finished before its snapshot point and that
+// the cut has no orphans, kills everything and restores the VNE from the
+// store, which it returns running.
+func (m midRun) snapshotRestore(t *testing.T) (context.Context, *Env) {
 	h := requireQEMU(t)
 	img := guestImage(t)
 	storeDir, logDir := t.TempDir(), t.TempDir()
@@ -41,14 +42,13 @@ func TestNPBSnapshotRestore(t *testing.T) {
 	opts := func() Options {
 		return Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
 	}
-	vms := ""
+	yaml := fmt.Sprintf("name: %s\nhosts:\n  - name: h1\n  - name: h2\nvms:\n", m.name)
 	for i, host := range []string{"h1", "h1", "h2", "h2"} {
-		vms += fmt.Sprintf("  - name: r%d\n    host: %s\n    memory: %dMiB\n    ip: 10.0.0.%d\n"+
-			"    guest: {builtin: npb, args: [\"-kernel=CG\", \"-class=S\", \"-iterations=16\", \"-compute-scale=200\"]}\n",
-			i, host, testMemMiB, i+1)
+		yaml += fmt.Sprintf("  - name: v%d\n    host: %s\n    memory: %dMiB\n    ip: 10.0.0.%d\n    guest: %s\n",
+			i, host, testMemMiB, i+1, fmt.Sprintf(m.args, i))
 	}
-	p := filepath.Join(t.TempDir(), "cg4.yaml")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf(npbYAML, vms)), 0o644); err != nil {
+	p := filepath.Join(t.TempDir(), m.name+".yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	v, err := vne.Load(p)
@@ -61,18 +61,18 @@ func TestNPBSnapshotRestore(t *testing.T) {
 	}
 	t.Cleanup(func() { env.Close() })
 	for i := 0; i < env.NumVMs(); i++ {
-		if _, _, err := qvm(env, i).Console.WaitPrefix(ctx, 0, "NPB ITER 3/"); err != nil {
+		if _, _, err := qvm(env, i).Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool { return m.started(i, l) }); err != nil {
 			t.Fatalf("%s: no progress: %v", qvm(env, i).Spec.Name, progress.Why(ctx, err))
 		}
 	}
-	rep, err := env.Snapshot(ctx, SnapshotOptions{Store: storeDir, Name: "cg", Algorithm: core.VNsnap, Sink: core.MemorySink})
+	rep, err := env.Snapshot(ctx, SnapshotOptions{Store: storeDir, Name: m.name, Algorithm: core.VNsnap, Sink: m.sink})
 	if err != nil {
 		t.Fatal(progress.Why(ctx, err))
 	}
 	for i := 0; i < env.NumVMs(); i++ {
 		point := rep.Start.Add(rep.Core.VMs[i].Paused)
-		if l, _, err := qvm(env, i).Console.WaitPrefix(expired(), 0, "NPB VERIFIED"); err == nil && l.At.Before(point) {
-			t.Fatalf("%s finished before its snapshot point: raise -iterations", qvm(env, i).Spec.Name)
+		if l, _, err := qvm(env, i).Console.WaitPrefix(expired(), 0, m.finished); err == nil && l.At.Before(point) {
+			t.Fatalf("%s finished before its snapshot point: make the run longer", qvm(env, i).Spec.Name)
 		}
 	}
 	res := checkCut(t, env, rep.Epoch)
@@ -83,11 +83,29 @@ func TestNPBSnapshotRestore(t *testing.T) {
 	noFail(t, env, "original")
 	env.Close()
 
-	renv, _, err := Restore(ctx, storeDir, "cg", opts())
+	renv, _, err := Restore(ctx, storeDir, m.name, opts())
 	if err != nil {
 		t.Fatal(progress.Why(ctx, err))
 	}
 	t.Cleanup(func() { renv.Close() })
+	return ctx, renv
+}
+
+// TestNPBSnapshotRestore runs NPB CG class S across four real VMs, one rank
+// each (the npb guest program: the kernel's messages over TCP and its
+// working set, every byte verified, slowed down so that the run outlives a
+// snapshot), snapshots it mid-run (memory sink), restores it, and checks
+// that every rank verifies the run: every message's content, every
+// working-set page, and each rank's checksum of what it received, compared
+// by its peers.
+func TestNPBSnapshotRestore(t *testing.T) {
+	ctx, renv := midRun{
+		name:     "cg4",
+		args:     `{builtin: npb, args: ["-kernel=CG", "-class=S", "-iterations=16", "-compute-scale=200"]}`,
+		started:  func(_ int, l qemubackend.Line) bool { return strings.HasPrefix(l.Text, "NPB ITER 3/") },
+		finished: "NPB VERIFIED",
+		sink:     core.MemorySink,
+	}.snapshotRestore(t)
 	for i := 0; i < renv.NumVMs(); i++ {
 		vm := qvm(renv, i)
 		got, _, err := vm.Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool {
@@ -105,73 +123,22 @@ func TestNPBSnapshotRestore(t *testing.T) {
 }
 
 // TestSwarmSnapshotRestore runs a BitTorrent swarm of the project's peer
-// (one seeder, three leechers on two switches), snapshots the VNE in the
-// middle of the download (VNsnap, disk sink), checks the cut, kills
-// everything, restores it, and checks that every leecher completes the
+// (one seeder, three leechers), snapshots it in the middle of the download
+// (disk sink), restores it, and checks that every leecher completes the
 // download with every piece verified, on arrival and again in memory at the
 // end, and that every peer finishes.
 func TestSwarmSnapshotRestore(t *testing.T) {
-	h := requireQEMU(t)
-	img := guestImage(t)
-	storeDir, logDir := t.TempDir(), t.TempDir()
-	ctx := qemutest.Context(t, 30*time.Minute, progress.DirBytes(logDir))
-	console := consoles(t, logDir)
-	opts := func() Options {
-		return Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
-	}
-	vms := ""
-	for i, host := range []string{"h1", "h1", "h2", "h2"} {
-		vms += fmt.Sprintf("  - name: p%d\n    host: %s\n    memory: %dMiB\n    ip: 10.0.0.%d\n"+
-			"    guest: {builtin: swarm, args: [\"-bytes=12582912\", \"-piece=65536\", \"-rechoke=1s\", \"-progress=250ms\"]}\n",
-			i, host, testMemMiB, i+1)
-	}
-	p := filepath.Join(t.TempDir(), "swarm.yaml")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf(strings.Replace(npbYAML, "cg4", "swarm4", 1), vms)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	v, err := vne.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := Boot(ctx, v, opts())
-	if err != nil {
-		t.Fatal(progress.Why(ctx, err))
-	}
-	t.Cleanup(func() { env.Close() })
-	// Snapshot once every leecher holds some pieces.
-	for i := 1; i < env.NumVMs(); i++ {
-		_, _, err := qvm(env, i).Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool {
+	ctx, renv := midRun{
+		name: "swarm4",
+		args: `{builtin: swarm, args: ["-bytes=12582912", "-piece=65536", "-rechoke=1s", "-progress=250ms"]}`,
+		started: func(vm int, l qemubackend.Line) bool {
 			var have, rx, tx int
 			_, err := fmt.Sscanf(l.Text, "SWARM PROGRESS have=%d rx=%d tx=%d", &have, &rx, &tx)
-			return err == nil && have >= 8
-		})
-		if err != nil {
-			t.Fatalf("%s: no pieces: %v", qvm(env, i).Spec.Name, progress.Why(ctx, err))
-		}
-	}
-	rep, err := env.Snapshot(ctx, SnapshotOptions{Store: storeDir, Name: "swarm", Algorithm: core.VNsnap, Sink: core.DiskSink})
-	if err != nil {
-		t.Fatal(progress.Why(ctx, err))
-	}
-	for i := 1; i < env.NumVMs(); i++ {
-		point := rep.Start.Add(rep.Core.VMs[i].Paused)
-		if l, _, err := qvm(env, i).Console.WaitPrefix(expired(), 0, "SWARM COMPLETE"); err == nil && l.At.Before(point) {
-			t.Fatalf("%s completed before its snapshot point: raise -bytes", qvm(env, i).Spec.Name)
-		}
-	}
-	res := checkCut(t, env, rep.Epoch)
-	t.Logf("cut: sent %d, orphans %d, in transit %d, recovered by TCP %d", res.Sent, res.Orphans, res.InTransit, res.RecoveredByTCP)
-	if !res.Consistent() {
-		t.Errorf("cut not consistent: %d orphans (%v)", res.Orphans, res.OrphanFrames)
-	}
-	noFail(t, env, "original")
-	env.Close()
-
-	renv, _, err := Restore(ctx, storeDir, "swarm", opts())
-	if err != nil {
-		t.Fatal(progress.Why(ctx, err))
-	}
-	t.Cleanup(func() { renv.Close() })
+			return err == nil && (vm == 0 || have >= 8) // the seeder has all from the start
+		},
+		finished: "SWARM COMPLETE",
+		sink:     core.DiskSink,
+	}.snapshotRestore(t)
 	for i, l := range waitAll(ctx, t, renv, "SWARM DONE") {
 		if l.Text != "SWARM DONE peers=4" {
 			t.Errorf("%s: %q, want SWARM DONE peers=4", qvm(renv, i).Spec.Name, l.Text)

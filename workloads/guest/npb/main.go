@@ -28,7 +28,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -37,11 +36,11 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/vnsnap/vnsnap/workloads/guest/internal/mesh"
 	"github.com/vnsnap/vnsnap/workloads/npb"
 )
 
@@ -375,20 +374,16 @@ func connect(ln net.Listener, self int, peers []string) (*rank, error) {
 			continue
 		}
 		wg.Go(func() {
-			d := net.Dialer{KeepAlive: -1, Timeout: 5 * time.Second}
 			for {
-				c, err := d.Dial("tcp", p)
-				if err == nil {
-					w := bufio.NewWriterSize(c, 64<<10)
-					var b [2]byte
-					binary.BigEndian.PutUint16(b[:], uint16(self))
-					if _, err := w.Write(b[:]); err == nil && w.Flush() == nil {
-						r.out[j] = w
-						return
-					}
-					c.Close()
+				c := mesh.Dial(p, 200*time.Millisecond)
+				w := bufio.NewWriterSize(c, 64<<10)
+				var b [2]byte
+				binary.BigEndian.PutUint16(b[:], uint16(self))
+				if _, err := w.Write(b[:]); err == nil && w.Flush() == nil {
+					r.out[j] = w
+					return
 				}
-				time.Sleep(200 * time.Millisecond)
+				c.Close()
 			}
 		})
 	}
@@ -423,20 +418,13 @@ func main() {
 	hotMax := flag.Int64("hot-max", 16<<20, "cap on the hot working set in bytes")
 	flag.Parse()
 
-	var peers []string
-	self := -1
-	for i, p := range strings.Split(*peersFlag, ",") {
-		if p == *selfFlag {
-			self = i
-		}
-		peers = append(peers, net.JoinHostPort(p, fmt.Sprint(*port)))
-	}
 	fail := func(format string, a ...any) {
 		fmt.Printf("NPB FAIL "+format+"\n", a...)
 		os.Exit(1)
 	}
-	if self < 0 {
-		fail("-self %q not in -peers %q", *selfFlag, *peersFlag)
+	peers, self, err := mesh.Peers(*peersFlag, *selfFlag, *port)
+	if err != nil {
+		fail("%v", err)
 	}
 	p, err := npb.New(npb.Kernel(*kernel), npb.Class(*class), len(peers))
 	if err != nil {
@@ -457,15 +445,7 @@ func main() {
 	}
 	fmt.Printf("NPB START kernel=%s class=%s ranks=%d rank=%d iterations=%d messages=%d\n", p.Kernel, p.Class, p.Ranks, self, iters, count)
 
-	lc := net.ListenConfig{KeepAlive: -1}
-	var ln net.Listener
-	// eth0 may not have its address yet: retry for a while.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		ln, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(*selfFlag, fmt.Sprint(*port)))
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
+	ln, err := mesh.Listen(peers[self])
 	if err != nil {
 		fail("listen: %v", err)
 	}

@@ -25,7 +25,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -34,11 +33,11 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/vnsnap/vnsnap/workloads/bittorrent"
+	"github.com/vnsnap/vnsnap/workloads/guest/internal/mesh"
 )
 
 // Wire messages: a type byte, a 4-byte big-endian piece index (unused by
@@ -358,21 +357,17 @@ func dialAll(ln net.Listener, self int, peers []string) (map[bittorrent.PeerID]n
 	var wg sync.WaitGroup
 	for j := self + 1; j < len(peers); j++ {
 		wg.Go(func() {
-			d := net.Dialer{KeepAlive: -1, Timeout: 5 * time.Second}
 			for {
-				c, err := d.Dial("tcp", peers[j])
-				if err == nil {
-					var b [2]byte
-					binary.BigEndian.PutUint16(b[:], uint16(self))
-					if _, err := c.Write(b[:]); err == nil {
-						mu.Lock()
-						out[bittorrent.PeerID(j)] = c
-						mu.Unlock()
-						return
-					}
-					c.Close()
+				c := mesh.Dial(peers[j], 200*time.Millisecond)
+				var b [2]byte
+				binary.BigEndian.PutUint16(b[:], uint16(self))
+				if _, err := c.Write(b[:]); err == nil {
+					mu.Lock()
+					out[bittorrent.PeerID(j)] = c
+					mu.Unlock()
+					return
 				}
-				time.Sleep(200 * time.Millisecond)
+				c.Close()
 			}
 		})
 	}
@@ -510,14 +505,6 @@ func main() {
 	// A guest's RAM is small and also holds its root file system: keep the
 	// heap near the file's size rather than twice it.
 	debug.SetMemoryLimit(*size + 24<<20)
-	var peers []string
-	self := -1
-	for i, p := range strings.Split(*peersFlag, ",") {
-		if p == *selfFlag {
-			self = i
-		}
-		peers = append(peers, net.JoinHostPort(p, fmt.Sprint(*port)))
-	}
 	var mu sync.Mutex
 	printf := func(format string, a ...any) {
 		mu.Lock()
@@ -528,8 +515,9 @@ func main() {
 		printf("SWARM FAIL "+format+"\n", a...)
 		os.Exit(1)
 	}
-	if self < 0 {
-		fail("-self %q not in -peers %q", *selfFlag, *peersFlag)
+	peers, self, err := mesh.Peers(*peersFlag, *selfFlag, *port)
+	if err != nil {
+		fail("%v", err)
 	}
 	cfg := bittorrent.DefaultConfig(1, *size)
 	cfg.PieceSize, cfg.RechokeInterval = *piece, *rechoke
@@ -538,15 +526,7 @@ func main() {
 	}
 	seed := self < *seeders
 	printf("SWARM START peer=%d peers=%d seed=%t pieces=%d bytes=%d\n", self, len(peers), seed, cfg.NumPieces(), cfg.FileSize)
-	lc := net.ListenConfig{KeepAlive: -1}
-	var ln net.Listener
-	var err error
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		ln, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(*selfFlag, fmt.Sprint(*port)))
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
+	ln, err := mesh.Listen(peers[self])
 	if err != nil {
 		fail("listen: %v", err)
 	}

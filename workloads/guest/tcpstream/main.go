@@ -19,7 +19,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -27,10 +26,11 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vnsnap/vnsnap/workloads/guest/internal/mesh"
 )
 
 const (
@@ -130,18 +130,6 @@ func receive(r io.Reader, rx *atomic.Uint64) (uint32, uint64, error) {
 	return s, n, nil
 }
 
-// dialRetry connects to addr, retrying every interval until it succeeds.
-func dialRetry(addr string, interval time.Duration) net.Conn {
-	d := net.Dialer{KeepAlive: -1, Timeout: 5 * time.Second}
-	for {
-		c, err := d.Dial("tcp", addr)
-		if err == nil {
-			return c
-		}
-		time.Sleep(interval)
-	}
-}
-
 type result struct {
 	line string
 	ok   bool
@@ -165,7 +153,7 @@ func run(ln net.Listener, self int, peers []string, n uint64, out io.Writer, pro
 		}
 		expect += 2
 		go func(p string) {
-			c := dialRetry(p, 200*time.Millisecond)
+			c := mesh.Dial(p, 200*time.Millisecond)
 			defer c.Close()
 			if err := send(c, uint32(self), n, &tx); err != nil {
 				results <- result{fmt.Sprintf("TCPSTREAM FAIL peer=%s send: %v\n", p, err), false}
@@ -224,28 +212,12 @@ func main() {
 	bytes := flag.Uint64("bytes", 64<<20, "bytes to send to each peer")
 	progress := flag.Duration("progress", time.Second, "time between progress lines")
 	flag.Parse()
-	var peers []string
-	self := -1
-	for i, p := range strings.Split(*peersFlag, ",") {
-		if p == *selfFlag {
-			self = i
-		}
-		peers = append(peers, net.JoinHostPort(p, fmt.Sprint(*port)))
-	}
-	if self < 0 {
-		fmt.Fprintf(os.Stderr, "tcpstream: -self %q not in -peers %q\n", *selfFlag, *peersFlag)
+	peers, self, err := mesh.Peers(*peersFlag, *selfFlag, *port)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tcpstream: %v\n", err)
 		os.Exit(2)
 	}
-	lc := net.ListenConfig{KeepAlive: -1}
-	var ln net.Listener
-	var err error
-	// eth0 may not have its address yet: retry for a while.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		ln, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(*selfFlag, fmt.Sprint(*port)))
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
+	ln, err := mesh.Listen(peers[self])
 	if err != nil {
 		fmt.Printf("TCPSTREAM FAIL listen: %v\n", err)
 		os.Exit(1)

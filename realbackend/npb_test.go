@@ -21,7 +21,7 @@ import (
 // its run and restored.
 type midRun struct {
 	name string
-	args string // the guest line of every VM, with %d for its index
+	args string // the guest line of every VM
 	// started reports, per VM, that the run is far enough along to
 	// snapshot; finished is the prefix of the line that ends a VM's run.
 	started  func(vm int, l qemubackend.Line) bool
@@ -45,7 +45,7 @@ func (m midRun) snapshotRestore(t *testing.T) (context.Context, *Env) {
 	yaml := fmt.Sprintf("name: %s\nhosts:\n  - name: h1\n  - name: h2\nvms:\n", m.name)
 	for i, host := range []string{"h1", "h1", "h2", "h2"} {
 		yaml += fmt.Sprintf("  - name: v%d\n    host: %s\n    memory: %dMiB\n    ip: 10.0.0.%d\n    guest: %s\n",
-			i, host, testMemMiB, i+1, fmt.Sprintf(m.args, i))
+			i, host, testMemMiB, i+1, m.args)
 	}
 	p := filepath.Join(t.TempDir(), m.name+".yaml")
 	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {

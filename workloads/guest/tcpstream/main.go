@@ -20,6 +20,7 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"hash/crc64"
@@ -90,12 +91,19 @@ func send(w io.Writer, s uint32, n uint64, tx *atomic.Uint64) error {
 	return bw.Flush()
 }
 
+// errNoStream is receive's error for a connection closed before its first
+// byte.
+var errNoStream = errors.New("connection closed before a stream began")
+
 // receive reads and verifies one stream from r, counting into rx. It returns
 // the sender index and the stream length.
 func receive(r io.Reader, rx *atomic.Uint64) (uint32, uint64, error) {
 	br := bufio.NewReaderSize(r, blockLen)
 	var hdr [hdrLen]byte
-	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+	if n, err := io.ReadFull(br, hdr[:]); err != nil {
+		if n == 0 && errors.Is(err, io.EOF) {
+			return 0, 0, errNoStream
+		}
 		return 0, 0, fmt.Errorf("header: %w", err)
 	}
 	if m := binary.BigEndian.Uint32(hdr[0:]); m != magic {
@@ -164,12 +172,17 @@ func run(ln net.Listener, self int, peers []string, n uint64, out io.Writer, pro
 			results <- result{fmt.Sprintf("TCPSTREAM SENT peer=%s bytes=%d\n", p, n), true}
 		}(p)
 	}
+	// Accept until the listener closes: a connection that ends before its
+	// first byte is a dialler that gave up (its dial timed out on a loaded
+	// host after the SYN got through) and dials again; it is not a stream.
 	go func() {
-		for k := 0; k < expect/2; k++ {
+		for {
 			c, err := ln.Accept()
 			if err != nil {
-				results <- result{fmt.Sprintf("TCPSTREAM FAIL accept: %v\n", err), false}
-				continue
+				if !errors.Is(err, net.ErrClosed) {
+					results <- result{fmt.Sprintf("TCPSTREAM FAIL accept: %v\n", err), false}
+				}
+				return
 			}
 			if tc, ok := c.(*net.TCPConn); ok {
 				_ = tc.SetKeepAlive(false)
@@ -177,6 +190,9 @@ func run(ln net.Listener, self int, peers []string, n uint64, out io.Writer, pro
 			go func(c net.Conn) {
 				defer c.Close()
 				s, m, err := receive(c, &rx)
+				if errors.Is(err, errNoStream) {
+					return
+				}
 				if err != nil {
 					results <- result{fmt.Sprintf("TCPSTREAM FAIL peer=%s from=%d: %v\n", c.RemoteAddr(), s, err), false}
 					return

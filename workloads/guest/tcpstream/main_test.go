@@ -43,7 +43,14 @@ func (s *syncBuf) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
-func TestThreePeersOverLoopback(t *testing.T) {
+func TestThreePeersOverLoopback(t *testing.T) { threePeers(t, false) }
+
+// TestAbandonedDialIsNotAStream: a connection closed before its first byte
+// (a dialler whose dial timed out after the SYN got through, on a loaded
+// host, and which dials again) is not counted as a failed stream.
+func TestAbandonedDialIsNotAStream(t *testing.T) { threePeers(t, true) }
+
+func threePeers(t *testing.T, abandoned bool) {
 	var lns []net.Listener
 	var addrs []string
 	for i := 0; i < 3; i++ {
@@ -54,6 +61,15 @@ func TestThreePeersOverLoopback(t *testing.T) {
 		t.Cleanup(func() { ln.Close() })
 		lns = append(lns, ln)
 		addrs = append(addrs, ln.Addr().String())
+	}
+	if abandoned {
+		for _, a := range addrs {
+			c, err := net.Dial("tcp", a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+		}
 	}
 	var wg sync.WaitGroup
 	outs := make([]*syncBuf, 3)

@@ -374,34 +374,18 @@ func connect(ln net.Listener, self int, peers []string) (*rank, error) {
 			continue
 		}
 		wg.Go(func() {
-			for {
-				c := mesh.Dial(p, 200*time.Millisecond)
-				w := bufio.NewWriterSize(c, 64<<10)
-				var b [2]byte
-				binary.BigEndian.PutUint16(b[:], uint16(self))
-				if _, err := w.Write(b[:]); err == nil && w.Flush() == nil {
-					r.out[j] = w
-					return
-				}
-				c.Close()
-			}
+			r.out[j] = bufio.NewWriterSize(mesh.DialHello(p, self, 200*time.Millisecond), 64<<10)
 		})
 	}
 	for range n - 1 {
-		c, err := ln.Accept()
+		c, src, err := mesh.AcceptHello(ln)
 		if err != nil {
 			return nil, err
 		}
-		br := bufio.NewReaderSize(c, 64<<10)
-		var b [2]byte
-		if _, err := io.ReadFull(br, b[:]); err != nil {
-			return nil, fmt.Errorf("hello from %s: %w", c.RemoteAddr(), err)
-		}
-		src := int(binary.BigEndian.Uint16(b[:]))
 		if src >= n || src == self || r.in[src] != nil {
 			return nil, fmt.Errorf("hello from %s: rank %d unexpected", c.RemoteAddr(), src)
 		}
-		r.in[src] = br
+		r.in[src] = bufio.NewReaderSize(c, 64<<10)
 	}
 	wg.Wait()
 	return r, nil

@@ -357,30 +357,17 @@ func dialAll(ln net.Listener, self int, peers []string) (map[bittorrent.PeerID]n
 	var wg sync.WaitGroup
 	for j := self + 1; j < len(peers); j++ {
 		wg.Go(func() {
-			for {
-				c := mesh.Dial(peers[j], 200*time.Millisecond)
-				var b [2]byte
-				binary.BigEndian.PutUint16(b[:], uint16(self))
-				if _, err := c.Write(b[:]); err == nil {
-					mu.Lock()
-					out[bittorrent.PeerID(j)] = c
-					mu.Unlock()
-					return
-				}
-				c.Close()
-			}
+			c := mesh.DialHello(peers[j], self, 200*time.Millisecond)
+			mu.Lock()
+			out[bittorrent.PeerID(j)] = c
+			mu.Unlock()
 		})
 	}
 	for range self {
-		c, err := ln.Accept()
+		c, j, err := mesh.AcceptHello(ln)
 		if err != nil {
 			return nil, err
 		}
-		var b [2]byte
-		if _, err := io.ReadFull(c, b[:]); err != nil {
-			return nil, fmt.Errorf("hello from %s: %w", c.RemoteAddr(), err)
-		}
-		j := int(binary.BigEndian.Uint16(b[:]))
 		mu.Lock()
 		_, dup := out[bittorrent.PeerID(j)]
 		if j >= self || dup {

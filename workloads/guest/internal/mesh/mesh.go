@@ -8,7 +8,10 @@ package mesh
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -52,5 +55,45 @@ func Dial(addr string, interval time.Duration) net.Conn {
 			return c
 		}
 		time.Sleep(interval)
+	}
+}
+
+// DialHello connects to addr (retrying as Dial does) and introduces itself
+// as peer self: a connection starts with the dialler's index, 2 bytes
+// big-endian.
+func DialHello(addr string, self int, interval time.Duration) net.Conn {
+	for {
+		c := Dial(addr, interval)
+		var b [2]byte
+		binary.BigEndian.PutUint16(b[:], uint16(self))
+		if _, err := c.Write(b[:]); err == nil {
+			return c
+		}
+		c.Close()
+		time.Sleep(interval)
+	}
+}
+
+// AcceptHello accepts the next connection that introduces itself and
+// returns it with the peer's index. A connection closed before its first
+// byte is a dialler that gave up (its dial timed out on a loaded host after
+// the SYN got through) and dials again: it is skipped.
+func AcceptHello(ln net.Listener) (net.Conn, int, error) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return nil, 0, err
+		}
+		var b [2]byte
+		n, err := io.ReadFull(c, b[:])
+		if n == 0 && errors.Is(err, io.EOF) {
+			c.Close()
+			continue
+		}
+		if err != nil {
+			c.Close()
+			return nil, 0, fmt.Errorf("hello from %s: %w", c.RemoteAddr(), err)
+		}
+		return c, int(binary.BigEndian.Uint16(b[:])), nil
 	}
 }

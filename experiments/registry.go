@@ -82,7 +82,7 @@ type Fig struct {
 
 // All returns every experiment, in the suite's order.
 func All() []*Experiment {
-	return []*Experiment{e1(), e2(), e3(), e4(), e5(), e6(), e7(), e8()}
+	return []*Experiment{e1(), e2(), e3(), e4(), e5(), e6(), e7(), e8(), e9()}
 }
 
 // Lookup returns the experiment with the given name (or its short form,

@@ -119,3 +119,14 @@ func TestWriteRefusesInvalid(t *testing.T) {
 	}
 }
 
+// TestDefault: the shipped calibration is valid and says where it was
+// measured.
+func TestDefault(t *testing.T) {
+	f, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.QEMU == "" || f.Machine.CPU == "" || f.Sim.Source == "" || len(f.Runs) == 0 {
+		t.Errorf("shipped calibration lacks its provenance or runs: qemu %q, cpu %q, source %q, %d runs", f.QEMU, f.Machine.CPU, f.Sim.Source, len(f.Runs))
+	}
+}

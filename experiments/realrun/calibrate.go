@@ -140,7 +140,12 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		ColourFlip: def.ColourFlip, DiskFreeze: def.DiskFreeze, COWFault: def.COWFault,
 		DeviceState: int64(medianF(dev)), VCPUState: 0,
 	}
-	f.Notes = "device_state_bytes is the stop-and-copy stream less QEMU's RAM bytes (it includes the vCPU state, so vcpu_state_bytes is 0); " +
+	devNote := "device_state_bytes is the stop-and-copy stream less QEMU's RAM bytes (it includes the vCPU state, so vcpu_state_bytes is 0); "
+	if len(dev) == 0 {
+		f.Sim.DeviceState, f.Sim.VCPUState = def.DeviceState, def.VCPUState
+		devNote = "device_state_bytes and vcpu_state_bytes keep the simulator's defaults: no stop-and-copy stream here was larger than QEMU's RAM bytes (QEMU 10's ram.transferred counts the whole stream), so the device state is not measured; "
+	}
+	f.Notes = devNote +
 		"colour_flip, disk_freeze and cow_fault are not measured (built-in guests have no disk; the flip and the fault are far below a monitor round trip) and keep the simulator's defaults; " +
 		"bandwidth is the stop-and-copy stream bytes over the core's copy duration, median over VMs and guests"
 	return f, rows, nil
@@ -150,9 +155,10 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 // not measured here (mirrored: simbackend's Calibration is not on main yet).
 func defaultCosts() calib.Costs {
 	return calib.Costs{
-		ColourFlip: calib.Duration(50 * time.Microsecond),
-		DiskFreeze: calib.Duration(2 * time.Millisecond),
-		COWFault:   calib.Duration(2 * time.Microsecond),
+		ColourFlip:  calib.Duration(50 * time.Microsecond),
+		DiskFreeze:  calib.Duration(2 * time.Millisecond),
+		COWFault:    calib.Duration(2 * time.Microsecond),
+		DeviceState: 256 << 10, VCPUState: 16 << 10,
 	}
 }
 

@@ -29,7 +29,10 @@ func DefaultGrid() Grid {
 		Points: []Point{
 			{VMs: 2, MemMiB: 128, Guest: "idle"},
 			{VMs: 2, MemMiB: 128, Guest: "dirtier", Rate: 16, WSMiB: 64},
-			{VMs: 3, MemMiB: 128, Guest: "dirtier", Rate: 64, WSMiB: 96},
+			// A working set of 96 MiB does not fit a 128 MiB guest
+			// beside its initramfs: the committed run's 3-VM point had one
+			// and its dirtier did not run (its images are the idle's).
+			{VMs: 3, MemMiB: 128, Guest: "dirtier", Rate: 64, WSMiB: 48},
 		},
 		Cases:   []string{"vnsnap/memory", "vnsnap/disk", "vnsnap-log/memory", "stop-copy/disk", "cow/memory"},
 		Repeats: 2,

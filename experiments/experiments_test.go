@@ -169,7 +169,10 @@ func TestConfigErrors(t *testing.T) {
 	if got := c.(*e1Config); got.VMs != 2 || len(got.MemMiB) != 1 || got.Hosts != 2 {
 		t.Errorf("yaml override: got vms %d mem %v hosts %d, want 2 [64] 2", got.VMs, got.MemMiB, got.Hosts)
 	}
-	if _, err := Lookup("e9"); err == nil {
-		t.Error("Lookup(e9): got no error")
+	if _, err := Lookup("e10"); err == nil {
+		t.Error("Lookup(e10): got no error")
+	}
+	if e, err := Lookup("e9"); err != nil || e.Name != "e9-sim-vs-real" {
+		t.Errorf("Lookup(e9): %v, %v", e, err)
 	}
 }

@@ -58,7 +58,7 @@ func TestShardCLIErrors(t *testing.T) {
 		{[]string{"experiment", "e1", "--shard", "3"}, "--shard"},
 		{[]string{"experiment", "slurm", "e1", "--shards", "0"}, "--shards"},
 		{[]string{"experiment", "slurm", "e1", "--partition", "a b"}, "--partition"},
-		{[]string{"experiment", "slurm", "e9"}, "unknown experiment"},
+		{[]string{"experiment", "slurm", "e10"}, "unknown experiment"},
 		{[]string{"experiment", "merge"}, "usage"},
 	} {
 		code, _, e := runCLI(t, tc.args...)

@@ -14,4 +14,14 @@
 // Why QEMU 7.2 and not the host's QEMU 10: under QEMU 10's TCG a PVH domU of
 // Debian's Xen 4.17 powers itself off at boot (QEMU 10 reports guest CR reads
 // as CR0-read intercepts, and this Xen then hands the guest a stale CR2).
+//
+// # Work in progress
+//
+// TestXenMachine (one domU through vnsnap up, a live snapshot, down and a
+// restore) and TestXenVNE (two domUs running tcpstream on the switch in
+// dom0, snapshot, verify, restore; cut checked by testdata/framecheck) are
+// written but have not passed: at load 35-45 one boot took 19-30 minutes,
+// and with two domUs dom0's processes (xl, busybox) began to segfault in
+// ld.so right after the second domain was created, for a reason not yet
+// found. They build only with -tags xen_wip, so CI does not run them.
 package xentest

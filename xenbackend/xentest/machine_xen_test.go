@@ -1,0 +1,184 @@
+//go:build xen_wip
+
+// Work in progress (issue 8): these real-Xen tests have not passed yet (see
+// the package doc, "Work in progress"); they build only with -tags xen_wip, so CI does not run
+// them. Run: CI=1 go test -tags xen_wip ./xenbackend/xentest -run 'TestXenMachine|TestXenVNE' -v -timeout 60m
+
+package xentest
+
+import (
+	"context"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+)
+
+// oneVNE is a VNE of one PVH domU (with its vif on the switch) whose guest
+// prints "HB n" every second.
+const oneVNE = `name: xenone
+hypervisor: xen
+hosts:
+  - {name: dom0, address: 127.0.0.1}
+vms:
+  - name: a
+    host: dom0
+    memory: 128MiB
+    ip: 10.0.0.1
+    mac: 00:16:3e:00:00:01
+    guest: {kernel: /root/vmlinuz, initrd: /root/guest.gz, cmdline: "CMDLINE"}
+`
+
+// oneScript: vnsnap up, a live snapshot (the machine is started, saved live
+// through xl migrate and our receiver, and resumed), down (killed), up
+// --restore (restored paused, resumed): the heartbeat counter must go on
+// from the snapshot point.
+const oneScript = `
+set -u
+cd /root
+XL=/usr/lib/xen-4.17/bin/xl
+ST=/root/st
+STORE=/root/store
+diag() { echo "VNSNAP-T-DIAG"; free; $XL info | grep -E 'free_memory|total_memory'; $XL list; dmesg | tail -n 30; }
+lasthb() { grep '^HB ' $ST/a.console | tail -n 1 | sed 's/HB //'; }
+hbs() { grep -c '^HB ' $ST/a.console; }
+# busy PID: while PID lives, print its I/O count whenever it changed (the
+# stream through the receiver socket, xl's images, the console), so that a
+# long copy under a loaded host shows progress and a hung one falls silent.
+busy() {
+	last=""
+	while kill -0 $1 2>/dev/null; do
+		io=$(awk '/^(rchar|wchar)/ {n += $2} END {print n}' /proc/$1/io 2>/dev/null)
+		[ "$io" != "$last" ] && echo "VNSNAP-T-BUSY io=$io"
+		last=$io
+		sleep 5
+	done
+}
+up() {
+	vnsnap up --state $ST --store $STORE "$@" /root/one.yaml > /root/up.log 2>&1 &
+	UP=$!
+	busy $UP &
+	while ! grep -q "^VNE xenone up" /root/up.log 2>/dev/null; do
+		kill -0 $UP 2>/dev/null || { diag; echo "VNSNAP-XEN-FAIL vnsnap up exited:"; cat /root/up.log; exit 3; }
+		sleep 1
+	done
+	cat /root/up.log
+}
+down() {
+	vnsnap down --state $ST || { echo "VNSNAP-XEN-FAIL vnsnap down"; exit 4; }
+	wait $UP
+	echo "VNSNAP-T-UP-EXIT rc=$?"
+	echo "VNSNAP-T-LEFT $($XL list | tail -n +2 | awk '{print $1}' | tr '\n' ' ')"
+}
+# beats N: wait for N more heartbeats.
+beats() {
+	want=$(($(hbs) + $1))
+	while [ "$(hbs)" -lt $want ]; do
+		kill -0 $UP 2>/dev/null || { diag; echo "VNSNAP-XEN-FAIL vnsnap up died"; cat /root/up.log; exit 5; }
+		echo "VNSNAP-T-WAIT hb=$(lasthb)"
+		sleep 2
+	done
+}
+mkdir -p $ST
+touch $ST/a.console
+up
+beats 2
+echo "VNSNAP-T-SNAP-BEGIN hb=$(lasthb)"
+vnsnap snapshot --state $ST --store $STORE --sink memory s1
+rc=$?
+[ $rc = 0 ] || { diag; cat /root/up.log; }
+echo "VNSNAP-T-SNAP-END rc=$rc hb=$(lasthb)"
+beats 2
+echo "VNSNAP-T-RUNNING hb=$(lasthb)"
+down
+mv $ST/a.console $ST/a.console.1
+touch $ST/a.console
+up --restore s1
+beats 2
+echo "VNSNAP-T-RESTORED first=$(grep '^HB ' $ST/a.console | head -n 1 | sed 's/HB //') hb=$(lasthb)"
+down
+`
+
+// TestXenMachine runs one domU through every operation of the port on real
+// Xen, by way of vnsnap in dom0: Start, a live Save (xl migrate to our
+// receiver, held at the snapshot point until Resume), Kill, Restore paused
+// and Resume; the restored domain's heartbeat goes on from its snapshot
+// point, and no domain is left, paused or renamed.
+func TestXenMachine(t *testing.T) {
+	env := Require(t, "../..")
+	ctx := context.Background()
+	img, err := guestimg.Build(ctx, guestimg.Config{
+		CacheDir: filepath.Join(t.TempDir(), "guest"), ModuleRoot: "../..", Root: env.Path("/"),
+		KernelVersion: KernelVersion, Modules: []string{"xen-netfront"}, Programs: []string{"heartbeat"},
+		Busybox: env.Busybox(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline := guestimg.KernelArgs("10.0.0.1/24", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=1s"}})
+	bin := filepath.Join(t.TempDir(), "vnsnap")
+	if err := GoBinary(ctx, "../..", "./cmd/vnsnap", bin); err != nil {
+		t.Fatal(err)
+	}
+	m := Start(t, env, Dom0Config{Script: oneScript, Modules: []string{"xen-netback"}, Files: []File{
+		{Path: "/root/vmlinuz", Src: env.Kernel()},
+		{Path: "/root/guest.gz", Src: img.Initrd},
+		{Path: "/root/one.yaml", Data: []byte(strings.Replace(oneVNE, "CMDLINE", cmdline, 1))},
+		{Path: "/usr/bin/vnsnap", Src: bin},
+	}}, BootConfig{})
+	wait := func(marker string) string {
+		t.Helper()
+		line, err := m.Wait(ctx, marker)
+		if err != nil {
+			t.Fatalf("after %v: %v", m.Uptime().Round(1e9), err)
+		}
+		return line
+	}
+	num := func(line, key string) int {
+		t.Helper()
+		mm := regexp.MustCompile(`\b` + key + `=(\d+)`).FindStringSubmatch(line)
+		if mm == nil {
+			t.Fatalf("no %s= in %q", key, line)
+		}
+		n, _ := strconv.Atoi(mm[1])
+		return n
+	}
+	left := func() {
+		t.Helper()
+		if u := wait("VNSNAP-T-UP-EXIT"); num(u, "rc") != 0 {
+			t.Errorf("vnsnap up: %s", u)
+		}
+		if l := strings.TrimSpace(strings.TrimPrefix(wait("VNSNAP-T-LEFT"), "VNSNAP-T-LEFT")); l != "Domain-0" {
+			t.Errorf("after vnsnap down: domains %q left, want only Domain-0 (nothing paused or --migratedaway)", l)
+		}
+	}
+	wait(MarkerReady)
+	begin := num(wait("VNSNAP-T-SNAP-BEGIN"), "hb")
+	end := wait("VNSNAP-T-SNAP-END")
+	if num(end, "rc") != 0 {
+		t.Fatalf("vnsnap snapshot: %s", end)
+	}
+	running := num(wait("VNSNAP-T-RUNNING"), "hb")
+	left()
+	restored := wait("VNSNAP-T-RESTORED")
+	first := num(restored, "first")
+	left()
+	// The snapshot point is the end of the live copy: the restored guest
+	// goes on from a beat after the one before the snapshot began, not past
+	// the last one logged when it ended (plus two for console lag), and
+	// before the beats the source ran on for after the snapshot.
+	if first <= begin || first > num(end, "hb")+2 || first >= running {
+		t.Errorf("restored heartbeat %d: want it after %d (before the snapshot), at most %d+2 (when it ended) and before %d (the source's last)", first, begin, num(end, "hb"), running)
+	}
+	if num(restored, "hb") <= first {
+		t.Errorf("%s: the restored guest does not count on", restored)
+	}
+	t.Logf("heartbeats: %d before the snapshot, %s, %d before down, restored from %d", begin, end, running, first)
+	if got, want := wait(MarkerDone), MarkerDone+" rc=0"; got != want {
+		t.Errorf("dom0 script: got %q, want %q", got, want)
+	}
+	t.Logf("whole run %v", m.Uptime().Round(1e9))
+}

@@ -67,7 +67,7 @@ func TestAbortResumesEveryVM(t *testing.T) {
 	l := &Layout{Name: "abort", Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}, {Name: "h2", Address: "127.0.0.1"}}}
 	for i, n := range []string{"x", "y"} {
 		l.VMs = append(l.VMs, VMLayout{
-			Name: n, Host: i, MemoryMiB: 96, VCPUs: 1, Machine: h.Machine, MAC: qemubackend.MACFor(n),
+			Name: n, Host: i, MemoryMiB: 128, VCPUs: 1, Machine: h.Machine, MAC: qemubackend.MACFor(n),
 			Kernel: img.Kernel, Initrd: img.Initrd, Heartbeat: true,
 			Append: guestimg.KernelArgs("", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=20ms"}},
 				guestimg.Program{Name: "dirtier", Args: []string{"-rate=4", "-ws=8"}}),

@@ -27,7 +27,7 @@ import (
 // 20 ms one way and 1 % loss (TCP gets a few hundred KB/s per flow there).
 const (
 	crossHosts   = 3
-	crossMemMiB  = 96
+	crossMemMiB  = 128
 	crossBytes   = 2_000_000 // per direction and peer
 	crossDelay   = 20 * time.Millisecond
 	crossLoss    = 0.01

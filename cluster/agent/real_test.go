@@ -41,7 +41,7 @@ func TestRealAgentQEMU(t *testing.T) {
 		Ports: []*clusterpb.PortSpec{{Vm: 0, Name: "a"}}}); err != nil {
 		t.Fatal(err)
 	}
-	spec := &clusterpb.MachineSpec{Vm: 0, Name: "a", MemoryMib: 96, Vcpus: 1, Kernel: img.Kernel, Initrd: img.Initrd,
+	spec := &clusterpb.MachineSpec{Vm: 0, Name: "a", MemoryMib: 128, Vcpus: 1, Kernel: img.Kernel, Initrd: img.Initrd,
 		Append: guestimg.KernelArgs("", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=20ms"}}),
 		Mac:    qemubackend.MACFor("a")}
 	if _, err := c.StartVM(ctx, &clusterpb.StartVMRequest{Call: call("start", 0), Spec: spec}); err != nil {

@@ -40,7 +40,7 @@ func TestRealRemoteMachine(t *testing.T) {
 	if got := hyp.Info().Name; got != "qemu" {
 		t.Errorf("remote hypervisor %q, want qemu", got)
 	}
-	spec := hv.MachineSpec{Name: "a", MemoryMiB: 96, VCPUs: 1, Kernel: img.Kernel, Initrd: img.Initrd,
+	spec := hv.MachineSpec{Name: "a", MemoryMiB: 128, VCPUs: 1, Kernel: img.Kernel, Initrd: img.Initrd,
 		Append: guestimg.KernelArgs("", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=20ms"}}),
 		MAC:    qemubackend.MACFor("a")}
 	m, err := hyp.Start(ctx, spec)

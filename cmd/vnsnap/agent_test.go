@@ -128,7 +128,7 @@ func TestAgentProcess(t *testing.T) {
 	if _, err := h.Setup(ctx, 1, core.VNsnap, "", []remote.Port{{VM: 0, Name: "a"}}); err != nil {
 		t.Fatal(err)
 	}
-	m, err := hyp.Start(ctx, hv.MachineSpec{Name: "a", MemoryMiB: 96, VCPUs: 1, Kernel: img.Kernel, Initrd: img.Initrd,
+	m, err := hyp.Start(ctx, hv.MachineSpec{Name: "a", MemoryMiB: 128, VCPUs: 1, Kernel: img.Kernel, Initrd: img.Initrd,
 		Append: guestimg.KernelArgs("", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=20ms"}}),
 		MAC:    qemubackend.MACFor("a")})
 	if err != nil {

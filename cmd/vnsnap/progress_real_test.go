@@ -94,8 +94,8 @@ func checkSnapshotEvents(t *testing.T, out string, vms []string, k snapshotKind)
 		if k.live && (last.Pass != sum.Rounds || last.Pass < 1) {
 			t.Errorf("%s: last event's pass %d, the report's rounds %d: want equal, at least 1", vm, last.Pass, sum.Rounds)
 		}
-		if last.Total != 96<<20 {
-			t.Errorf("%s: total %d, want the guest's 96 MiB", vm, last.Total)
+		if last.Total != 128<<20 {
+			t.Errorf("%s: total %d, want the guest's 128 MiB", vm, last.Total)
 		}
 	}
 }

@@ -134,8 +134,8 @@ hosts:
   - {name: h1, ram_budget: 1GiB}
   - {name: h2}
 vms:
-  - {name: a, host: h1, memory: 96MiB, ip: 10.0.0.1, guest: {builtin: dirtier, args: ["-rate=4", "-ws=8"]}}
-  - {name: b, host: h2, memory: 96MiB, ip: 10.0.0.2, guest: {builtin: idle}}
+  - {name: a, host: h1, memory: 128MiB, ip: 10.0.0.1, guest: {builtin: dirtier, args: ["-rate=4", "-ws=8"]}}
+  - {name: b, host: h2, memory: 128MiB, ip: 10.0.0.2, guest: {builtin: idle}}
 `
 	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)

@@ -90,20 +90,31 @@ func (d *driver) saveFile(v *vmRun, fs hv.FileSaver, s core.Sink, opts hv.SaveOp
 	}
 	v.file, v.fileSink = f, s
 	stop := watchGrowth(f, &d.moved, v.copied)
-	defer stop()
-	return fs.SaveFile(v.ctx, f, opts)
+	st, err := fs.SaveFile(v.ctx, f, opts)
+	counted := stop()
+	// The file is sparse: zero pages are holes, never allocated. Once the
+	// image is complete they count as copied too, so that the bytes copied
+	// end at the image's length, as they do when the save streams.
+	if fi, serr := f.Stat(); err == nil && serr == nil && fi.Size() > counted {
+		d.moved.Add(fi.Size() - counted)
+		if v.copied != nil {
+			v.copied.Add(fi.Size() - counted)
+		}
+	}
+	return st, err
 }
 
 // watchGrowth adds the growth of f's allocated size to n, and to vm if set
 // (the VM's progress counter), every 100 ms until stop is called: the
 // hypervisor writes the file itself, so no byte passes through a
-// countingWriter, and a snapshot's stall check needs progress.
-func watchGrowth(f *os.File, n, vm *atomic.Int64) (stop func()) {
+// countingWriter, and a snapshot's stall check needs progress. stop returns
+// the bytes it added.
+func watchGrowth(f *os.File, n, vm *atomic.Int64) (stop func() int64) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
+	var last int64
 	go func() {
 		defer close(finished)
-		var last int64
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -127,7 +138,7 @@ func watchGrowth(f *os.File, n, vm *atomic.Int64) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done); <-finished }
+	return func() int64 { close(done); <-finished; return last }
 }
 
 // imageLen returns the size of v's memory-sink image: its file's or its RAM
@@ -217,7 +228,7 @@ func imageFormat(h Hypervisor) string {
 // restoreImage writes VM spec.Name's page image from s into a file (tmpfs
 // if there is one) and restores the machine from it; the file is removed
 // once the hypervisor has loaded it.
-func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec, format string) (hv.Machine, error) {
+func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec, format string, tr *tracker, i int) (hv.Machine, error) {
 	fr, ok := e.opts.Hypervisor.(hv.FileRestorer)
 	if !ok || fr.FileFormat() != format {
 		return nil, fmt.Errorf("%w: vm %s: its memory is a page image of format %q, which %s does not restore",
@@ -237,8 +248,17 @@ func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.Machi
 		}
 	}()
 	// The image is written back while the hypervisor starts the machine.
+	tr.phase(i, PhaseRestoring, 0)
 	open := func() (*os.File, error) {
-		if _, err := s.RestoreImage(spec.Name, imageName, path, pages.RestoreOptions{}); err != nil {
+		_, err := s.RestoreImage(spec.Name, imageName, path, pages.RestoreOptions{})
+		if c := tr.counter(i); c != nil && err == nil {
+			// Read back whole: the image's length, holes (zero pages)
+			// included, as a streamed restore counts it.
+			if im, ierr := s.Image(spec.Name, imageName); ierr == nil {
+				c.Add(im.Length)
+			}
+		}
+		if err != nil {
 			if errors.Is(err, store.ErrCorrupt) {
 				return nil, err // names the VM, image and block already
 			}
@@ -251,5 +271,9 @@ func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.Machi
 		loaded = f
 		return f, nil
 	}
-	return fr.RestoreFile(ctx, spec, open)
+	m, err := fr.RestoreFile(ctx, spec, open)
+	if err == nil {
+		tr.phase(i, PhaseLoaded, 0)
+	}
+	return m, err
 }

@@ -342,7 +342,8 @@ func (d *driver) noteCommand(c core.Command) {
 }
 
 // restoreTracker returns the tracker of a restore of l from s: each VM's
-// Total is its stored image's length. Nil without fn.
+// Total is its stored image's length (page image or memory stream). Nil
+// without fn.
 func restoreTracker(fn func(Progress), s *store.Snapshot, l Layout) *tracker {
 	if fn == nil {
 		return nil
@@ -351,7 +352,9 @@ func restoreTracker(fn func(Progress), s *store.Snapshot, l Layout) *tracker {
 	var sizes []int64
 	for _, vm := range l.VMs {
 		var n int64
-		if r, err := s.Reader(vm.Name, "memory"); err == nil {
+		if im, err := s.Image(vm.Name, imageName); err == nil {
+			n = im.Length
+		} else if r, err := s.Reader(vm.Name, "memory"); err == nil {
 			n = r.Len()
 			r.Close()
 		}

@@ -259,7 +259,7 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 func (e *Env) load(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec, tr *tracker, i int) (hv.Machine, error) {
 	name := spec.Name
 	if _, err := s.Image(name, imageName); err == nil {
-		return e.restoreImage(ctx, s, spec, s.Manifest().Labels[LabelImageFileFormat])
+		return e.restoreImage(ctx, s, spec, s.Manifest().Labels[LabelImageFileFormat], tr, i)
 	}
 	r, err := s.Reader(name, "memory")
 	if err != nil {

@@ -21,7 +21,7 @@ func TestDiskFrozen(t *testing.T) {
 	ctx := qemutest.Context(t, 15*time.Minute) // derived from progress; 15m is a safety net
 	dir := shortDir(t)
 	base := filepath.Join(dir, "base.qcow2")
-	env, o, l := bootDiskGuest(ctx, t, h, img, "disk", 96, dir, base, "64M")
+	env, o, l := bootDiskGuest(ctx, t, h, img, "disk", 128, dir, base, "64M")
 	root := t.TempDir()
 	var frozen []string
 	for i, a := range []core.Algorithm{core.StopCopy, core.VNsnap} {

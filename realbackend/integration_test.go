@@ -155,18 +155,18 @@ func TestVNESnapshotRestore(t *testing.T) {
 		if len(probs) == 0 {
 			t.Fatal("Verify found no problem after a flipped byte")
 		}
-		// A block object is shared by every image that holds the block (the
-		// VMs run the same guest), and Verify reports it once per image:
-		// one of the problems is vm's.
+		// A block object is shared by every block with the same content, in
+		// every image (the VMs run the same guest), and Verify reports each
+		// of those blocks: one of the problems is vm's block blk.
 		var p *store.CorruptError
 		for _, q := range probs {
-			if q.VM == vm.Name {
+			if q.VM == vm.Name && q.Chunk == blk {
 				p = q
 				break
 			}
 		}
 		if p == nil {
-			t.Fatalf("verify: %v, none names vm %q", probs, vm.Name)
+			t.Fatalf("verify: %d problems, none names vm %q block %d; first %v", len(probs), vm.Name, blk, probs[0])
 		}
 		t.Logf("verify: %v (%d problems)", p, len(probs))
 		if p.Image != "memory" || p.Chunk != blk || p.Len == 0 ||

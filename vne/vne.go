@@ -184,7 +184,9 @@ func DefaultSubnet() netip.Prefix { return netip.MustParsePrefix("10.0.0.0/24") 
 
 // Builtins returns the names of the programs of the built-in guest image,
 // sorted.
-func Builtins() []string { return []string{"dirtier", "heartbeat", "idle", "npb", "swarm", "tcpstream"} }
+func Builtins() []string {
+	return []string{"dirtier", "heartbeat", "idle", "npb", "swarm", "tcpstream"}
+}
 
 // MACFor returns the MAC address Parse gives a VM that declares none: the
 // QEMU prefix 52:54:00 (locally administered, unicast) followed by three

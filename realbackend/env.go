@@ -140,10 +140,12 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 			progs := []guestimg.Program{{Name: "heartbeat", Args: []string{"-interval=" + hb.String()}}}
 			switch g.Builtin {
 			case "idle", "heartbeat":
-			case "tcpstream", "npb", "swarm":
-				progs = append(progs, guestimg.Program{Name: g.Builtin, Args: peerArgs(peers[g.Builtin][vm.Network], vm, g.Args)})
 			default:
-				progs = append(progs, guestimg.Program{Name: g.Builtin, Args: g.Args})
+				args := g.Args
+				if peerPrograms[g.Builtin] {
+					args = peerArgs(peers[g.Builtin][vm.Network], vm, g.Args)
+				}
+				progs = append(progs, guestimg.Program{Name: g.Builtin, Args: args})
 			}
 			ip := ""
 			if vm.IP.IsValid() {
@@ -162,6 +164,9 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 	return l, nil
 }
 
+// peerPrograms are the built-in programs that take -peers and -self.
+var peerPrograms = map[string]bool{"tcpstream": true, "npb": true, "swarm": true}
+
 // peerLists returns, per peer program (tcpstream, npb, swarm) and network, the
 // -peers argument of its VMs: every such VM's IP, in file order (npb's rank
 // order). It is computed once, so LayoutOf stays linear in the VNE apart
@@ -169,7 +174,7 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 func peerLists(v *vne.VNE) map[string]map[string]string {
 	ips := map[string]map[string][]string{}
 	for _, o := range v.VMs {
-		if p := o.Guest.Builtin; (p == "tcpstream" || p == "npb" || p == "swarm") && o.IP.IsValid() {
+		if p := o.Guest.Builtin; peerPrograms[p] && o.IP.IsValid() {
 			if ips[p] == nil {
 				ips[p] = map[string][]string{}
 			}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/results"
+	sim "github.com/vnsnap/vnsnap/simbackend"
 )
 
 // Schema is the version of the file format.
@@ -51,18 +52,9 @@ type Machine struct {
 	Cores int    `json:"cores"`
 }
 
-// Costs mirrors simbackend's Calibration (same fields, same JSON names).
-type Costs struct {
-	Source       string   `json:"source"`
-	Stop         Duration `json:"stop"`
-	Cont         Duration `json:"cont"`
-	QMPRoundTrip Duration `json:"qmp_round_trip"`
-	ColourFlip   Duration `json:"colour_flip"`
-	DiskFreeze   Duration `json:"disk_freeze"`
-	COWFault     Duration `json:"cow_fault"`
-	DeviceState  int64    `json:"device_state_bytes"`
-	VCPUState    int64    `json:"vcpu_state_bytes"`
-}
+// Costs is the simulator's calibration (simbackend.Calibration): the file
+// carries it as the simulator reads it.
+type Costs = sim.Calibration
 
 // BW is the copy bandwidth per sink, bytes per second: the simulator's
 // HostConfig.MemoryBandwidth and DiskBandwidth.
@@ -91,31 +83,9 @@ type Run struct {
 	Passes       int     `json:"passes"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("1.5ms"), as
-// simbackend writes it; a bare number is nanoseconds.
-type Duration time.Duration
-
-// MarshalJSON implements json.Marshaler.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		var n int64
-		if err2 := json.Unmarshal(b, &n); err2 != nil {
-			return fmt.Errorf("duration %s: want a string such as \"1.5ms\" or integer nanoseconds", b)
-		}
-		*d = Duration(n)
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is the simulator's JSON duration (a Go duration string such as
+// "1.5ms"; a bare number is nanoseconds).
+type Duration = sim.Duration
 
 // maxFile bounds what Load reads.
 const maxFile = 4 << 20

@@ -13,6 +13,7 @@ import (
 	"github.com/vnsnap/vnsnap/experiments/calib"
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/results"
+	sim "github.com/vnsnap/vnsnap/simbackend"
 )
 
 // CalibrationPlan is what `vnsnap calibrate` runs.
@@ -151,16 +152,9 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 	return f, rows, nil
 }
 
-// defaultCosts are simbackend's DefaultCalibration's numbers for the costs
-// not measured here (mirrored: simbackend's Calibration is not on main yet).
-func defaultCosts() calib.Costs {
-	return calib.Costs{
-		ColourFlip:  calib.Duration(50 * time.Microsecond),
-		DiskFreeze:  calib.Duration(2 * time.Millisecond),
-		COWFault:    calib.Duration(2 * time.Microsecond),
-		DeviceState: 256 << 10, VCPUState: 16 << 10,
-	}
-}
+// defaultCosts are simbackend's placeholder costs, for what is not measured
+// here.
+func defaultCosts() calib.Costs { return sim.DefaultCalibration() }
 
 func guestLabel(r Row) string {
 	if r.Guest == "dirtier" {

@@ -48,12 +48,7 @@ func applyCalibration(cfg *sim.Config, f *calib.File) {
 	cfg.Host.MemoryBandwidth = f.BW.Memory
 	cfg.Host.DiskBandwidth = f.BW.Disk
 	cfg.Mode, cfg.Hypervisor, cfg.QEMU.AutoConverge = core.Observed, sim.HypervisorQEMU, true
-	cfg.Calibration = sim.Calibration{
-		Source: f.Sim.Source, Stop: sim.Duration(f.Sim.Stop), Cont: sim.Duration(f.Sim.Cont),
-		QMPRoundTrip: sim.Duration(f.Sim.QMPRoundTrip), ColourFlip: sim.Duration(f.Sim.ColourFlip),
-		DiskFreeze: sim.Duration(f.Sim.DiskFreeze), COWFault: sim.Duration(f.Sim.COWFault),
-		DeviceState: f.Sim.DeviceState, VCPUState: f.Sim.VCPUState,
-	}
+	cfg.Calibration = f.Sim
 }
 
 // Pair is one grid point and case on both backends: the measured values

@@ -173,7 +173,7 @@ func (h *Hypervisor) Restore(ctx context.Context, spec hv.MachineSpec, r io.Read
 		pw.CloseWithError(err)
 		parsed <- err
 	}()
-	err = h.xl.Restore(ctx, m.cfg, "/dev/stdin", pr)
+	err = h.xl.Restore(ctx, m.cfg, stdinPath, pr)
 	pr.CloseWithError(errors.New("xl restore ended"))
 	if perr := <-parsed; perr != nil {
 		err = errors.Join(perr, err)
@@ -190,6 +190,11 @@ func (h *Hypervisor) Restore(ctx context.Context, spec hv.MachineSpec, r io.Read
 	}
 	return m, nil
 }
+
+// stdinPath is the file xl restore opens to read its stdin. Not /dev/stdin:
+// that is a symlink udev or an init makes, and a minimal dom0 (the test
+// harness's) has none; procfs is there wherever xl runs.
+const stdinPath = "/proc/self/fd/0"
 
 func (h *Hypervisor) newMachine(spec hv.MachineSpec) (*Machine, error) {
 	if spec.Disk != "" {

@@ -562,8 +562,8 @@ func TestRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Kill()
-	if c := s.argvs()[0]; c[0] != "restore" || c[1] != "-p" || c[3] != m.(*Machine).cfg || c[4] != "/dev/stdin" {
-		t.Errorf("xl argv %q, want restore -p -e CONFIG /dev/stdin", c)
+	if c := s.argvs()[0]; c[0] != "restore" || c[1] != "-p" || c[3] != m.(*Machine).cfg || c[4] != stdinPath {
+		t.Errorf("xl argv %q, want restore -p -e CONFIG %s", c, stdinPath)
 	}
 
 	bad := append([]byte(nil), stream...)

@@ -62,7 +62,7 @@ up() {
 	UP=$!
 	busy $UP &
 	while ! grep -q "^VNE xenone up" /root/up.log 2>/dev/null; do
-		kill -0 $UP 2>/dev/null || { diag; echo "VNSNAP-XEN-FAIL vnsnap up exited:"; cat /root/up.log; exit 3; }
+		kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up exited:"; exit 3; }
 		sleep 1
 	done
 	cat /root/up.log
@@ -77,7 +77,7 @@ down() {
 beats() {
 	want=$(($(hbs) + $1))
 	while [ "$(hbs)" -lt $want ]; do
-		kill -0 $UP 2>/dev/null || { diag; echo "VNSNAP-XEN-FAIL vnsnap up died"; cat /root/up.log; exit 5; }
+		kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up died"; exit 5; }
 		echo "VNSNAP-T-WAIT hb=$(lasthb)"
 		sleep 2
 	done

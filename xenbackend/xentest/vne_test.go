@@ -63,7 +63,7 @@ up() {
 	$V up --state $ST --store $STORE "$@" /root/xen.yaml > /root/up.log 2>&1 &
 	UP=$!
 	while ! grep -q "^VNE xenlab up" /root/up.log; do
-		kill -0 $UP 2>/dev/null || { diag; echo "VNSNAP-XEN-FAIL vnsnap up exited:"; cat /root/up.log; exit 3; }
+		kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up exited:"; exit 3; }
 		sleep 1
 	done
 	cat /root/up.log
@@ -82,7 +82,7 @@ follow b
 up
 echo VNSNAP-T-UP
 while ! progress a || ! progress b; do
-	kill -0 $UP 2>/dev/null || { diag; echo "VNSNAP-XEN-FAIL vnsnap up died"; cat /root/up.log; exit 5; }
+	kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up died"; exit 5; }
 	sleep 2
 done
 echo VNSNAP-T-FLOWING
@@ -101,7 +101,7 @@ echo "VNSNAP-T-LEFT $($XL list | tail -n +2 | awk '{print $1}' | tr '\n' ' ')"
 up --restore s1
 echo VNSNAP-T-RESTORED
 while [ "$(cat $ST/a.console $ST/b.console | grep -c 'TCPSTREAM DONE')" -lt 2 ]; do
-	kill -0 $UP 2>/dev/null || { diag; echo "VNSNAP-XEN-FAIL vnsnap up died after the restore"; cat /root/up.log; exit 6; }
+	kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up died after the restore"; exit 6; }
 	sleep 2
 done
 echo "VNSNAP-T-WORKLOAD $(cat $ST/a.console $ST/b.console | grep 'TCPSTREAM DONE' | tr '\n' ' ')"

@@ -231,8 +231,11 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, o hv.SaveOptions) (
 			if cerr := ctx.Err(); cerr != nil {
 				err = fmt.Errorf("%w (%v)", cerr, err)
 			}
-			m.checkNotAway(context.WithoutCancel(ctx))
-			return hv.SaveStats{}, fmt.Errorf("live save of %s: %w (xl: %v: %s)", name, err, xerr, l.xlOut.tail())
+			err = fmt.Errorf("live save of %s: %w (xl: %v: %s)", name, err, xerr, l.xlOut.tail())
+			if rerr := m.recoverAway(context.WithoutCancel(ctx)); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+			return hv.SaveStats{}, err
 		case <-cancelled:
 			mu.Lock()
 			if !stored {
@@ -245,17 +248,28 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, o hv.SaveOptions) (
 	}
 }
 
-// checkNotAway runs after a live save failed before the go, when xl resumes
-// its domain under its own name: a NAME--migratedaway that is still there
-// (xl itself failed badly) is destroyed, never left behind.
-func (m *Machine) checkNotAway(ctx context.Context) {
+// recoverAway runs after a live save failed before the go, when xl should
+// have resumed its domain under its own name. A NAME--migratedaway still
+// there (xl failed after renaming it, leaving it suspended) is brought back
+// by RecoverDomain, renamed and resumed: the machine runs on, as the port
+// wants of a failed save, and is neither destroyed nor left renamed. If
+// that fails the domain stays for Kill, which destroys it by either name.
+func (m *Machine) recoverAway(ctx context.Context) error {
 	away, err := m.h.xl.MigratedAwayOf(ctx, m.spec.Name)
 	if err != nil {
-		return
+		return fmt.Errorf("live save of %s: looking for %s%s: %w", m.spec.Name, m.spec.Name, MigratedAway, err)
 	}
-	for _, d := range away {
-		_ = m.h.xl.Destroy(ctx, d.ID)
+	if len(away) == 0 {
+		return nil
 	}
+	rec, err := RecoverDomain(ctx, m.h.cfg.Runner, m.h.cfg.Xenstore, m.spec.Name)
+	if err != nil {
+		return fmt.Errorf("live save of %s: %w", m.spec.Name, err)
+	}
+	m.mu.Lock()
+	m.id = rec.After.ID
+	m.mu.Unlock()
+	return nil
 }
 
 // RelayReceiver is "vnsnap xen-receive SOCKET", the command xl migrate runs

@@ -55,6 +55,10 @@ type Config struct {
 	ConsoleDir string
 	// Version is Xen's version for Info (Probe reads it from xl info).
 	Version string
+	// Xenstore is what RecoverDomain acknowledges a suspend request with
+	// when a failed live save left a domain suspended; default
+	// ExecXenstore{} (dom0's xenstore-read and xenstore-write).
+	Xenstore Xenstore
 }
 
 // Hypervisor is Xen, driven through xl, behind realbackend's hypervisor
@@ -76,6 +80,9 @@ func New(cfg Config) (*Hypervisor, error) {
 	}
 	if cfg.Runner == nil {
 		cfg.Runner = ExecRunner{Path: cfg.XL}
+	}
+	if cfg.Xenstore == nil {
+		cfg.Xenstore = ExecXenstore{}
 	}
 	if cfg.ConsoleDir == "" {
 		cfg.ConsoleDir = "/var/log/xen/console"

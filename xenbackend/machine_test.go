@@ -57,6 +57,10 @@ type xenSim struct {
 	breakStream bool
 	// failDomID makes "xl domid" fail (as xl crashing would).
 	failDomID bool
+	// failBadly: after the receiver's ready, xl renames the domain and
+	// fails without sending its go, leaving it NAME--migratedaway and
+	// suspended (as a failed suspend of the sender's xl can).
+	failBadly bool
 	// atHalf, if set, is called when half the stream is sent.
 	atHalf   func()
 	restored []byte
@@ -150,6 +154,12 @@ func (s *xenSim) run(args []string, stdin io.Reader, stdout io.Writer) (string, 
 			fmt.Fprintf(&b, "%-40s %5d   128     1     %s       1.0\n", d.name, id, st)
 		}
 		return b.String(), nil
+	case "rename":
+		d, err := s.dom(args[1])
+		if err != nil {
+			return "", err
+		}
+		d.name = args[2]
 	case "pause", "unpause", "destroy", "save":
 		if args[0] == "destroy" {
 			for id, d := range s.doms {
@@ -175,6 +185,11 @@ func (s *xenSim) run(args []string, stdin io.Reader, stdout io.Writer) (string, 
 			id, _ := strconv.Atoi(args[1])
 			delete(s.doms, DomID(id))
 		case "save":
+			if d.suspended && args[1] == "-c" {
+				// libxl's resume (suspend_cancel) after the save.
+				d.suspended = false
+				return "", nil
+			}
 			if d.pauses > 0 {
 				return "", errors.New("guest did not respond to the suspend request (it is paused)")
 			}
@@ -258,7 +273,11 @@ func (s *xenSim) migrate(args []string, stdout io.Writer) error {
 	s.mu.Lock()
 	name := d.name
 	d.name += MigratedAway
+	failBadly := s.failBadly
 	s.mu.Unlock()
+	if failBadly {
+		return errors.New("failed badly: domain left renamed and suspended")
+	}
 	if _, err := io.WriteString(toRecv, msgGo); err != nil {
 		return errors.New("failed badly: domain left renamed")
 	}
@@ -293,12 +312,20 @@ func (s *xenSim) migrate(args []string, stdout io.Writer) error {
 
 func newTestHypervisor(t *testing.T, s *xenSim) *Hypervisor {
 	t.Helper()
-	h, err := New(Config{Runner: s, Dir: t.TempDir(), Receiver: []string{os.Args[0]}, Version: "4.17.5"})
+	h, err := New(Config{Runner: s, Dir: t.TempDir(), Receiver: []string{os.Args[0]}, Version: "4.17.5", Xenstore: noXenstore{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h
 }
+
+// noXenstore is an empty xenstore: the fake xl needs no acknowledgement.
+type noXenstore struct{}
+
+func (noXenstore) Read(context.Context, string) (string, error) {
+	return "", errors.New("xenstore-read: no such path")
+}
+func (noXenstore) Write(context.Context, string, string) error { return nil }
 
 var testSpec = hv.MachineSpec{Name: "a", MemoryMiB: 128, VCPUs: 1, Kernel: "/k/vmlinuz", Initrd: "/k/initrd.gz", Append: "quiet"}
 
@@ -481,6 +508,46 @@ func TestLiveSaveBadStream(t *testing.T) {
 	}
 	if err := m.Resume(ctx); err != nil {
 		t.Fatalf("Resume of a running machine: %v", err)
+	}
+}
+
+// xl failing after it renamed the domain but before its go leaves
+// NAME--migratedaway suspended: the failed Save brings it back with
+// RecoverDomain, renamed and running, with the same ID; it is not destroyed.
+func TestLiveSaveFailedAfterRenameRecovers(t *testing.T) {
+	s := newSim(t)
+	s.failBadly = true
+	h := newTestHypervisor(t, s)
+	ctx := context.Background()
+	m, err := h.Start(ctx, testSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill()
+	id := m.(*Machine).DomID()
+	_, err = m.Save(ctx, io.Discard, hv.SaveOptions{Live: true})
+	if err == nil || !strings.Contains(err.Error(), "failed badly") {
+		t.Fatalf("Save: got %v, want xl's failure", err)
+	}
+	d, ok := s.state(id)
+	if !ok {
+		t.Fatalf("domain %d destroyed after the failed save, want it recovered", id)
+	}
+	if d.name != "a" || d.suspended || d.pauses != 0 {
+		t.Errorf("after the failed Save: %+v, want a, running (renamed back and resumed)", d)
+	}
+	if err := m.Resume(ctx); err != nil {
+		t.Fatalf("Resume of the recovered machine: %v", err)
+	}
+	s.failBadly = false
+	if _, err := m.Save(ctx, io.Discard, hv.SaveOptions{Live: true}); err != nil {
+		t.Fatalf("a second live save of the recovered machine: %v", err)
+	}
+	if err := m.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := s.state(id); d.name != "a" || d.suspended {
+		t.Errorf("after the second save: %+v, want a, running", d)
 	}
 }
 

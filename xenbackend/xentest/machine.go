@@ -62,10 +62,18 @@ type Machine struct {
 }
 
 // Args returns the QEMU command line (after the wrapper) for cfg.
+//
+// Xen switches FPU state eagerly (spec-ctrl=eager-fpu): with its default on
+// this CPU model, lazy switching (CR0.TS and #NM), dom0's processes compute
+// wrong results as soon as a domU runs beside them under QEMU 7.2's TCG
+// (libxc's XZ decoder rejects a kernel whose file is intact, ld.so and
+// busybox segfault, a second domU triple-faults at boot from a corrupted
+// kernel): the guest's and dom0's SSE registers leak into each other.
 func (e Env) Args(cfg BootConfig) []string {
 	xenArgs := append([]string{
 		"console=com1", "com1=115200,8n1", "loglvl=all", "guest_loglvl=all",
 		fmt.Sprintf("dom0_mem=%dM,max:%dM", cfg.Dom0MemMiB, cfg.Dom0MemMiB), "dom0_max_vcpus=1", "noreboot=0",
+		"spec-ctrl=eager-fpu",
 	}, cfg.XenArgs...)
 	dom0Args := append([]string{"console=hvc0", "earlyprintk=xen", "rdinit=/init", "loglevel=4"}, cfg.Dom0Args...)
 	// -initrd takes "FILE ARGS" modules separated by commas; a comma

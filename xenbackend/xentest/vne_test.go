@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,6 +24,10 @@ import (
 // nested TCG) reaches its snapshot point, so that the restored VNE has to
 // finish it.
 const vneBytes = 16_000_000
+
+// vneRestore are the snapshots TestXenVNE restores, each from the store
+// after the VNE went down, to finish its workload.
+var vneRestore = []string{"s1"}
 
 // vneFile is the Xen VNE the dom0 script runs: two PVH domUs on one switch,
 // kernel guests booted from the built-in image's initramfs (built on the
@@ -41,11 +46,13 @@ func vneFile() string {
 	return b.String()
 }
 
-// vneScript drives vnsnap in dom0 as a user would: up, a live snapshot to
-// the memory sink, verify, down (no domain may be left, renamed or not), the
-// cut checked on the frame log, up --restore, and the workload must finish
-// with every byte verified. The consoles' tcpstream lines are copied to the
-// serial console ("a| ..."), which keeps the harness's stall deadline fed.
+// vneScript drives vnsnap in dom0 as a user would: up; while the workload
+// flows, three snapshots (live to the memory sink, live to the disk sink,
+// stop-and-copy), each verified; down (no domain may be left, renamed or
+// not); the cut of each snapshot checked on the frame logs; then, for each
+// snapshot in RESTORE, up --restore, and the workload must finish with every
+// byte verified. The consoles' tcpstream lines are copied to the serial
+// console ("a| ..."), which keeps the harness's stall deadline fed.
 const vneScript = `
 set -u
 cd /root
@@ -53,11 +60,30 @@ XL=/usr/lib/xen-4.17/bin/xl
 ST=/root/st
 STORE=/root/store
 V="vnsnap"
+VMS="a b"
+RUN=0
 # diag: what dom0 looks like when something failed.
 diag() { echo "VNSNAP-T-DIAG"; free; $XL info | grep -E 'free_memory|total_memory'; $XL list; dmesg | tail -n 30; }
+# follow VM: copy VM's tcpstream lines to the serial console, each only when
+# it differs from the one before, so that a workload that stopped moving
+# leaves the console silent and the harness's stall deadline ends the run.
 follow() {
 	touch $ST/$1.console
-	tail -F $ST/$1.console 2>/dev/null | while IFS= read -r l; do case "$l" in *TCPSTREAM*) echo "$1| $l" ;; esac; done &
+	tail -F $ST/$1.console 2>/dev/null | while IFS= read -r l; do
+		case "$l" in *TCPSTREAM*) [ "$l" != "${prev:-}" ] && echo "$1| $l"; prev=$l ;; esac
+	done &
+}
+# alive: fail when vnsnap up or a domain of the VNE is gone or shut down
+# (crashed, powered off: its config preserves it, so xl lists it as such).
+alive() {
+	kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up died"; exit 5; }
+	for d in $VMS; do
+		st=$($XL list | awk -v d=$d '$1 == d {print $5}')
+		case "$st" in
+		"") diag; echo "VNSNAP-XEN-FAIL domain $d is gone"; exit 7 ;;
+		*s*|*c*) diag; echo "VNSNAP-XEN-FAIL domain $d is shut down ($st)"; exit 7 ;;
+		esac
+	done
 }
 up() {
 	$V up --state $ST --store $STORE "$@" /root/xen.yaml > /root/up.log 2>&1 &
@@ -73,40 +99,51 @@ down() {
 	wait $UP
 	echo "VNSNAP-T-UP-EXIT rc=$?"
 	cat /root/up.log
+	echo "VNSNAP-T-LEFT $($XL list | tail -n +2 | awk '{print $1}' | tr '\n' ' ')"
+	# The next run's consoles start empty (xenconsoled appends to a log).
+	RUN=$((RUN + 1))
+	for d in $VMS; do mv $ST/$d.console $ST/$d.console.$RUN; touch $ST/$d.console; done
 }
 # progress VM: the console shows tcpstream received something.
-progress() { grep "TCPSTREAM PROGRESS" $ST/$1.console | grep -qv "rx=0 "; }
+progress() { grep "TCPSTREAM PROGRESS" $ST/$1.console | grep -v "rx=0 " >/dev/null; }
+done_count() { cat $ST/a.console $ST/b.console | grep -c 'TCPSTREAM DONE'; }
+# snap NAME ARGS...: a snapshot, then vnsnap verify.
+snap() {
+	name=$1
+	shift
+	$V snapshot --state $ST --store $STORE "$@" $name
+	rc=$?
+	[ $rc = 0 ] || { diag; cat /root/up.log; }
+	echo "VNSNAP-T-SNAPSHOT name=$name rc=$rc done-before=$(done_count)"
+	$V verify --store $STORE $name
+	echo "VNSNAP-T-VERIFY name=$name rc=$?"
+}
 mkdir -p $ST
-follow a
-follow b
+for d in $VMS; do follow $d; done
 up
 echo VNSNAP-T-UP
 while ! progress a || ! progress b; do
-	kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up died"; exit 5; }
+	alive
 	sleep 2
 done
 echo VNSNAP-T-FLOWING
-$V snapshot --state $ST --store $STORE --sink memory s1
-rc=$?
-[ $rc = 0 ] || { diag; cat /root/up.log; }
-echo "VNSNAP-T-SNAPSHOT rc=$rc done-before=$(cat $ST/a.console $ST/b.console | grep -c 'TCPSTREAM DONE')"
-$V verify --store $STORE s1
-echo "VNSNAP-T-VERIFY rc=$?"
+snap s1 --sink memory
+snap s2 --sink disk
+snap s3 --algo stop-copy
 $V ls --store $STORE
-sleep 4
-echo "VNSNAP-T-STILL-FLOWING $(grep 'TCPSTREAM PROGRESS' $ST/a.console | tail -n 1)"
+alive
 down
-echo "VNSNAP-T-LEFT $($XL list | tail -n +2 | awk '{print $1}' | tr '\n' ' ')"
-/usr/bin/framecheck 1 2 $ST/run/*.framelog
-up --restore s1
-echo VNSNAP-T-RESTORED
-while [ "$(cat $ST/a.console $ST/b.console | grep -c 'TCPSTREAM DONE')" -lt 2 ]; do
-	kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up died after the restore"; exit 6; }
-	sleep 2
+for e in 1 2 3; do /usr/bin/framecheck $e 2 $ST/run/*.framelog; done
+for s in $RESTORE; do
+	up --restore $s
+	echo "VNSNAP-T-RESTORED name=$s"
+	while [ "$(done_count)" -lt 2 ]; do
+		alive
+		sleep 2
+	done
+	echo "VNSNAP-T-WORKLOAD name=$s $(cat $ST/a.console $ST/b.console | grep 'TCPSTREAM DONE' | tr '\n' ' ')"
+	down
 done
-echo "VNSNAP-T-WORKLOAD $(cat $ST/a.console $ST/b.console | grep 'TCPSTREAM DONE' | tr '\n' ' ')"
-down
-echo "VNSNAP-T-LEFT $($XL list | tail -n +2 | awk '{print $1}' | tr '\n' ' ')"
 `
 
 // TestXenVNE is the Xen backend's acceptance test on real Xen: a static
@@ -139,7 +176,8 @@ func TestXenVNE(t *testing.T) {
 		}
 		files = append(files, File{Path: "/usr/bin/" + p.name, Src: bin})
 	}
-	m := Start(t, env, Dom0Config{Script: vneScript, Files: files, Modules: []string{"xen-netback"}}, BootConfig{})
+	script := fmt.Sprintf("RESTORE=%q\n", strings.Join(vneRestore, " ")) + vneScript
+	m := Start(t, env, Dom0Config{Script: script, Files: files, Modules: []string{"xen-netback"}}, BootConfig{CPUs: 1})
 	wait := func(marker string) string {
 		t.Helper()
 		line, err := m.Wait(ctx, marker)
@@ -160,41 +198,52 @@ func TestXenVNE(t *testing.T) {
 	wait(MarkerReady)
 	wait("VNSNAP-T-UP")
 	wait("VNSNAP-T-FLOWING")
-	snap := wait("VNSNAP-T-SNAPSHOT")
-	if num(snap, "rc") != 0 {
-		t.Fatalf("vnsnap snapshot failed: %s", snap)
-	}
-	if num(snap, "done-before") != 0 {
-		t.Fatalf("%s: the workload finished before the snapshot, so the restore proves nothing (raise vneBytes)", snap)
-	}
-	if v := wait("VNSNAP-T-VERIFY"); num(v, "rc") != 0 {
-		t.Errorf("vnsnap verify s1: %s", v)
-	}
-	t.Logf("after the snapshot: %s", wait("VNSNAP-T-STILL-FLOWING"))
-	if u := wait("VNSNAP-T-UP-EXIT"); num(u, "rc") != 0 {
-		t.Errorf("vnsnap up (first run): %s", u)
-	}
-	if left := strings.TrimSpace(strings.TrimPrefix(wait("VNSNAP-T-LEFT"), "VNSNAP-T-LEFT")); left != "Domain-0" {
-		t.Errorf("after vnsnap down: domains %q left, want only Domain-0 (nothing paused or --migratedaway)", left)
-	}
-	c := wait("VNSNAP-T-CUT")
-	t.Logf("cut: %s", c)
-	if num(c, "orphans") != 0 || num(c, "missing") != 0 || num(c, "sent") == 0 {
-		t.Errorf("frame log: %s; want frames sent, no orphan, no missing cut", c)
-	}
-	wait("VNSNAP-T-RESTORED")
-	w := wait("VNSNAP-T-WORKLOAD")
-	t.Logf("workload: %s", w)
-	for _, d := range regexp.MustCompile(`TCPSTREAM DONE ok=(\d+) fail=(\d+)`).FindAllStringSubmatch(w, -1) {
-		if d[1] == "0" || d[2] != "0" {
-			t.Errorf("restored VNE's workload: %q, want streams ok and none failed", d[0])
+	for _, name := range []string{"s1", "s2", "s3"} {
+		snap := wait("VNSNAP-T-SNAPSHOT")
+		t.Logf("%s", snap)
+		if !strings.Contains(snap, "name="+name+" ") || num(snap, "rc") != 0 {
+			t.Fatalf("vnsnap snapshot %s failed: %s", name, snap)
+		}
+		if slices.Contains(vneRestore, name) && num(snap, "done-before") != 0 {
+			t.Fatalf("%s: the workload finished before the snapshot, so its restore proves nothing (raise vneBytes)", snap)
+		}
+		if v := wait("VNSNAP-T-VERIFY"); num(v, "rc") != 0 {
+			t.Errorf("vnsnap verify %s: %s", name, v)
 		}
 	}
-	if u := wait("VNSNAP-T-UP-EXIT"); num(u, "rc") != 0 {
-		t.Errorf("vnsnap up --restore: %s", u)
+	left := func(what string) {
+		t.Helper()
+		if u := wait("VNSNAP-T-UP-EXIT"); num(u, "rc") != 0 {
+			t.Errorf("vnsnap up (%s): %s", what, u)
+		}
+		if l := strings.TrimSpace(strings.TrimPrefix(wait("VNSNAP-T-LEFT"), "VNSNAP-T-LEFT")); l != "Domain-0" {
+			t.Errorf("after vnsnap down (%s): domains %q left, want only Domain-0 (nothing paused or --migratedaway)", what, l)
+		}
 	}
-	if left := strings.TrimSpace(strings.TrimPrefix(wait("VNSNAP-T-LEFT"), "VNSNAP-T-LEFT")); left != "Domain-0" {
-		t.Errorf("after the last vnsnap down: domains %q left, want only Domain-0", left)
+	left("first run")
+	for e := 1; e <= 3; e++ {
+		c := wait("VNSNAP-T-CUT")
+		t.Logf("cut: %s", c)
+		if num(c, "epoch") != e || num(c, "orphans") != 0 || num(c, "missing") != 0 || num(c, "sent") == 0 {
+			t.Errorf("frame log: %s; want epoch %d, frames sent, no orphan (no post-snapshot frame delivered to a pre-snapshot VM), no missing cut", c, e)
+		}
+	}
+	for _, name := range vneRestore {
+		if r := wait("VNSNAP-T-RESTORED"); !strings.Contains(r, "name="+name) {
+			t.Fatalf("%s, want the restore of %s", r, name)
+		}
+		w := wait("VNSNAP-T-WORKLOAD")
+		t.Logf("workload: %s", w)
+		done := regexp.MustCompile(`TCPSTREAM DONE ok=(\d+) fail=(\d+)`).FindAllStringSubmatch(w, -1)
+		if len(done) != 2 {
+			t.Errorf("restored %s: %d tcpstream DONE lines, want 2", name, len(done))
+		}
+		for _, d := range done {
+			if d[1] == "0" || d[2] != "0" {
+				t.Errorf("restored %s's workload: %q, want streams ok and none failed", name, d[0])
+			}
+		}
+		left("restored " + name)
 	}
 	if got, want := wait(MarkerDone), MarkerDone+" rc=0"; got != want {
 		t.Errorf("dom0 script: got %q, want %q", got, want)

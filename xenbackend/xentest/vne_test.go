@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,13 +19,20 @@ import (
 )
 
 // vneBytes is what each domU's tcpstream sends its peer: enough that the
-// transfer is still going when the live snapshot (two 128 MiB domains under
-// nested TCG) reaches its snapshot point, so that the restored VNE has to
-// finish it.
-const vneBytes = 16_000_000
+// transfer is still going when the live snapshot s1 (two 128 MiB domains
+// under nested TCG) reaches its snapshot point, so that the VNE restored
+// from s1 has to finish it. Measured here: a snapshot command takes 2-3
+// minutes (about half of it writing the images to the store in dom0, while
+// the workload runs on), and 16 MB was over before s1's command returned.
+const vneBytes = 40_000_000
 
 // vneRestore are the snapshots TestXenVNE restores, each from the store
-// after the VNE went down, to finish its workload.
+// after the VNE went down, to finish its workload: s1, taken live through
+// the receiver to the memory sink. Its restore proves that s1's snapshot
+// point came before the end of the workload: a restored tcpstream prints
+// DONE only if it had not yet done so at its snapshot point (otherwise the
+// restored consoles stay silent, and the harness's stall deadline fails the
+// test).
 var vneRestore = []string{"s1"}
 
 // vneFile is the Xen VNE the dom0 script runs: two PVH domUs on one switch,
@@ -47,8 +53,8 @@ func vneFile() string {
 }
 
 // vneScript drives vnsnap in dom0 as a user would: up; while the workload
-// flows, three snapshots (live to the memory sink, live to the disk sink,
-// stop-and-copy), each verified; down (no domain may be left, renamed or
+// flows, three snapshots (s1 live to the memory sink, s2 live to the disk
+// sink, s3 stop-and-copy), each verified; down (no domain may be left, renamed or
 // not); the cut of each snapshot checked on the frame logs; then, for each
 // snapshot in RESTORE, up --restore, and the workload must finish with every
 // byte verified. The consoles' tcpstream lines are copied to the serial
@@ -203,9 +209,6 @@ func TestXenVNE(t *testing.T) {
 		t.Logf("%s", snap)
 		if !strings.Contains(snap, "name="+name+" ") || num(snap, "rc") != 0 {
 			t.Fatalf("vnsnap snapshot %s failed: %s", name, snap)
-		}
-		if slices.Contains(vneRestore, name) && num(snap, "done-before") != 0 {
-			t.Fatalf("%s: the workload finished before the snapshot, so its restore proves nothing (raise vneBytes)", snap)
 		}
 		if v := wait("VNSNAP-T-VERIFY"); num(v, "rc") != 0 {
 			t.Errorf("vnsnap verify %s: %s", name, v)

@@ -25,4 +25,11 @@
 // TestXenVNE boots one CPU (BootConfig.CPUs): with two, one of its two domUs
 // triple-faulted mid-workload in the run we made, which one CPU has not
 // shown; a test of one domU keeps two.
+//
+// # Work in progress
+//
+// TestXenVNE (two domUs running tcpstream on the switch in dom0; live
+// snapshots to the memory and disk sinks and a stop-and-copy one, each cut
+// checked by testdata/framecheck; a restore from the store that must finish
+// the workload) builds only with -tags xen_wip until it has passed here.
 package xentest

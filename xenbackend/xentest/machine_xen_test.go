@@ -1,9 +1,3 @@
-//go:build xen_wip
-
-// Work in progress (issue 8): these real-Xen tests have not passed yet (see
-// the package doc, "Work in progress"); they build only with -tags xen_wip, so CI does not run
-// them. Run: CI=1 go test -tags xen_wip ./xenbackend/xentest -run 'TestXenMachine|TestXenVNE' -v -timeout 60m
-
 package xentest
 
 import (

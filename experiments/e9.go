@@ -111,17 +111,18 @@ func (c *e9Config) Plan(seeds []uint64) ([]Job, error) {
 
 func (c *e9Config) Tables(jobs []Job, outs []Outcome) Tables {
 	t := results.NewTable(results.Str("side"), results.Str("point"), results.Str("case"), results.Int("seed"), results.Str("vm"),
-		results.Float("pause_ms", 2), results.Float("duration_ms", 2), results.Float("copied_mib", 2), results.Float("window_ms", 2))
+		results.Float("pause_ms", 2), results.Float("duration_ms", 2), results.Float("copied_mib", 2), results.Float("window_ms", 2),
+		results.Float("stall_ms", 2))
 	for i, j := range jobs {
 		r := outs[i].Res
 		for _, v := range r.VMs {
 			t.Add("sim", j.Labels[0], j.Labels[1], j.Seed, fmt.Sprintf("v%d", v.VM+1),
-				v.DowntimeMS, v.DurationMS, float64(v.BytesCopied)/mib, r.WindowMS)
+				v.DowntimeMS, v.DurationMS, float64(v.BytesCopied)/mib, r.WindowMS, v.DowntimeMS+v.StalledMS)
 		}
 	}
 	if c.load() == nil {
 		for _, r := range c.rows {
-			t.Add("real", r.Point, r.Algorithm+"/"+r.Sink, r.Repeat, r.VM, r.PauseMs, r.DurationMs, float64(r.BytesCopied)/mib, r.WindowMs)
+			t.Add("real", r.Point, r.Algorithm+"/"+r.Sink, r.Repeat, r.VM, r.PauseMs, r.DurationMs, float64(r.BytesCopied)/mib, r.WindowMs, r.StallMs)
 		}
 	}
 	return Tables{"": t}
@@ -137,6 +138,10 @@ var e9Metrics = []struct {
 	{"duration_ms", "e9-duration", "per-VM duration", "ms", 0.15},
 	{"copied_mib", "e9-bytes", "bytes copied", "MiB", 0.10},
 	{"window_ms", "e9-window", "window", "ms", 0},
+	// The application stall: QEMU's is the guest's heartbeat gap across
+	// the snapshot less one interval; the simulator's the VM's pause plus
+	// its copy-on-write stalls.
+	{"stall_ms", "e9-stall", "application stall", "ms", 0},
 }
 
 // e9Pairs rebuilds the grid's pairs from the table.
@@ -196,7 +201,7 @@ func analyzeE9(ts Tables) (Analysis, error) {
 		})
 	}
 	a.Summary = e9Summary(pairs)
-	for _, m := range []string{"pause_ms", "window_ms"} {
+	for _, m := range []string{"pause_ms", "window_ms", "stall_ms"} {
 		real, pred, agree := realrun.Ordering(pairs, m)
 		pts := make([]string, 0, len(real))
 		for p := range real {

@@ -182,6 +182,10 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 	caps := []map[string]any{
 		{"capability": "events", "state": true},
 		{"capability": "pause-before-switchover", "state": opts.Method == Precopy},
+		// QEMU's own auto-converge (off by default in QEMU): without it a
+		// guest that dirties faster than the copy never reaches the
+		// switchover. The simulator's QEMU model assumes it on.
+		{"capability": "auto-converge", "state": opts.Method == Precopy},
 		{"capability": "background-snapshot", "state": opts.Method == Background},
 		{"capability": "mapped-ram", "state": opts.MappedRAM},
 		{"capability": "multifd", "state": opts.MappedRAM},

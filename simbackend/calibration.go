@@ -9,6 +9,8 @@ import (
 	"os"
 	"sort"
 	"time"
+
+	"github.com/vnsnap/vnsnap/core"
 )
 
 // Calibration holds what the model of a VM's copy takes from measurements
@@ -20,7 +22,11 @@ import (
 // the vCPUs), ColourFlip (SetColour on the VM's switch), DiskFreeze
 // (FreezeDisk), QMPRoundTrip (the command that lets the final copy run:
 // QEMU's migrate-continue), the last dirty pages plus DeviceState and
-// VCPUState at the sink's bandwidth, then Cont (ResumeVM). Copy-on-write
+// VCPUState at the sink's bandwidth, the switchover of the sink
+// (SwitchoverMemory, SwitchoverDisk: what the hypervisor and the sink take,
+// after the last byte, to complete the save: QEMU's end of stream, its
+// multifd channels' sync, the store's flush), then Cont (ResumeVM). A
+// stop-and-copy's one pass ends with the same switchover. Copy-on-write
 // stalls the writing VM, at each first write to a protected page, for that
 // page's copy at the sink's bandwidth plus COWFault.
 //
@@ -37,8 +43,11 @@ type Calibration struct {
 	ColourFlip   Duration `json:"colour_flip"`    // the switch's colour change of one port
 	DiskFreeze   Duration `json:"disk_freeze"`    // a disk snapshot (QEMU: blockdev-snapshot-sync)
 	COWFault     Duration `json:"cow_fault"`      // a write fault on a protected page, besides its copy
-	DeviceState  int64    `json:"device_state_bytes"`
-	VCPUState    int64    `json:"vcpu_state_bytes"`
+	// SwitchoverMemory and SwitchoverDisk are the switchover per sink.
+	SwitchoverMemory Duration `json:"switchover_memory"`
+	SwitchoverDisk   Duration `json:"switchover_disk"`
+	DeviceState      int64    `json:"device_state_bytes"`
+	VCPUState        int64    `json:"vcpu_state_bytes"`
 }
 
 // DefaultCalibration returns placeholder numbers (see Calibration).
@@ -56,6 +65,14 @@ func DefaultCalibration() Calibration {
 	}
 }
 
+// switchover is the sink's switchover (see Calibration).
+func (c *Calibration) switchover(s core.Sink) Duration {
+	if s == core.MemorySink {
+		return c.SwitchoverMemory
+	}
+	return c.SwitchoverDisk
+}
+
 // pausedState is the bytes copied while a VM is paused besides its pages.
 func (c *Calibration) pausedState() int64 { return c.DeviceState + c.VCPUState }
 
@@ -67,6 +84,7 @@ func (c *Calibration) Validate() error {
 	}{
 		{"stop", c.Stop}, {"cont", c.Cont}, {"qmp_round_trip", c.QMPRoundTrip},
 		{"colour_flip", c.ColourFlip}, {"disk_freeze", c.DiskFreeze}, {"cow_fault", c.COWFault},
+		{"switchover_memory", c.SwitchoverMemory}, {"switchover_disk", c.SwitchoverDisk},
 	} {
 		if err := checkDuration(d.name, Time(d.v)); err != nil {
 			return err
@@ -121,6 +139,7 @@ func ParseCalibration(data []byte) (Calibration, error) {
 		"source": &c.Source, "stop": &c.Stop, "cont": &c.Cont, "qmp_round_trip": &c.QMPRoundTrip,
 		"colour_flip": &c.ColourFlip, "disk_freeze": &c.DiskFreeze, "cow_fault": &c.COWFault,
 		"device_state_bytes": &c.DeviceState, "vcpu_state_bytes": &c.VCPUState,
+		"switchover_memory": &c.SwitchoverMemory, "switchover_disk": &c.SwitchoverDisk,
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {

@@ -35,8 +35,15 @@ type Config struct {
 	// DirtyRate times a factor drawn uniformly from [1-s, 1+s] by the seed.
 	DirtySpread float64
 	HotBytes    int64 // hot working set per VM; 0 means MemBytes/8
-	Algorithm   core.Algorithm
-	Sink        core.Sink
+	// PopulatedBytes is the guest's non-zero memory per VM before its
+	// working set is written (a booted guest's kernel, initramfs and page
+	// cache); the rest are zero pages, which a copy of the whole VM does
+	// not send (QEMU and Xen send a flag for each). With a dirty rate the
+	// working set is written too, at random over populated and zero pages.
+	// 0 means every page is populated.
+	PopulatedBytes int64
+	Algorithm      core.Algorithm
+	Sink           core.Sink
 	// Mode says who runs pre-copy's loop. core.Observed (the default, as
 	// on the real backends): a modelled hypervisor (Hypervisor) iterates
 	// on its own and reports its passes. core.Driven: the core orders
@@ -235,6 +242,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("mem: %d bytes, want a positive multiple of %d up to %d (1PiB)", c.MemBytes, core.PageSize, int64(MaxMemBytes))
 	case c.HotBytes < 0 || c.HotBytes > c.MemBytes:
 		return fmt.Errorf("hot: %d bytes, want 0..mem", c.HotBytes)
+	case c.PopulatedBytes < 0 || c.PopulatedBytes > c.MemBytes:
+		return fmt.Errorf("populated: %d bytes, want 0..mem", c.PopulatedBytes)
 	case c.Snapshots < 0 || c.Snapshots > MaxSnaps:
 		return fmt.Errorf("snapshots: %d, want 0..%d", c.Snapshots, MaxSnaps)
 	case c.Restore && c.Snapshots == 0:

@@ -61,8 +61,14 @@ func (cw *cowCopy) copyStep() {
 	m := cw.vm.Mem
 	hi := min(cw.next+cw.step, m.Units())
 	pages := min((hi-cw.next)*m.UnitPages, m.Pages-cw.next*m.UnitPages)
+	// Zero pages cost nothing: each step sends its share of the
+	// populated pages.
+	bytes := pages * core.PageSize
+	if m.Full < m.Pages {
+		bytes = int64(float64(bytes) * float64(m.Full) / float64(m.Pages))
+	}
 	d := cw.d
-	d.copies[cw.id] = cw.res.Start(pages*core.PageSize, func() {
+	d.copies[cw.id] = cw.res.Start(bytes, func() {
 		if d.cgen[cw.id] != cw.gen {
 			return
 		}
@@ -102,5 +108,5 @@ func (cw *cowCopy) stepDone(hi int64) {
 	delete(d.cows, cw.id)
 	d.faults[cw.id] = cw.faults
 	d.complete(cw.id, cw.ref)
-	d.step(core.FinalCopied{VM: cw.id, Sent: m.Pages})
+	d.step(core.FinalCopied{VM: cw.id, Sent: m.Full})
 }

@@ -132,7 +132,7 @@ func (d *driver) exec(c core.Command) {
 		pages, units := vm.Mem.SyncUnits(now, nil)
 		im := d.image(c.VM, c.All)
 		if c.All {
-			pages = vm.Mem.Pages
+			pages = vm.Mem.Full
 			im.recordAll()
 		} else {
 			im.record(units)
@@ -184,7 +184,7 @@ func (d *driver) exec(c core.Command) {
 	case core.ThrottleVM:
 		w.VMs[c.VM].SetThrottle(c.Percent)
 	case core.FlushImage:
-		d.copies[c.VM] = w.Hosts[w.VMs[c.VM].Host].Disk.Start(w.VMs[c.VM].Mem.Pages*core.PageSize+cal.pausedState(), func() {
+		d.copies[c.VM] = w.Hosts[w.VMs[c.VM].Host].Disk.Start(w.VMs[c.VM].Mem.Full*core.PageSize+cal.pausedState(), func() {
 			delete(d.copies, c.VM)
 			d.step(core.ImageFlushed{VM: c.VM})
 		})
@@ -230,7 +230,7 @@ func (d *driver) copyFinal(c core.CopyFinal) {
 	pages, units := vm.Mem.SyncUnits(w.Eng.Now(), nil)
 	im := d.image(c.VM, c.All)
 	if c.All {
-		pages = vm.Mem.Pages
+		pages = vm.Mem.Full
 		im.recordAll()
 	} else {
 		im.record(units)
@@ -238,7 +238,10 @@ func (d *driver) copyFinal(c core.CopyFinal) {
 	d.copies[c.VM] = d.sinkResource(c.VM, c.Sink).Start(pages*core.PageSize+w.Cfg.Calibration.pausedState(), func() {
 		delete(d.copies, c.VM)
 		d.complete(c.VM, vm.Mem.Versions())
-		d.step(core.FinalCopied{VM: c.VM, Sent: pages})
+		// The hypervisor's switchover after the last byte (it ends the
+		// stream and flushes the sink) before the copy is complete.
+		sw := w.Eng.Now() + Time(w.Cfg.Calibration.switchover(c.Sink))
+		d.later(sw, c.VM, func() { d.step(core.FinalCopied{VM: c.VM, Sent: pages}) })
 	})
 }
 

@@ -31,6 +31,7 @@ type liveLoop struct {
 	pending   int64   // dirty pages found at the last sync, not sent live
 	pendUnits []int32 // their units
 	stopAfter bool    // Xen: the pass in progress is the last live one
+	finalSent int64   // pages the save sent in all, once the last is out
 	paused    bool
 
 	// auto-converge
@@ -45,6 +46,7 @@ const (
 	lpEvPause Kind = iota + 1
 	lpEvTick
 	lpEvFinal
+	lpEvDone
 )
 
 func (d *driver) startLive(id core.VMID, sink core.Sink) {
@@ -65,7 +67,7 @@ func (d *driver) startLive(id core.VMID, sink core.Sink) {
 	}
 	l.img = d.image(id, true)
 	l.img.recordAll()
-	l.startPass(l.vm.Mem.Pages)
+	l.startPass(l.vm.Mem.Full)
 }
 
 // startPass sends pages (whose units the caller has recorded in the image:
@@ -242,11 +244,15 @@ func (l *liveLoop) Handle(kind Kind, g int64) {
 				return
 			}
 			l.xfer = nil
-			l.unthrottle()
-			delete(l.d.loops, l.id)
 			l.d.complete(l.id, l.vm.Mem.Versions())
-			l.d.step(core.FinalCopied{VM: l.id, Sent: total})
+			// The switchover after the last byte (see copyFinal).
+			w.Eng.After(Time(w.Cfg.Calibration.switchover(l.sink)), l, lpEvDone, l.gen)
 		})
+		l.finalSent = total
+	case lpEvDone:
+		l.unthrottle()
+		delete(l.d.loops, l.id)
+		l.d.step(core.FinalCopied{VM: l.id, Sent: l.finalSent})
 	}
 }
 

@@ -25,7 +25,11 @@ import (
 // against memory page for page. Versions are kept per unit of UnitPages
 // pages: one page up to MaxUnits pages, a run of pages beyond.
 type Memory struct {
-	Pages    int64
+	Pages int64
+	// Full is the pages a copy of the whole memory sends: the guest's
+	// non-zero pages (a hypervisor sends a zero page as a flag, not a
+	// page). Pages unless the config gives a populated size.
+	Full     int64
 	HotPages int64
 	HotFrac  float64
 	rate     float64 // page writes per second at full speed
@@ -59,7 +63,7 @@ func NewMemory(pages, hot int64, hotFrac float64) *Memory {
 	if hot <= 0 {
 		hot = 1
 	}
-	m := &Memory{Pages: pages, HotPages: hot, HotFrac: hotFrac, speed: 1}
+	m := &Memory{Pages: pages, Full: pages, HotPages: hot, HotFrac: hotFrac, speed: 1}
 	m.UnitPages = max(1, (pages+MaxUnits-1)/MaxUnits)
 	m.units = (pages + m.UnitPages - 1) / m.UnitPages
 	m.hotUnits = min(max(1, (hot+m.UnitPages/2)/m.UnitPages), m.units)

@@ -58,6 +58,7 @@ func build(cfg Config, eng *Engine) (*World, error) {
 	vrng := eng.Rand()
 	for i := 0; i < cfg.VMs; i++ {
 		m := NewMemory(pages, hot, cfg.HotFrac)
+		m.Full = fullPages(&cfg, pages, hot)
 		m.Reseed(cfg.Seed ^ uint64(i+1)*0x9e3779b97f4a7c15)
 		f := 1 + cfg.DirtySpread*(2*vrng.Float64()-1)
 		m.SetRate(eng.Now(), cfg.DirtyRate*f/core.PageSize)
@@ -191,4 +192,19 @@ func (w *World) capture(vm core.VMID) image {
 		im.app = a.Capture()
 	}
 	return im
+}
+
+// fullPages is what a copy of a whole VM sends (Config.PopulatedBytes):
+// every page, or the populated ones and the working set the guest writes,
+// the working set falling on populated and zero pages alike.
+func fullPages(cfg *Config, pages, hot int64) int64 {
+	if cfg.PopulatedBytes == 0 {
+		return pages
+	}
+	pop := cfg.PopulatedBytes / core.PageSize
+	ws := int64(0)
+	if cfg.DirtyRate > 0 {
+		ws = hot
+	}
+	return min(pages, ws+int64(float64(pop)*float64(pages-ws)/float64(pages)))
 }

@@ -41,6 +41,7 @@ type File struct {
 	Full    bool    `json:"full"`        // the long run (calibrate --full)
 	Sim     Costs   `json:"sim"`         // the simulator's calibration
 	BW      BW      `json:"bandwidth"`   // copy bandwidth per sink
+	Guest   Guest   `json:"guest"`       // the built-in guests' memory
 	Dirty   []Dirty `json:"dirty_rates"` // the dirtier's rates as QEMU measured them
 	Runs    []Run   `json:"runs"`        // the snapshots the numbers come from
 	Notes   string  `json:"notes,omitempty"`
@@ -66,7 +67,16 @@ type BW struct {
 // Dirty is one dirtier setting and the rate QEMU's calc-dirty-rate measured.
 type Dirty struct {
 	SetMiBps      float64 `json:"set_mibps"`      // the guest program's -rate
-	MeasuredMiBps float64 `json:"measured_mibps"` // calc-dirty-rate (dirty-bitmap)
+	MeasuredMiBps float64 `json:"measured_mibps"` // calc-dirty-rate (page-sampling)
+	GuestMiBps    float64 `json:"guest_mibps"`    // the dirtier's own rate (its sweeps)
+}
+
+// Guest describes the built-in guests' memory as the copies found it.
+type Guest struct {
+	// PopulatedBytes is the idle guest's non-zero memory: the RAM its
+	// stop-and-copy snapshots sent (QEMU sends a flag for a zero page).
+	// The simulator's Config.PopulatedBytes; 0: not measured.
+	PopulatedBytes int64 `json:"populated_bytes"`
 }
 
 // Run summarises one measured snapshot of one VM.
@@ -145,6 +155,7 @@ func (c *File) Validate() error {
 	}{
 		{"sim.stop", c.Sim.Stop}, {"sim.cont", c.Sim.Cont}, {"sim.qmp_round_trip", c.Sim.QMPRoundTrip},
 		{"sim.colour_flip", c.Sim.ColourFlip}, {"sim.disk_freeze", c.Sim.DiskFreeze}, {"sim.cow_fault", c.Sim.COWFault},
+		{"sim.switchover_memory", c.Sim.SwitchoverMemory}, {"sim.switchover_disk", c.Sim.SwitchoverDisk},
 	} {
 		if d.v < 0 || d.v > maxCost {
 			return fmt.Errorf("%s: %v, want 0..1h", d.name, time.Duration(d.v))
@@ -153,7 +164,7 @@ func (c *File) Validate() error {
 	for _, b := range []struct {
 		name string
 		v    int64
-	}{{"sim.device_state_bytes", c.Sim.DeviceState}, {"sim.vcpu_state_bytes", c.Sim.VCPUState}} {
+	}{{"sim.device_state_bytes", c.Sim.DeviceState}, {"sim.vcpu_state_bytes", c.Sim.VCPUState}, {"guest.populated_bytes", c.Guest.PopulatedBytes}} {
 		if b.v < 0 || b.v > 1<<40 {
 			return fmt.Errorf("%s: %d, want 0..1TiB", b.name, b.v)
 		}
@@ -170,7 +181,7 @@ func (c *File) Validate() error {
 		return fmt.Errorf("machine.cores: %d, want >= 1", c.Machine.Cores)
 	}
 	for i, d := range c.Dirty {
-		if d.SetMiBps < 0 || d.MeasuredMiBps < 0 || math.IsNaN(d.MeasuredMiBps) {
+		if d.SetMiBps < 0 || d.MeasuredMiBps < 0 || math.IsNaN(d.MeasuredMiBps) || d.GuestMiBps < 0 || math.IsNaN(d.GuestMiBps) {
 			return fmt.Errorf("dirty_rates[%d]: negative or NaN rate", i)
 		}
 	}

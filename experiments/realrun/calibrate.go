@@ -65,6 +65,7 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 	if o.Warmup == 0 {
 		o.Warmup = 2 * time.Second
 	}
+	def := defaultCosts()
 	// Fixed costs, on one running idle VM.
 	p0 := Point{VMs: 1, MemMiB: plan.MemMiB, Guest: "idle"}
 	env, done, err := boot(ctx, p0, &o)
@@ -110,15 +111,25 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 			return nil, rows, err
 		}
 		if len(rs) > 0 {
-			var m []float64
+			var m, g []float64
 			for _, x := range rs[:p.VMs] {
-				m = append(m, x.Measured)
+				m, g = append(m, x.Measured), append(g, x.GuestRate)
 			}
-			f.Dirty = append(f.Dirty, calib.Dirty{SetMiBps: r, MeasuredMiBps: medianF(m)})
+			f.Dirty = append(f.Dirty, calib.Dirty{SetMiBps: r, MeasuredMiBps: medianF(m), GuestMiBps: medianF(g)})
 		}
 	}
+	// The switchover per sink: an idle guest's pre-copy pause less the
+	// fixed steps around it (its last pass has next to nothing to send).
+	fixed := median(stop) + median(cont) + median(rtt) + time.Duration(def.ColourFlip) + time.Duration(def.DiskFreeze)
+	sw := map[string][]float64{}
+	for _, r := range rows {
+		if r.Guest == "idle" && r.Algorithm == "vnsnap" {
+			sw[r.Sink] = append(sw[r.Sink], max(0, r.PauseMs/1000-fixed.Seconds()))
+		}
+	}
+	swOf := func(sink string) time.Duration { return time.Duration(medianF(sw[sink]) * float64(time.Second)) }
 	bw := map[string][]float64{}
-	var dev []float64
+	var dev, pop []float64
 	for _, r := range rows {
 		f.Runs = append(f.Runs, calib.Run{
 			Guest: guestLabel(r), Algorithm: r.Algorithm, Sink: r.Sink, PauseMs: r.PauseMs, OutsideMs: r.OutsideMs,
@@ -128,18 +139,26 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		if r.Algorithm != "stop-copy" || r.DurationMs <= 0 {
 			continue
 		}
-		bw[r.Sink] = append(bw[r.Sink], float64(r.StreamBytes)/(r.DurationMs/1000))
+		if r.Guest == "idle" {
+			pop = append(pop, float64(r.MemoryCopied))
+		}
+		// The RAM QEMU sent (a memory sink's mapped-ram file is as large
+		// as the guest, holes and all) over the copy less its switchover.
+		if d := r.DurationMs/1000 - swOf(r.Sink).Seconds(); d > 0 {
+			bw[r.Sink] = append(bw[r.Sink], float64(r.MemoryCopied)/d)
+		}
 		if d := r.StreamBytes - r.MemoryCopied; d > 0 {
 			dev = append(dev, float64(d))
 		}
 	}
 	f.BW = calib.BW{Memory: medianF(bw["memory"]), Disk: medianF(bw["disk"])}
-	def := defaultCosts()
+	f.Guest.PopulatedBytes = int64(medianF(pop))
 	f.Sim = calib.Costs{
 		Source: fmt.Sprintf("vnsnap calibrate %s: %s (%d cores), QEMU %s (tcg)", f.Date, f.Machine.CPU, f.Machine.Cores, f.QEMU),
 		Stop:   calib.Duration(median(stop)), Cont: calib.Duration(median(cont)), QMPRoundTrip: calib.Duration(median(rtt)),
 		ColourFlip: def.ColourFlip, DiskFreeze: def.DiskFreeze, COWFault: def.COWFault,
 		DeviceState: int64(medianF(dev)), VCPUState: 0,
+		SwitchoverMemory: calib.Duration(swOf("memory")), SwitchoverDisk: calib.Duration(swOf("disk")),
 	}
 	devNote := "device_state_bytes is the stop-and-copy stream less QEMU's RAM bytes (it includes the vCPU state, so vcpu_state_bytes is 0); "
 	if len(dev) == 0 {
@@ -148,7 +167,10 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 	}
 	f.Notes = devNote +
 		"colour_flip, disk_freeze and cow_fault are not measured (built-in guests have no disk; the flip and the fault are far below a monitor round trip) and keep the simulator's defaults; " +
-		"bandwidth is the stop-and-copy stream bytes over the core's copy duration, median over VMs and guests"
+		"switchover_memory and switchover_disk are the idle guest's pre-copy pause less stop, cont, a monitor round trip, the colour flip and the disk freeze (median per sink); " +
+		"bandwidth is the RAM QEMU sent in a stop-and-copy over the core's copy duration less the sink's switchover, median over VMs and guests; " +
+		"guest.populated_bytes is the RAM an idle guest's stop-and-copy sent (the rest are zero pages); " +
+		"dirty_rates' guest_mibps is the dirtiers' own rate (working set over the time between two sweep lines), measured_mibps calc-dirty-rate's"
 	return f, rows, nil
 }
 

@@ -100,7 +100,7 @@ func (g Grid) Run(ctx context.Context, o Options) ([]Row, error) {
 
 var columns = []results.Column{
 	results.Str("point"), results.Int("vms"), results.Int("mem_mib"), results.Str("guest"),
-	results.Float("rate_mibps", 1), results.Int("ws_mib"), results.Float("dirty_mibps", 1),
+	results.Float("rate_mibps", 1), results.Int("ws_mib"), results.Float("dirty_mibps", 1), results.Float("guest_mibps", 1),
 	results.Str("algorithm"), results.Str("sink"), results.Int("repeat"), results.Str("vm"),
 	results.Float("pause_ms", 2), results.Float("outside_ms", 2), results.Float("qemu_pause_ms", 2),
 	results.Float("duration_ms", 2), results.Int("bytes_copied"), results.Int("stream_bytes"),
@@ -112,7 +112,7 @@ var columns = []results.Column{
 func Table(rows []Row) *results.Table {
 	t := results.NewTable(columns...)
 	for _, r := range rows {
-		t.Add(r.Point, r.VMs, r.MemMiB, r.Guest, r.Rate, r.WSMiB, r.Measured, r.Algorithm, r.Sink, r.Repeat, r.VM,
+		t.Add(r.Point, r.VMs, r.MemMiB, r.Guest, r.Rate, r.WSMiB, r.Measured, r.GuestRate, r.Algorithm, r.Sink, r.Repeat, r.VM,
 			r.PauseMs, r.OutsideMs, r.QEMUPauseMs, r.DurationMs, r.BytesCopied, r.StreamBytes, r.MemoryCopied,
 			r.Passes, r.WindowMs, r.SnapshotMs, r.StallMs)
 	}
@@ -162,7 +162,7 @@ func ReadBytes(b []byte) (RunConfig, []Row, error) {
 
 func fromTable(path string, m results.Meta, t *results.Table) (RunConfig, []Row, error) {
 	for _, c := range columns {
-		if !t.Has(c.Name) {
+		if !t.Has(c.Name) && c.Name != "guest_mibps" { // added later: 0 when absent
 			return RunConfig{}, nil, fmt.Errorf("%s: no column %q", filepath.Base(path), c.Name)
 		}
 	}
@@ -184,9 +184,15 @@ func rowOf(t *results.Table, i int) Row {
 	s := func(c string) string { return t.String(i, c) }
 	f := func(c string) float64 { return t.Float(i, c) }
 	n := func(c string) int64 { return int64(t.Float(i, c)) }
+	opt := func(c string) float64 {
+		if !t.Has(c) {
+			return 0
+		}
+		return f(c)
+	}
 	return Row{
 		Point: s("point"), VMs: int(n("vms")), MemMiB: int(n("mem_mib")), Guest: s("guest"), Rate: f("rate_mibps"),
-		WSMiB: int(n("ws_mib")), Measured: f("dirty_mibps"), Algorithm: s("algorithm"), Sink: s("sink"),
+		WSMiB: int(n("ws_mib")), Measured: f("dirty_mibps"), GuestRate: opt("guest_mibps"), Algorithm: s("algorithm"), Sink: s("sink"),
 		Repeat: int(n("repeat")), VM: s("vm"), PauseMs: f("pause_ms"), OutsideMs: f("outside_ms"),
 		QEMUPauseMs: f("qemu_pause_ms"), DurationMs: f("duration_ms"), BytesCopied: n("bytes_copied"),
 		StreamBytes: n("stream_bytes"), MemoryCopied: n("memory_copied"), Passes: int(n("passes")),

@@ -11,16 +11,22 @@ import (
 )
 
 // SimConfig returns the simulator's description of a measured grid point
-// and case: the same VMs on two hosts, the dirty rate QEMU measured (the
-// median over the point's VMs) on a working set of the dirtier's size, no
-// traffic between the guests (the built-in idle and dirtier guests send
-// none), and the calibration's copy bandwidths and pause costs. seed is the
-// repeat.
+// and case: the same VMs on two hosts, the dirty rate the dirtiers achieved
+// by their own account (Row.GuestRate; where not measured, QEMU's
+// calc-dirty-rate), the median over the point's VMs, on a working set of the
+// dirtier's size, the guest's populated memory as the calibration measured
+// it (the rest zero pages, not sent), no traffic between the guests (the
+// built-in idle and dirtier guests send none), and the calibration's copy
+// bandwidths and pause costs. seed is the repeat.
 func SimConfig(rows []Row, c Case, f *calib.File, seed uint64) sim.Config {
 	p := rows[0]
 	var rates []float64
 	for _, r := range rows {
-		rates = append(rates, r.Measured)
+		if r.GuestRate > 0 {
+			rates = append(rates, r.GuestRate)
+		} else {
+			rates = append(rates, r.Measured)
+		}
 	}
 	cfg := sim.DefaultConfig()
 	cfg.Seed = seed
@@ -33,7 +39,8 @@ func SimConfig(rows []Row, c Case, f *calib.File, seed uint64) sim.Config {
 		cfg.DirtyRate, cfg.HotBytes = 0, 0
 	}
 	cfg.Algorithm, cfg.Sink = c.Algorithm, c.Sink
-	cfg.Policy = "qemu-autoconverge" // realbackend runs QEMU's loop, auto-converge on
+	cfg.PopulatedBytes = min(f.Guest.PopulatedBytes, cfg.MemBytes)
+	cfg.Policy = "qemu-autoconverge" // realbackend runs QEMU's loop, auto-converge on (qemubackend sets it)
 	cfg.Traffic = "none"
 	cfg.Warmup, cfg.RunOn = time.Second, time.Second
 	applyCalibration(&cfg, f)

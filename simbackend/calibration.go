@@ -28,7 +28,11 @@ import (
 // multifd channels' sync, the store's flush), then Cont (ResumeVM). A
 // stop-and-copy's one pass ends with the same switchover. Copy-on-write
 // stalls the writing VM, at each first write to a protected page, for that
-// page's copy at the sink's bandwidth plus COWFault.
+// page's copy at the sink's bandwidth plus COWFault. Arming copy-on-write
+// costs a monitor round trip, COWArm and the device state; the background
+// copy runs at COWBandwidth if set (QEMU's background snapshot writes from
+// one thread, page by page, slower than a stop-and-copy), else at the
+// sink's bandwidth.
 //
 // DefaultCalibration's numbers are placeholders of the right order for
 // QEMU with KVM on a workstation, to be replaced by a file that `vnsnap
@@ -43,6 +47,8 @@ type Calibration struct {
 	ColourFlip   Duration `json:"colour_flip"`    // the switch's colour change of one port
 	DiskFreeze   Duration `json:"disk_freeze"`    // a disk snapshot (QEMU: blockdev-snapshot-sync)
 	COWFault     Duration `json:"cow_fault"`      // a write fault on a protected page, besides its copy
+	COWArm       Duration `json:"cow_arm"`        // arming copy-on-write, besides the device state
+	COWBandwidth float64  `json:"cow_bps"`        // the background copy's bandwidth; 0: the sink's
 	// SwitchoverMemory and SwitchoverDisk are the switchover per sink.
 	SwitchoverMemory Duration `json:"switchover_memory"`
 	SwitchoverDisk   Duration `json:"switchover_disk"`
@@ -84,11 +90,14 @@ func (c *Calibration) Validate() error {
 	}{
 		{"stop", c.Stop}, {"cont", c.Cont}, {"qmp_round_trip", c.QMPRoundTrip},
 		{"colour_flip", c.ColourFlip}, {"disk_freeze", c.DiskFreeze}, {"cow_fault", c.COWFault},
-		{"switchover_memory", c.SwitchoverMemory}, {"switchover_disk", c.SwitchoverDisk},
+		{"switchover_memory", c.SwitchoverMemory}, {"switchover_disk", c.SwitchoverDisk}, {"cow_arm", c.COWArm},
 	} {
 		if err := checkDuration(d.name, Time(d.v)); err != nil {
 			return err
 		}
+	}
+	if !(c.COWBandwidth >= 0) || c.COWBandwidth > 1e12 {
+		return fmt.Errorf("cow_bps: %v, want 0..1e12 bytes/s", c.COWBandwidth)
 	}
 	if err := checkBytes("device_state_bytes", c.DeviceState); err != nil {
 		return err
@@ -140,6 +149,7 @@ func ParseCalibration(data []byte) (Calibration, error) {
 		"colour_flip": &c.ColourFlip, "disk_freeze": &c.DiskFreeze, "cow_fault": &c.COWFault,
 		"device_state_bytes": &c.DeviceState, "vcpu_state_bytes": &c.VCPUState,
 		"switchover_memory": &c.SwitchoverMemory, "switchover_disk": &c.SwitchoverDisk,
+		"cow_arm": &c.COWArm, "cow_bps": &c.COWBandwidth,
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {

@@ -40,7 +40,7 @@ func (d *driver) protect(c core.ProtectMemory) {
 		step: max(1, (vm.Mem.Units()+cowChunks-1)/cowChunks), gen: d.cgen[c.VM],
 	}
 	d.cows[c.VM] = cw
-	start := d.reserve(c.VM, Time(w.Cfg.Calibration.QMPRoundTrip))
+	start := d.reserve(c.VM, Time(w.Cfg.Calibration.QMPRoundTrip+w.Cfg.Calibration.COWArm))
 	d.later(start, c.VM, func() {
 		d.copies[c.VM] = cw.res.Start(w.Cfg.Calibration.pausedState(), func() {
 			if d.cgen[c.VM] != cw.gen {
@@ -66,6 +66,11 @@ func (cw *cowCopy) copyStep() {
 	bytes := pages * core.PageSize
 	if m.Full < m.Pages {
 		bytes = int64(float64(bytes) * float64(m.Full) / float64(m.Pages))
+	}
+	// A background copy slower than the sink takes the sink for longer
+	// (as many more bytes at the sink's rate).
+	if bw := cw.d.w.Cfg.Calibration.COWBandwidth; bw > 0 && bw < cw.res.Rate() {
+		bytes = int64(float64(bytes) * cw.res.Rate() / bw)
 	}
 	d := cw.d
 	d.copies[cw.id] = cw.res.Start(bytes, func() {

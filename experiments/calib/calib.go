@@ -155,7 +155,7 @@ func (c *File) Validate() error {
 	}{
 		{"sim.stop", c.Sim.Stop}, {"sim.cont", c.Sim.Cont}, {"sim.qmp_round_trip", c.Sim.QMPRoundTrip},
 		{"sim.colour_flip", c.Sim.ColourFlip}, {"sim.disk_freeze", c.Sim.DiskFreeze}, {"sim.cow_fault", c.Sim.COWFault},
-		{"sim.switchover_memory", c.Sim.SwitchoverMemory}, {"sim.switchover_disk", c.Sim.SwitchoverDisk},
+		{"sim.switchover_memory", c.Sim.SwitchoverMemory}, {"sim.switchover_disk", c.Sim.SwitchoverDisk}, {"sim.cow_arm", c.Sim.COWArm},
 	} {
 		if d.v < 0 || d.v > maxCost {
 			return fmt.Errorf("%s: %v, want 0..1h", d.name, time.Duration(d.v))

@@ -57,7 +57,7 @@ func TestSimJSONNames(t *testing.T) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	want := []string{"colour_flip", "cont", "cow_fault", "device_state_bytes", "disk_freeze", "qmp_round_trip", "source", "stop", "switchover_disk", "switchover_memory", "vcpu_state_bytes"}
+	want := []string{"colour_flip", "cont", "cow_arm", "cow_bps", "cow_fault", "device_state_bytes", "disk_freeze", "qmp_round_trip", "source", "stop", "switchover_disk", "switchover_memory", "vcpu_state_bytes"}
 	if diff := cmp.Diff(want, keys); diff != "" {
 		t.Errorf("sim keys (-want +got):\n%s", diff)
 	}

@@ -122,9 +122,21 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 	// fixed steps around it (its last pass has next to nothing to send).
 	fixed := median(stop) + median(cont) + median(rtt) + time.Duration(def.ColourFlip) + time.Duration(def.DiskFreeze)
 	sw := map[string][]float64{}
+	var arm, cowBW []float64
 	for _, r := range rows {
-		if r.Guest == "idle" && r.Algorithm == "vnsnap" {
+		if r.Guest != "idle" {
+			continue
+		}
+		switch r.Algorithm {
+		case "vnsnap":
 			sw[r.Sink] = append(sw[r.Sink], max(0, r.PauseMs/1000-fixed.Seconds()))
+		case "cow":
+			// The pause of a copy-on-write snapshot: stop, a round trip,
+			// the arming, cont; its copy: the RAM sent over its duration.
+			arm = append(arm, max(0, r.PauseMs/1000-(median(stop)+median(cont)+median(rtt)).Seconds()))
+			if r.DurationMs > 0 {
+				cowBW = append(cowBW, float64(r.MemoryCopied)/(r.DurationMs/1000))
+			}
 		}
 	}
 	swOf := func(sink string) time.Duration { return time.Duration(medianF(sw[sink]) * float64(time.Second)) }
@@ -159,6 +171,7 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		ColourFlip: def.ColourFlip, DiskFreeze: def.DiskFreeze, COWFault: def.COWFault,
 		DeviceState: int64(medianF(dev)), VCPUState: 0,
 		SwitchoverMemory: calib.Duration(swOf("memory")), SwitchoverDisk: calib.Duration(swOf("disk")),
+		COWArm: calib.Duration(medianF(arm) * float64(time.Second)), COWBandwidth: medianF(cowBW),
 	}
 	devNote := "device_state_bytes is the stop-and-copy stream less QEMU's RAM bytes (it includes the vCPU state, so vcpu_state_bytes is 0); "
 	if len(dev) == 0 {
@@ -169,6 +182,7 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		"colour_flip, disk_freeze and cow_fault are not measured (built-in guests have no disk; the flip and the fault are far below a monitor round trip) and keep the simulator's defaults; " +
 		"switchover_memory and switchover_disk are the idle guest's pre-copy pause less stop, cont, a monitor round trip, the colour flip and the disk freeze (median per sink); " +
 		"bandwidth is the RAM QEMU sent in a stop-and-copy over the core's copy duration less the sink's switchover, median over VMs and guests; " +
+		"cow_arm is an idle guest's copy-on-write pause less stop, cont and a round trip, cow_bps its RAM sent over its copy duration (medians); " +
 		"guest.populated_bytes is the RAM an idle guest's stop-and-copy sent (the rest are zero pages); " +
 		"dirty_rates' guest_mibps is the dirtiers' own rate (working set over the time between two sweep lines), measured_mibps calc-dirty-rate's"
 	return f, rows, nil

@@ -240,8 +240,12 @@ func (d *driver) copyFinal(c core.CopyFinal) {
 		d.complete(c.VM, vm.Mem.Versions())
 		// The hypervisor's switchover after the last byte (it ends the
 		// stream and flushes the sink) before the copy is complete.
-		sw := w.Eng.Now() + Time(w.Cfg.Calibration.switchover(c.Sink))
-		d.later(sw, c.VM, func() { d.step(core.FinalCopied{VM: c.VM, Sent: pages}) })
+		done := func() { d.step(core.FinalCopied{VM: c.VM, Sent: pages}) }
+		if sw := Time(w.Cfg.Calibration.switchover(c.Sink)); sw > 0 {
+			d.later(w.Eng.Now()+sw, c.VM, done)
+			return
+		}
+		done()
 	})
 }
 

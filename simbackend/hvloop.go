@@ -246,7 +246,11 @@ func (l *liveLoop) Handle(kind Kind, g int64) {
 			l.xfer = nil
 			l.d.complete(l.id, l.vm.Mem.Versions())
 			// The switchover after the last byte (see copyFinal).
-			w.Eng.After(Time(w.Cfg.Calibration.switchover(l.sink)), l, lpEvDone, l.gen)
+			if sw := Time(w.Cfg.Calibration.switchover(l.sink)); sw > 0 {
+				w.Eng.After(sw, l, lpEvDone, l.gen)
+				return
+			}
+			l.Handle(lpEvDone, l.gen)
 		})
 		l.finalSent = total
 	case lpEvDone:

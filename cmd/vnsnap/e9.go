@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,7 +19,7 @@ import (
 )
 
 const e9Usage = `usage:
-  vnsnap experiment e9 --real [--out DIR] [--full] [--repeats N] [flags]
+  vnsnap experiment e9 --real [--out DIR] [--full] [--repeats N] [--points I,J] [flags]
       run E9's real side (sim-vs-real) on this machine's QEMU and write
       DIR/e9-real.csv and DIR/e9-real.json; then
   vnsnap experiment e9 --config FILE   with {"measured": "DIR/e9-real.json"}
@@ -50,6 +52,7 @@ func runE9(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "results/out", "output `dir`ectory")
 	full := fs.Bool("full", false, "the full grid (2 and 4 VMs, dirty rates 0-128 MiB/s, every algorithm and sink, five repeats)")
 	repeats := fs.Int("repeats", 0, "repeats per grid point and case (default: the grid's)")
+	points := fs.String("points", "", "comma-separated 1-based `indices` of the grid's points to run (default: all), to split a long grid into runs")
 	var rf realFlags
 	rf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -76,6 +79,17 @@ func runE9(args []string, stdout, stderr io.Writer) error {
 	}
 	if *repeats > 0 {
 		g.Repeats = *repeats
+	}
+	if *points != "" {
+		var sel []realrun.Point
+		for _, s := range strings.Split(*points, ",") {
+			i, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || i < 1 || i > len(g.Points) {
+				return fmt.Errorf("--points: %q, want indices 1..%d", s, len(g.Points))
+			}
+			sel = append(sel, g.Points[i-1])
+		}
+		g.Points = sel
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

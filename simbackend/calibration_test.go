@@ -98,20 +98,25 @@ func TestPauseCostsWhatCalibrationSays(t *testing.T) {
 }
 
 // TestZeroPagesAreNotSent checks Config.PopulatedBytes: a copy of a whole
-// idle VM sends its populated pages only, and a working set being written
-// adds the part of it that falls on zero pages, for every method.
+// idle VM sends its populated pages only, and a working set adds the part
+// of it that falls on zero pages (also when it is no longer written), for
+// every method.
 func TestZeroPagesAreNotSent(t *testing.T) {
 	const mem, pop, ws = 64 << 20, 16 << 20, 32 << 20
 	for _, algo := range []core.Algorithm{core.VNsnap, core.StopCopy, core.COW} {
-		for _, dirty := range []float64{0, 1 << 20} {
+		for _, guest := range []struct {
+			ws    int64
+			dirty float64
+		}{{0, 0}, {ws, 0}, {ws, 1 << 20}} {
+			dirty := guest.dirty
 			cfg := DefaultConfig()
 			cfg.VMs, cfg.Hosts, cfg.MemBytes, cfg.DirtyRate, cfg.Traffic = 1, 1, mem, dirty, "none"
-			cfg.HotBytes, cfg.HotFrac, cfg.DirtySpread = ws, 1, 0
+			cfg.HotBytes, cfg.HotFrac, cfg.DirtySpread = guest.ws, 1, 0
 			cfg.Algorithm, cfg.PopulatedBytes = algo, pop
 			// The first copy of the whole VM, without what a pre-copy
 			// sends again.
 			want := int64(pop)
-			if dirty > 0 {
+			if guest.ws > 0 {
 				want = ws + pop/2 // half the populated pages lie outside the working set
 			}
 			got := mustRun(t, cfg).VMs[0].BytesCopied

@@ -38,8 +38,8 @@ type Config struct {
 	// PopulatedBytes is the guest's non-zero memory per VM before its
 	// working set is written (a booted guest's kernel, initramfs and page
 	// cache); the rest are zero pages, which a copy of the whole VM does
-	// not send (QEMU and Xen send a flag for each). With a dirty rate the
-	// working set is written too, at random over populated and zero pages.
+	// not send (QEMU and Xen send a flag for each). A working set given by
+	// HotBytes is populated too, at random over populated and zero pages.
 	// 0 means every page is populated.
 	PopulatedBytes int64
 	Algorithm      core.Algorithm

@@ -195,15 +195,17 @@ func (w *World) capture(vm core.VMID) image {
 }
 
 // fullPages is what a copy of a whole VM sends (Config.PopulatedBytes):
-// every page, or the populated ones and the working set the guest writes,
-// the working set falling on populated and zero pages alike.
+// every page, or the populated ones and the working set the config names
+// (HotBytes: a program that allocated and filled it, whether or not it
+// still writes it), the working set falling on populated and zero pages
+// alike.
 func fullPages(cfg *Config, pages, hot int64) int64 {
 	if cfg.PopulatedBytes == 0 {
 		return pages
 	}
 	pop := cfg.PopulatedBytes / core.PageSize
 	ws := int64(0)
-	if cfg.DirtyRate > 0 {
+	if cfg.HotBytes > 0 {
 		ws = hot
 	}
 	return min(pages, ws+int64(float64(pop)*float64(pages-ws)/float64(pages)))

@@ -197,7 +197,7 @@ func analyzeE9(ts Tables) (Analysis, error) {
 				Diagonal: true, NoLines: true, Legend: results.TopLeft},
 			Caption: fmt.Sprintf("Figure E9 (%s): one point per grid point and algorithm; x the simulator's median over seeds, y QEMU's "+
 				"median with the minimum and maximum over VMs and repeats; the line is y = x.", m.name),
-			Text: e9ErrText(m.name, e, m.bound),
+			Text: e9ErrText(m.name, e, m.bound) + e9Worst(pairs, m.col, m.unit),
 		})
 	}
 	a.Summary = e9Summary(pairs)
@@ -235,6 +235,28 @@ func e9ErrText(name string, e, bound float64) string {
 	default:
 		return s + fmt.Sprintf(", outside the %.0f %% bound: the model does not yet predict it.", 100*bound)
 	}
+}
+
+// e9Worst names the two grid points and cases the simulator misses most
+// on a metric, with both values: where a bound is not met, this is where
+// to look.
+func e9Worst(pairs []realrun.Pair, col, unit string) string {
+	var ps []realrun.Pair
+	for _, p := range pairs {
+		if !math.IsNaN(p.RelErr(col)) {
+			ps = append(ps, p)
+		}
+	}
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].RelErr(col) > ps[j].RelErr(col) })
+	var parts []string
+	for _, p := range ps[:min(2, len(ps))] {
+		parts = append(parts, fmt.Sprintf("%s %s (measured %.1f %s, predicted %.1f, %.0f %% off)", p.Point, p.Case,
+			results.Median(p.Real[col]), unit, results.Median(p.Pred[col]), 100*p.RelErr(col)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " Largest errors: " + strings.Join(parts, "; ") + "."
 }
 
 // e9Summary is the table of relative errors: one row per grid point and

@@ -159,7 +159,10 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		if d := r.DurationMs/1000 - swOf(r.Sink).Seconds(); d > 0 {
 			bw[r.Sink] = append(bw[r.Sink], float64(r.MemoryCopied)/d)
 		}
-		if d := r.StreamBytes - r.MemoryCopied; d > 0 {
+		// A stream, not a mapped-ram file (as large as the guest's
+		// memory, holes and all, whatever it holds): what it has besides
+		// RAM is the device state.
+		if d := r.StreamBytes - r.MemoryCopied; d > 0 && r.StreamBytes < int64(r.MemMiB)<<20 {
 			dev = append(dev, float64(d))
 		}
 	}
@@ -176,7 +179,7 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 	devNote := "device_state_bytes is the stop-and-copy stream less QEMU's RAM bytes (it includes the vCPU state, so vcpu_state_bytes is 0); "
 	if len(dev) == 0 {
 		f.Sim.DeviceState, f.Sim.VCPUState = def.DeviceState, def.VCPUState
-		devNote = "device_state_bytes and vcpu_state_bytes keep the simulator's defaults: no stop-and-copy stream here was larger than QEMU's RAM bytes (QEMU 10's ram.transferred counts the whole stream), so the device state is not measured; "
+		devNote = "device_state_bytes and vcpu_state_bytes keep the simulator's defaults: every stop-and-copy image here was a mapped-ram file (the guest's size, holes and all) or no larger than QEMU's RAM bytes, so the device state is not measured; "
 	}
 	f.Notes = devNote +
 		"colour_flip, disk_freeze and cow_fault are not measured (built-in guests have no disk; the flip and the fault are far below a monitor round trip) and keep the simulator's defaults; " +

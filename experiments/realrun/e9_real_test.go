@@ -30,7 +30,10 @@ func ciGrid() Grid {
 }
 
 // TestE9Real runs the two-point E9 on real QEMU and checks that every
-// measurement is there and sane, and that the results file reads back.
+// measurement is there and sane, that the results file reads back, and
+// that the simulator with the shipped calibration predicts the per-VM
+// pause and duration within 15 % and bytes copied within 10 % (medians
+// over the two points and cases; -e9.bounds=false only logs them).
 func TestE9Real(t *testing.T) {
 	h := qemutest.RequireQEMU(t)
 	img := qemutest.GuestImage(t, "../..")
@@ -70,9 +73,10 @@ func TestE9Real(t *testing.T) {
 		}
 	}
 	// The dirtier's working set has content where the idle guest's memory
-	// is zero pages, so its images are larger. (QEMU's calc-dirty-rate in
-	// the rows is recorded, not checked: under TCG on a loaded machine it
-	// reads 0 MiB/s even for this dirtier.)
+	// is zero pages, so its images are larger. (QEMU's calc-dirty-rate and
+	// the dirtier's own rate in the rows are recorded, not checked: both
+	// read about 0 MiB/s here, and the dirtier prints no line on the
+	// console; its working set is filled, but nothing is re-dirtied.)
 	if copied["dirtier"] < copied["idle"]+8<<20 {
 		t.Errorf("the dirtier's image (at most %d bytes) is not 8 MiB larger than the idle guest's (%d): did the dirtier run?", copied["dirtier"], copied["idle"])
 	}
@@ -111,20 +115,21 @@ func TestE9Real(t *testing.T) {
 		t.Logf("prediction: %s median relative error %.1f %% (bound %.0f %%)", m, 100*e[0], 100*e[1])
 		if e[1] > 0 && e[0] > e[1] {
 			if *e9Bounds {
-				t.Errorf("prediction: %s median relative error %.1f %%, over the %.0f %% bound", m, 100*e[0], 100*e[1])
+				t.Errorf("prediction: %s median relative error %.1f %%, over the %.0f %% bound (calibration: %s)", m, 100*e[0], 100*e[1], cal.Sim.Source)
 			} else {
-				t.Logf("TODO(e9-bounds): %s is outside its bound; not asserted until the model meets it: run with -e9.bounds", m)
+				t.Logf("%s is outside its bound; not asserted with -e9.bounds=false", m)
 			}
 		}
 	}
 }
 
-// e9Bounds turns on the check of issue 11's prediction bounds (pause and
-// duration within 15 %, bytes within 10 %, medians over the grid).
-//
-// TODO(e9-bounds): on by default once the simulator meets them. Measured
-// here (loaded 2-core machine, QEMU 10.0.2 TCG, shipped calibration): with
-// the Driven-mode simulator, median errors pause 170 %, duration 155 %,
-// bytes 78 %; on the committed grid with the Observed-mode model, pause
-// 96 %, duration 45 %, bytes 80 % (vnsnap experiment e9).
-var e9Bounds = flag.Bool("e9.bounds", false, "assert the simulator's prediction bounds of E9 (issue 11)")
+// e9Bounds asserts issue 11's prediction bounds (pause and duration within
+// 15 %, bytes within 10 %, medians over the grid). The pause and duration
+// are wall-clock times predicted from a calibration measured on another
+// day: a machine much busier than the calibration's (load 35 instead of 1)
+// misses them, which is what the check is for; -e9.bounds=false logs them
+// instead. Measured here on this test's grid (quiet machine, QEMU 10.0.2
+// TCG, the shipped calibration): pause 9.8 %, duration 14.4 %, bytes 0.5 %;
+// on the committed E9 grid: pause 22 % (outside: three VMs on two cores
+// pause longer than the calibration's two), duration 7 %, bytes 1 %.
+var e9Bounds = flag.Bool("e9.bounds", true, "assert the simulator's prediction bounds of E9 (issue 11); false: log them")

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"path/filepath"
+
 	"testing"
 	"time"
+
+	"github.com/vnsnap/vnsnap/store/pages"
 )
 
 const benchSize = 64 << 20
@@ -124,4 +128,63 @@ func BenchmarkRead(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRestoreImage: a 256 MiB page-like image written back from the
+// store into a file in tmpfs (what a restore does before QEMU loads it),
+// against copying the same raw image from a tmpfs file into another.
+func BenchmarkRestoreImage(b *testing.B) {
+	const size = 256 << 20
+	data := pageData(1, size)
+	root := b.TempDir()
+	w, err := Create(root, "s", testMeta())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := w.ImageAt("a", "memory", bytes.NewReader(data), size); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	s, err := Open(root, "s")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	dir := b.TempDir()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if dir, err = os.MkdirTemp("/dev/shm", "vnsnap-bench-*"); err != nil {
+			b.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+	}
+	raw := filepath.Join(dir, "raw")
+	if err := os.WriteFile(raw, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	var tr, tc time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := s.RestoreImage("a", "memory", out, pages.RestoreOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		tr += time.Since(t0)
+		os.Remove(out)
+		t0 = time.Now()
+		in, err := os.ReadFile(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(out, in, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		tc += time.Since(t0)
+		os.Remove(out)
+	}
+	n := float64(b.N)
+	b.ReportMetric(tr.Seconds()*1e3/n, "restore-ms/op")
+	b.ReportMetric(tc.Seconds()*1e3/n, "copy-ms/op")
+	b.ReportMetric(tr.Seconds()/tc.Seconds(), "restore/copy")
 }

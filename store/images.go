@@ -275,9 +275,9 @@ func (w *Writer) beginImage(k streamKey) (*pages.Ingester, error) {
 	}
 	if w.ingester == nil {
 		w.blocks = newBlockPool(w.root)
-		g, err := pages.NewIngester(w.blocks, pages.Options{})
+		g, err := pages.NewIngester(w.blocks, w.pageOptions)
 		if err != nil {
-			return nil, fmt.Errorf("store: %w", err) // default options are valid
+			return nil, fmt.Errorf("store: %w", err)
 		}
 		w.ingester = g
 	}

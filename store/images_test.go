@@ -352,3 +352,95 @@ func FuzzImageIndex(f *testing.F) {
 		}
 	})
 }
+
+// TestImageIndexVersions: a store written before BLAKE3 (version-1
+// indexes, blocks addressed by SHA-256) still restores and verifies, a
+// flipped byte in one of its blocks is still named by VM, image and offset,
+// and a new snapshot of the same memory next to it (version 2, BLAKE3)
+// restores the same bytes; GC keeps what each references.
+func TestImageIndexVersions(t *testing.T) {
+	root := t.TempDir()
+	a := imageData(7, 2<<20)
+	for _, c := range []struct {
+		name string
+		hash pages.Hash
+	}{{"old", pages.HashSHA256}, {"new", pages.HashBLAKE3}} {
+		w, err := Create(root, c.name, testMeta())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.pageOptions = pages.Options{Hash: c.hash}
+		if _, err := w.ImageAt("a", "memory", bytes.NewReader(a), int64(len(a))); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, version := range map[string]byte{"old": 1, "new": 2} {
+		s := mustOpen(t, root, name)
+		im, err := s.Image("a", "memory")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(indexPath(root, im.Index))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw[4] != version {
+			t.Errorf("snapshot %s: index version %d, want %d", name, raw[4], version)
+		}
+		if got := restoredImage(t, s, "a"); !bytes.Equal(got, a) {
+			t.Errorf("snapshot %s: restored image differs", name)
+		}
+		if probs, err := s.Verify(context.Background()); err != nil || len(probs) != 0 {
+			t.Errorf("snapshot %s: Verify = %v, %v; want no problem", name, probs, err)
+		}
+		s.Close()
+	}
+	// The two snapshots share no block: their addresses differ.
+	if n := len(poolFiles(t, root, blocksDir)); n < 2 {
+		t.Fatalf("%d block files, want those of both snapshots", n)
+	}
+
+	s := mustOpen(t, root, "old")
+	im, _ := s.Image("a", "memory")
+	x, ce := loadIndex(root, "old", "a", im)
+	if ce != nil {
+		t.Fatal(ce)
+	}
+	blk := -1
+	for i, e := range x.Blocks {
+		if e.Mask != 0 && i > 2 {
+			blk = i
+			break
+		}
+	}
+	if x.Hash != pages.HashSHA256 || blk < 0 {
+		t.Fatalf("old index: hash %v, first non-zero block after 2: %d", x.Hash, blk)
+	}
+	path := newBlockPool(root).path(x.Blocks[blk].Addr)
+	flipByte(t, path, 20, 0x04)
+	probs, err := s.Verify(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := int64(blk) * int64(im.BlockSize)
+	if len(probs) != 1 || probs[0].VM != "a" || probs[0].Image != "memory" || probs[0].Offset != off {
+		t.Errorf("Verify of a damaged version-1 block: %v; want vm a, image memory, offset %#x", probs, off)
+	}
+	flipByte(t, path, 20, 0x04)
+	s.Close()
+
+	if err := Delete(root, "new"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GC(root, GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, root, "old")
+	defer s.Close()
+	if got := restoredImage(t, s, "a"); !bytes.Equal(got, a) {
+		t.Error("old snapshot after GC: restored image differs")
+	}
+}

@@ -80,6 +80,7 @@ type Writer struct {
 	// imagesActive are guarded by mu; images, blockSet, indexSet and
 	// imageShards by poolMu.
 	ingester     *pages.Ingester // shared by every image of the snapshot
+	pageOptions  pages.Options   // the ingester's (tests write version-1 indexes with it)
 	blocks       *blockPool
 	imageNames   map[streamKey]bool // reserved by ImageAt, written or being written
 	imagesActive int

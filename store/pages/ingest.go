@@ -2,7 +2,6 @@ package pages
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +28,9 @@ type Options struct {
 	Codec Codec
 	// Level is the zstd level of CodecZstd (default DefaultLevel).
 	Level Level
+	// Hash addresses the blocks (default HashBLAKE3, index version 2;
+	// HashSHA256 writes version-1 indexes as older builds did).
+	Hash Hash
 	// Raw stores new blocks uncompressed, as Codec CodecRaw: ingest is
 	// then bound by hashing (and the disk), for sinks on disks fast enough
 	// that compression would be the bottleneck.
@@ -38,9 +40,16 @@ type Options struct {
 	Workers int
 	// Buffers is the number of block buffers shared by every image the
 	// Ingester writes: its memory is about Buffers*2*BlockSize whatever the
-	// images' sizes (default 4*Workers, at least 2).
+	// images' sizes (default 4*Workers*BatchBytes/BlockSize, at least 2).
 	Buffers int
 }
+
+// BatchBytes is how much of an image one work item of IngestAt and
+// IngestBytes covers (consecutive blocks, fewer if Buffers is small): a
+// worker scans, hashes and compresses them in a row, so the hand-offs
+// between goroutines (a wake-up each, several microseconds on a VM) cost
+// one per batch rather than one per block.
+const BatchBytes = 512 << 10
 
 func (o Options) withDefaults() Options {
 	if o.BlockSize == 0 {
@@ -56,9 +65,15 @@ func (o Options) withDefaults() Options {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
 	if o.Buffers <= 0 {
-		o.Buffers = max(4*o.Workers, 2)
+		o.Buffers = max(4*o.Workers*max(1, BatchBytes/o.BlockSize), 2)
 	}
 	return o
+}
+
+// batchBlocks is the number of blocks of one work item: up to BatchBytes,
+// and small enough that every worker can have two items in hand.
+func (o Options) batchBlocks() int {
+	return max(1, min(BatchBytes/o.BlockSize, o.Buffers/(2*o.Workers)))
 }
 
 // Ingester turns memory images into blocks in a Sink. It owns a fixed pool
@@ -67,13 +82,15 @@ func (o Options) withDefaults() Options {
 // memory: a producer that finds no free buffer waits (backpressure). Its
 // methods are safe for concurrent use. Close it when done.
 type Ingester struct {
-	sink Sink
-	opt  Options
-	zero []byte // one zero page, read-only
+	sink  Sink
+	opt   Options
+	batch int    // blocks per work item of IngestAt and IngestBytes
+	zero  []byte // one zero page, read-only
 
-	free chan *slot
-	jobs chan job
-	wg   sync.WaitGroup
+	free      chan *slot
+	acquireMu sync.Mutex // held while taking the buffers of one batch
+	jobs      chan *batch
+	wg        sync.WaitGroup
 
 	inUse    atomic.Int64
 	maxInUse atomic.Int64
@@ -91,26 +108,26 @@ type slot struct {
 	out []byte
 }
 
-// job asks a worker to turn one block into a result.
-type job struct {
+// batch is one work item: consecutive blocks of one image, with a buffer
+// each, and what the worker made of them.
+type batch struct {
 	img     *ImageWriter
 	seq     int64       // commit order within the image
-	block   int         // block number
-	pages   int         // pages in the block
-	present uint64      // pages filled in s.raw; the others are zero
-	src     io.ReaderAt // if set, the worker reads the block from it
-	mem     []byte      // if set, the block itself, read in place
-	s       *slot
+	first   int         // block number of the first block
+	pages   int         // one-block batches (Write, PutPage): pages in the block
+	present uint64      // pages filled in, the others zero (one-block batches; else all)
+	src     io.ReaderAt // if set, the worker reads the blocks from it
+	mem     []byte      // if set, the blocks themselves, read in place
+	slots   []*slot     // one per block
+	res     []blockResult
+	err     error
 }
 
-type result struct {
-	seq   int64
-	block int
+// blockResult is what a worker made of one block.
+type blockResult struct {
 	ref   BlockRef
 	obj   []byte // the object to Put, nil if none is needed
 	known bool   // found already stored before compression
-	s     *slot
-	err   error
 }
 
 // NewIngester starts an Ingester writing into sink.
@@ -122,12 +139,16 @@ func NewIngester(sink Sink, opt Options) (*Ingester, error) {
 	if opt.Codec < CodecS2 || opt.Codec > CodecRaw {
 		return nil, fmt.Errorf("pages: options: codec %v unknown", opt.Codec)
 	}
+	if opt.Hash != HashBLAKE3 && opt.Hash != HashSHA256 {
+		return nil, fmt.Errorf("pages: options: hash %v unknown", opt.Hash)
+	}
 	g := &Ingester{
 		sink:  sink,
 		opt:   opt,
+		batch: opt.batchBlocks(),
 		zero:  make([]byte, PageSize),
 		free:  make(chan *slot, opt.Buffers),
-		jobs:  make(chan job, opt.Workers),
+		jobs:  make(chan *batch, opt.Workers),
 		known: make(map[Addr]struct{}),
 	}
 	for range opt.Buffers {
@@ -173,14 +194,30 @@ func (g *Ingester) acquire(block bool) *slot {
 			return nil
 		}
 	}
-	n := g.inUse.Add(1)
+	g.count(1)
+	return s
+}
+
+// acquireN fills slots with free buffers, waiting for them. One producer at
+// a time takes the buffers of a batch, so that two cannot each hold part of
+// what they need while none is left.
+func (g *Ingester) acquireN(slots []*slot) {
+	g.acquireMu.Lock()
+	defer g.acquireMu.Unlock()
+	for i := range slots {
+		slots[i] = <-g.free
+	}
+	g.count(len(slots))
+}
+
+func (g *Ingester) count(k int) {
+	n := g.inUse.Add(int64(k))
 	for {
 		m := g.maxInUse.Load()
 		if n <= m || g.maxInUse.CompareAndSwap(m, n) {
 			break
 		}
 	}
-	return s
 }
 
 func (g *Ingester) release(s *slot) {
@@ -208,74 +245,88 @@ func (g *Ingester) markKnown(a Addr) {
 // some 16 MiB; 16 GiB of distinct 64 KiB blocks).
 const maxKnown = 1 << 18
 
-// work scans, hashes and compresses blocks until the job channel closes.
+// work scans, hashes and compresses batches until the job channel closes,
+// and hands each to its image's commit.
 func (g *Ingester) work() {
 	defer g.wg.Done()
 	enc := newBlockEncoder(g.opt.Codec, g.opt.Level)
 	defer enc.close()
-	for j := range g.jobs {
-		j.img.results <- g.process(enc, j)
+	for bt := range g.jobs {
+		for i := range bt.slots {
+			if bt.err = g.process(enc, bt, i); bt.err != nil {
+				break
+			}
+		}
+		bt.img.deliver(bt)
 	}
 }
 
-func (g *Ingester) process(enc *encoder, j job) result {
-	res := result{seq: j.seq, block: j.block, s: j.s}
-	raw := j.s.raw[:j.pages*PageSize]
-	if j.src != nil {
-		off := int64(j.block) * int64(g.opt.BlockSize)
+// process turns block i of bt into bt.res[i].
+func (g *Ingester) process(enc *encoder, bt *batch, i int) error {
+	res := &bt.res[i]
+	s := bt.slots[i]
+	block := bt.first + i
+	np := bt.pages
+	if np == 0 {
+		np = blockPagesOf(bt.img.length, g.opt.BlockSize, block)
+	}
+	raw := s.raw[:np*PageSize]
+	present := bt.present
+	switch {
+	case bt.src != nil:
+		off := int64(block) * int64(g.opt.BlockSize)
 		// A ReadAt that fills the buffer may still say io.EOF at the end.
-		if n, err := j.src.ReadAt(raw, off); n < len(raw) {
+		if n, err := bt.src.ReadAt(raw, off); n < len(raw) {
 			if err == nil || errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			res.err = fmt.Errorf("read block %d at offset %#x: %w", j.block, off, err)
-			return res
+			return fmt.Errorf("read block %d at offset %#x: %w", block, off, err)
 		}
+	case bt.mem != nil:
+		// The block read in place; used as it is when none of its
+		// pages is zero.
+		lo := i * g.opt.BlockSize
+		raw = bt.mem[lo : lo+np*PageSize]
 	}
 	// Zero pages first: they are neither hashed nor stored. The others are
-	// packed to the front of the buffer; a block read in place is used as
-	// it is when none of its pages is zero.
-	if j.mem != nil {
-		raw = j.mem
-	}
-	for p := range j.pages {
-		if j.present&(1<<p) != 0 && !bytes.Equal(raw[p*PageSize:(p+1)*PageSize], g.zero) {
+	// packed to the front of the buffer.
+	for p := range np {
+		if present&(1<<p) != 0 && !bytes.Equal(raw[p*PageSize:(p+1)*PageSize], g.zero) {
 			res.ref.Mask |= 1 << p
 		}
 	}
 	w := bits.OnesCount64(res.ref.Mask)
 	if w == 0 {
-		return res
+		return nil
 	}
 	data := raw
-	if w < j.pages || j.mem == nil {
+	if w < np {
 		k := 0
-		for p := range j.pages {
+		for p := range np {
 			if res.ref.Mask&(1<<p) != 0 {
-				if k != p || j.mem != nil {
-					copy(j.s.raw[k*PageSize:], raw[p*PageSize:(p+1)*PageSize])
+				if k != p || bt.mem != nil {
+					copy(s.raw[k*PageSize:], raw[p*PageSize:(p+1)*PageSize])
 				}
 				k++
 			}
 		}
-		data = j.s.raw[:w*PageSize]
+		data = s.raw[:w*PageSize]
 	}
-	res.ref.Addr = sha256.Sum256(data)
+	res.ref.Addr = g.opt.Hash.sum(data)
 	if g.isKnown(res.ref.Addr) {
 		res.known = true
-		return res
+		return nil
 	}
 	ok, err := g.sink.Has(res.ref.Addr)
 	if err != nil {
-		res.err = err
-		return res
+		return err
 	}
 	if ok {
 		g.markKnown(res.ref.Addr)
 		res.known = true
-		return res
+		return nil
 	}
-	res.obj = encodeObject(enc, j.s.out, data)
-	j.s.out = res.obj[:0]
-	return res
+	res.obj = encodeObject(enc, s.out, data)
+	s.out = res.obj[:0]
+	return nil
 }

@@ -1,7 +1,6 @@
 package pages
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -143,10 +142,11 @@ func objectCRC(obj []byte) uint32 {
 }
 
 // decodeObject checks obj and returns its content (n bytes with address
-// addr), decompressed into dst[:0] or, for a raw object, a slice of obj; or
-// the reason it is damaged. skipHash leaves out the SHA-256 check: the CRC
-// still catches damage, but not a wrong object stored under the address.
-func decodeObject(dec *zstd.Decoder, dst, obj []byte, n int, addr Addr, skipHash bool) ([]byte, error) {
+// addr under hash h), decompressed into dst[:0] or, for a raw object, a
+// slice of obj; or the reason it is damaged. skipHash leaves out the hash
+// check: the CRC still catches damage, but not a wrong object stored under
+// the address.
+func decodeObject(dec *zstd.Decoder, dst, obj []byte, n int, h Hash, addr Addr, skipHash bool) ([]byte, error) {
 	if len(obj) < objHeader {
 		return nil, fmt.Errorf("object is %d bytes, shorter than its header", len(obj))
 	}
@@ -184,7 +184,7 @@ func decodeObject(dec *zstd.Decoder, dst, obj []byte, n int, addr Addr, skipHash
 	if len(data) != n {
 		return nil, fmt.Errorf("object decodes to %d bytes, want %d", len(data), n)
 	}
-	if !skipHash && sha256.Sum256(data) != addr {
+	if !skipHash && h.sum(data) != addr {
 		return nil, errors.New("object content does not hash to its address")
 	}
 	return data, nil

@@ -2,6 +2,7 @@ package pages_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vnsnap/vnsnap/store/pages"
+	"github.com/zeebo/blake3"
 )
 
 var (
@@ -153,7 +155,7 @@ func TestRoundTripProperty(t *testing.T) {
 		r := rand.New(rand.NewPCG(seed, 99))
 		bs := pages.PageSize << r.IntN(7)
 		mode := modes[r.IntN(len(modes))]
-		o := pages.Options{BlockSize: bs, Workers: 1 + r.IntN(4), Buffers: 2 + r.IntN(8), Codec: pages.Codec(r.IntN(3))}
+		o := pages.Options{BlockSize: bs, Workers: 1 + r.IntN(4), Buffers: 2 + r.IntN(8), Codec: pages.Codec(r.IntN(3)), Hash: pages.Hash(r.IntN(2))}
 		npages := r.IntN(700)
 		img := newFamily(seed).guest(seed, npages)
 		sink := pages.NewMemSink()
@@ -193,7 +195,40 @@ func TestRoundTripProperty(t *testing.T) {
 		if p := pages.Verify(x, sink, 2); len(p) != 0 {
 			fail("Verify: %v", p)
 		}
+		if x.Hash != o.Hash || enc[4] != map[pages.Hash]byte{pages.HashSHA256: 1, pages.HashBLAKE3: 2}[o.Hash] {
+			fail("index hash %v, version %d, for Options.Hash %v", x.Hash, enc[4], o.Hash)
+		}
+		if i, got, want := naiveAddrs(img, x); i >= 0 {
+			fail("block %d: address %s, want %v of its non-zero pages, %s", i, got, o.Hash, want)
+		}
 	}
+}
+
+// naiveAddrs recomputes every block's address from img, page by page, and
+// returns the first block whose index entry differs, or -1.
+func naiveAddrs(img []byte, x *pages.Index) (int, pages.Addr, pages.Addr) {
+	var zero [pages.PageSize]byte
+	for i, e := range x.Blocks {
+		var packed []byte
+		for p := 0; p < x.BlockSize/pages.PageSize; p++ {
+			off := i*x.BlockSize + p*pages.PageSize
+			if off < len(img) && string(img[off:off+pages.PageSize]) != string(zero[:]) {
+				packed = append(packed, img[off:off+pages.PageSize]...)
+			}
+		}
+		var want pages.Addr
+		switch {
+		case packed == nil:
+		case x.Hash == pages.HashSHA256:
+			want = sha256.Sum256(packed)
+		default:
+			want = blake3.Sum256(packed)
+		}
+		if e.Addr != want {
+			return i, e.Addr, want
+		}
+	}
+	return -1, pages.Addr{}, pages.Addr{}
 }
 
 // TestCodecsShareObjects: an object is stored once, by whichever codec

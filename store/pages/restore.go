@@ -89,7 +89,7 @@ func (br *blockReader) load(i int) ([]byte, *CorruptError) {
 	}
 	br.obj = obj[:0]
 	// br.data has room for any block, so decoding never reallocates it.
-	data, err := decodeObject(br.dec, br.data, obj, ref.Pages()*PageSize, ref.Addr, br.skipHash)
+	data, err := decodeObject(br.dec, br.data, obj, ref.Pages()*PageSize, br.x.Hash, ref.Addr, br.skipHash)
 	if err != nil {
 		return nil, br.x.corrupt(i, err.Error(), nil)
 	}

@@ -207,9 +207,13 @@ func syncPath(p string) error {
 // MemSink keeps objects in memory, for tests and for benchmarks of the CPU
 // side of ingest.
 type MemSink struct {
-	mu   sync.RWMutex
-	objs map[Addr][]byte
+	mu    sync.RWMutex
+	objs  map[Addr][]byte
+	arena []byte // room for the next objects: one allocation per memArena bytes, not per object
 }
+
+// memArena is the size of the allocations a MemSink copies objects into.
+const memArena = 4 << 20
 
 // NewMemSink returns an empty MemSink.
 func NewMemSink() *MemSink { return &MemSink{objs: make(map[Addr][]byte)} }
@@ -229,7 +233,12 @@ func (s *MemSink) Put(addr Addr, obj []byte) (bool, error) {
 	if _, ok := s.objs[addr]; ok {
 		return false, nil
 	}
-	s.objs[addr] = append([]byte(nil), obj...)
+	if len(obj) > len(s.arena) {
+		s.arena = make([]byte, max(memArena, len(obj)))
+	}
+	n := copy(s.arena, obj)
+	s.objs[addr] = s.arena[:n:n]
+	s.arena = s.arena[n:]
 	return true, nil
 }
 

@@ -34,9 +34,12 @@ type ImageWriter struct {
 	length int64 // -1: a stream of unknown length
 	per    int   // pages per block
 
-	results chan result
-	done    chan struct{} // closed when the committer has finished
-	submits chan int64    // the final submission count, sent once by Close
+	// Commit state: the worker that delivers the next batch in order
+	// commits it, and every later one already delivered.
+	pendMu     sync.Mutex
+	pending    map[int64]*batch // delivered, not yet committed
+	next       int64            // the next batch to commit
+	committing bool             // a worker is committing
 
 	// Producer state (the writer's goroutine).
 	seq     int64
@@ -50,7 +53,7 @@ type ImageWriter struct {
 	mode    int
 	closed  bool
 
-	// Committer state, read after done.
+	// Committed state, read once committed == seq.
 	mu        sync.Mutex
 	cond      *sync.Cond // on mu: committed advanced or err set
 	committed int64      // submissions applied
@@ -83,16 +86,13 @@ func (g *Ingester) Begin(name string, length int64) (*ImageWriter, error) {
 	}
 	w := &ImageWriter{
 		g: g, name: name, length: length, per: g.opt.BlockSize / PageSize,
-		results: make(chan result, g.opt.Buffers),
-		done:    make(chan struct{}),
-		submits: make(chan int64, 1),
+		pending: make(map[int64]*batch),
 	}
 	w.cond = sync.NewCond(&w.mu)
 	if length >= 0 {
 		w.blocks = make([]BlockRef, NumBlocks(length, g.opt.BlockSize))
 		w.created = make([]bool, len(w.blocks))
 	}
-	go w.commit()
 	return w, nil
 }
 
@@ -109,13 +109,28 @@ func (g *Ingester) IngestAt(name string, r io.ReaderAt, length int64) (*Index, S
 		return nil, Stats{}, err
 	}
 	w.mode = modeAt
-	for b := range len(w.blocks) {
+	for b := 0; b < len(w.blocks); b += g.batch {
 		if w.failed() {
 			break
 		}
-		w.submit(job{block: b, pages: blockPagesOf(length, g.opt.BlockSize, b), present: ^uint64(0), src: r, s: g.acquire(true)})
+		w.submit(w.newBatch(b, min(g.batch, len(w.blocks)-b), r, nil))
 	}
 	return w.Close()
+}
+
+// newBatch takes the buffers for n blocks from first on, read from src or
+// in place from mem.
+func (w *ImageWriter) newBatch(first, n int, src io.ReaderAt, mem []byte) *batch {
+	bt := &batch{first: first, present: ^uint64(0), src: src, mem: mem,
+		slots: make([]*slot, n), res: make([]blockResult, n)}
+	w.g.acquireN(bt.slots)
+	return bt
+}
+
+// oneBlock is a batch of block b alone, in buffer s, with np pages of which
+// present are filled in.
+func oneBlock(b, np int, present uint64, s *slot) *batch {
+	return &batch{first: b, pages: np, present: present, slots: []*slot{s}, res: make([]blockResult, 1)}
 }
 
 // IngestBytes writes the image img (guest memory from offset 0, a multiple
@@ -130,12 +145,12 @@ func (g *Ingester) IngestBytes(name string, img []byte) (*Index, Stats, error) {
 	}
 	w.mode = modeAt
 	bs := g.opt.BlockSize
-	for b := range len(w.blocks) {
+	for b := 0; b < len(w.blocks); b += g.batch {
 		if w.failed() {
 			break
 		}
-		np := blockPagesOf(length, bs, b)
-		w.submit(job{block: b, pages: np, present: ^uint64(0), mem: img[b*bs : b*bs+np*PageSize], s: g.acquire(true)})
+		n := min(g.batch, len(w.blocks)-b)
+		w.submit(w.newBatch(b, n, nil, img[b*bs:min((b+n)*bs, len(img))]))
 	}
 	return w.Close()
 }
@@ -216,7 +231,7 @@ func (w *ImageWriter) ReadFrom(r io.Reader) (int64, error) {
 // flushCur submits the block being filled by Write.
 func (w *ImageWriter) flushCur() {
 	b := int((w.off - int64(w.curLen)) / int64(w.g.opt.BlockSize))
-	w.submit(job{block: b, pages: w.curLen / PageSize, present: ^uint64(0), s: w.cur})
+	w.submit(oneBlock(b, w.curLen/PageSize, ^uint64(0), w.cur))
 	w.cur, w.curLen = nil, 0
 }
 
@@ -298,7 +313,7 @@ func (w *ImageWriter) reopen(b int, ob *openBlock) error {
 	if w.dec == nil {
 		w.dec = newDecoder()
 	}
-	x := &Index{Name: w.name, Length: w.length, BlockSize: w.g.opt.BlockSize, Blocks: []BlockRef{ref}}
+	x := &Index{Name: w.name, Length: w.length, BlockSize: w.g.opt.BlockSize, Hash: w.g.opt.Hash, Blocks: []BlockRef{ref}}
 	br := &blockReader{x: x, sink: w.g.sink, dec: w.dec, data: make([]byte, 0, x.BlockSize)}
 	data, ce := br.load(0)
 	if ce != nil {
@@ -320,13 +335,13 @@ func (w *ImageWriter) submitOpen(b int) {
 	delete(w.open, b)
 	w.order = slices.DeleteFunc(w.order, func(x int) bool { return x == b })
 	w.lastSeq[b] = w.seq
-	w.submit(job{block: b, pages: blockPagesOf(w.length, w.g.opt.BlockSize, b), present: ob.present, s: ob.s})
+	w.submit(oneBlock(b, blockPagesOf(w.length, w.g.opt.BlockSize, b), ob.present, ob.s))
 }
 
-func (w *ImageWriter) submit(j job) {
-	j.img, j.seq = w, w.seq
+func (w *ImageWriter) submit(bt *batch) {
+	bt.img, bt.seq = w, w.seq
 	w.seq++
-	w.g.jobs <- j
+	w.g.jobs <- bt
 }
 
 func (w *ImageWriter) failure() error {
@@ -369,14 +384,15 @@ func (w *ImageWriter) Close() (*Index, Stats, error) {
 			w.submitOpen(b)
 		}
 	}
-	w.submits <- w.seq
-	<-w.done
+	w.mu.Lock()
+	for w.committed < w.seq {
+		w.cond.Wait()
+	}
+	err := cmp.Or(short, w.err)
+	w.mu.Unlock()
 	if w.dec != nil {
 		w.dec.Close()
 	}
-	w.mu.Lock()
-	err := cmp.Or(short, w.err)
-	w.mu.Unlock()
 	if err == nil {
 		if sy, ok := w.g.sink.(Syncer); ok {
 			err = sy.Sync()
@@ -389,7 +405,7 @@ func (w *ImageWriter) Close() (*Index, Stats, error) {
 	if length < 0 {
 		length = w.off
 	}
-	x := &Index{Name: w.name, Length: length, BlockSize: w.g.opt.BlockSize, Blocks: w.blocks}
+	x := &Index{Name: w.name, Length: length, BlockSize: w.g.opt.BlockSize, Hash: w.g.opt.Hash, Blocks: w.blocks}
 	if n := NumBlocks(length, x.BlockSize); len(x.Blocks) < n {
 		x.Blocks = append(x.Blocks, make([]BlockRef, n-len(x.Blocks))...)
 	}
@@ -430,76 +446,93 @@ func (w *ImageWriter) Abort() {
 		delete(w.open, b)
 	}
 	w.order = nil
-	w.submits <- w.seq
-	<-w.done
+	w.mu.Lock()
+	for w.committed < w.seq {
+		w.cond.Wait()
+	}
+	w.mu.Unlock()
 	if w.dec != nil {
 		w.dec.Close()
 	}
 }
 
-// commit puts the workers' objects into the sink in submission order (for
-// Write and IngestAt, block order) and fills in the index.
-func (w *ImageWriter) commit() {
-	defer close(w.done)
-	pending := make(map[int64]result)
-	var next int64
-	total := int64(-1)
-	for total < 0 || next < total {
-		select {
-		case r := <-w.results:
-			pending[r.seq] = r
-		case total = <-w.submits:
-			continue
+// deliver hands over a batch a worker has finished. Batches are committed
+// in submission order (for Write and IngestAt, block order), so that the
+// sink sees the objects in a deterministic order: by the worker that
+// delivers the next batch due, which also commits every later batch already
+// delivered, while a worker that delivers one out of order leaves it.
+func (w *ImageWriter) deliver(bt *batch) {
+	w.pendMu.Lock()
+	w.pending[bt.seq] = bt
+	if w.committing {
+		w.pendMu.Unlock()
+		return
+	}
+	w.committing = true
+	for {
+		bt, ok := w.pending[w.next]
+		if !ok {
+			w.committing = false
+			w.pendMu.Unlock()
+			return
 		}
-		for {
-			r, ok := pending[next]
-			if !ok {
-				break
-			}
-			delete(pending, next)
-			next++
-			w.apply(r)
-			w.g.release(r.s)
+		delete(w.pending, w.next)
+		w.next++
+		w.pendMu.Unlock()
+		w.apply(bt)
+		for _, s := range bt.slots {
+			w.g.release(s)
 		}
+		w.pendMu.Lock()
 	}
 }
 
-func (w *ImageWriter) apply(r result) {
+// apply puts a batch's new objects into the sink and fills in the index.
+func (w *ImageWriter) apply(bt *batch) {
 	w.mu.Lock()
 	failed := w.err != nil
-	if failed {
-		w.committed++
-	}
 	w.mu.Unlock()
-	if failed {
-		return
-	}
-	err := r.err
-	created := false
-	// A block compressed by two workers at once (before either was
-	// stored) is put once: the second finds it known.
-	if err == nil && r.obj != nil && !w.g.isKnown(r.ref.Addr) {
-		created, err = w.g.sink.Put(r.ref.Addr, r.obj)
-		if err == nil {
-			w.g.markKnown(r.ref.Addr)
+	err := bt.err
+	created := make([]bool, 0, len(bt.res))
+	for i := range bt.res {
+		if failed || err != nil {
+			break
 		}
+		r := &bt.res[i]
+		c := false
+		// A block compressed by two workers at once (before either was
+		// stored) is put once: the second finds it known.
+		if r.obj != nil && !w.g.isKnown(r.ref.Addr) {
+			c, err = w.g.sink.Put(r.ref.Addr, r.obj)
+			if err == nil {
+				w.g.markKnown(r.ref.Addr)
+			}
+		}
+		created = append(created, c)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	defer w.cond.Broadcast()
 	w.committed++
+	if failed {
+		return
+	}
 	if err != nil {
 		w.err = err
 		return
 	}
-	for len(w.blocks) <= r.block {
-		w.blocks = append(w.blocks, BlockRef{})
-		w.created = append(w.created, false)
-	}
-	w.blocks[r.block] = r.ref
-	w.created[r.block] = created
-	if created {
-		w.stats.NewObjects++
-		w.stats.NewBytes += int64(len(r.obj))
+	for i, c := range created {
+		r := &bt.res[i]
+		b := bt.first + i
+		for len(w.blocks) <= b {
+			w.blocks = append(w.blocks, BlockRef{})
+			w.created = append(w.created, false)
+		}
+		w.blocks[b] = r.ref
+		w.created[b] = c
+		if c {
+			w.stats.NewObjects++
+			w.stats.NewBytes += int64(len(r.obj))
+		}
 	}
 }

@@ -160,11 +160,13 @@ func (p *blockPool) Put(addr pages.Addr, obj []byte) (bool, error) {
 	return true, nil
 }
 
-// Get implements pages.Sink: a bounded read of a regular file. The caller
-// (pages) checks the object against its index entry.
+// Get implements pages.Sink: a bounded read of a regular file, of the size
+// its descriptor reports (a file that grows meanwhile is longer than its
+// object and fails the caller's CRC check). The caller (pages) checks the
+// object against its index entry.
 func (p *blockPool) Get(addr pages.Addr, dst []byte) ([]byte, error) {
 	path := p.path(addr)
-	f, _, why, err := openRegular(path)
+	f, size, why, err := openRegular(path)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("block file %s: %w", path, err)
@@ -172,15 +174,15 @@ func (p *blockPool) Get(addr pages.Addr, dst []byte) ([]byte, error) {
 		return nil, fmt.Errorf("block file %s is %s", path, why)
 	}
 	defer f.Close()
-	if cap(dst) < pages.MaxObjectSize+1 {
-		dst = make([]byte, pages.MaxObjectSize+1)
+	if size > pages.MaxObjectSize {
+		return nil, fmt.Errorf("block file %s is longer than any object (%d bytes)", path, size)
 	}
-	n, err := io.ReadFull(f, dst[:pages.MaxObjectSize+1])
-	switch {
-	case err == nil:
-		return nil, fmt.Errorf("block file %s is longer than any object", path)
-	case !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF):
-		return nil, fmt.Errorf("block file %s: %w", path, err)
+	if int64(cap(dst)) < size {
+		dst = make([]byte, size)
+	}
+	n, err := io.ReadFull(f, dst[:size])
+	if err != nil {
+		return nil, fmt.Errorf("block file %s: %d of %d bytes: %w", path, n, size, err)
 	}
 	return dst[:n], nil
 }

@@ -19,9 +19,11 @@ import (
 // memory, the restore of a VM's memory
 //
 //   - through vnsnap's store: the page image written back from the store
-//     into a tmpfs file (pages.RestoreFile on every core: every block
-//     checked) while a new QEMU starts, then loaded by it from that file
-//     (`store` below; store-to-file is the write-back alone);
+//     into a tmpfs file (pages.RestoreFile on every core: every block's
+//     CRC-32C, decoding and size checked, as realbackend restores) while a
+//     new QEMU starts, then loaded by it from that file (`store` below;
+//     store-to-file is the write-back alone), and the same with every
+//     block's hash checked too (`store-hashed`);
 //   - by QEMU alone from a plain file holding the same mapped-ram image
 //     (`qemu-file`), the baseline of issue 9's "within 1.2x";
 //   - by QEMU alone from a plain file holding the classic migration stream
@@ -131,21 +133,23 @@ func BenchmarkRestoreVsQEMUFile(b *testing.B) {
 		r.Kill()
 		return d
 	}
-	var viaStore, fromStore, qemuFile, qemuStream time.Duration
+	var viaStore, fromStore, viaStoreHashed, fromStoreHashed, qemuFile, qemuStream time.Duration
 	restored := filepath.Join(dir, "restored.img")
 	// The store's path as realbackend takes it: the image is written back
-	// while QEMU starts (RestoreFileFrom), then loaded.
-	viaStoreLoad := func() time.Duration {
+	// while QEMU starts (RestoreFileFrom), then loaded; every block's CRC,
+	// decoding and size checked (realbackend's RestoreOptions), or with
+	// hashed also its BLAKE3 against its address.
+	viaStoreLoad := func(hashed bool, fromStore *time.Duration) time.Duration {
 		start := time.Now()
 		var f *os.File
 		s := spec
 		s.Name = "restored"
 		r, err := qemubackend.RestoreFileFrom(ctx, h, s, func() (*os.File, error) {
 			t0 := time.Now()
-			if _, err := snap.RestoreImage("bench", "memory", restored, pages.RestoreOptions{}); err != nil {
+			if _, err := snap.RestoreImage("bench", "memory", restored, pages.RestoreOptions{SkipHash: !hashed}); err != nil {
 				return nil, err
 			}
-			fromStore += time.Since(t0)
+			*fromStore += time.Since(t0)
 			var err error
 			f, err = os.Open(restored)
 			return f, err
@@ -162,8 +166,9 @@ func BenchmarkRestoreVsQEMUFile(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		// Interleaved, so that load on the machine affects all alike.
-		viaStore += viaStoreLoad()
+		viaStore += viaStoreLoad(false, &fromStore)
 		qemuFile += load(mapped, true)
+		viaStoreHashed += viaStoreLoad(true, &fromStoreHashed)
 		qemuStream += load(stream, false)
 	}
 	b.StopTimer()
@@ -171,6 +176,9 @@ func BenchmarkRestoreVsQEMUFile(b *testing.B) {
 	ms := func(d time.Duration) float64 { return float64(d/n) / float64(time.Millisecond) }
 	b.ReportMetric(ms(viaStore), "store-ms/op")
 	b.ReportMetric(ms(fromStore), "store-to-file-ms/op")
+	b.ReportMetric(ms(viaStoreHashed), "store-hashed-ms/op")
+	b.ReportMetric(ms(fromStoreHashed), "store-hashed-to-file-ms/op")
+	b.ReportMetric(float64(viaStoreHashed)/float64(qemuFile), "store-hashed/qemu-file")
 	b.ReportMetric(ms(qemuFile), "qemu-file-ms/op")
 	b.ReportMetric(ms(qemuStream), "qemu-stream-ms/op")
 	b.ReportMetric(float64(viaStore)/float64(qemuFile), "store/qemu-file")

@@ -706,21 +706,41 @@ func TestWritesInOrder(t *testing.T) {
 	}
 }
 
-// TestRestoreFile restores into a sparse file.
+// TestRestoreFile restores into a sparse file, with every codec, images
+// whose blocks have zero pages and images whose blocks have none (decoded
+// straight into the mapped file), and a damaged block in each kind.
 func TestRestoreFile(t *testing.T) {
-	sink := pages.NewMemSink()
-	g := newIngester(t, sink, pages.Options{})
-	img := newFamily(9).guest(1, 2048)
-	x, _ := write(t, g, "f", img, "at", nil)
-	path := filepath.Join(t.TempDir(), "mem")
-	if _, err := pages.RestoreFile(x, sink, path, pages.RestoreOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, img) {
-		t.Errorf("restored file differs from the image")
+	full := make([]byte, 64*pages.PageSize)
+	fillRandom(rand.New(rand.NewPCG(3, 4)), full[:32*pages.PageSize])
+	newFamily(9).text(rand.New(rand.NewPCG(5, 6)), full[32*pages.PageSize:])
+	for _, c := range []pages.Codec{pages.CodecS2, pages.CodecZstd, pages.CodecRaw} {
+		for name, img := range map[string][]byte{"guest": newFamily(9).guest(1, 2048), "full": full} {
+			sink := pages.NewMemSink()
+			g := newIngester(t, sink, pages.Options{Codec: c})
+			x, _ := write(t, g, "f", img, "at", nil)
+			path := filepath.Join(t.TempDir(), "mem")
+			if _, err := pages.RestoreFile(x, sink, path, pages.RestoreOptions{}); err != nil {
+				t.Fatalf("%v %s: %v", c, name, err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, img) {
+				t.Errorf("%v %s: restored file differs from the image", c, name)
+			}
+			blk := len(x.Blocks) - 1
+			for x.Blocks[blk].Mask == 0 {
+				blk--
+			}
+			sink.Damage(x.Blocks[blk].Addr, 7)
+			for _, skip := range []bool{false, true} {
+				_, err = pages.RestoreFile(x, sink, path, pages.RestoreOptions{SkipHash: skip})
+				var ce *pages.CorruptError
+				if !errors.As(err, &ce) || ce.Block != blk || ce.Offset != x.Offset(blk) {
+					t.Errorf("%v %s, SkipHash %v: RestoreFile with block %d damaged = %v, want a CorruptError naming it", c, name, skip, blk, err)
+				}
+			}
+		}
 	}
 }

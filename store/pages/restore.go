@@ -82,6 +82,12 @@ func newBlockReader(x *Index, sink Sink) *blockReader {
 
 // load returns block i's non-zero pages, packed, valid until the next call.
 func (br *blockReader) load(i int) ([]byte, *CorruptError) {
+	return br.loadInto(i, br.data)
+}
+
+// loadInto is load decoding into dst if it has room (a raw object is
+// returned in place, not copied).
+func (br *blockReader) loadInto(i int, dst []byte) ([]byte, *CorruptError) {
 	ref := br.x.Blocks[i]
 	obj, err := br.sink.Get(ref.Addr, br.obj)
 	if err != nil {
@@ -89,7 +95,7 @@ func (br *blockReader) load(i int) ([]byte, *CorruptError) {
 	}
 	br.obj = obj[:0]
 	// br.data has room for any block, so decoding never reallocates it.
-	data, err := decodeObject(br.dec, br.data, obj, ref.Pages()*PageSize, br.x.Hash, ref.Addr, br.skipHash)
+	data, err := decodeObject(br.dec, dst, obj, ref.Pages()*PageSize, br.x.Hash, ref.Addr, br.skipHash)
 	if err != nil {
 		return nil, br.x.corrupt(i, err.Error(), nil)
 	}
@@ -107,6 +113,12 @@ func (x *Index) corrupt(i int, reason string, err error) *CorruptError {
 // a *CorruptError naming the image and block offset, or dst's error. x must
 // come from DecodeIndex or an ImageWriter (it is trusted to be consistent).
 func Restore(x *Index, sink Sink, dst io.WriterAt, o RestoreOptions) (RestoreStats, error) {
+	return restore(x, sink, dst, nil, o)
+}
+
+// restore is Restore into dst, or, if m is set, into the mapped file m
+// (dst is then not used).
+func restore(x *Index, sink Sink, dst io.WriterAt, m *mappedFile, o RestoreOptions) (RestoreStats, error) {
 	workers := o.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -150,7 +162,13 @@ func Restore(x *Index, sink Sink, dst io.WriterAt, o RestoreOptions) (RestoreSta
 				if i >= len(x.Blocks) {
 					return
 				}
-				n, err := br.place(i, dst, zeroBuf)
+				var n int64
+				var err error
+				if m != nil {
+					n, err = br.placeMapped(i, m)
+				} else {
+					n, err = br.place(i, dst, zeroBuf)
+				}
 				if err != nil {
 					fail(err)
 					return
@@ -210,8 +228,59 @@ func (br *blockReader) place(i int, dst io.WriterAt, zeroBuf []byte) (int64, err
 	return written, nil
 }
 
+// placeMapped writes block i into the mapped file m: a block without zero
+// pages is decoded straight into the file's pages, the others' runs of
+// non-zero pages copied there; zero pages are left as holes.
+func (br *blockReader) placeMapped(i int, m *mappedFile) (int64, error) {
+	x := br.x
+	ref := x.Blocks[i]
+	if ref.Mask == 0 {
+		return 0, nil
+	}
+	base := x.Offset(i)
+	np := x.blockPages(i)
+	if ref.Pages() == np {
+		end := base + int64(np)*PageSize
+		m.populate(base, end)
+		target := m.mem[base:end:end]
+		data, ce := br.loadInto(i, target)
+		if ce != nil {
+			return 0, ce
+		}
+		if &data[0] != &target[0] { // a raw object, returned in place
+			copy(target, data)
+		}
+		return end - base, nil
+	}
+	data, ce := br.load(i)
+	if ce != nil {
+		return 0, ce
+	}
+	var written int64
+	k := 0 // next packed page
+	for p := 0; p < np; {
+		if ref.Mask&(1<<p) == 0 {
+			p++
+			continue
+		}
+		q := p
+		for q < np && ref.Mask&(1<<q) != 0 {
+			q++
+		}
+		lo := base + int64(p)*PageSize
+		hi := lo + int64(q-p)*PageSize
+		m.populate(lo, hi)
+		copy(m.mem[lo:hi], data[k*PageSize:])
+		k += q - p
+		written += hi - lo
+		p = q
+	}
+	return written, nil
+}
+
 // RestoreFile restores x into a new file at path (truncated to the image's
 // length first, so zero pages are holes that cost nothing) and fsyncs it.
+// On Linux the file is mapped and the blocks placed by copying into it.
 func RestoreFile(x *Index, sink Sink, path string, o RestoreOptions) (RestoreStats, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -222,7 +291,13 @@ func RestoreFile(x *Index, sink Sink, path string, o RestoreOptions) (RestoreSta
 		return RestoreStats{}, fmt.Errorf("pages: restore %q: %w", x.Name, err)
 	}
 	o.ZeroFill = false
-	st, err := Restore(x, sink, f, o)
+	m := mapFile(f, x.Length)
+	st, err := restore(x, sink, f, m, o)
+	if m != nil {
+		if cerr := m.close(); err == nil && cerr != nil {
+			err = fmt.Errorf("pages: restore %q: %w", x.Name, cerr)
+		}
+	}
 	if err != nil {
 		return st, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/vnsnap/vnsnap/store"
 	"github.com/vnsnap/vnsnap/store/pages"
+	"github.com/zeebo/blake3"
 )
 
 // Benchmarks report ratios measured in one run, since the machine is shared:
@@ -84,6 +85,16 @@ func shaCost(img []byte) cost {
 		parallel(len(img), func(lo, hi int) {
 			for p := lo; p < hi; p += 64 << 10 {
 				sha256.Sum256(img[p:min(p+64<<10, hi)])
+			}
+		})
+	})
+}
+
+func blake3Cost(img []byte) cost {
+	return measure(func() {
+		parallel(len(img), func(lo, hi int) {
+			for p := lo; p < hi; p += 64 << 10 {
+				blake3.Sum256(img[p:min(p+64<<10, hi)])
 			}
 		})
 	})
@@ -190,7 +201,8 @@ func writeFile(b *testing.B, path string, data []byte) {
 // core, into memory, into a file sink and into a pack sink (fsync
 // included), then its idle second snapshot into the same pack sink (mostly
 // deduplicated), against a
-// parallel memcpy and a parallel SHA-256 of the same bytes, a plain
+// parallel memcpy, a parallel SHA-256 and a parallel BLAKE3 (the block
+// hash) of the same bytes, in 64 KiB pieces, a plain
 // sequential write of them to a file (fsync included) and the current
 // store's content-defined chunking, all in the same iteration. Rates are
 // MB/s per core (total over GOMAXPROCS).
@@ -198,10 +210,11 @@ func BenchmarkIngest(b *testing.B) {
 	img := newFamily(1).guest(1, guestPages())
 	second := idle(img, 77)
 	dst := make([]byte, len(img))
-	var tc, ts, tm, tf, tp, tcdc, t2, tw cost
+	var tc, ts, tb, tm, tf, tp, tcdc, t2, tw cost
 	for b.Loop() {
 		tc.add(memcpyCost(img, dst))
 		ts.add(shaCost(img))
+		tb.add(blake3Cost(img))
 		tw.add(measure(func() { writeFile(b, filepath.Join(b.TempDir(), "raw"), img) }))
 		g, _ := pages.NewIngester(pages.NewMemSink(), pages.Options{})
 		d, _, _ := ingestAll(b, g, "mem", [][]byte{img})
@@ -235,6 +248,7 @@ func BenchmarkIngest(b *testing.B) {
 	n := len(img) * b.N
 	report(b, "memcpy", n, tc)
 	report(b, "sha256", n, ts)
+	report(b, "blake3", n, tb)
 	report(b, "ingest-mem", n, tm)
 	report(b, "ingest-file", n, tf)
 	report(b, "cdc", n, tcdc)
@@ -244,6 +258,8 @@ func BenchmarkIngest(b *testing.B) {
 	b.ReportMetric(tp.wall.Seconds()/tw.wall.Seconds(), "ingest-pack/diskwrite-time")
 	b.ReportMetric(tcdc.wall.Seconds()/tp.wall.Seconds(), "ingest-pack/cdc-speed")
 	b.ReportMetric(ts.cpu.Seconds()/tm.cpu.Seconds(), "ingest-mem/sha256-cpu")
+	b.ReportMetric(ts.wall.Seconds()/tm.wall.Seconds(), "ingest-mem/sha256-speed")
+	b.ReportMetric(tc.wall.Seconds()/tm.wall.Seconds(), "ingest-mem/memcpy-speed")
 }
 
 // BenchmarkBlockSize: the dedup/throughput trade-off. Per block size, 8

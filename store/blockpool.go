@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -97,25 +96,19 @@ func (p *blockPool) record(addr pages.Addr, n int64) {
 // is not a sound object gives a reason; err alone means it could not be
 // examined (fs.ErrNotExist: there is none).
 func readObject(path string, buf []byte) (obj []byte, reason string, err error) {
-	f, _, why, err := openRegular(path)
+	obj, size, why, err := readSmall(path, buf, pages.MaxObjectSize)
 	switch {
 	case err != nil:
 		return nil, "", err
 	case why != "":
 		return nil, "block file is " + why, nil
-	}
-	defer f.Close()
-	n, err := io.ReadFull(f, buf[:pages.MaxObjectSize+1])
-	switch {
-	case err == nil:
+	case size > pages.MaxObjectSize:
 		return nil, fmt.Sprintf("block file is longer than any object (%d bytes)", pages.MaxObjectSize), nil
-	case !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF):
-		return nil, "cannot read block file", err
 	}
-	if err := pages.CheckObject(buf[:n]); err != nil {
+	if err := pages.CheckObject(obj); err != nil {
 		return nil, err.Error(), nil
 	}
-	return buf[:n], "", nil
+	return obj, "", nil
 }
 
 // Put implements pages.Sink. An object file already there is kept if it is
@@ -166,25 +159,16 @@ func (p *blockPool) Put(addr pages.Addr, obj []byte) (bool, error) {
 // object against its index entry.
 func (p *blockPool) Get(addr pages.Addr, dst []byte) ([]byte, error) {
 	path := p.path(addr)
-	f, size, why, err := openRegular(path)
+	obj, size, why, err := readSmall(path, dst, pages.MaxObjectSize)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("block file %s: %w", path, err)
 	case why != "":
 		return nil, fmt.Errorf("block file %s is %s", path, why)
-	}
-	defer f.Close()
-	if size > pages.MaxObjectSize {
+	case size > pages.MaxObjectSize:
 		return nil, fmt.Errorf("block file %s is longer than any object (%d bytes)", path, size)
 	}
-	if int64(cap(dst)) < size {
-		dst = make([]byte, size)
-	}
-	n, err := io.ReadFull(f, dst[:size])
-	if err != nil {
-		return nil, fmt.Errorf("block file %s: %d of %d bytes: %w", path, n, size, err)
-	}
-	return dst[:n], nil
+	return obj, nil
 }
 
 // Sync implements pages.Syncer: it fsyncs the objects created since the

@@ -132,7 +132,10 @@ func BenchmarkRead(b *testing.B) {
 	}
 }
 
-var flagSkipHash = flag.Bool("store.skiphash", false, "BenchmarkRestoreImage: check CRCs only, not hashes")
+var (
+	flagSkipHash = flag.Bool("store.skiphash", false, "BenchmarkRestoreImage: check CRCs only, not hashes")
+	flagRaw      = flag.Bool("store.raw", false, "BenchmarkRestoreImage: store the image uncompressed")
+)
 
 // BenchmarkRestoreImage: a 256 MiB page-like image written back from the
 // store into a file in tmpfs (what a restore does before QEMU loads it),
@@ -144,6 +147,9 @@ func BenchmarkRestoreImage(b *testing.B) {
 	w, err := Create(root, "s", testMeta())
 	if err != nil {
 		b.Fatal(err)
+	}
+	if *flagRaw {
+		w.pageOptions.Codec = pages.CodecRaw
 	}
 	if _, err := w.ImageAt("a", "memory", bytes.NewReader(data), size); err != nil {
 		b.Fatal(err)

@@ -33,15 +33,17 @@
 // mapped-ram file, a memory-sink buffer, a Xen staging file) through one
 // pages.Ingester per Writer, shared by every image of the snapshot and
 // running on every core. Block objects and the index use package pages'
-// formats (store/pages/doc.go: index version 1; an object is a codec byte,
-// a CRC-32C and the raw or zstd payload). Objects are files in blocks/,
+// formats (store/pages/doc.go: index version 2, blocks addressed by
+// BLAKE3-256; version 1, addressed by SHA-256, written before, is still
+// read, and snapshots of both kinds share the pool; an object is a codec
+// byte, a CRC-32C and the raw, S2 or zstd payload). Objects are files in blocks/,
 // one per address, written to a temporary name and hard-linked into place;
 // the ingester fsyncs the new ones once per image, in parallel. A file per
 // object rather than pack files: GC deletes unreferenced objects by
 // unlinking them, writers in several processes share the pool with no
 // shared append point, and nothing is ever repacked; on this project's
 // machine the fsyncs of one image's new objects, issued 16 at a time, are
-// not what limits ingest (zstd is; pages' doc has the numbers). An
+// not what limits ingest (compression is; pages' doc has the numbers). An
 // Ingester lives no longer than its Writer, whose shared store lock keeps
 // GC away: its cache of objects known to be stored must never outlive a GC.
 //
@@ -50,9 +52,15 @@
 // file, bounded by the largest object) and checks its codec and CRC-32C;
 // one that fails is replaced by rename with a sound copy. An index file
 // found already there is reused only if it is byte for byte the one in
-// hand. Reads check every object's CRC, decoded size and SHA-256 against
-// its index entry, and the index file's size, encoding, own checksum, name,
-// length and block size against the manifest.
+// hand. Reads check every object's CRC, decoded size and hash (BLAKE3 or
+// SHA-256, as its index says) against its index entry, and the index file's
+// size, encoding, own checksum, name, length and block size against the
+// manifest. A restore may leave out the hash (RestoreOptions.SkipHash, what
+// realbackend does, since the write-back is on the restore's critical
+// path): the CRC-32C still catches damage to an object's bytes, and size
+// and decoding are checked; the hash would add only a sound object under
+// another's name, which the writers' own reuse of CRC-checked objects does
+// not catch either. Verify always checks the hashes.
 //
 // The manifest records per VM its images (name, length in bytes, index =
 // hex image checksum, index_size, block_size, the distinct objects and

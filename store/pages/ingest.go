@@ -24,16 +24,15 @@ type Options struct {
 	// BlockSize is the block size of new images, a power of two from
 	// MinBlockSize to MaxBlockSize (default DefaultBlockSize).
 	BlockSize int
-	// Codec compresses new blocks (default CodecS2).
+	// Codec compresses new blocks (default CodecRaw: none).
 	Codec Codec
 	// Level is the zstd level of CodecZstd (default DefaultLevel).
 	Level Level
 	// Hash addresses the blocks (default HashBLAKE3, index version 2;
 	// HashSHA256 writes version-1 indexes as older builds did).
 	Hash Hash
-	// Raw stores new blocks uncompressed, as Codec CodecRaw: ingest is
-	// then bound by hashing (and the disk), for sinks on disks fast enough
-	// that compression would be the bottleneck.
+	// Raw stores new blocks uncompressed, as Codec CodecRaw (the
+	// default): ingest is then bound by hashing (and the disk).
 	Raw bool
 	// Workers is the number of goroutines that scan, hash and compress
 	// (default GOMAXPROCS).
@@ -136,7 +135,7 @@ func NewIngester(sink Sink, opt Options) (*Ingester, error) {
 	if err := checkGeometry("", 0, opt.BlockSize); err != nil {
 		return nil, fmt.Errorf("pages: options: %w", err)
 	}
-	if opt.Codec < CodecS2 || opt.Codec > CodecRaw {
+	if opt.Codec < CodecRaw || opt.Codec > CodecZstd {
 		return nil, fmt.Errorf("pages: options: codec %v unknown", opt.Codec)
 	}
 	if opt.Hash != HashBLAKE3 && opt.Hash != HashSHA256 {

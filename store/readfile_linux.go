@@ -64,3 +64,62 @@ func readSmall(path string, dst []byte, limit int64) (data []byte, size int64, r
 	}
 	return dst, st.Size, "", nil
 }
+
+// readInto reads the regular file at path into bufs, in order, with one
+// readv, if its size is exactly the sum of their lengths, and reports
+// whether it did; the checks are readSmall's.
+func readInto(path string, bufs [][]byte) (ok bool, reason string, err error) {
+	before, err := os.Lstat(path)
+	if err != nil {
+		return false, "", err
+	}
+	if !before.Mode().IsRegular() {
+		return false, regfile.Kind(before.Mode()), nil
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return false, "replaced while being opened", nil
+		}
+		return false, "", &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return false, "", &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	bst, isStat := before.Sys().(*syscall.Stat_t)
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || !isStat || bst.Dev != st.Dev || bst.Ino != st.Ino {
+		return false, "replaced while being opened", nil
+	}
+	var total int64
+	for _, b := range bufs {
+		total += int64(len(b))
+	}
+	if st.Size != total {
+		return false, "", nil
+	}
+	for rest, done := bufs, int64(0); done < total; {
+		n, err := unix.Readv(fd, rest)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err != nil:
+			return false, "", &os.PathError{Op: "readv", Path: path, Err: err}
+		case n == 0:
+			return false, "", fmt.Errorf("%s: %d of %d bytes: %w", path, done, total, io.ErrUnexpectedEOF)
+		}
+		done += int64(n)
+		// Skip what was filled; a partly filled buffer goes on from where
+		// the read stopped.
+		for n > 0 {
+			if n < len(rest[0]) {
+				rest = append([][]byte{rest[0][n:]}, rest[1:]...)
+				break
+			}
+			n -= len(rest[0])
+			rest = rest[1:]
+		}
+	}
+	return true, "", nil
+}

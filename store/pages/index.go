@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"math/bits"
 	"unicode/utf8"
 
@@ -69,6 +70,20 @@ func (h Hash) sum(data []byte) Addr {
 		return sha256.Sum256(data)
 	}
 	return blake3.Sum256(data)
+}
+
+// sumParts returns the address of the packed pages held in parts, in order.
+func (h Hash) sumParts(parts [][]byte) Addr {
+	var d hash.Hash = blake3.New()
+	if h == HashSHA256 {
+		d = sha256.New()
+	}
+	for _, p := range parts {
+		d.Write(p)
+	}
+	var a Addr
+	d.Sum(a[:0])
+	return a
 }
 
 const (

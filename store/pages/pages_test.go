@@ -719,6 +719,14 @@ func TestRestoreFile(t *testing.T) {
 			g := newIngester(t, sink, pages.Options{Codec: c})
 			x, _ := write(t, g, "f", img, "at", nil)
 			path := filepath.Join(t.TempDir(), "mem")
+			// With a sink that reads raw objects into the file, and
+			// with one that does not.
+			if _, err := pages.RestoreFile(x, plainSink{sink}, path, pages.RestoreOptions{}); err != nil {
+				t.Fatalf("%v %s: %v", c, name, err)
+			}
+			if got, _ := os.ReadFile(path); !bytes.Equal(got, img) {
+				t.Errorf("%v %s: restored file (no GetInto) differs from the image", c, name)
+			}
 			if _, err := pages.RestoreFile(x, sink, path, pages.RestoreOptions{}); err != nil {
 				t.Fatalf("%v %s: %v", c, name, err)
 			}
@@ -735,12 +743,17 @@ func TestRestoreFile(t *testing.T) {
 			}
 			sink.Damage(x.Blocks[blk].Addr, 7)
 			for _, skip := range []bool{false, true} {
-				_, err = pages.RestoreFile(x, sink, path, pages.RestoreOptions{SkipHash: skip})
-				var ce *pages.CorruptError
-				if !errors.As(err, &ce) || ce.Block != blk || ce.Offset != x.Offset(blk) {
-					t.Errorf("%v %s, SkipHash %v: RestoreFile with block %d damaged = %v, want a CorruptError naming it", c, name, skip, blk, err)
+				for _, s := range []pages.Sink{sink, plainSink{sink}} {
+					_, err = pages.RestoreFile(x, s, path, pages.RestoreOptions{SkipHash: skip})
+					var ce *pages.CorruptError
+					if !errors.As(err, &ce) || ce.Block != blk || ce.Offset != x.Offset(blk) {
+						t.Errorf("%v %s, SkipHash %v, %T: RestoreFile with block %d damaged = %v, want a CorruptError naming it", c, name, skip, s, blk, err)
+					}
 				}
 			}
 		}
 	}
 }
+
+// plainSink hides a sink's optional interfaces (IntoGetter).
+type plainSink struct{ pages.Sink }

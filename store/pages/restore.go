@@ -1,8 +1,10 @@
 package pages
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"runtime"
@@ -73,6 +75,11 @@ type blockReader struct {
 	dec       *zstd.Decoder
 	obj, data []byte
 	skipHash  bool
+	// placeMapped's: the block's runs in the mapped file, and the
+	// buffers of a read into them.
+	hdr  [objHeader]byte
+	runs [][]byte
+	bufs [][]byte
 }
 
 func newBlockReader(x *Index, sink Sink) *blockReader {
@@ -239,25 +246,8 @@ func (br *blockReader) placeMapped(i int, m *mappedFile) (int64, error) {
 	}
 	base := x.Offset(i)
 	np := x.blockPages(i)
-	if ref.Pages() == np {
-		end := base + int64(np)*PageSize
-		m.populate(base, end)
-		target := m.mem[base:end:end]
-		data, ce := br.loadInto(i, target)
-		if ce != nil {
-			return 0, ce
-		}
-		if &data[0] != &target[0] { // a raw object, returned in place
-			copy(target, data)
-		}
-		return end - base, nil
-	}
-	data, ce := br.load(i)
-	if ce != nil {
-		return 0, ce
-	}
-	var written int64
-	k := 0 // next packed page
+	// The block's runs of non-zero pages in the file, in order.
+	br.runs = br.runs[:0]
 	for p := 0; p < np; {
 		if ref.Mask&(1<<p) == 0 {
 			p++
@@ -270,12 +260,67 @@ func (br *blockReader) placeMapped(i int, m *mappedFile) (int64, error) {
 		lo := base + int64(p)*PageSize
 		hi := lo + int64(q-p)*PageSize
 		m.populate(lo, hi)
-		copy(m.mem[lo:hi], data[k*PageSize:])
-		k += q - p
-		written += hi - lo
+		br.runs = append(br.runs, m.mem[lo:hi:hi])
 		p = q
 	}
-	return written, nil
+	n := int64(ref.Pages()) * PageSize
+	if ig, ok := br.sink.(IntoGetter); ok {
+		// A raw object is read straight into the file: its header into
+		// hdr, its pages into their runs. A compressed one is smaller
+		// than that (compression is kept only if it saves 1/32).
+		bufs := append(append(br.bufs[:0], br.hdr[:]), br.runs...)
+		got, err := ig.GetInto(ref.Addr, bufs)
+		br.bufs = bufs[:0]
+		if err != nil {
+			return 0, x.corrupt(i, "cannot get object", err)
+		}
+		if got {
+			if reason := br.checkParts(ref); reason != "" {
+				return 0, x.corrupt(i, reason, nil)
+			}
+			return n, nil
+		}
+	}
+	if len(br.runs) == 1 {
+		// The block's pages are one run: decoded straight into it.
+		target := br.runs[0]
+		data, ce := br.loadInto(i, target)
+		if ce != nil {
+			return 0, ce
+		}
+		if &data[0] != &target[0] { // a raw object, returned in place
+			copy(target, data)
+		}
+		return n, nil
+	}
+	data, ce := br.load(i)
+	if ce != nil {
+		return 0, ce
+	}
+	k := 0
+	for _, r := range br.runs {
+		k += copy(r, data[k:])
+	}
+	return n, nil
+}
+
+// checkParts checks a raw object read into br.hdr and br.runs as
+// decodeObject checks one read whole: codec, CRC-32C and hash.
+func (br *blockReader) checkParts(ref BlockRef) string {
+	if br.hdr[0] != objRaw {
+		return fmt.Sprintf("object codec %d with the size of a raw object", br.hdr[0])
+	}
+	crc := crc32.Checksum(br.hdr[:1], castagnoli)
+	for _, r := range br.runs {
+		crc = crc32.Update(crc, castagnoli, r)
+	}
+	if want := binary.LittleEndian.Uint32(br.hdr[1:]); crc != want {
+		return fmt.Sprintf("object CRC-32C %08x, want %08x", crc, want)
+	}
+	if !br.skipHash && br.x.Hash.sumParts(br.runs) != ref.Addr {
+		return "object content does not hash to its address"
+	}
+	return ""
 }
 
 // RestoreFile restores x into a new file at path (truncated to the image's

@@ -32,6 +32,17 @@ type Syncer interface {
 	Sync() error
 }
 
+// IntoGetter is a Sink that can read an object straight into the caller's
+// buffers: a restore into a mapped file reads a raw object's pages into the
+// file's pages, without a copy through a buffer of its own.
+type IntoGetter interface {
+	// GetInto reads object addr into bufs, filling each in order, if the
+	// object's size is exactly the sum of their lengths, and reports
+	// whether it did; a missing object is an error wrapping
+	// fs.ErrNotExist. The caller checks what it read.
+	GetInto(addr Addr, bufs [][]byte) (bool, error)
+}
+
 // FileSink keeps one file per object, root/ab/abcdef..., written to a
 // temporary name and hard-linked into place so that it is whole or absent
 // and never replaced. Sync fsyncs the files created since the last Sync and
@@ -47,7 +58,8 @@ type FileSink struct {
 var (
 	_ Sink   = (*FileSink)(nil)
 	_ Syncer = (*FileSink)(nil)
-	_ Sink   = (*MemSink)(nil)
+	_ Sink       = (*MemSink)(nil)
+	_ IntoGetter = (*MemSink)(nil)
 )
 
 // NewFileSink returns a FileSink in the existing directory root.
@@ -251,6 +263,27 @@ func (s *MemSink) Get(addr Addr, dst []byte) ([]byte, error) {
 		return nil, fmt.Errorf("pages: get object %s: %w", addr, fs.ErrNotExist)
 	}
 	return append(dst[:0], o...), nil
+}
+
+// GetInto implements IntoGetter.
+func (s *MemSink) GetInto(addr Addr, bufs [][]byte) (bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	o, ok := s.objs[addr]
+	if !ok {
+		return false, fmt.Errorf("pages: get object %s: %w", addr, fs.ErrNotExist)
+	}
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	if total != len(o) {
+		return false, nil
+	}
+	for _, b := range bufs {
+		o = o[copy(b, o):]
+	}
+	return true, nil
 }
 
 // Len returns the number of objects and their total size.

@@ -56,8 +56,8 @@ type FileSink struct {
 }
 
 var (
-	_ Sink   = (*FileSink)(nil)
-	_ Syncer = (*FileSink)(nil)
+	_ Sink       = (*FileSink)(nil)
+	_ Syncer     = (*FileSink)(nil)
 	_ Sink       = (*MemSink)(nil)
 	_ IntoGetter = (*MemSink)(nil)
 )

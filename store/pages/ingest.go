@@ -81,10 +81,11 @@ func (o Options) batchBlocks() int {
 // memory: a producer that finds no free buffer waits (backpressure). Its
 // methods are safe for concurrent use. Close it when done.
 type Ingester struct {
-	sink  Sink
-	opt   Options
-	batch int    // blocks per work item of IngestAt and IngestBytes
-	zero  []byte // one zero page, read-only
+	sink    Sink
+	ordered bool // the sink is InOrder: objects are put by the commit
+	opt     Options
+	batch   int    // blocks per work item of IngestAt and IngestBytes
+	zero    []byte // one zero page, read-only
 
 	free      chan *slot
 	acquireMu sync.Mutex // held while taking the buffers of one batch
@@ -124,9 +125,11 @@ type batch struct {
 
 // blockResult is what a worker made of one block.
 type blockResult struct {
-	ref   BlockRef
-	obj   []byte // the object to Put, nil if none is needed
-	known bool   // found already stored before compression
+	ref     BlockRef
+	obj     []byte // the object for the commit to Put (InOrder sinks), nil if none
+	known   bool   // found already stored before compression
+	created bool   // the worker's Put created the object (other sinks)
+	size    int    // its size
 }
 
 // NewIngester starts an Ingester writing into sink.
@@ -141,14 +144,16 @@ func NewIngester(sink Sink, opt Options) (*Ingester, error) {
 	if opt.Hash != HashBLAKE3 && opt.Hash != HashSHA256 {
 		return nil, fmt.Errorf("pages: options: hash %v unknown", opt.Hash)
 	}
+	_, ordered := sink.(InOrder)
 	g := &Ingester{
-		sink:  sink,
-		opt:   opt,
-		batch: opt.batchBlocks(),
-		zero:  make([]byte, PageSize),
-		free:  make(chan *slot, opt.Buffers),
-		jobs:  make(chan *batch, opt.Workers),
-		known: make(map[Addr]struct{}),
+		sink:    sink,
+		ordered: ordered,
+		opt:     opt,
+		batch:   opt.batchBlocks(),
+		zero:    make([]byte, PageSize),
+		free:    make(chan *slot, opt.Buffers),
+		jobs:    make(chan *batch, opt.Workers),
+		known:   make(map[Addr]struct{}),
 	}
 	for range opt.Buffers {
 		g.allocs.Add(1)
@@ -325,7 +330,17 @@ func (g *Ingester) process(enc *encoder, bt *batch, i int) error {
 		res.known = true
 		return nil
 	}
-	res.obj = encodeObject(enc, s.out, data)
-	s.out = res.obj[:0]
+	obj := encodeObject(enc, s.out, data)
+	s.out = obj[:0]
+	if g.ordered {
+		res.obj = obj
+		return nil
+	}
+	created, err := g.sink.Put(res.ref.Addr, obj)
+	if err != nil {
+		return err
+	}
+	g.markKnown(res.ref.Addr)
+	res.created, res.size = created, len(obj)
 	return nil
 }

@@ -38,7 +38,10 @@ type packLoc struct {
 	n    uint32
 }
 
-var _ Syncer = (*PackSink)(nil)
+var (
+	_ Syncer  = (*PackSink)(nil)
+	_ InOrder = (*PackSink)(nil)
+)
 
 const (
 	packRecHeader = 32 + 4
@@ -122,6 +125,9 @@ func (s *PackSink) Has(addr Addr) (bool, error) {
 	_, ok := s.locs[addr]
 	return ok, nil
 }
+
+// PutsInOrder implements InOrder: a pack is one append stream.
+func (s *PackSink) PutsInOrder() {}
 
 // Put implements Sink: it appends a record to the current pack.
 func (s *PackSink) Put(addr Addr, obj []byte) (bool, error) {

@@ -680,6 +680,8 @@ type orderSink struct {
 	puts []pages.Addr
 }
 
+func (o *orderSink) PutsInOrder() {}
+
 func (o *orderSink) Put(a pages.Addr, b []byte) (bool, error) {
 	o.mu.Lock()
 	o.puts = append(o.puts, a)

@@ -457,8 +457,8 @@ func (w *ImageWriter) Abort() {
 }
 
 // deliver hands over a batch a worker has finished. Batches are committed
-// in submission order (for Write and IngestAt, block order), so that the
-// sink sees the objects in a deterministic order: by the worker that
+// in submission order (for Write and IngestAt, block order), so that an
+// InOrder sink sees the objects in a deterministic order: by the worker that
 // delivers the next batch due, which also commits every later batch already
 // delivered, while a worker that delivers one out of order leaves it.
 func (w *ImageWriter) deliver(bt *batch) {
@@ -499,7 +499,7 @@ func (w *ImageWriter) apply(bt *batch) {
 			break
 		}
 		r := &bt.res[i]
-		c := false
+		c := r.created // put by the worker (a sink not InOrder)
 		// A block compressed by two workers at once (before either was
 		// stored) is put once: the second finds it known.
 		if r.obj != nil && !w.g.isKnown(r.ref.Addr) {
@@ -507,6 +507,7 @@ func (w *ImageWriter) apply(bt *batch) {
 			if err == nil {
 				w.g.markKnown(r.ref.Addr)
 			}
+			r.size = len(r.obj)
 		}
 		created = append(created, c)
 	}
@@ -532,7 +533,7 @@ func (w *ImageWriter) apply(bt *batch) {
 		w.created[b] = c
 		if c {
 			w.stats.NewObjects++
-			w.stats.NewBytes += int64(len(r.obj))
+			w.stats.NewBytes += int64(r.size)
 		}
 	}
 }

@@ -78,31 +78,42 @@
 // they name; an index it cannot read makes it refuse, as a bad manifest
 // does.
 //
-// Measured on this project's 2-core machine, loaded by other jobs (load
-// average 25-36), QEMU 10.0.2 under TCG, in one run each:
+// Measured on this project's 2-core machine, QEMU 10.0.2 under TCG, in one
+// run each:
 //
-//	idle VNE, 2 x 128 MiB guests, two vnsnap-memory snapshots (TestPageImagesIdleDedup)
+//	idle VNE, 2 x 128 MiB guests, two vnsnap-memory snapshots (TestPageImagesIdleDedup;
+//	S2 blocks and SHA-256 addresses, load average 25-36)
 //	  memory (mapped-ram files)           283 MB
 //	  first snapshot stored               30.7 MB (10.8 %), dedup 9.2x
 //	  second snapshot new bytes           1.2-1.3 MB (0.43-0.46 % of memory; the target is <= 5 %)
 //
-//	restore of one 256 MiB guest's memory, per restore (BenchmarkRestoreVsQEMUFile)
-//	                                      multifd, overlapped   no multifd, sequential
-//	  QEMU from a plain mapped-ram file   1256 ms               1599 ms
-//	  QEMU from a plain stream file       1835 ms               1150 ms
-//	  vnsnap: store -> tmpfs file -> QEMU 2378 ms               2621 ms
-//	    of which the store's write-back   1629 ms               959 ms
-//	  ratio store / QEMU's file restore   1.89x                 1.64x (stream: 1.30x, 2.28x)
+//	restore of one 256 MiB guest's memory, per restore, mean of 2 (BenchmarkRestoreVsQEMUFile),
+//	under the heavy lock (load average 0.4-1.7 from the machine's other users):
+//	                                      before      BLAKE3, S2,     raw blocks (default),
+//	                                      (SHA-256,   mapped write-   read straight into
+//	                                      S2, pwrite) back, CRC only  the mapped file
+//	  QEMU from a plain mapped-ram file   246 ms      98 ms           121 ms
+//	  QEMU from a plain stream file       493 ms      288 ms          356 ms
+//	  vnsnap: store -> tmpfs file -> QEMU 449 ms      169 ms          192 ms
+//	    of which the store's write-back   298 ms      100 ms          121 ms
+//	  ratio store / QEMU's file restore   1.83x       1.73x           1.59x (target 1.2x: not met)
+//	  the same with every block's hash    -           1.79x           4.6x (one run; not what realbackend does)
+//	  stored bytes of the 275 MB file     97 MB       97 MB           131 MB
 //
 //	CI=1 go test ./qemubackend -run XXX -bench RestoreVsQEMUFile -benchtime 2x -v
 //	CI=1 go test ./realbackend -run TestPageImagesIdleDedup -v
 //
-// So the restore is not within 1.2x of QEMU's own: writing the 275 MB file
-// back from 94 MB of blocks (decompression and a SHA-256 check of every
-// block, on two cores shared with the QEMU being started) costs as much as
-// QEMU's load itself. RestoreOptions.SkipHash (CRC checked, not SHA-256)
-// would roughly halve that part; QEMU loading straight from the store
-// (without the intermediate file) would remove it, and is not done.
+// So the restore is still not within 1.2x of QEMU's own, though its
+// write-back fell from 298 to about 100-120 ms (a block file read with
+// lstat, open, fstat, readv and close straight into the file's pages, the
+// CRC checked over them, no hash; no pwrite and no 256 KiB buffer
+// allocated per block): QEMU starts in some 40 ms, so the write-back is
+// on the critical path whole, and what remains of it is mostly the kernel
+// allocating the file's tmpfs pages (a third of its CPU in
+// BenchmarkRestoreImage) and copying the objects out of the page cache.
+// QEMU loading the store's pages without the intermediate file (its guest
+// RAM backed by the restored file, or the file served as it is read) would
+// remove it, and is not done.
 //
 // Schema 2 is schema 1 plus the fields above, all omitted when empty, so
 // a schema-1 manifest (no images) is still canonical and this build reads

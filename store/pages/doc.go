@@ -165,18 +165,18 @@
 // in MB/s per core (bytes over wall time over 2 cores, both cores busy) and
 // MB per CPU-second of the benchmark process:
 //
-//	                                  before (SHA-256,     now (BLAKE3, raw blocks,
-//	                                  S2, a job a block)   512 KiB batches)
-//	  memcpy baseline (parallel)      3489   4141          3384   3623
-//	  SHA-256 baseline (parallel)     1061   1325          1290   1324
-//	  BLAKE3 baseline (parallel)      -                    2718   2809
-//	  pages, memory sink              611    809           835    1287
-//	    vs memcpy, SHA-256 (speed)    -                    0.25 x, 0.65 x
-//	  pages, pack sink (fsync)        491    811           544    1270
-//	  pages into pack / plain write   0.31 x the time      1.26 x (this run's disk: 1.4 GB/s)
-//	  pages, file sink (a file each)  270                  149    263
-//	  pages, pack, idle 2nd snapshot  1380                 2519
-//	  current store (CDC), chunks     139    222           139    206
+//	                                before (SHA-256,     now (BLAKE3, raw blocks,
+//	                                S2, a job a block)   512 KiB batches)
+//	memcpy baseline (parallel)      3489   4141          3384   3623
+//	SHA-256 baseline (parallel)     1061   1325          1290   1324
+//	BLAKE3 baseline (parallel)      -                    2718   2809
+//	pages, memory sink              611    809           835    1287
+//	  vs memcpy, SHA-256 (speed)    -                    0.25 x, 0.65 x
+//	pages, pack sink (fsync)        491    811           544    1270
+//	pages into pack / plain write   0.31 x the time      1.26 x (this run's disk: 1.4 GB/s)
+//	pages, file sink (a file each)  270                  149    263
+//	pages, pack, idle 2nd snapshot  1380                 2519
+//	current store (CDC), chunks     139    222           139    206
 //
 // So with both cores busy, ingest of memory that is all new runs at 0.84
 // GB/s per core, not 1: below the 1 GB/s target, though at 1.29 GB per
@@ -194,11 +194,11 @@
 // Stored bytes, in one locked run (go test ./store/pages -run XXX -bench
 // 'Guests$|Level/(s2|raw)' -benchtime 3x, and the same 8 guests by codec):
 //
-//	                                  raw (default)   S2      current store (CDC)
-//	  one guest, % of raw             54.2            40.9
-//	  8 like guests, % of raw         18.2            13.8    22.2
-//	  idle 2nd snapshot, new %        1.40            1.09    6.53
-//	  one guest, ingest MB/s/core     1172            892     (Level: memory sink)
+//	                                raw (default)   S2      current store (CDC)
+//	one guest, % of raw             54.2            40.9
+//	8 like guests, % of raw         18.2            13.8    22.2
+//	idle 2nd snapshot, new %        1.40            1.09    6.53
+//	one guest, ingest MB/s/core     1172            892     (Level: memory sink)
 //
 // The measurements that chose the block size and compared the codecs, made
 // before BLAKE3 and batches (SHA-256 addresses, S2 the default):

@@ -2,6 +2,7 @@ package pages
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -102,10 +103,18 @@ type Ingester struct {
 	closeOnce sync.Once
 }
 
-// slot is one pool buffer: a block of raw pages and room for its object.
+// slot is one pool buffer: a block of raw pages, behind room for an
+// object's header (so that a raw object is the buffer itself, not a copy),
+// and room for a compressed object.
 type slot struct {
+	buf []byte // objHeader bytes of room, then raw
 	raw []byte
 	out []byte
+}
+
+func newSlot(blockSize int) *slot {
+	buf := make([]byte, objHeader+blockSize)
+	return &slot{buf: buf, raw: buf[objHeader:], out: make([]byte, 0, maxObject(blockSize))}
 }
 
 // batch is one work item: consecutive blocks of one image, with a buffer
@@ -157,7 +166,7 @@ func NewIngester(sink Sink, opt Options) (*Ingester, error) {
 	}
 	for range opt.Buffers {
 		g.allocs.Add(1)
-		g.free <- &slot{raw: make([]byte, opt.BlockSize), out: make([]byte, 0, maxObject(opt.BlockSize))}
+		g.free <- newSlot(opt.BlockSize)
 	}
 	for range opt.Workers {
 		g.wg.Add(1)
@@ -330,8 +339,16 @@ func (g *Ingester) process(enc *encoder, bt *batch, i int) error {
 		res.known = true
 		return nil
 	}
-	obj := encodeObject(enc, s.out, data)
-	s.out = obj[:0]
+	var obj []byte
+	if g.opt.Codec == CodecRaw && &data[0] == &s.raw[0] {
+		// The pages are in the slot already: the header goes in front.
+		obj = s.buf[:objHeader+len(data)]
+		obj[0] = objRaw
+		binary.LittleEndian.PutUint32(obj[1:], objectCRC(obj))
+	} else {
+		obj = encodeObject(enc, s.out, data)
+		s.out = obj[:0]
+	}
 	if g.ordered {
 		res.obj = obj
 		return nil

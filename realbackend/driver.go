@@ -183,6 +183,17 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
 	}
+	if e.clustered() {
+		if o.Algorithm == core.VNsnapLog {
+			return nil, fmt.Errorf("snapshot %s: %s does not run on agents yet (no in-transit replay)", o.Name, o.Algorithm)
+		}
+		// Before the core is made: its colour flips must carry the epoch
+		// the agents accept, past one a dead coordinator's lease left on
+		// their ports (a flip to the port's own epoch logs no cut).
+		if epoch, err = e.clusterEpoch(ctx, epoch); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
+		}
+	}
 	cfg := core.Config{
 		Algorithm: o.Algorithm, Sink: o.Sink, Mode: core.Observed, Epoch: epoch, Deadline: o.Deadline,
 	}
@@ -195,14 +206,6 @@ func (e *Env) Snapshot(ctx context.Context, o SnapshotOptions) (*Report, error) 
 	}
 	for _, vm := range e.Layout.VMs {
 		cfg.VMs = append(cfg.VMs, core.VMSpec{Host: core.HostID(vm.Host), MemBytes: int64(vm.MemoryMiB) << 20})
-	}
-	if e.clustered() {
-		if o.Algorithm == core.VNsnapLog {
-			return nil, fmt.Errorf("snapshot %s: %s does not run on agents yet (no in-transit replay)", o.Name, o.Algorithm)
-		}
-		if epoch, err = e.clusterEpoch(ctx, epoch); err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", o.Name, err)
-		}
 	}
 	for _, c := range e.ctl {
 		if err := c.SetAlgorithm(o.Algorithm); err != nil {

@@ -163,6 +163,7 @@ func testCoordinatorKilled(ctx context.Context, t *testing.T, cl *cluster, place
 	}
 	kill()
 	killedAt := time.Now()
+	cl.deadEpoch = epoch
 	for i, vm := range vmNames {
 		// An agent whose lease ran out removes the partial snapshot, then
 		// resumes its VMs: wait for the one, then for a heartbeat after it.

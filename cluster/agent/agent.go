@@ -54,6 +54,9 @@ type Agent struct {
 	calls *calls
 	ctx   context.Context // ends with Close
 	stop  context.CancelFunc
+	// syncDir makes a directory's entries durable (the package's syncDir;
+	// tests watch it).
+	syncDir func(dir string) error
 
 	mu    sync.Mutex // guards the fields below
 	sw    *vnet.Switch
@@ -74,8 +77,9 @@ type vmState struct {
 }
 
 // New opens the agent's state directory, creating it if missing, and
-// removes what a crashed agent left half-done: snapshot directories never
-// committed (see Cleanup). Only then does it serve.
+// removes what a crashed agent left half-done: snapshot directories it made
+// and never committed (see Cleanup). Only then does it serve; a snapshot
+// directory whose state cannot be read fails New, naming it.
 func New(cfg Config) (*Agent, []string, error) {
 	if err := vne.CheckName("host", cfg.Host); err != nil {
 		return nil, nil, fmt.Errorf("agent: host: %w", err)
@@ -95,7 +99,7 @@ func New(cfg Config) (*Agent, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	a := &Agent{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, calls: newCalls(),
+	a := &Agent{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, calls: newCalls(), syncDir: syncDir,
 		vms: map[int32]*vmState{}, ports: map[int32]string{}, xfers: map[string]bool{}}
 	if a.clock == nil {
 		a.clock = SystemClock{}
@@ -132,6 +136,26 @@ func (a *Agent) Close() error {
 		a.flog.Close()
 	}
 	return err
+}
+
+// mkdir makes directory dir (and its missing parents) durably: each new
+// directory's parent is synced.
+func (a *Agent) mkdir(dir string) error {
+	if fi, err := os.Lstat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := a.mkdir(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return a.syncDir(filepath.Dir(dir))
 }
 
 // Switch returns the host's switch, nil before SetupHost.

@@ -23,6 +23,10 @@ const MaxRemembered = 4096
 type calls struct {
 	mu    sync.Mutex
 	epoch uint32 // the highest epoch seen
+	// floor is the lowest epoch a new call may carry: one past the last
+	// epoch whose lease ran out (that coordinator is taken for dead, so
+	// nothing of its epoch may act any more, a late PauseVM least of all).
+	floor uint64
 	byID  map[string]*callEntry
 	order []string // completed IDs, oldest first
 }
@@ -42,18 +46,28 @@ func (c *calls) Epoch() uint32 {
 	return c.epoch
 }
 
-// raise notes epoch e as seen (the lease's end raises it too).
-func (c *calls) raise(e uint32) {
+// fence ends epoch e, whose lease ran out: e counts as seen, and from now
+// on a new call of epoch e or below is refused. A retry of a call that
+// completed still gets its answer.
+func (c *calls) fence(e uint32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.epoch = max(c.epoch, e)
+	c.floor = max(c.floor, uint64(e)+1)
+}
+
+// fenced reports whether epoch e has ended with its lease (fence).
+func (c *calls) fenced(e uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return uint64(e) < c.floor
 }
 
 // do runs f once for call's request ID: a call already completed returns
 // its first reply (whatever its epoch), one in progress is waited for, a
-// failed one runs again. A call to run below the highest epoch seen is
-// refused (FailedPrecondition), as is a request ID reused by another
-// method.
+// failed one runs again. A call to run below the highest epoch seen, or at
+// an epoch whose lease ran out (fence), is refused (FailedPrecondition), as
+// is a request ID reused by another method.
 func (c *calls) do(call *clusterpb.Call, method string, f func() (proto.Message, error)) (proto.Message, error) {
 	if err := checkCall(call); err != nil {
 		return nil, err
@@ -71,6 +85,10 @@ func (c *calls) do(call *clusterpb.Call, method string, f func() (proto.Message,
 		if !ok && call.Epoch < c.epoch {
 			c.mu.Unlock()
 			return nil, status.Errorf(codes.FailedPrecondition, "%s: stale epoch %d: the agent has seen epoch %d", method, call.Epoch, c.epoch)
+		}
+		if !ok && uint64(call.Epoch) < c.floor {
+			c.mu.Unlock()
+			return nil, status.Errorf(codes.FailedPrecondition, "%s: epoch %d is over: its lease ran out (a new snapshot takes epoch %d or later)", method, call.Epoch, c.floor)
 		}
 		if ok {
 			c.mu.Unlock()

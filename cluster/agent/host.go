@@ -163,11 +163,11 @@ func (a *Agent) Flush(ctx context.Context, r *clusterpb.FlushRequest) (*clusterp
 			return nil, hvError("flush frame log", err)
 		}
 		dir := a.snapshotDir(r.Snapshot)
-		if err := copyFile(filepath.Join(runDir(a.cfg.State), "frames.log"), filepath.Join(dir, "frames-"+a.cfg.Host+".log")); err != nil {
+		if err := a.copyFile(filepath.Join(runDir(a.cfg.State), "frames.log"), filepath.Join(dir, "frames-"+a.cfg.Host+".log")); err != nil {
 			return nil, hvError("frame log", err)
 		}
 		if r.InTransitEpoch != 0 {
-			err := writeAtomic(filepath.Join(dir, fmt.Sprintf("in-transit-%s-e%d.chan", a.cfg.Host, r.InTransitEpoch)), func(w io.Writer) error {
+			err := a.writeAtomic(filepath.Join(dir, fmt.Sprintf("in-transit-%s-e%d.chan", a.cfg.Host, r.InTransitEpoch)), func(w io.Writer) error {
 				_, err := sw.WriteInTransit(w, core.Epoch(r.InTransitEpoch))
 				return err
 			})
@@ -188,20 +188,22 @@ func ack(m proto.Message, err error) (*clusterpb.Ack, error) {
 }
 
 // copyFile copies src to dst through a temporary name.
-func copyFile(src, dst string) error {
+func (a *Agent) copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	return writeAtomic(dst, func(w io.Writer) error {
+	return a.writeAtomic(dst, func(w io.Writer) error {
 		_, err := io.Copy(w, in)
 		return err
 	})
 }
 
-// writeAtomic writes path through path.tmp, synced, then renamed.
-func writeAtomic(path string, write func(io.Writer) error) error {
+// writeAtomic writes path through path.tmp, synced, then renamed, and
+// syncs the directory: once it returns, path is whole and stays so across a
+// crash.
+func (a *Agent) writeAtomic(path string, write func(io.Writer) error) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -219,6 +221,7 @@ func writeAtomic(path string, write func(io.Writer) error) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
+		return err
 	}
-	return err
+	return a.syncDir(filepath.Dir(path))
 }

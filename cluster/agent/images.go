@@ -180,7 +180,7 @@ func (a *Agent) PutImage(stream clusterpb.Agent_PutImageServer) error {
 		delete(a.xfers, stem)
 		a.mu.Unlock()
 	}()
-	if err := os.MkdirAll(filepath.Dir(stem), 0o700); err != nil {
+	if err := a.mkdir(filepath.Dir(stem)); err != nil {
 		return hvError("image", err)
 	}
 	want := imageSum{sha: first.Sha256, size: first.Size}
@@ -190,7 +190,7 @@ func (a *Agent) PutImage(stream clusterpb.Agent_PutImageServer) error {
 			return status.Errorf(codes.FailedPrecondition, "image %s/%s: offset %d, but no transfer of this image to resume (have 0)", ref.Snapshot, ref.Vm, first.Offset)
 		}
 		os.Remove(stem + partExt)
-		if err := writeAtomic(stem+wantExt, func(w io.Writer) error {
+		if err := a.writeAtomic(stem+wantExt, func(w io.Writer) error {
 			_, err := fmt.Fprintf(w, "%s %d\n", want.sha, want.size)
 			return err
 		}); err != nil {
@@ -246,7 +246,7 @@ func (a *Agent) PutImage(stream clusterpb.Agent_PutImageServer) error {
 		os.Remove(stem + wantExt)
 		return status.Errorf(codes.DataLoss, "image %s/%s: checksum %s, the sender announced %s; discarded", ref.Snapshot, ref.Vm, got, want.sha)
 	}
-	if err := finishImage(stem+partExt, stem, got, want.size); err != nil {
+	if err := a.finishImage(stem+partExt, stem, got, want.size); err != nil {
 		return hvError("image", err)
 	}
 	os.Remove(stem + wantExt)

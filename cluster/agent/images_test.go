@@ -29,7 +29,7 @@ func committedImage(t *testing.T, a *Agent, snap, vm string, data []byte) string
 	if err := os.WriteFile(part, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := finishImage(part, filepath.Join(dir, vm), hex.EncodeToString(sum[:]), int64(len(data))); err != nil {
+	if err := a.finishImage(part, filepath.Join(dir, vm), hex.EncodeToString(sum[:]), int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, completeMarker), nil, 0o600); err != nil {

@@ -50,13 +50,23 @@ func (a *Agent) BeginSnapshot(ctx context.Context, r *clusterpb.LeaseRequest) (*
 			return nil, status.Errorf(codes.FailedPrecondition, "host %s is in snapshot %s", a.cfg.Host, a.lease.snapshot)
 		}
 		dir := a.snapshotDir(r.Snapshot)
-		if _, err := os.Lstat(filepath.Join(dir, completeMarker)); err == nil {
-			return nil, status.Errorf(codes.AlreadyExists, "snapshot %s exists on host %s", r.Snapshot, a.cfg.Host)
-		}
-		if err := os.RemoveAll(dir); err != nil { // an aborted attempt's debris
+		st, err := statSnapshot(dir, r.Snapshot)
+		if err != nil {
 			return nil, hvError("snapshot directory", err)
 		}
-		if err := os.Mkdir(dir, 0o700); err != nil {
+		switch st {
+		case snapComplete:
+			return nil, status.Errorf(codes.AlreadyExists, "snapshot %s exists on host %s", r.Snapshot, a.cfg.Host)
+		case snapForeign:
+			return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s: host %s has a directory of that name the agent did not make (%s): remove it or take another name",
+				r.Snapshot, a.cfg.Host, dir)
+		case snapPartial: // an aborted attempt's debris
+			if err := os.RemoveAll(dir); err != nil {
+				return nil, hvError("snapshot directory", err)
+			}
+		}
+		if err := a.makeSnapshotDir(dir, r.Snapshot); err != nil {
+			os.RemoveAll(dir)
 			return nil, hvError("snapshot directory", err)
 		}
 		l := &lease{snapshot: r.Snapshot, epoch: r.Call.Epoch}
@@ -68,6 +78,35 @@ func (a *Agent) BeginSnapshot(ctx context.Context, r *clusterpb.LeaseRequest) (*
 		return nil, err
 	}
 	return rep.(*clusterpb.LeaseReply), nil
+}
+
+// makeSnapshotDir makes snapshot snap's directory dir with its owner
+// marker, durably: from then on Cleanup may remove it (it is the agent's)
+// until COMPLETE is in it. The marker is written in place, so a crash on
+// the way leaves what statSnapshot still recognises as the agent's: an
+// empty directory, or one holding a beginning of the marker alone.
+func (a *Agent) makeSnapshotDir(dir, snap string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ownerMarker), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(f, ownerLine(snap))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := a.syncDir(dir); err != nil {
+		return err
+	}
+	return a.syncDir(filepath.Dir(dir))
 }
 
 // armLocked (re)sets l's deadline to ttl from now.
@@ -121,7 +160,7 @@ func (a *Agent) EndSnapshot(ctx context.Context, r *clusterpb.EndSnapshotRequest
 				return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s: %d saves still run", l.snapshot, n)
 			}
 			dir := a.snapshotDir(l.snapshot)
-			if err := writeAtomic(filepath.Join(dir, completeMarker), func(w io.Writer) error { return nil }); err != nil {
+			if err := a.writeAtomic(filepath.Join(dir, completeMarker), func(w io.Writer) error { return nil }); err != nil {
 				return nil, hvError("commit", err)
 			}
 			l.timer.Stop()
@@ -170,7 +209,8 @@ var ErrLeaseExpired = errors.New("agent: lease expired")
 // The agent cancels the snapshot's saves (a VM they paused stays paused),
 // removes the partial images, then puts every VM on the snapshot's epoch
 // (the epoch an abort leaves every VM on, core/doc.go) and resumes it: no
-// VM is left paused, and a later snapshot starts from one epoch.
+// VM is left paused, and a later snapshot starts from one epoch. The
+// snapshot's epoch is over: no new call of it is accepted (calls.fence).
 func (a *Agent) expire(l *lease) {
 	a.mu.Lock()
 	if a.lease != l {
@@ -184,7 +224,10 @@ func (a *Agent) expire(l *lease) {
 	}
 	a.lease = nil
 	a.mu.Unlock()
-	a.calls.raise(l.epoch)
+	// Fenced first: a call of the dead coordinator that arrives from now
+	// on is refused, and a PauseVM already past the fence undoes itself
+	// (PauseVM), so resumeAll below leaves no VM paused.
+	a.calls.fence(l.epoch)
 	a.discard(l)
 	err := a.resumeAll(l.epoch)
 	a.log.Warn("lease expired: snapshot discarded, VMs resumed", "snapshot", l.snapshot, "epoch", l.epoch, "err", err)

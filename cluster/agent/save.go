@@ -149,7 +149,7 @@ func (a *Agent) save(sctx context.Context, r *clusterpb.SaveVMRequest, send func
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if err == nil {
-		err = finishImage(part, filepath.Join(dir, v.name), sum, st.Bytes)
+		err = a.finishImage(part, filepath.Join(dir, v.name), sum, st.Bytes)
 	}
 	if err != nil {
 		os.Remove(part)
@@ -164,8 +164,9 @@ func (a *Agent) save(sctx context.Context, r *clusterpb.SaveVMRequest, send func
 }
 
 // finishImage records a written image's checksum (stem.img.sha256) and
-// renames stem.img.part to stem.img: an image is there only when whole.
-func finishImage(part, stem, sum string, size int64) error {
+// renames stem.img.part to stem.img: an image is there only when whole, and
+// durably so once finishImage returns.
+func (a *Agent) finishImage(part, stem, sum string, size int64) error {
 	fi, err := os.Stat(part)
 	if err != nil {
 		return err
@@ -173,13 +174,16 @@ func finishImage(part, stem, sum string, size int64) error {
 	if size > 0 && fi.Size() != size {
 		return fmt.Errorf("image %s: %d bytes written, the hypervisor counted %d", part, fi.Size(), size)
 	}
-	if err := writeAtomic(stem+sumExt, func(w io.Writer) error {
+	if err := a.writeAtomic(stem+sumExt, func(w io.Writer) error {
 		_, err := fmt.Fprintf(w, "%s %d\n", sum, fi.Size())
 		return err
 	}); err != nil {
 		return err
 	}
-	return os.Rename(part, stem+imgExt)
+	if err := os.Rename(part, stem+imgExt); err != nil {
+		return err
+	}
+	return a.syncDir(filepath.Dir(stem))
 }
 
 // ReleaseSave lets a save held at its snapshot point write the rest.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/vnsnap/vnsnap/internal/regfile"
 	"github.com/vnsnap/vnsnap/vne"
 )
 
@@ -16,19 +17,29 @@ import (
 //	run/NAME.console         its console
 //	run/frames.log           the switch's frame log
 //	snapshots/SNAP/          a snapshot taken here, while its lease lasts
+//	snapshots/SNAP/AGENT     written by BeginSnapshot first: the agent made the directory
 //	snapshots/SNAP/NAME.img  VM NAME's image; NAME.img.part while written
 //	snapshots/SNAP/COMPLETE  written by EndSnapshot(commit): the directory is whole
 //	images/SNAP/NAME.img     an image received from another agent (PutImage);
 //	                         NAME.img.part while it arrives (a transfer resumes it)
 //
 // Every name in it comes from a checked VNE or VM name, never straight from
-// a request.
+// a request. Every rename and every directory the agent makes is followed by
+// an fsync of the directory holding it (syncDir), so what a reply reported
+// done survives a crash of the host.
 func runDir(state string) string       { return filepath.Join(state, "run") }
 func snapshotsDir(state string) string { return filepath.Join(state, "snapshots") }
 func imagesDir(state string) string    { return filepath.Join(state, "images") }
 
 // completeMarker marks a committed snapshot directory.
 const completeMarker = "COMPLETE"
+
+// ownerMarker marks a snapshot directory the agent made; it holds
+// ownerLine of the directory's name.
+const ownerMarker = "AGENT"
+
+// ownerLine is the content of snapshot snap's ownerMarker.
+func ownerLine(snap string) string { return "vnsnap agent snapshot " + snap + "\n" }
 
 const (
 	imgExt  = ".img"
@@ -40,28 +51,105 @@ func (a *Agent) snapshotDir(snap string) string {
 	return filepath.Join(snapshotsDir(a.cfg.State), snap)
 }
 
+// snapState is what a snapshot directory provably is.
+type snapState int
+
+const (
+	snapAbsent   snapState = iota // no such directory
+	snapPartial                   // the agent's, never committed: the agent may remove it
+	snapComplete                  // committed
+	snapForeign                   // not provably the agent's: left alone, never served
+)
+
+// statSnapshot tells what directory dir of snapshot snap is. It is
+// partial (the agent's, uncommitted) only if COMPLETE does not exist in it
+// and either its ownerMarker holds ownerLine(snap), or it holds nothing but
+// what a crash inside makeSnapshotDir leaves: nothing at all, or a marker
+// with a beginning of that line. Anything else is foreign. An error that
+// leaves the question open (anything but "does not exist") is returned.
+func statSnapshot(dir, snap string) (snapState, error) {
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return snapAbsent, nil
+	case err != nil:
+		return 0, err
+	case !fi.IsDir():
+		return snapForeign, nil
+	}
+	if _, err := os.Lstat(filepath.Join(dir, completeMarker)); err == nil {
+		return snapComplete, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	want := ownerLine(snap)
+	marker := filepath.Join(dir, ownerMarker)
+	mi, err := os.Lstat(marker)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return 0, err
+		}
+		if len(ents) == 0 {
+			return snapPartial, nil // made, the crash came before the marker
+		}
+		return snapForeign, nil
+	case err != nil:
+		return 0, err
+	case !mi.Mode().IsRegular() || mi.Size() > int64(len(want)):
+		return snapForeign, nil
+	}
+	b, err := regfile.ReadFile(marker, int64(len(want)))
+	if err != nil {
+		return 0, err
+	}
+	if string(b) == want {
+		return snapPartial, nil
+	}
+	if !strings.HasPrefix(want, string(b)) {
+		return snapForeign, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	if len(ents) == 1 {
+		return snapPartial, nil // the crash came while the marker was written
+	}
+	return snapForeign, nil
+}
+
 // Cleanup removes, from an agent's state directory, every snapshot
-// directory without a COMPLETE marker: a crashed agent's partial
-// snapshots (their lease ended with the agent). It also removes stale
-// runtime files. It returns the directories it removed.
+// directory the agent provably made and never committed (statSnapshot): a
+// crashed agent's partial snapshots (their lease ended with the agent).
+// Anything else is left to the operator and never served. It also removes
+// stale runtime files. It returns the directories it removed; a directory
+// whose state cannot be read (an I/O or permission error) is kept and
+// named in the error.
 func Cleanup(state string) ([]string, error) {
 	ents, err := os.ReadDir(snapshotsDir(state))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	var removed []string
+	var errs []error
 	for _, e := range ents {
 		p := filepath.Join(snapshotsDir(state), e.Name())
 		if !e.IsDir() || vne.CheckVNEName(e.Name()) != nil {
-			// Nothing the agent writes: leave it to the operator, but
-			// never serve it.
+			continue // nothing the agent writes
+		}
+		st, err := statSnapshot(p, e.Name())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("agent: snapshot directory %s kept: cannot tell whether it is a partial snapshot: %w", p, err))
 			continue
 		}
-		if _, err := os.Lstat(filepath.Join(p, completeMarker)); err == nil {
+		if st != snapPartial {
 			continue
 		}
 		if err := os.RemoveAll(p); err != nil {
-			return removed, fmt.Errorf("agent: remove partial snapshot %s: %w", p, err)
+			errs = append(errs, fmt.Errorf("agent: remove partial snapshot %s: %w", p, err))
+			continue
 		}
 		removed = append(removed, p)
 	}
@@ -71,5 +159,22 @@ func Cleanup(state string) ([]string, error) {
 			os.Remove(filepath.Join(runDir(state), e.Name()))
 		}
 	}
-	return removed, nil
+	return removed, errors.Join(errs...)
+}
+
+// syncDir makes the entries of directory dir (a rename, a new file or
+// directory in it) durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
 }

@@ -114,14 +114,27 @@ func (a *Agent) running(id int32) (*vmState, error) {
 	return v, nil
 }
 
-// PauseVM pauses a VM (a paused VM stays paused).
+// PauseVM pauses a VM (a paused VM stays paused). A pause of an epoch
+// whose lease ran out is refused (calls.fence); one that the expiry
+// overtook while it paused resumes the VM and is refused too: the expiry
+// may have resumed the VM before this pause took hold, and no coordinator
+// of that epoch is left to resume it.
 func (a *Agent) PauseVM(ctx context.Context, r *clusterpb.VMRequest) (*clusterpb.Ack, error) {
 	return ack(a.calls.do(r.GetCall(), "PauseVM", func() (proto.Message, error) {
 		v, err := a.running(r.Vm)
 		if err != nil {
 			return nil, err
 		}
-		return &clusterpb.Ack{}, hvError("pause "+v.name, v.m.Pause(ctx))
+		if err := v.m.Pause(ctx); err != nil {
+			return nil, hvError("pause "+v.name, err)
+		}
+		if e := r.Call.Epoch; a.calls.fenced(e) {
+			if err := v.m.Resume(a.ctx); err != nil {
+				return nil, hvError("resume "+v.name+" after a pause of an epoch that ended", err)
+			}
+			return nil, status.Errorf(codes.FailedPrecondition, "PauseVM: epoch %d ended while vm %s paused (its lease ran out): resumed", e, v.name)
+		}
+		return &clusterpb.Ack{}, nil
 	}))
 }
 

@@ -91,9 +91,24 @@ alive() {
 		esac
 	done
 }
+# busy PID: while PID lives, print its I/O count whenever it changed (the
+# migration streams through the receivers' sockets, the store's writes), so
+# that a long snapshot shows progress on the console while the workload
+# stands still (its frames held by the colour rule), and a hung one falls
+# silent.
+busy() {
+	last=""
+	while kill -0 $1 2>/dev/null; do
+		io=$(awk '/^(rchar|wchar)/ {n += $2} END {print n}' /proc/$1/io 2>/dev/null)
+		[ "$io" != "$last" ] && echo "VNSNAP-T-BUSY io=$io"
+		last=$io
+		sleep 5
+	done
+}
 up() {
 	$V up --state $ST --store $STORE "$@" /root/xen.yaml > /root/up.log 2>&1 &
 	UP=$!
+	busy $UP &
 	while ! grep -q "^VNE xenlab up" /root/up.log; do
 		kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up exited:"; exit 3; }
 		sleep 1

@@ -32,4 +32,10 @@
 // snapshots to the memory and disk sinks and a stop-and-copy one, each cut
 // checked by testdata/framecheck; a restore from the store that must finish
 // the workload) builds only with -tags xen_wip until it has passed here.
+// Reached so far, in separate runs: both domUs up on the switch with the
+// workload flowing, each snapshot kind taken and verified (s1 live to
+// memory, 2 min with traffic; stop-and-copy, 2 min 42 s, 42 s of it paused;
+// live with no traffic, 67 s), never all in one run; at load 3-5 the live
+// s1 then stalled the workload and the console for 5 minutes (cause not yet
+// found), and the cuts and the restore have not been reached.
 package xentest

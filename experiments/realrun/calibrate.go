@@ -31,7 +31,7 @@ type CalibrationPlan struct {
 // DefaultCalibration is the small run (a few minutes here).
 func DefaultCalibration() CalibrationPlan {
 	return CalibrationPlan{
-		MemMiB: 128, Rates: []float64{0, 8, 32}, WSMiB: 48, // with 64 MiB the dirtier finished no sweep in 220 s here
+		MemMiB: 128, Rates: []float64{0, 8, 32}, WSMiB: 16, // what fits a 128 MiB guest (see DefaultGrid)
 		Cases:   []string{"stop-copy/memory", "stop-copy/disk", "vnsnap/memory", "vnsnap/disk", "cow/memory"},
 		Repeats: 1, Probes: 20,
 	}

@@ -28,11 +28,13 @@ func DefaultGrid() Grid {
 	return Grid{
 		Points: []Point{
 			{VMs: 2, MemMiB: 128, Guest: "idle"},
-			{VMs: 2, MemMiB: 128, Guest: "dirtier", Rate: 16, WSMiB: 64},
-			// A working set of 96 MiB does not fit a 128 MiB guest
-			// beside its initramfs: the committed run's 3-VM point had one
-			// and its dirtier did not run (its images are the idle's).
-			{VMs: 3, MemMiB: 128, Guest: "dirtier", Rate: 64, WSMiB: 48},
+			// A dirtier's working set must fit a 128 MiB guest beside its
+			// initramfs: with 48 or 64 MiB the dirtier printed nothing,
+			// dirtied nothing and left 27 MB filled (killed, it seems,
+			// while filling its working set); the real-QEMU tests run it
+			// with 8-16 MiB in 128 MiB guests.
+			{VMs: 2, MemMiB: 128, Guest: "dirtier", Rate: 16, WSMiB: 16},
+			{VMs: 3, MemMiB: 128, Guest: "dirtier", Rate: 64, WSMiB: 16},
 		},
 		Cases:   []string{"vnsnap/memory", "vnsnap/disk", "vnsnap-log/memory", "stop-copy/disk", "cow/memory"},
 		Repeats: 2,
@@ -46,7 +48,7 @@ func FullGrid() Grid {
 	for _, n := range []int{2, 4} {
 		g.Points = append(g.Points, Point{VMs: n, MemMiB: 128, Guest: "idle"})
 		for _, r := range []float64{4, 16, 64, 128} {
-			g.Points = append(g.Points, Point{VMs: n, MemMiB: 128, Guest: "dirtier", Rate: r, WSMiB: 64})
+			g.Points = append(g.Points, Point{VMs: n, MemMiB: 128, Guest: "dirtier", Rate: r, WSMiB: 16})
 		}
 	}
 	for _, a := range []string{"vnsnap", "vnsnap-log", "stop-copy", "cow", "sync-freeze"} {

@@ -22,7 +22,7 @@ func ciGrid() Grid {
 	return Grid{
 		Points: []Point{
 			{VMs: 2, MemMiB: 128, Guest: "idle"},
-			{VMs: 2, MemMiB: 128, Guest: "dirtier", Rate: 16, WSMiB: 64},
+			{VMs: 2, MemMiB: 128, Guest: "dirtier", Rate: 16, WSMiB: 16},
 		},
 		Cases:   []string{"vnsnap/memory", "stop-copy/disk"},
 		Repeats: 1,
@@ -52,11 +52,9 @@ func TestE9Real(t *testing.T) {
 		t.Fatalf("%d rows, want %d (points x cases x repeats x VMs)", len(rows), want)
 	}
 	mem := int64(128 << 20)
-	copied := map[string]int64{}
 	for _, r := range rows {
-		t.Logf("%s %s %s: pause %.1f ms (outside %.1f, qemu %.1f), duration %.1f ms, copied %d, stream %d, passes %d, window %.1f ms, dirty %.1f MiB/s",
-			r.Point, r.Algorithm+"/"+r.Sink, r.VM, r.PauseMs, r.OutsideMs, r.QEMUPauseMs, r.DurationMs, r.BytesCopied, r.StreamBytes, r.Passes, r.WindowMs, r.Measured)
-		copied[r.Guest] = max(copied[r.Guest], r.BytesCopied)
+		t.Logf("%s %s %s: pause %.1f ms (outside %.1f, qemu %.1f), duration %.1f ms, copied %d, stream %d, passes %d, window %.1f ms, dirty %.1f MiB/s (calc-dirty-rate), %.1f MiB/s (its own)",
+			r.Point, r.Algorithm+"/"+r.Sink, r.VM, r.PauseMs, r.OutsideMs, r.QEMUPauseMs, r.DurationMs, r.BytesCopied, r.StreamBytes, r.Passes, r.WindowMs, r.Measured, r.GuestRate)
 		switch {
 		case r.PauseMs <= 0 || r.OutsideMs <= 0:
 			t.Errorf("%s %s %s: pause %.2f ms, outside %.2f ms: want both > 0", r.Point, r.Algorithm, r.VM, r.PauseMs, r.OutsideMs)
@@ -72,13 +70,15 @@ func TestE9Real(t *testing.T) {
 			t.Errorf("%s stop-copy %s: pause %.1f ms is less than half the copy %.1f ms: the VM ran during a stop-and-copy", r.Point, r.VM, r.PauseMs, r.DurationMs)
 		}
 	}
-	// The dirtier's working set has content where the idle guest's memory
-	// is zero pages, so its images are larger. (QEMU's calc-dirty-rate and
-	// the dirtier's own rate in the rows are recorded, not checked: both
-	// read about 0 MiB/s here, and the dirtier prints no line on the
-	// console; its working set is filled, but nothing is re-dirtied.)
-	if copied["dirtier"] < copied["idle"]+8<<20 {
-		t.Errorf("the dirtier's image (at most %d bytes) is not 8 MiB larger than the idle guest's (%d): did the dirtier run?", copied["dirtier"], copied["idle"])
+	// The dirtier ran: it finished sweeps of its working set (its own
+	// account; QEMU's calc-dirty-rate in the rows is recorded, not
+	// checked: under TCG it reads about 0 MiB/s). A working set that does
+	// not fit beside the initramfs (64 MiB in a 128 MiB guest) leaves it
+	// killed after filling part of it: no sweep, nothing dirtied.
+	for _, r := range rows {
+		if r.Guest == "dirtier" && r.GuestRate <= 0 {
+			t.Errorf("%s %s: the dirtier finished no sweep (rate %.1f MiB/s): did it run?", r.Point, r.VM, r.GuestRate)
+		}
 	}
 
 	out := t.TempDir()

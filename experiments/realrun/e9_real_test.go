@@ -129,7 +129,6 @@ func TestE9Real(t *testing.T) {
 // day: a machine much busier than the calibration's (load 35 instead of 1)
 // misses them, which is what the check is for; -e9.bounds=false logs them
 // instead. Measured here on this test's grid (quiet machine, QEMU 10.0.2
-// TCG, the shipped calibration): pause 9.8 %, duration 14.4 %, bytes 0.5 %;
-// on the committed E9 grid: pause 22 % (outside: three VMs on two cores
-// pause longer than the calibration's two), duration 7 %, bytes 1 %.
+// TCG, the shipped calibration): pause 7.3 %, duration 14.4 %, bytes 1.6 %;
+// on the committed E9 grid: pause 12 %, duration 6 %, bytes 3 %.
 var e9Bounds = flag.Bool("e9.bounds", true, "assert the simulator's prediction bounds of E9 (issue 11); false: log them")

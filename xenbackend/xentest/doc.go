@@ -35,7 +35,11 @@
 // Reached so far, in separate runs: both domUs up on the switch with the
 // workload flowing, each snapshot kind taken and verified (s1 live to
 // memory, 2 min with traffic; stop-and-copy, 2 min 42 s, 42 s of it paused;
-// live with no traffic, 67 s), never all in one run; at load 3-5 the live
-// s1 then stalled the workload and the console for 5 minutes (cause not yet
-// found), and the cuts and the restore have not been reached.
+// live with no traffic, 67 s), never all in one run. In two of four runs on
+// one CPU the whole emulated machine stopped during s1 (QEMU at 0% CPU:
+// every vCPU halted with no timer due, so the console fell silent and the
+// stall deadline ended the test); with Xen's tdt=0 one run did not, but its
+// s1 took 3 min 40 s (6 passes per domain) and the 40 MB workload ended
+// inside it, so the restore of s1 would have nothing left to finish. The
+// cuts and the restore have not been reached yet.
 package xentest

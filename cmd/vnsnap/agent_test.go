@@ -205,8 +205,13 @@ func TestAgentProcess(t *testing.T) {
 	}
 
 	ag2 := startAgentProc(t, bin, args...)
-	if !strings.Contains(ag2.stderr.String(), "removed a partial snapshot") {
-		t.Errorf("restarted agent did not report the partial snapshot:\n%s", ag2.stderr)
+	// The agent logs the cleanup before it listens, but its stderr reaches
+	// the buffer through exec's copying goroutine: wait for the line.
+	for !strings.Contains(ag2.stderr.String(), "removed a partial snapshot") {
+		if ctx.Err() != nil {
+			t.Fatalf("restarted agent did not report the partial snapshot (%v):\n%s", context.Cause(ctx), ag2.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if _, err := os.Stat(filepath.Join(state, "snapshots", "s2")); !os.IsNotExist(err) {
 		t.Errorf("snapshot s2 after the restart: stat err %v, want not exist", err)

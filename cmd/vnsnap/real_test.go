@@ -197,11 +197,16 @@ vms:
 	if code, out, stderr := runCmd("verify", "--store", root, "s2"); code != 0 {
 		t.Errorf("verify: exit %d: %s %s", code, out, stderr)
 	}
+	restoredAt := consoleLen(filepath.Join(state, "a.console"))
 	if code, out, stderr = runCmd("restore", "--json", "--state", state, "--store", root, "s1"); code != 0 {
 		t.Fatalf("restore: exit %d: %s", code, stderr)
 	}
 	t.Logf("restore --json:\n%s", tailString(out, 4000))
 	checkRestoreEvents(t, out, []string{"a", "b"})
+	// The restored guest's dirtier must go on verifying its pages: wait
+	// for its next verdict after the restore (the whole run may take less
+	// than one dirtier cycle, so an earlier line proves nothing).
+	waitConsoleAfter(ctx, t, filepath.Join(state, "a.console"), "DIRTIER OK", restoredAt)
 	if code, out, stderr = runCmd("snapshot", "--json", "--state", state, "--store", root, "--algo", "stop-copy", "--sink", "disk", "s3"); code != 0 {
 		t.Fatalf("snapshot after restore: exit %d: %s", code, stderr)
 	}
@@ -221,6 +226,36 @@ vms:
 	b, err := os.ReadFile(filepath.Join(state, "a.console"))
 	if err != nil || !strings.Contains(string(b), "DIRTIER OK") || strings.Contains(string(b), "FAIL") {
 		t.Errorf("console of a (%v): want DIRTIER OK and no FAIL:\n%s", err, tailString(string(b), 2000))
+	}
+}
+
+// consoleLen is the console file's length now (0 if it does not exist).
+func consoleLen(path string) int {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return int(fi.Size())
+}
+
+// waitConsoleAfter waits until the console file at path contains s after
+// its first off bytes (all of it if the file was started anew), or ctx
+// ends.
+func waitConsoleAfter(ctx context.Context, t *testing.T, path, s string, off int) {
+	t.Helper()
+	for ; ; time.Sleep(100 * time.Millisecond) {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if len(b) < off {
+				off = 0
+			}
+			if strings.Contains(string(b[off:]), s) {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s: no %q after byte %d (%v):\n%s", path, s, off, context.Cause(ctx), tailString(string(b), 2000))
+		}
 	}
 }
 

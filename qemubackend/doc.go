@@ -17,7 +17,7 @@
 //     guest heartbeat (workloads/guest/heartbeat) makes the largest gap
 //     between heartbeat lines the pause seen from outside.
 //   - VM.Snapshot captures memory and device state into an io.Writer by
-//     pre-copy (live, with auto-converge, and pause-before-switchover giving the caller a hook
+//     pre-copy (live, auto-converge on request, and pause-before-switchover giving the caller a hook
 //     at the snapshot point), stop-and-copy, or background-snapshot
 //     (copy-on-write), reporting typed SnapshotEvents and measured Stats.
 //   - Restore starts a VM with `-incoming defer -S`, feeds the stream from an

@@ -18,12 +18,20 @@ const ImageFormat = "qemu-migration-v3"
 // Hypervisor is QEMU behind realbackend's hypervisor port (package hv).
 type Hypervisor struct {
 	host *Host
+	// AutoConverge turns on QEMU's auto-converge in live saves (vCPUs
+	// throttled while a guest dirties faster than the copy). Off by
+	// default: with it on, QEMU 10.0.2 under TCG segfaulted when a live
+	// save was cancelled mid-copy (realbackend's abort test, two runs of
+	// two). E9 and calibrate turn it on, as the simulator's QEMU model
+	// assumes.
+	AutoConverge bool
 }
 
 // Machine is one QEMU VM behind the port. Besides hv.Machine it has the
 // capabilities hv.BackgroundSaver, hv.DiskFreezer and hv.Heartbeats.
 type Machine struct {
-	vm *VM
+	vm           *VM
+	autoConverge bool // Hypervisor.AutoConverge
 
 	mu      sync.Mutex // guards disk, node, freezes
 	disk    string     // the qcow2 image on top (Spec.Disk, then overlays)
@@ -61,8 +69,8 @@ func (h *Hypervisor) spec(s hv.MachineSpec) Spec {
 	}
 }
 
-func newMachine(vm *VM) *Machine {
-	return &Machine{vm: vm, disk: vm.Spec.Disk, node: "disk0"} // node as on the command line (Args)
+func (h *Hypervisor) newMachine(vm *VM) *Machine {
+	return &Machine{vm: vm, autoConverge: h.AutoConverge, disk: vm.Spec.Disk, node: "disk0"} // node as on the command line (Args)
 }
 
 // Start boots a QEMU VM.
@@ -71,7 +79,7 @@ func (h *Hypervisor) Start(ctx context.Context, s hv.MachineSpec) (hv.Machine, e
 	if err != nil {
 		return nil, err
 	}
-	return newMachine(vm), nil
+	return h.newMachine(vm), nil
 }
 
 // Restore starts a QEMU VM with -incoming defer and loads the image; the VM
@@ -81,7 +89,7 @@ func (h *Hypervisor) Restore(ctx context.Context, s hv.MachineSpec, r io.Reader)
 	if err != nil {
 		return nil, err
 	}
-	return newMachine(vm), nil
+	return h.newMachine(vm), nil
 }
 
 // FileFormat is MappedRAMFormat: the files Machine.SaveFile writes.
@@ -95,7 +103,7 @@ func (h *Hypervisor) RestoreFile(ctx context.Context, s hv.MachineSpec, open fun
 	if err != nil {
 		return nil, err
 	}
-	return newMachine(vm), nil
+	return h.newMachine(vm), nil
 }
 
 // VM returns the QEMU VM behind m.
@@ -165,6 +173,7 @@ func (m *Machine) save(ctx context.Context, w io.Writer, o hv.SaveOptions, mappe
 	opts := Options{Method: StopCopy, AtSnapshotPoint: o.AtSnapshotPoint, MappedRAM: mapped}
 	if o.Live {
 		opts.Method = Precopy
+		opts.AutoConverge = m.autoConverge
 		paused := false
 		opts.OnEvent = func(e SnapshotEvent) {
 			switch e := e.(type) {

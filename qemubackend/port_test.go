@@ -69,7 +69,7 @@ func fakeMachine(t *testing.T, f *fakeRunState) *Machine {
 	t.Helper()
 	q, srv := newFakePair(t)
 	go f.serve(srv)
-	return newMachine(&VM{Spec: Spec{Name: "m"}, QMP: q})
+	return (&Hypervisor{}).newMachine(&VM{Spec: Spec{Name: "m"}, QMP: q})
 }
 
 // TestMachineResume: Resume of a running machine sends nothing but

@@ -80,6 +80,9 @@ func (MigrationStatusChanged) snapshotEvent() {}
 // Options tune a snapshot.
 type Options struct {
 	Method Method
+	// AutoConverge turns on QEMU's auto-converge for Precopy (see
+	// Hypervisor.AutoConverge for why it is off by default).
+	AutoConverge bool
 	// DowntimeLimit is QEMU's downtime-limit for Precopy: it switches over
 	// once the rest fits this time at the measured bandwidth. Default 300 ms.
 	DowntimeLimit time.Duration
@@ -182,10 +185,10 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 	caps := []map[string]any{
 		{"capability": "events", "state": true},
 		{"capability": "pause-before-switchover", "state": opts.Method == Precopy},
-		// QEMU's own auto-converge (off by default in QEMU): without it a
-		// guest that dirties faster than the copy never reaches the
-		// switchover. The simulator's QEMU model assumes it on.
-		{"capability": "auto-converge", "state": opts.Method == Precopy},
+		// QEMU's own auto-converge: without it a guest that dirties faster
+		// than the copy never reaches the switchover; on only on request
+		// (Hypervisor.AutoConverge).
+		{"capability": "auto-converge", "state": opts.Method == Precopy && opts.AutoConverge},
 		{"capability": "background-snapshot", "state": opts.Method == Background},
 		{"capability": "mapped-ram", "state": opts.MappedRAM},
 		{"capability": "multifd", "state": opts.MappedRAM},

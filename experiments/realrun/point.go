@@ -240,7 +240,7 @@ func boot(ctx context.Context, p Point, o *Options) (env *realbackend.Env, done 
 		return nil, nil, fmt.Errorf("point %s: %w", p.Name(), err)
 	}
 	o.logf("%s: booting %d VMs", p.Name(), p.VMs)
-	env, err = realbackend.Boot(ctx, v, realbackend.Options{Hypervisor: qemubackend.NewHypervisor(o.Host), Image: o.Image, Dir: dir})
+	env, err = realbackend.Boot(ctx, v, realbackend.Options{Hypervisor: autoConverging(o.Host), Image: o.Image, Dir: dir})
 	if err != nil {
 		return nil, nil, fmt.Errorf("point %s: boot: %w", p.Name(), err)
 	}
@@ -370,4 +370,13 @@ func fmtRates(r []float64) string {
 		s[i] = fmt.Sprintf("%.1f", v)
 	}
 	return strings.Join(s, " ")
+}
+
+// autoConverging is the QEMU port of host with auto-converge on in live
+// saves, as the simulator's QEMU model assumes (qemubackend leaves it off
+// by default).
+func autoConverging(host *qemubackend.Host) *qemubackend.Hypervisor {
+	h := qemubackend.NewHypervisor(host)
+	h.AutoConverge = true
+	return h
 }

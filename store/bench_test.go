@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-
 	"testing"
 	"time"
 
@@ -132,10 +131,7 @@ func BenchmarkRead(b *testing.B) {
 	}
 }
 
-var (
-	flagSkipHash = flag.Bool("store.skiphash", false, "BenchmarkRestoreImage: check CRCs only, not hashes")
-	flagRaw      = flag.Bool("store.raw", false, "BenchmarkRestoreImage: store the image uncompressed")
-)
+var flagSkipHash = flag.Bool("store.skiphash", false, "BenchmarkRestoreImage: check CRCs only, not hashes")
 
 // BenchmarkRestoreImage: a 256 MiB page-like image written back from the
 // store into a file in tmpfs (what a restore does before QEMU loads it),
@@ -147,9 +143,6 @@ func BenchmarkRestoreImage(b *testing.B) {
 	w, err := Create(root, "s", testMeta())
 	if err != nil {
 		b.Fatal(err)
-	}
-	if *flagRaw {
-		w.pageOptions.Codec = pages.CodecRaw
 	}
 	if _, err := w.ImageAt("a", "memory", bytes.NewReader(data), size); err != nil {
 		b.Fatal(err)

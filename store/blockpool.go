@@ -50,7 +50,7 @@ var (
 
 func newBlockPool(root string) *blockPool {
 	p := &blockPool{root: root, sizes: make(map[pages.Addr]int64), dirs: make(map[string]bool)}
-	p.buf.New = func() any { b := make([]byte, pages.MaxObjectSize+1); return &b }
+	p.buf.New = func() any { b := make([]byte, pages.MaxObjectSize); return &b }
 	return p
 }
 
@@ -92,8 +92,8 @@ func (p *blockPool) record(addr pages.Addr, n int64) {
 	p.mu.Unlock()
 }
 
-// readObject reads the object file at path into buf (which has room for
-// MaxObjectSize+1 bytes) and checks it with pages.CheckObject. A file that
+// readObject reads the object file at path into buf (grown if it has no
+// room for MaxObjectSize bytes) and checks it with pages.CheckObject. A file that
 // is not a sound object gives a reason; err alone means it could not be
 // examined (fs.ErrNotExist: there is none).
 func readObject(path string, buf []byte) (obj []byte, reason string, err error) {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vnsnap/vnsnap/internal/durable"
 	"github.com/vnsnap/vnsnap/internal/regfile"
 )
 
@@ -36,20 +37,7 @@ func checkRoot(root string) error {
 
 // syncDir fsyncs a directory so that entries created or renamed in it are
 // durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
+func syncDir(dir string) error { return durable.SyncDir(dir) }
 
 // writeFileAtomic writes data to dir/name through a synced temporary file, a
 // rename and a sync of dir: after a crash the file is either absent or

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vnsnap/vnsnap/cluster/clusterpb"
+	"github.com/vnsnap/vnsnap/internal/durable"
 	"github.com/vnsnap/vnsnap/realbackend/hv"
 	"github.com/vnsnap/vnsnap/vne"
 	"github.com/vnsnap/vnsnap/vnet"
@@ -54,7 +55,7 @@ type Agent struct {
 	calls *calls
 	ctx   context.Context // ends with Close
 	stop  context.CancelFunc
-	// syncDir makes a directory's entries durable (the package's syncDir;
+	// syncDir makes a directory's entries durable (durable.SyncDir;
 	// tests watch it).
 	syncDir func(dir string) error
 
@@ -99,7 +100,7 @@ func New(cfg Config) (*Agent, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	a := &Agent{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, calls: newCalls(), syncDir: syncDir,
+	a := &Agent{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, calls: newCalls(), syncDir: durable.SyncDir,
 		vms: map[int32]*vmState{}, ports: map[int32]string{}, xfers: map[string]bool{}}
 	if a.clock == nil {
 		a.clock = SystemClock{}

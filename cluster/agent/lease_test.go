@@ -15,6 +15,7 @@ import (
 
 	"github.com/vnsnap/vnsnap/cluster/clusterpb"
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/internal/durable"
 	"github.com/vnsnap/vnsnap/realbackend/hv"
 )
 
@@ -270,7 +271,7 @@ func TestCommitIsDurable(t *testing.T) {
 		mu.Lock()
 		syncs = append(syncs, synced{d, exists(dir), exists(filepath.Join(dir, "a.img")), exists(filepath.Join(dir, completeMarker))})
 		mu.Unlock()
-		return syncDir(d)
+		return durable.SyncDir(d)
 	}
 	certs := testCerts(t, "h1")
 	c := client(t, serve(t, a, certs, "h1"), "h1", load(t, certs, "coordinator"))

@@ -25,7 +25,7 @@ import (
 //
 // Every name in it comes from a checked VNE or VM name, never straight from
 // a request. Every rename and every directory the agent makes is followed by
-// an fsync of the directory holding it (syncDir), so what a reply reported
+// an fsync of the directory holding it (durable.SyncDir), so what a reply reported
 // done survives a crash of the host.
 func runDir(state string) string       { return filepath.Join(state, "run") }
 func snapshotsDir(state string) string { return filepath.Join(state, "snapshots") }
@@ -160,21 +160,4 @@ func Cleanup(state string) ([]string, error) {
 		}
 	}
 	return removed, errors.Join(errs...)
-}
-
-// syncDir makes the entries of directory dir (a rename, a new file or
-// directory in it) durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

@@ -87,14 +87,7 @@ func statSnapshot(dir, snap string) (snapState, error) {
 	mi, err := os.Lstat(marker)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			return 0, err
-		}
-		if len(ents) == 0 {
-			return snapPartial, nil // made, the crash came before the marker
-		}
-		return snapForeign, nil
+		return holdsOnly(dir, 0) // partial if made, the crash came before the marker
 	case err != nil:
 		return 0, err
 	case !mi.Mode().IsRegular() || mi.Size() > int64(len(want)):
@@ -110,12 +103,18 @@ func statSnapshot(dir, snap string) (snapState, error) {
 	if !strings.HasPrefix(want, string(b)) {
 		return snapForeign, nil
 	}
+	return holdsOnly(dir, 1) // partial if the crash came while the marker was written
+}
+
+// holdsOnly tells whether dir holds n entries and nothing else (what a
+// crash inside makeSnapshotDir leaves: partial) or more (foreign).
+func holdsOnly(dir string, n int) (snapState, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, err
 	}
-	if len(ents) == 1 {
-		return snapPartial, nil // the crash came while the marker was written
+	if len(ents) == n {
+		return snapPartial, nil
 	}
 	return snapForeign, nil
 }

@@ -3,7 +3,6 @@ package realbackend
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,8 +20,6 @@ import (
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
-	"github.com/vnsnap/vnsnap/vne"
-	"github.com/vnsnap/vnsnap/vnet"
 )
 
 // testAgent is one in-process agent served over mutual TLS on the
@@ -110,26 +107,11 @@ vms:
 // into their directories of snapshot snap.
 func agentCut(t *testing.T, agents []*testAgent, hosts []string, snap string, e core.Epoch, n int) cut.Result {
 	t.Helper()
-	var rs []io.Reader
+	var paths []string
 	for i, ta := range agents {
-		f, err := os.Open(filepath.Join(ta.a.State(), "snapshots", snap, "frames-"+hosts[i]+".log"))
-		if err != nil {
-			t.Fatalf("agent %s's frame log of %s: %v", hosts[i], snap, err)
-		}
-		defer f.Close()
-		rs = append(rs, f)
+		paths = append(paths, filepath.Join(ta.a.State(), "snapshots", snap, "frames-"+hosts[i]+".log"))
 	}
-	recs, err := vnet.ReadLogs(rs...)
-	if err != nil {
-		t.Fatalf("read frame logs: %v", err)
-	}
-	ch := cut.NewChecker(e, n)
-	for _, r := range recs {
-		if err := ch.Observe(r); err != nil {
-			t.Fatalf("checker: %v", err)
-		}
-	}
-	return ch.Result()
+	return checkLogs(t, paths, e, n)
 }
 
 // streams reports whether the tcpstream guest whose console is the file
@@ -166,14 +148,7 @@ func TestClusterSnapshotAfterExpiredLease(t *testing.T) {
 		probes = append(probes, progress.DirBytes(filepath.Join(ta.a.State(), "run")))
 	}
 	ctx := qemutest.Context(t, 15*time.Minute, probes...) // derived from progress; 15m is a safety net
-	p := filepath.Join(shortDir(t), "pair.yaml")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf(pairYAML, 200_000_000)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	v, err := vne.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := writeVNE(t, filepath.Join(shortDir(t), "pair.yaml"), fmt.Sprintf(pairYAML, 200_000_000))
 	env, err := Boot(ctx, v, Options{Image: img, Dir: shortDir(t), Agents: connect(t, dir, agents, hostNames...), LeaseTTL: 5 * time.Second})
 	if err != nil {
 		t.Fatal(progress.Why(ctx, err))

@@ -96,11 +96,16 @@ vms:
 // loadVNE writes the test VNE (three tcpstream VMs on two hosts) and loads it.
 func loadVNE(t *testing.T, dir string, memMiB int, bytes int) *vne.VNE {
 	t.Helper()
-	p := filepath.Join(dir, "trio.yaml")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf(vneYAML, memMiB, bytes)), 0o644); err != nil {
+	return writeVNE(t, filepath.Join(dir, "trio.yaml"), fmt.Sprintf(vneYAML, memMiB, bytes))
+}
+
+// writeVNE writes a VNE file with text at path and loads it.
+func writeVNE(t *testing.T, path, text string) *vne.VNE {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	v, err := vne.Load(p)
+	v, err := vne.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,24 +120,27 @@ func checkCut(t *testing.T, env *Env, e core.Epoch) cut.Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var files []*os.File
+	return checkLogs(t, paths, e, env.NumVMs())
+}
+
+// checkLogs reads the frame logs at paths and checks the cut of epoch e of
+// n VMs.
+func checkLogs(t *testing.T, paths []string, e core.Epoch, n int) cut.Result {
+	t.Helper()
+	var rs []io.Reader
 	for _, p := range paths {
 		f, err := os.Open(p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		files = append(files, f)
-	}
-	rs := make([]io.Reader, len(files))
-	for i, f := range files {
-		rs[i] = f
+		rs = append(rs, f)
 	}
 	recs, err := vnet.ReadLogs(rs...)
 	if err != nil {
 		t.Fatalf("read frame logs: %v", err)
 	}
-	ch := cut.NewChecker(e, env.NumVMs())
+	ch := cut.NewChecker(e, n)
 	for _, r := range recs {
 		if err := ch.Observe(r); err != nil {
 			t.Fatalf("checker: %v", err)

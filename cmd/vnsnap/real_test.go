@@ -169,7 +169,7 @@ vms:
 	_ = sock
 	// Let the guests boot: wait for their first heartbeats.
 	for _, vm := range []string{"a", "b"} {
-		waitConsole(ctx, t, filepath.Join(state, vm+".console"), "HB ")
+		waitConsole(ctx, t, filepath.Join(state, vm+".console"), "HB ", 0)
 	}
 	code, out, stderr := runCmd("snapshot", "--json", "--state", state, "--store", root, "--algo", "vnsnap", "--sink", "memory", "s1")
 	t.Logf("snapshot --json:\n%s", tailString(out, 4000))
@@ -206,7 +206,7 @@ vms:
 	// The restored guest's dirtier must go on verifying its pages: wait
 	// for its next verdict after the restore (the whole run may take less
 	// than one dirtier cycle, so an earlier line proves nothing).
-	waitConsoleAfter(ctx, t, filepath.Join(state, "a.console"), "DIRTIER OK", restoredAt)
+	waitConsole(ctx, t, filepath.Join(state, "a.console"), "DIRTIER OK", restoredAt)
 	if code, out, stderr = runCmd("snapshot", "--json", "--state", state, "--store", root, "--algo", "stop-copy", "--sink", "disk", "s3"); code != 0 {
 		t.Fatalf("snapshot after restore: exit %d: %s", code, stderr)
 	}
@@ -238,10 +238,10 @@ func consoleLen(path string) int {
 	return int(fi.Size())
 }
 
-// waitConsoleAfter waits until the console file at path contains s after
-// its first off bytes (all of it if the file was started anew), or ctx
-// ends.
-func waitConsoleAfter(ctx context.Context, t *testing.T, path, s string, off int) {
+// waitConsole waits until the console file at path contains s after its
+// first off bytes (all of it if off is 0 or the file was started anew), or
+// ctx ends.
+func waitConsole(ctx context.Context, t *testing.T, path, s string, off int) {
 	t.Helper()
 	for ; ; time.Sleep(100 * time.Millisecond) {
 		b, err := os.ReadFile(path)
@@ -255,21 +255,6 @@ func waitConsoleAfter(ctx context.Context, t *testing.T, path, s string, off int
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("%s: no %q after byte %d (%v):\n%s", path, s, off, context.Cause(ctx), tailString(string(b), 2000))
-		}
-	}
-}
-
-// waitConsole waits until the console file at path contains s, or ctx
-// ends.
-func waitConsole(ctx context.Context, t *testing.T, path, s string) {
-	t.Helper()
-	for ; ; time.Sleep(100 * time.Millisecond) {
-		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), s) {
-			return
-		}
-		if ctx.Err() != nil {
-			b, _ := os.ReadFile(path)
-			t.Fatalf("%s: no %q (%v):\n%s", path, s, context.Cause(ctx), tailString(string(b), 2000))
 		}
 	}
 }

@@ -329,6 +329,18 @@ func (noXenstore) Write(context.Context, string, string) error { return nil }
 
 var testSpec = hv.MachineSpec{Name: "a", MemoryMiB: 128, VCPUs: 1, Kernel: "/k/vmlinuz", Initrd: "/k/initrd.gz", Append: "quiet"}
 
+// startTestMachine starts testSpec on a hypervisor over s and kills it
+// when the test ends.
+func startTestMachine(t *testing.T, s *xenSim) *Machine {
+	t.Helper()
+	m, err := newTestHypervisor(t, s).Start(context.Background(), testSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Kill() })
+	return m.(*Machine)
+}
+
 func TestStartPauseResumeKill(t *testing.T) {
 	s := newSim(t)
 	h := newTestHypervisor(t, s)
@@ -381,14 +393,9 @@ func TestStartPauseResumeKill(t *testing.T) {
 // hands it back under its name, running.
 func TestLiveSaveHoldsUntilResume(t *testing.T) {
 	s := newSim(t)
-	h := newTestHypervisor(t, s)
 	ctx := context.Background()
-	m, err := h.Start(ctx, testSpec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Kill()
-	id := m.(*Machine).DomID()
+	m := startTestMachine(t, s)
+	id := m.DomID()
 	var img bytes.Buffer
 	var passes []int
 	var atPoint fakeDom
@@ -458,16 +465,11 @@ func TestKillWhileHeld(t *testing.T) {
 // until Resume.
 func TestLiveSaveHookErrorKeepsPaused(t *testing.T) {
 	s := newSim(t)
-	h := newTestHypervisor(t, s)
 	ctx := context.Background()
-	m, err := h.Start(ctx, testSpec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Kill()
-	id := m.(*Machine).DomID()
+	m := startTestMachine(t, s)
+	id := m.DomID()
 	boom := errors.New("colour flip failed")
-	_, err = m.Save(ctx, io.Discard, hv.SaveOptions{Live: true, AtSnapshotPoint: func(context.Context) error { return boom }})
+	_, err := m.Save(ctx, io.Discard, hv.SaveOptions{Live: true, AtSnapshotPoint: func(context.Context) error { return boom }})
 	if !errors.Is(err, boom) {
 		t.Fatalf("got %v, want the hook's error", err)
 	}
@@ -487,15 +489,10 @@ func TestLiveSaveHookErrorKeepsPaused(t *testing.T) {
 func TestLiveSaveBadStream(t *testing.T) {
 	s := newSim(t)
 	s.breakStream = true
-	h := newTestHypervisor(t, s)
 	ctx := context.Background()
-	m, err := h.Start(ctx, testSpec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Kill()
+	m := startTestMachine(t, s)
 	called := false
-	_, err = m.Save(ctx, io.Discard, hv.SaveOptions{Live: true, AtSnapshotPoint: func(context.Context) error { called = true; return nil }})
+	_, err := m.Save(ctx, io.Discard, hv.SaveOptions{Live: true, AtSnapshotPoint: func(context.Context) error { called = true; return nil }})
 	var se *StreamError
 	if !errors.As(err, &se) {
 		t.Fatalf("got %v, want a StreamError", err)
@@ -503,7 +500,7 @@ func TestLiveSaveBadStream(t *testing.T) {
 	if called {
 		t.Error("AtSnapshotPoint called for a failed stream")
 	}
-	if d, _ := s.state(m.(*Machine).DomID()); d.name != "a" || d.suspended || d.pauses != 0 {
+	if d, _ := s.state(m.DomID()); d.name != "a" || d.suspended || d.pauses != 0 {
 		t.Errorf("after the failed Save: %+v, want a, running", d)
 	}
 	if err := m.Resume(ctx); err != nil {
@@ -517,15 +514,10 @@ func TestLiveSaveBadStream(t *testing.T) {
 func TestLiveSaveFailedAfterRenameRecovers(t *testing.T) {
 	s := newSim(t)
 	s.failBadly = true
-	h := newTestHypervisor(t, s)
 	ctx := context.Background()
-	m, err := h.Start(ctx, testSpec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Kill()
-	id := m.(*Machine).DomID()
-	_, err = m.Save(ctx, io.Discard, hv.SaveOptions{Live: true})
+	m := startTestMachine(t, s)
+	id := m.DomID()
+	_, err := m.Save(ctx, io.Discard, hv.SaveOptions{Live: true})
 	if err == nil || !strings.Contains(err.Error(), "failed badly") {
 		t.Fatalf("Save: got %v, want xl's failure", err)
 	}
@@ -555,14 +547,9 @@ func TestLiveSaveFailedAfterRenameRecovers(t *testing.T) {
 // domain suspends itself), left paused by it, and Resume unpauses it.
 func TestStopCopySaveOfPausedMachine(t *testing.T) {
 	s := newSim(t)
-	h := newTestHypervisor(t, s)
 	ctx := context.Background()
-	m, err := h.Start(ctx, testSpec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Kill()
-	id := m.(*Machine).DomID()
+	m := startTestMachine(t, s)
+	id := m.DomID()
 	if err := m.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -597,11 +584,11 @@ func TestStopCopySaveOfPausedMachine(t *testing.T) {
 			saves = append(saves, c)
 		}
 	}
-	want := [][]string{{"pause", "1"}, {"unpause", "1"}, {"save", "-p", "1", h.cfg.Dir + "/a.save"}, {"unpause", "1"}}
+	want := [][]string{{"pause", "1"}, {"unpause", "1"}, {"save", "-p", "1", m.h.cfg.Dir + "/a.save"}, {"unpause", "1"}}
 	if d := cmp.Diff(want, saves); d != "" {
 		t.Errorf("xl pause/save argv (-want +got):\n%s", d)
 	}
-	if _, err := os.Stat(h.cfg.Dir + "/a.save"); !os.IsNotExist(err) {
+	if _, err := os.Stat(m.h.cfg.Dir + "/a.save"); !os.IsNotExist(err) {
 		t.Errorf("stop-and-copy file left in the runtime dir: %v", err)
 	}
 }

@@ -26,12 +26,11 @@ type liveLoop struct {
 	passPages int64 // pages of the pass in progress
 	passStart Time
 	lastEvent Time  // the previous RoundCopied (realbackend's Elapsed)
-	sent      int64 // pages sent by finished passes
+	sent      int64 // pages sent by finished passes (the final copy's included, once out)
 	img       *copyImage
 	pending   int64   // dirty pages found at the last sync, not sent live
 	pendUnits []int32 // their units
 	stopAfter bool    // Xen: the pass in progress is the last live one
-	finalSent int64   // pages the save sent in all, once the last is out
 	paused    bool
 
 	// auto-converge
@@ -244,6 +243,7 @@ func (l *liveLoop) Handle(kind Kind, g int64) {
 				return
 			}
 			l.xfer = nil
+			l.sent = total
 			l.d.complete(l.id, l.vm.Mem.Versions())
 			// The switchover after the last byte (see copyFinal).
 			if sw := Time(w.Cfg.Calibration.switchover(l.sink)); sw > 0 {
@@ -252,11 +252,10 @@ func (l *liveLoop) Handle(kind Kind, g int64) {
 			}
 			l.Handle(lpEvDone, l.gen)
 		})
-		l.finalSent = total
 	case lpEvDone:
 		l.unthrottle()
 		delete(l.d.loops, l.id)
-		l.d.step(core.FinalCopied{VM: l.id, Sent: l.finalSent})
+		l.d.step(core.FinalCopied{VM: l.id, Sent: l.sent})
 	}
 }
 

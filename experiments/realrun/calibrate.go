@@ -95,7 +95,8 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		cont = append(cont, time.Since(t0))
 	}
 	done()
-	o.logf("monitor: round trip %v, stop %v, cont %v (medians of %d)", median(rtt), median(stop), median(cont), plan.Probes)
+	stopM, contM, rttM := median(stop), median(cont), median(rtt)
+	o.logf("monitor: round trip %v, stop %v, cont %v (medians of %d)", rttM, stopM, contM, plan.Probes)
 
 	var rows []Row
 	for i, r := range plan.Rates {
@@ -120,7 +121,8 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 	}
 	// The switchover per sink: an idle guest's pre-copy pause less the
 	// fixed steps around it (its last pass has next to nothing to send).
-	fixed := median(stop) + median(cont) + median(rtt) + time.Duration(def.ColourFlip) + time.Duration(def.DiskFreeze)
+	around := stopM + contM + rttM // what every pause has: stop, cont, a round trip
+	fixed := around + time.Duration(def.ColourFlip) + time.Duration(def.DiskFreeze)
 	sw := map[string][]float64{}
 	var arm, cowBW []float64
 	for _, r := range rows {
@@ -133,13 +135,16 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		case "cow":
 			// The pause of a copy-on-write snapshot: stop, a round trip,
 			// the arming, cont; its copy: the RAM sent over its duration.
-			arm = append(arm, max(0, r.PauseMs/1000-(median(stop)+median(cont)+median(rtt)).Seconds()))
+			arm = append(arm, max(0, r.PauseMs/1000-around.Seconds()))
 			if r.DurationMs > 0 {
 				cowBW = append(cowBW, float64(r.MemoryCopied)/(r.DurationMs/1000))
 			}
 		}
 	}
-	swOf := func(sink string) time.Duration { return time.Duration(medianF(sw[sink]) * float64(time.Second)) }
+	swOf := map[string]time.Duration{}
+	for sink, v := range sw {
+		swOf[sink] = time.Duration(medianF(v) * float64(time.Second))
+	}
 	bw := map[string][]float64{}
 	var dev, pop []float64
 	for _, r := range rows {
@@ -156,7 +161,7 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		}
 		// The RAM QEMU sent (a memory sink's mapped-ram file is as large
 		// as the guest, holes and all) over the copy less its switchover.
-		if d := r.DurationMs/1000 - swOf(r.Sink).Seconds(); d > 0 {
+		if d := r.DurationMs/1000 - swOf[r.Sink].Seconds(); d > 0 {
 			bw[r.Sink] = append(bw[r.Sink], float64(r.MemoryCopied)/d)
 		}
 		// A stream, not a mapped-ram file (as large as the guest's
@@ -170,10 +175,10 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 	f.Guest.PopulatedBytes = int64(medianF(pop))
 	f.Sim = calib.Costs{
 		Source: fmt.Sprintf("vnsnap calibrate %s: %s (%d cores), QEMU %s (tcg)", f.Date, f.Machine.CPU, f.Machine.Cores, f.QEMU),
-		Stop:   calib.Duration(median(stop)), Cont: calib.Duration(median(cont)), QMPRoundTrip: calib.Duration(median(rtt)),
+		Stop:   calib.Duration(stopM), Cont: calib.Duration(contM), QMPRoundTrip: calib.Duration(rttM),
 		ColourFlip: def.ColourFlip, DiskFreeze: def.DiskFreeze, COWFault: def.COWFault,
 		DeviceState: int64(medianF(dev)), VCPUState: 0,
-		SwitchoverMemory: calib.Duration(swOf("memory")), SwitchoverDisk: calib.Duration(swOf("disk")),
+		SwitchoverMemory: calib.Duration(swOf["memory"]), SwitchoverDisk: calib.Duration(swOf["disk"]),
 		COWArm: calib.Duration(medianF(arm) * float64(time.Second)), COWBandwidth: medianF(cowBW),
 	}
 	devNote := "device_state_bytes is the stop-and-copy stream less QEMU's RAM bytes (it includes the vCPU state, so vcpu_state_bytes is 0); "

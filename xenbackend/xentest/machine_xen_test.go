@@ -26,6 +26,24 @@ vms:
     guest: {kernel: /root/vmlinuz, initrd: /root/guest.gz, cmdline: "CMDLINE"}
 `
 
+// dom0Shell defines the shell functions both dom0 scripts use (after
+// XL=...): diag prints what dom0 looks like when something failed; busy PID,
+// while PID lives, prints its I/O count whenever it changed (the migration
+// streams through the receivers' sockets, xl's images, the store's writes),
+// so that a long snapshot under a loaded host shows progress on the console
+// while the workload stands still, and a hung one falls silent.
+const dom0Shell = `diag() { echo "VNSNAP-T-DIAG"; free; $XL info | grep -E 'free_memory|total_memory'; $XL list; dmesg | tail -n 30; }
+busy() {
+	last=""
+	while kill -0 $1 2>/dev/null; do
+		io=$(awk '/^(rchar|wchar)/ {n += $2} END {print n}' /proc/$1/io 2>/dev/null)
+		[ "$io" != "$last" ] && echo "VNSNAP-T-BUSY io=$io"
+		last=$io
+		sleep 5
+	done
+}
+`
+
 // oneScript: vnsnap up, a live snapshot (the machine is started, saved live
 // through xl migrate and our receiver, and resumed), down (killed), up
 // --restore (restored paused, resumed): the heartbeat counter must go on
@@ -36,21 +54,9 @@ cd /root
 XL=/usr/lib/xen-4.17/bin/xl
 ST=/root/st
 STORE=/root/store
-diag() { echo "VNSNAP-T-DIAG"; free; $XL info | grep -E 'free_memory|total_memory'; $XL list; dmesg | tail -n 30; }
+` + dom0Shell + `
 lasthb() { grep '^HB ' $ST/a.console | tail -n 1 | sed 's/HB //'; }
 hbs() { grep -c '^HB ' $ST/a.console; }
-# busy PID: while PID lives, print its I/O count whenever it changed (the
-# stream through the receiver socket, xl's images, the console), so that a
-# long copy under a loaded host shows progress and a hung one falls silent.
-busy() {
-	last=""
-	while kill -0 $1 2>/dev/null; do
-		io=$(awk '/^(rchar|wchar)/ {n += $2} END {print n}' /proc/$1/io 2>/dev/null)
-		[ "$io" != "$last" ] && echo "VNSNAP-T-BUSY io=$io"
-		last=$io
-		sleep 5
-	done
-}
 up() {
 	vnsnap up --state $ST --store $STORE "$@" /root/one.yaml > /root/up.log 2>&1 &
 	UP=$!

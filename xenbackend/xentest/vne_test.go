@@ -68,8 +68,7 @@ STORE=/root/store
 V="vnsnap"
 VMS="a b"
 RUN=0
-# diag: what dom0 looks like when something failed.
-diag() { echo "VNSNAP-T-DIAG"; free; $XL info | grep -E 'free_memory|total_memory'; $XL list; dmesg | tail -n 30; }
+` + dom0Shell + `
 # follow VM: copy VM's tcpstream lines to the serial console, each only when
 # it differs from the one before, so that a workload that stopped moving
 # leaves the console silent and the harness's stall deadline ends the run.
@@ -89,20 +88,6 @@ alive() {
 		"") diag; echo "VNSNAP-XEN-FAIL domain $d is gone"; exit 7 ;;
 		*s*|*c*) diag; echo "VNSNAP-XEN-FAIL domain $d is shut down ($st)"; exit 7 ;;
 		esac
-	done
-}
-# busy PID: while PID lives, print its I/O count whenever it changed (the
-# migration streams through the receivers' sockets, the store's writes), so
-# that a long snapshot shows progress on the console while the workload
-# stands still (its frames held by the colour rule), and a hung one falls
-# silent.
-busy() {
-	last=""
-	while kill -0 $1 2>/dev/null; do
-		io=$(awk '/^(rchar|wchar)/ {n += $2} END {print n}' /proc/$1/io 2>/dev/null)
-		[ "$io" != "$last" ] && echo "VNSNAP-T-BUSY io=$io"
-		last=$io
-		sleep 5
 	done
 }
 up() {

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,6 +130,41 @@ func TestZeroPagesAreNotSent(t *testing.T) {
 			if got != want {
 				t.Errorf("%s dirty %g: %d bytes copied, want %d (populated %d of %d, working set %d)", algo, dirty, got, want, pop, mem, ws)
 			}
+		}
+	}
+}
+
+// TestCOWCostsWhatCalibrationSays checks the copy-on-write costs: COWArm
+// lengthens an idle VM's pause by itself, and a COWBandwidth below the
+// sink's stretches the background copy of its pages to that bandwidth.
+func TestCOWCostsWhatCalibrationSays(t *testing.T) {
+	for _, mode := range []core.Mode{core.Observed, core.Driven} {
+		cfg := DefaultConfig()
+		cfg.VMs, cfg.Hosts, cfg.MemBytes, cfg.DirtyRate, cfg.Traffic = 1, 1, 16<<20, 0, "none"
+		cfg.Algorithm, cfg.Mode = core.COW, mode
+		cfg.Calibration = Calibration{}
+		base := mustRun(t, cfg).VMs[0]
+
+		arm := 16 * time.Millisecond
+		cfg.Calibration.COWArm = Duration(arm)
+		got := mustRun(t, cfg).VMs[0]
+		if d, want := got.DowntimeMS-base.DowntimeMS, ms(arm); math.Abs(d-want) > 0.01 {
+			t.Errorf("%s: cow_arm %v: downtime %.3f ms, %.3f without: grew %.3f ms, want %.3f", mode, arm, got.DowntimeMS, base.DowntimeMS, d, want)
+		}
+
+		cfg.Calibration.COWArm = 0
+		sink := cfg.Host.DiskBandwidth
+		cfg.Calibration.COWBandwidth = sink / 4
+		got = mustRun(t, cfg).VMs[0]
+		// The pages at a quarter of the sink's rate: three times their
+		// copy at its rate more.
+		want := 3 * float64(cfg.MemBytes) / sink * 1e3
+		if d := got.DurationMS - base.DurationMS; math.Abs(d-want) > 0.01*want {
+			t.Errorf("%s: cow_bps %g: copy %.3f ms, %.3f at the sink's %g: grew %.3f ms, want %.3f", mode, sink/4, got.DurationMS, base.DurationMS, sink, d, want)
+		}
+		cfg.Calibration.COWBandwidth = 2 * sink // faster than the sink: the sink's rate
+		if got := mustRun(t, cfg).VMs[0]; got.DurationMS != base.DurationMS {
+			t.Errorf("%s: cow_bps %g above the sink's %g: copy %.3f ms, want the sink's %.3f", mode, 2*sink, sink, got.DurationMS, base.DurationMS)
 		}
 	}
 }

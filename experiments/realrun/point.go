@@ -207,11 +207,7 @@ func RunPoint(ctx context.Context, p Point, o Options) ([]Row, error) {
 			if err != nil {
 				return rows, fmt.Errorf("point %s: %s repeat %d: %w", p.Name(), c, rep+1, err)
 			}
-			rs := rowsOf(p, c, rep, measured, r)
-			for i := range rs {
-				rs[i].GuestRate = guest[i]
-			}
-			rows = append(rows, rs...)
+			rows = append(rows, rowsOf(p, c, rep, measured, guest, r)...)
 			if err := removeSnapshots(st); err != nil {
 				return rows, err
 			}
@@ -343,7 +339,7 @@ func waitHeartbeats(ctx context.Context, env *realbackend.Env, d time.Duration) 
 	return nil
 }
 
-func rowsOf(p Point, c Case, rep int, measured []float64, r *realbackend.Report) []Row {
+func rowsOf(p Point, c Case, rep int, measured, guest []float64, r *realbackend.Report) []Row {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	var rows []Row
 	for i, vr := range r.VMs {
@@ -354,7 +350,7 @@ func rowsOf(p Point, c Case, rep int, measured []float64, r *realbackend.Report)
 		}
 		rows = append(rows, Row{
 			Point: p.Name(), VMs: p.VMs, MemMiB: p.MemMiB, Guest: p.Guest, Rate: p.Rate, WSMiB: p.WSMiB,
-			Measured: measured[i], Algorithm: c.Algorithm.String(), Sink: cr.Sink.String(), Repeat: rep, VM: vr.Name,
+			Measured: measured[i], GuestRate: guest[i], Algorithm: c.Algorithm.String(), Sink: cr.Sink.String(), Repeat: rep, VM: vr.Name,
 			PauseMs: ms(cr.Downtime()), OutsideMs: ms(vr.Pause.Gap), QEMUPauseMs: ms(vr.Save.Downtime),
 			DurationMs: ms(cr.Duration()), BytesCopied: cr.BytesCopied(), StreamBytes: vr.Save.Bytes,
 			MemoryCopied: vr.Save.MemoryCopied, Passes: vr.Save.Passes,

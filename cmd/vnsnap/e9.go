@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,10 +69,7 @@ func runE9(args []string, stdout, stderr io.Writer) error {
 		return errors.New("experiment e9: --real=false: run `vnsnap experiment e9` without it for the simulated side")
 	}
 	if *repeats < 0 || *repeats > 100 {
-		return fmt.Errorf("--repeats: %d, want 1..100", *repeats)
-	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return fmt.Errorf("--out: %w", err)
+		return fmt.Errorf("--repeats: %d, want 1..100 (0: the grid's)", *repeats)
 	}
 	g := realrun.DefaultGrid()
 	if *full {
@@ -82,14 +80,24 @@ func runE9(args []string, stdout, stderr io.Writer) error {
 	}
 	if *points != "" {
 		var sel []realrun.Point
+		var picked []int
 		for _, s := range strings.Split(*points, ",") {
 			i, err := strconv.Atoi(strings.TrimSpace(s))
 			if err != nil || i < 1 || i > len(g.Points) {
 				return fmt.Errorf("--points: %q, want indices 1..%d", s, len(g.Points))
 			}
+			if slices.Contains(picked, i) {
+				return fmt.Errorf("--points: %d given twice", i)
+			}
+			picked = append(picked, i)
 			sel = append(sel, g.Points[i-1])
 		}
 		g.Points = sel
+	}
+	// The output directory is made only once every flag has been checked,
+	// so that a bad flag leaves nothing behind.
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fmt.Errorf("--out: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -82,6 +84,22 @@ func TestSimSummary(t *testing.T) {
 	for _, want := range []string{"snapshot committed", "consistency: 0 orphans", "restore: ok"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestE9BadPointsWritesNothing: experiment e9 --real refuses bad --points
+// (out of range, not a number, given twice) before it makes --out.
+func TestE9BadPointsWritesNothing(t *testing.T) {
+	for _, pts := range []string{"0", "99", "x", "1,1"} {
+		out := filepath.Join(t.TempDir(), "out")
+		var o, errb bytes.Buffer
+		code := run([]string{"experiment", "e9", "--real", "--out", out, "--points", pts}, &o, &errb)
+		if code == 0 || !strings.Contains(errb.String(), "--points") {
+			t.Errorf("--points %s: exit %d, stderr %q; want an error naming --points", pts, code, errb.String())
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("--points %s: --out %s exists after the error (%v), want nothing written", pts, out, err)
 		}
 	}
 }

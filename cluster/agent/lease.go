@@ -65,8 +65,13 @@ func (a *Agent) BeginSnapshot(ctx context.Context, r *clusterpb.LeaseRequest) (*
 				return nil, hvError("snapshot directory", err)
 			}
 		}
-		if err := a.makeSnapshotDir(dir, r.Snapshot); err != nil {
-			os.RemoveAll(dir)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			// Made by someone else since statSnapshot looked, say: not
+			// the agent's to remove.
+			return nil, hvError("snapshot directory", err)
+		}
+		if err := a.markSnapshotDir(dir, r.Snapshot); err != nil {
+			os.RemoveAll(dir) // the agent's: it made dir just now
 			return nil, hvError("snapshot directory", err)
 		}
 		l := &lease{snapshot: r.Snapshot, epoch: r.Call.Epoch}
@@ -80,15 +85,13 @@ func (a *Agent) BeginSnapshot(ctx context.Context, r *clusterpb.LeaseRequest) (*
 	return rep.(*clusterpb.LeaseReply), nil
 }
 
-// makeSnapshotDir makes snapshot snap's directory dir with its owner
-// marker, durably: from then on Cleanup may remove it (it is the agent's)
-// until COMPLETE is in it. The marker is written in place, so a crash on
-// the way leaves what statSnapshot still recognises as the agent's: an
-// empty directory, or one holding a beginning of the marker alone.
-func (a *Agent) makeSnapshotDir(dir, snap string) error {
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return err
-	}
+// markSnapshotDir writes the owner marker into snapshot snap's directory
+// dir, which the agent has just made, durably: from then on Cleanup may
+// remove it (it is the agent's) until COMPLETE is in it. The marker is
+// written in place, so a crash on the way leaves what statSnapshot still
+// recognises as the agent's: an empty directory, or one holding a beginning
+// of the marker alone.
+func (a *Agent) markSnapshotDir(dir, snap string) error {
 	f, err := os.OpenFile(filepath.Join(dir, ownerMarker), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err

@@ -64,7 +64,7 @@ const (
 // statSnapshot tells what directory dir of snapshot snap is. It is
 // partial (the agent's, uncommitted) only if COMPLETE does not exist in it
 // and either its ownerMarker holds ownerLine(snap), or it holds nothing but
-// what a crash inside makeSnapshotDir leaves: nothing at all, or a marker
+// what a crash inside BeginSnapshot's Mkdir and markSnapshotDir leaves: nothing at all, or a marker
 // with a beginning of that line. Anything else is foreign. An error that
 // leaves the question open (anything but "does not exist") is returned.
 func statSnapshot(dir, snap string) (snapState, error) {
@@ -107,7 +107,7 @@ func statSnapshot(dir, snap string) (snapState, error) {
 }
 
 // holdsOnly tells whether dir holds n entries and nothing else (what a
-// crash inside makeSnapshotDir leaves: partial) or more (foreign).
+// crash inside markSnapshotDir leaves: partial) or more (foreign).
 func holdsOnly(dir string, n int) (snapState, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {

@@ -64,8 +64,8 @@ const (
 // statSnapshot tells what directory dir of snapshot snap is. It is
 // partial (the agent's, uncommitted) only if COMPLETE does not exist in it
 // and either its ownerMarker holds ownerLine(snap), or it holds nothing but
-// what a crash inside BeginSnapshot's Mkdir and markSnapshotDir leaves: nothing at all, or a marker
-// with a beginning of that line. Anything else is foreign. An error that
+// what a crash between BeginSnapshot's Mkdir and the end of markSnapshotDir
+// leaves: nothing at all, or a marker with a beginning of that line. Anything else is foreign. An error that
 // leaves the question open (anything but "does not exist") is returned.
 func statSnapshot(dir, snap string) (snapState, error) {
 	fi, err := os.Lstat(dir)

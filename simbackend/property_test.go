@@ -70,6 +70,10 @@ func randomConfig(seed uint64, algo core.Algorithm) Config {
 	// what they were without it.
 	cfg.Calibration.SwitchoverMemory = Duration(r.IntN(4)) * Duration(time.Millisecond)
 	cfg.Calibration.SwitchoverDisk = Duration(r.IntN(4)) * Duration(time.Millisecond)
+	// Zero pages, which a whole-VM copy does not send: a quarter, half or
+	// three quarters of each VM populated, or all of it (0) on a quarter
+	// of the seeds. Drawn after the switchover, for the same reason.
+	cfg.PopulatedBytes = cfg.MemBytes / 4 * int64(r.IntN(4)) / core.PageSize * core.PageSize
 	simMode(seed % uint64(len(simModes))).apply(&cfg)
 	return cfg
 }

@@ -282,10 +282,10 @@ func e9Summary(pairs []realrun.Pair) *results.Table {
 	return t
 }
 
-// E9Errors returns, per compared metric, the median relative error of the
-// simulator's prediction over a measured grid and the bound the simulator
-// promises (0: none). It is what the CI test of E9 checks.
-func E9Errors(rows []realrun.Row, cal *calib.File, seeds int) (map[string][2]float64, error) {
+// E9Pairs runs the simulator on a measured grid with a calibration and
+// returns, per grid point and case, the measured values (per VM and
+// repeat) and the predicted ones (per VM and seed), by metric column.
+func E9Pairs(rows []realrun.Row, cal *calib.File, seeds int) ([]realrun.Pair, error) {
 	c := &e9Config{Seeds: seeds, rows: rows, cal: cal}
 	jobs, err := c.Plan(Seeds(seeds))
 	if err != nil {
@@ -299,10 +299,25 @@ func E9Errors(rows []realrun.Row, cal *calib.File, seeds int) (map[string][2]flo
 		}
 		outs[i] = Outcome{Res: r}
 	}
-	pairs := e9Pairs(c.Tables(jobs, outs).Main())
+	return e9Pairs(c.Tables(jobs, outs).Main()), nil
+}
+
+// E9Errors returns, per compared metric, the median relative error of the
+// simulator's prediction over a measured grid and the bound the simulator
+// promises (0: none). It is what the CI test of E9 checks.
+func E9Errors(rows []realrun.Row, cal *calib.File, seeds int) (map[string][2]float64, error) {
+	pairs, err := E9Pairs(rows, cal, seeds)
+	if err != nil {
+		return nil, err
+	}
+	return E9PairErrors(pairs), nil
+}
+
+// E9PairErrors is E9Errors of pairs E9Pairs returned.
+func E9PairErrors(pairs []realrun.Pair) map[string][2]float64 {
 	out := map[string][2]float64{}
 	for _, m := range e9Metrics {
 		out[m.col] = [2]float64{realrun.MedianRelErr(pairs, m.col), m.bound}
 	}
-	return out, nil
+	return out
 }

@@ -2,6 +2,7 @@ package realrun_test
 
 import (
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,10 +15,13 @@ import (
 	. "github.com/vnsnap/vnsnap/experiments/realrun"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
+	"github.com/vnsnap/vnsnap/results"
 )
 
 // ciGrid is the two-point E9 that CI runs on real QEMU: two VMs, an idle
-// and a dirtying guest, a pre-copy and a stop-and-copy case, one repeat.
+// and a dirtying guest, a pre-copy and a stop-and-copy case, three repeats
+// (the measured side of each pair is the median of six snapshots of a VM:
+// a repeat costs two snapshots per point, about 10 s).
 func ciGrid() Grid {
 	return Grid{
 		Points: []Point{
@@ -25,15 +29,16 @@ func ciGrid() Grid {
 			{VMs: 2, MemMiB: 128, Guest: "dirtier", Rate: 16, WSMiB: 16},
 		},
 		Cases:   []string{"vnsnap/memory", "stop-copy/disk"},
-		Repeats: 1,
+		Repeats: 3,
 	}
 }
 
 // TestE9Real runs the two-point E9 on real QEMU and checks that every
 // measurement is there and sane, that the results file reads back, and
-// that the simulator with the shipped calibration predicts the per-VM
-// pause and duration within 15 % and bytes copied within 10 % (medians
-// over the two points and cases; -e9.bounds=false only logs them).
+// that the simulator with the shipped calibration predicts bytes copied
+// within 10 % (the median over the two points and cases); the per-VM pause
+// and duration within 15 % are logged, per pair too, and asserted with
+// -e9.bounds=true (see e9Bounds for why not by default).
 func TestE9Real(t *testing.T) {
 	h := qemutest.RequireQEMU(t)
 	img := qemutest.GuestImage(t, "../..")
@@ -103,10 +108,21 @@ func TestE9Real(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs, err := experiments.E9Errors(rows, cal, 1)
+	pairs, err := experiments.E9Pairs(rows, cal, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Where a median misses, the pairs say which point and case, and
+	// whether the miss is one way (a cost the model lacks or a slower
+	// machine than the calibration's) or the real side's spread.
+	for _, p := range pairs {
+		for _, m := range []string{"pause_ms", "duration_ms", "copied_mib"} {
+			lo, hi := minMax(p.Real[m])
+			t.Logf("pair %s %s: %s measured median %.1f (%.1f-%.1f over %d), predicted %.1f: %+.1f %%",
+				p.Point, p.Case, m, results.Median(p.Real[m]), lo, hi, len(p.Real[m]), results.Median(p.Pred[m]), 100*(results.Median(p.Pred[m])/results.Median(p.Real[m])-1))
+		}
+	}
+	errs := experiments.E9PairErrors(pairs)
 	for _, m := range []string{"pause_ms", "duration_ms", "copied_mib", "window_ms"} {
 		e, ok := errs[m]
 		if !ok {
@@ -114,26 +130,43 @@ func TestE9Real(t *testing.T) {
 		}
 		t.Logf("prediction: %s median relative error %.1f %% (bound %.0f %%)", m, 100*e[0], 100*e[1])
 		if e[1] > 0 && e[0] > e[1] {
-			if *e9Bounds {
+			if *e9Bounds || m == "copied_mib" {
 				t.Errorf("prediction: %s median relative error %.1f %%, over the %.0f %% bound (calibration: %s)", m, 100*e[0], 100*e[1], cal.Sim.Source)
 			} else {
-				t.Logf("%s is outside its bound; not asserted with -e9.bounds=false", m)
+				t.Logf("%s is outside its bound; a wall-clock time, not asserted with -e9.bounds=false", m)
 			}
 		}
 	}
 }
 
-// e9Bounds asserts issue 11's prediction bounds (pause and duration within
-// 15 %, bytes within 10 %, medians over the grid). The pause and duration
-// are wall-clock times predicted from a calibration measured on another
-// day: a machine much busier than the calibration's (load 35 instead of 1)
-// misses them, which is what the check is for; -e9.bounds=false logs them
-// instead. Measured here on this test's grid (quiet machine, QEMU 10.0.2
-// TCG, the shipped calibration): pause 7.3 %, duration 14.4 %, bytes 1.6 %;
-// on the committed E9 grid: pause 12 %, duration 6 %, bytes 3 %.
-//
-// Not asserted by default: six runs of this test in a row on the quiet
-// machine gave a duration error of 1.9, 14.4, 16.2, 22.1, 20.6 and 7.8 %
-// (pause 5.5-10.2 %, bytes 1.5-1.7 %), so one two-point run is too noisy
-// for a 15 % bound; CI logs the errors, -e9.bounds=true asserts them.
+// e9Bounds asserts issue 11's prediction bounds on the wall-clock times
+// too (pause and duration within 15 %, medians over the grid); bytes copied
+// (within 10 %) are asserted always. The pause and duration are predicted
+// from a calibration measured on another day, and on this machine they miss
+// it one way, not by noise: 11 runs of this test on 2 December 2026 at
+// 19:00 (QEMU 10.0.2 TCG, the shipped calibration, load 1-4; five with one
+// repeat, six with three) gave median errors of pause 23-59 % and duration
+// 25-54 % (bytes 1.3-1.8 %), every pair measured slower than predicted.
+// With three repeats (six snapshots per pair) even the fastest vnsnap/memory
+// copy of a run (78-177 ms) is slower than its prediction (66-70 ms), and
+// the stop-copy/disk copy's median is 200-285 ms against 135 predicted.
+// Two causes: the disk sink (and the monitor's stop, cont and round trip,
+// 1.5-2 times the calibration's) runs slower than on the calibration's day,
+// a drift that repeats cannot remove and that moves by tens of per cent
+// within minutes (a calibration measured in the same hour gave pause
+// 5-47 %, duration 19-44 %); and the live pass of a pre-copy, with the
+// vCPUs running, copies at about 1.1 GB/s where the model copies at the
+// stop-and-copy bandwidth (1.9 GB/s). Earlier, quieter runs (seven, one
+// repeat) gave duration errors of 1.9-22.1 %.
 var e9Bounds = flag.Bool("e9.bounds", false, "assert the simulator's prediction bounds of E9 (issue 11); false: log them")
+
+func minMax(v []float64) (lo, hi float64) {
+	if len(v) == 0 {
+		return math.NaN(), math.NaN()
+	}
+	lo, hi = v[0], v[0]
+	for _, x := range v {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return lo, hi
+}

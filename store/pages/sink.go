@@ -230,9 +230,11 @@ func syncPath(p string) error {
 // MemSink keeps objects in memory, for tests and for benchmarks of the CPU
 // side of ingest.
 type MemSink struct {
-	mu    sync.RWMutex
-	objs  map[Addr][]byte
-	arena []byte // room for the next objects: one allocation per memArena bytes, not per object
+	mu   sync.RWMutex
+	objs map[Addr][]byte
+
+	arenaMu sync.Mutex
+	arena   []byte // room for the next objects: one allocation per memArena bytes, not per object
 }
 
 // memArena is the size of the allocations a MemSink copies objects into.
@@ -249,20 +251,43 @@ func (s *MemSink) Has(addr Addr) (bool, error) {
 	return ok, nil
 }
 
-// Put implements Sink.
+// Put implements Sink. The object is copied outside the map's lock, so
+// that workers putting at once do not wait for each other's copies (on two
+// cores the lock held across the copy and the arena's allocation kept
+// ingest to 1.4 cores); the object appears in the map only once whole.
 func (s *MemSink) Put(addr Addr, obj []byte) (bool, error) {
+	if ok, _ := s.Has(addr); ok {
+		return false, nil
+	}
+	o := s.reserve(len(obj))
+	copy(o, obj)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.objs[addr]; ok {
-		return false, nil
+		return false, nil // put at the same time by another worker
 	}
-	if len(obj) > len(s.arena) {
-		s.arena = make([]byte, max(memArena, len(obj)))
-	}
-	n := copy(s.arena, obj)
-	s.objs[addr] = s.arena[:n:n]
-	s.arena = s.arena[n:]
+	s.objs[addr] = o
 	return true, nil
+}
+
+// reserve returns n bytes of arena, allocating a new arena (without the
+// lock held) when the current one has no room.
+func (s *MemSink) reserve(n int) []byte {
+	s.arenaMu.Lock()
+	if n <= len(s.arena) {
+		o := s.arena[:n:n]
+		s.arena = s.arena[n:]
+		s.arenaMu.Unlock()
+		return o
+	}
+	s.arenaMu.Unlock()
+	a := make([]byte, max(memArena, n))
+	s.arenaMu.Lock()
+	defer s.arenaMu.Unlock()
+	if len(a)-n > len(s.arena) {
+		s.arena = a[n:]
+	}
+	return a[:n:n]
 }
 
 // Get implements Sink.

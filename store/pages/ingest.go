@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/bits"
 	"runtime"
@@ -337,6 +338,20 @@ func (g *Ingester) process(enc *encoder, bt *batch, i int) error {
 	if ok {
 		g.markKnown(res.ref.Addr)
 		res.known = true
+		return nil
+	}
+	if pp, ok := g.sink.(PartsPutter); ok && !g.ordered && g.opt.Codec == CodecRaw && &data[0] != &s.raw[0] {
+		// A block read in place: its pages go to the sink as they are,
+		// behind a header of their own.
+		var hdr [objHeader]byte
+		hdr[0] = objRaw
+		binary.LittleEndian.PutUint32(hdr[1:], crc32.Update(crc32.Checksum(hdr[:1], castagnoli), castagnoli, data))
+		created, err := pp.PutParts(res.ref.Addr, hdr[:], data)
+		if err != nil {
+			return err
+		}
+		g.markKnown(res.ref.Addr)
+		res.created, res.size = created, objHeader+len(data)
 		return nil
 	}
 	var obj []byte

@@ -54,6 +54,15 @@ type IntoGetter interface {
 	GetInto(addr Addr, bufs [][]byte) (bool, error)
 }
 
+// PartsPutter is a Sink that also takes an object as its header and its
+// payload apart: a raw object of a block that IngestBytes reads in place
+// (no zero page, so not copied into a buffer) is then copied once, by the
+// sink, rather than first into one buffer with its header and then by Put.
+type PartsPutter interface {
+	// PutParts is Put of the object hdr followed by payload.
+	PutParts(addr Addr, hdr, payload []byte) (created bool, err error)
+}
+
 // FileSink keeps one file per object, root/ab/abcdef..., written to a
 // temporary name and hard-linked into place so that it is whole or absent
 // and never replaced. Sync fsyncs the files created since the last Sync and
@@ -67,10 +76,11 @@ type FileSink struct {
 }
 
 var (
-	_ Sink       = (*FileSink)(nil)
-	_ Syncer     = (*FileSink)(nil)
-	_ Sink       = (*MemSink)(nil)
-	_ IntoGetter = (*MemSink)(nil)
+	_ Sink        = (*FileSink)(nil)
+	_ Syncer      = (*FileSink)(nil)
+	_ Sink        = (*MemSink)(nil)
+	_ IntoGetter  = (*MemSink)(nil)
+	_ PartsPutter = (*MemSink)(nil)
 )
 
 // NewFileSink returns a FileSink in the existing directory root.
@@ -256,11 +266,16 @@ func (s *MemSink) Has(addr Addr) (bool, error) {
 // cores the lock held across the copy and the arena's allocation kept
 // ingest to 1.4 cores); the object appears in the map only once whole.
 func (s *MemSink) Put(addr Addr, obj []byte) (bool, error) {
+	return s.PutParts(addr, nil, obj)
+}
+
+// PutParts implements PartsPutter.
+func (s *MemSink) PutParts(addr Addr, hdr, payload []byte) (bool, error) {
 	if ok, _ := s.Has(addr); ok {
 		return false, nil
 	}
-	o := s.reserve(len(obj))
-	copy(o, obj)
+	o := s.reserve(len(hdr) + len(payload))
+	copy(o[copy(o, hdr):], payload)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.objs[addr]; ok {

@@ -109,11 +109,40 @@
 // CRC checked over them, no hash; no pwrite and no 256 KiB buffer
 // allocated per block): QEMU starts in some 40 ms, so the write-back is
 // on the critical path whole, and what remains of it is mostly the kernel
-// allocating the file's tmpfs pages (a third of its CPU in
-// BenchmarkRestoreImage) and copying the objects out of the page cache.
+// allocating the file's tmpfs pages (most of its CPU, below) and copying
+// the objects out of the page cache.
 // QEMU loading the store's pages without the intermediate file (its guest
 // RAM backed by the restored file, or the file served as it is read) would
 // remove it, and is not done.
+//
+// Where the write-back's time goes (perf over BenchmarkRestoreImage with
+// -store.skiphash): 62 % of its CPU is the kernel allocating the fresh
+// tmpfs file's pages (MADV_POPULATE_WRITE: shmem_get_folio, clearing the
+// pages, the mapping's xarray lock), 31 % reading the block files (readv 18
+// %, lstat, open, fstat and close 13 %), 6 % the CRC-32C. Zero pages are
+// never written: they are holes, and QEMU's bitmap says they are absent.
+// One worker is nearly as fast as two (258 ms against 247 ms in one run;
+// handing each worker 64 blocks at a time instead of one changed nothing):
+// on this VM the allocation of one tmpfs file's pages does not scale over
+// its two vCPUs. Filling 136 MB of a fresh tmpfs file from memory, nothing
+// read, takes 65-75 ms on the quiet machine whichever way (mapped and
+// populated, pwrite, fallocate then pwrite, a memfd; tmpfs and memfd get
+// no huge pages here: shmem_enabled is never). QEMU starts in some 40 ms
+// and loads the file in some 65-80, so 1.2x leaves the write-back about 55 ms
+// beyond what overlaps QEMU's start: less than allocating the file alone.
+// Both sides load with the same 4 multifd channels (mappedRAMChannels), so
+// the ratio compares like with like. Within 1.2x therefore needs the
+// intermediate file's second copy gone, not a faster write-back. An
+// experiment (not kept): QEMU started with its RAM on the restored file
+// itself (-machine memory-backend=pc.ram, memory-backend-file share=on at
+// pc.ram's pages offset in the file) loads it and runs the guest on, but
+// its load copies every page onto itself and took as long (108 ms to start
+// and load, against 115 ms from the plain file). Only with pc.ram's bitmap
+// cleared in the file QEMU loads (so that it reads the small RAMBlocks and
+// the device state alone) would the write-back overlap QEMU's start and
+// load, to about max(write-back, start + device state); that needs a
+// parser of mapped-ram's RAMBlock headers in qemubackend and restored VMs
+// whose RAM is a shared tmpfs file, and is not done.
 //
 // Schema 2 is schema 1 plus the fields above, all omitted when empty, so
 // a schema-1 manifest (no images) is still canonical and this build reads

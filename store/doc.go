@@ -30,7 +30,7 @@
 // # Page images (manifest schema 2)
 //
 // Writer.ImageAt stores an image read from an io.ReaderAt (a QEMU
-// mapped-ram file, a memory-sink buffer, a Xen staging file) through one
+// mapped-ram file, a memory-sink buffer, a Xen page file) through one
 // pages.Ingester per Writer, shared by every image of the snapshot and
 // running on every core. Block objects and the index use package pages'
 // formats (store/pages/doc.go: index version 2, blocks addressed by
@@ -61,6 +61,15 @@
 // and decoding are checked; the hash would add only a sound object under
 // another's name, which the writers' own reuse of CRC-checked objects does
 // not catch either. Verify always checks the hashes.
+//
+// The files a page image holds are the hypervisors' (the manifest label
+// image-file-format, set by realbackend, names which): QEMU's mapped-ram
+// file ("qemu-mapped-ram-v1", qemubackend/mappedram.go) and vnsnap's own
+// Xen page file ("xen-pfn-file-v1", xenbackend/pagefile.go: a header page,
+// each pfn's last copy in a 4 KiB slot from 256 KiB on, a slot table of
+// pfn and page type, then the migration stream's other records in order),
+// both with memory at fixed page-aligned offsets, so that blocks
+// deduplicate across VMs and snapshots and zero pages are holes.
 //
 // The manifest records per VM its images (name, length in bytes, index =
 // hex image checksum, index_size, block_size, the distinct objects and

@@ -29,6 +29,12 @@
 //   - receiver.go, stream.go: the receiver's side of xl's migration
 //     handshake, and a parser of the stream (xl header, libxl v2, libxc v3)
 //     that finds its end from the framing and bounds every length it reads.
+//   - pagefile.go: the page file (PageFileFormat, "xen-pfn-file-v1", its
+//     layout documented there): SaveFile (hv.FileSaver) writes the stream
+//     into it at offsets as it arrives, live (ReceiveFile) or from xl save's
+//     file; RestoreFile checks it, every field untrusted, rebuilds a stream
+//     with the pages in one pass and restores from that. (Not yet offered
+//     to realbackend as hv.FileRestorer: Xen snapshots still store streams.)
 //   - relay.go, offload.go: a domain's vif (vifN.0 in dom0) joined to its
 //     vnet switch port: an AF_PACKET socket on the vif with virtio-net
 //     headers, the port's "-netdev stream" framing on the other side, and

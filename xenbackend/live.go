@@ -102,7 +102,9 @@ func (m *Machine) handBack(ctx context.Context) error {
 }
 
 // saveLive is Save with o.Live (see the comment at the top of this file).
-func (m *Machine) saveLive(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.SaveStats, error) {
+// With f set the stream is written into f as a page file (ReceiveFile), else
+// to w as it is.
+func (m *Machine) saveLive(ctx context.Context, w io.Writer, f *os.File, o hv.SaveOptions) (hv.SaveStats, error) {
 	m.mu.Lock()
 	id, held, paused := m.id, m.held != nil, m.paused
 	m.mu.Unlock()
@@ -204,7 +206,12 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, o hv.SaveOptions) (
 		},
 	}
 	go func() {
-		_, err := Receive(ctx, conn, conn, cw, hooks)
+		var err error
+		if f != nil {
+			_, err = ReceiveFile(ctx, conn, conn, f, hooks)
+		} else {
+			_, err = Receive(ctx, conn, conn, cw, hooks)
+		}
 		conn.Close()
 		l.recvDone <- err
 	}()
@@ -217,6 +224,11 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, o hv.SaveOptions) (
 			m.holdNet()
 			m.mu.Unlock()
 			st := hv.SaveStats{Bytes: cw.n, Passes: pass, MemoryCopied: info.Pages * pageSize, Total: time.Since(start)}
+			if f != nil {
+				if fi, err := f.Stat(); err == nil {
+					st.Bytes = fi.Size()
+				}
+			}
 			if atErr != nil {
 				return st, fmt.Errorf("live save of %s: %w", name, atErr)
 			}

@@ -1,6 +1,7 @@
 package xenbackend
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,7 @@ type Hypervisor struct {
 var (
 	_ hv.Hypervisor = (*Hypervisor)(nil)
 	_ hv.Machine    = (*Machine)(nil)
+	_ hv.FileSaver  = (*Machine)(nil)
 )
 
 // New returns the backend for cfg and writes its vif script into cfg.Dir.
@@ -166,6 +168,60 @@ func (h *Hypervisor) Start(ctx context.Context, spec hv.MachineSpec) (hv.Machine
 // a malformed one fails here with a StreamError, and xl reads no byte past
 // its end.
 func (h *Hypervisor) Restore(ctx context.Context, spec hv.MachineSpec, r io.Reader) (hv.Machine, error) {
+	return h.restore(ctx, spec, func(pw io.Writer) error {
+		_, err := ReadStream(io.TeeReader(r, pw), nil)
+		if err != nil {
+			err = fmt.Errorf("image: %w", err)
+		}
+		return err
+	})
+}
+
+// errOpen marks the error of RestoreFile's open, returned as it is.
+type errOpen struct{ err error }
+
+func (e errOpen) Error() string { return e.err.Error() }
+
+// RestoreFile is Restore from a page file (PageFileFormat): the file is
+// checked (OpenPageFile), then the stream it holds is rebuilt and fed to xl
+// restore, parsed again on its way as Restore parses its image.
+func (h *Hypervisor) RestoreFile(ctx context.Context, spec hv.MachineSpec, open func() (*os.File, error)) (hv.Machine, error) {
+	var openErr error
+	m, err := h.restore(ctx, spec, func(pw io.Writer) error {
+		f, err := open()
+		if err != nil {
+			openErr = err
+			return errOpen{err}
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("image: %w", err)
+		}
+		p, err := OpenPageFile(f, fi.Size())
+		if err != nil {
+			return fmt.Errorf("image: %w", err)
+		}
+		pr, ppw := io.Pipe()
+		go func() { _, err := p.WriteStream(ppw); ppw.CloseWithError(err) }()
+		_, err = ReadStream(io.TeeReader(bufio.NewReaderSize(pr, 1<<20), pw), nil)
+		pr.CloseWithError(errors.New("stream parsed"))
+		if err != nil {
+			return fmt.Errorf("image: rebuilt stream: %w", err)
+		}
+		return nil
+	})
+	if openErr != nil {
+		if m != nil {
+			m.Kill()
+		}
+		return nil, openErr
+	}
+	return m, err
+}
+
+// restore runs xl restore -p of our config with the stream that feed writes
+// (feed runs in a goroutine of its own; its error fails the restore).
+func (h *Hypervisor) restore(ctx context.Context, spec hv.MachineSpec, feed func(io.Writer) error) (hv.Machine, error) {
 	m, err := h.newMachine(spec)
 	if err != nil {
 		return nil, err
@@ -173,10 +229,7 @@ func (h *Hypervisor) Restore(ctx context.Context, spec hv.MachineSpec, r io.Read
 	pr, pw := io.Pipe()
 	parsed := make(chan error, 1)
 	go func() {
-		_, err := ReadStream(io.TeeReader(r, pw), nil)
-		if err != nil {
-			err = fmt.Errorf("image: %w", err)
-		}
+		err := feed(pw)
 		pw.CloseWithError(err)
 		parsed <- err
 	}()
@@ -374,8 +427,31 @@ func (m *Machine) Kill() {
 // called then.
 func (m *Machine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.SaveStats, error) {
 	if o.Live {
-		return m.saveLive(ctx, w, o)
+		return m.saveLive(ctx, w, nil, o)
 	}
+	cw := &countWriter{w: w}
+	return m.saveStopped(ctx, o, func(r io.Reader) (int64, StreamInfo, error) {
+		info, err := ReadStream(io.TeeReader(r, cw), nil)
+		return cw.n, info, err
+	})
+}
+
+// SaveFile is Save into f as a page file (PageFileFormat): live, the
+// receiver writes the stream into f as it arrives; stop-and-copy, xl's save
+// file is converted into f once the domain is paused.
+func (m *Machine) SaveFile(ctx context.Context, f *os.File, o hv.SaveOptions) (hv.SaveStats, error) {
+	if o.Live {
+		return m.saveLive(ctx, nil, f, o)
+	}
+	return m.saveStopped(ctx, o, func(r io.Reader) (int64, StreamInfo, error) {
+		st, err := WritePageFile(r, f, nil)
+		return st.Size, st.Stream, err
+	})
+}
+
+// saveStopped is the stop-and-copy save: xl save -p into a file, which emit
+// then copies (returning the bytes it wrote).
+func (m *Machine) saveStopped(ctx context.Context, o hv.SaveOptions, emit func(io.Reader) (int64, StreamInfo, error)) (hv.SaveStats, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.held != nil {
@@ -417,12 +493,11 @@ func (m *Machine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.S
 		return hv.SaveStats{}, fmt.Errorf("save %s: %w", m.spec.Name, err)
 	}
 	defer f.Close()
-	cw := &countWriter{w: w}
-	info, err := ReadStream(io.TeeReader(f, cw), nil)
+	n, info, err := emit(bufio.NewReaderSize(f, 1<<20))
 	if err != nil {
 		return hv.SaveStats{}, fmt.Errorf("save %s: %w", m.spec.Name, err)
 	}
-	return hv.SaveStats{Bytes: cw.n, Passes: 1, MemoryCopied: info.Pages * pageSize, Total: time.Since(start)}, nil
+	return hv.SaveStats{Bytes: n, Passes: 1, MemoryCopied: info.Pages * pageSize, Total: time.Since(start)}, nil
 }
 
 // countWriter counts what passes to w.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 )
 
 // The messages of xl's migration handshake (tools/xl/xl.h). The banner is
@@ -55,13 +56,32 @@ type ReceiveResult struct {
 // are not interrupted by ctx; ctx is checked at each page and passed to
 // the hooks.
 func Receive(ctx context.Context, in io.Reader, out io.Writer, sink io.Writer, hooks ReceiveHooks) (ReceiveResult, error) {
+	return receive(ctx, in, out, hooks, func(r io.Reader, onPage PageFunc) (StreamInfo, error) {
+		bw := bufio.NewWriterSize(sink, 1<<20)
+		tee := io.TeeReader(r, bw) // a sink error fails the read that fed it
+		info, err := ReadStream(tee, onPage)
+		if err == nil {
+			err = bw.Flush()
+		}
+		return info, err
+	})
+}
+
+// ReceiveFile is Receive writing the stream into f, an empty regular file,
+// as a page file (PageFileFormat, WritePageFile) instead of as it is.
+func ReceiveFile(ctx context.Context, in io.Reader, out io.Writer, f *os.File, hooks ReceiveHooks) (ReceiveResult, error) {
+	return receive(ctx, in, out, hooks, func(r io.Reader, onPage PageFunc) (StreamInfo, error) {
+		st, err := WritePageFile(r, f, onPage)
+		return st.Stream, err
+	})
+}
+
+func receive(ctx context.Context, in io.Reader, out io.Writer, hooks ReceiveHooks, consume func(io.Reader, PageFunc) (StreamInfo, error)) (ReceiveResult, error) {
 	var res ReceiveResult
 	if _, err := io.WriteString(out, msgBanner); err != nil {
 		return res, fmt.Errorf("xl receiver: sending banner: %w", err)
 	}
 	br := bufio.NewReaderSize(in, 1<<20)
-	bw := bufio.NewWriterSize(sink, 1<<20)
-	tee := io.TeeReader(br, bw) // a sink error fails the read that fed it
 	onPage := func(pfn uint64, data []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -71,11 +91,8 @@ func Receive(ctx context.Context, in io.Reader, out io.Writer, sink io.Writer, h
 		}
 		return nil
 	}
-	info, err := ReadStream(tee, onPage)
+	info, err := consume(br, onPage)
 	res.Stream = info
-	if err == nil {
-		err = bw.Flush()
-	}
 	if err != nil {
 		return res, fmt.Errorf("xl receiver: %w", err)
 	}

@@ -83,6 +83,14 @@ const (
 	DomainX86HVM = 2 // HVM and PVH
 )
 
+// validPageType says whether t is a page type of the libxc stream (the top
+// four bits of a PAGE_DATA entry): 0x5 to 0x8 are reserved.
+func validPageType(t uint8) bool { return t <= 0xf && (t < 0x5 || t > 0x8) }
+
+// pageTypeHasData says whether an entry of type t carries a page: BROKEN
+// (0xd), XALLOC (0xe) and XTAB (0xf) do not.
+func pageTypeHasData(t uint8) bool { return t < 0xd }
+
 // PageFunc receives one guest page of a PAGE_DATA record: its frame number
 // and pageSize bytes, valid only during the call. A live stream sends a page
 // again each round it was dirtied; the last one sent wins.
@@ -122,6 +130,25 @@ type streamReader struct {
 	onPage PageFunc
 	info   StreamInfo
 	buf    [pageSize]byte
+	x      streamHooks
+	noMeta bool // the bytes being read are not copied to x.meta
+}
+
+// streamHooks are the page file's view of a stream (pagefile.go).
+type streamHooks struct {
+	// meta, if set, receives every byte read except the PAGE_DATA
+	// records', in order.
+	meta io.Writer
+	// entry, if set, is called for every entry of every PAGE_DATA record
+	// in order: its pfn, its type (the top 4 bits) and its page (nil for
+	// a type without data), valid only during the call.
+	entry func(pfn uint64, typ uint8, data []byte) error
+	// pageRecord, if set, is called at the start of every PAGE_DATA
+	// record, before its header reaches meta (it never does).
+	pageRecord func()
+	// libxcRecord, if set, is called with the stream offset of every libxc
+	// record header and its type, before the header is read.
+	libxcRecord func(off int64)
 }
 
 // ReadStream reads an xl migration stream or save file from r up to and
@@ -129,7 +156,11 @@ type streamReader struct {
 // for every page. It rejects unknown versions, flags and mandatory records,
 // checkpointed (Remus/COLO) streams and big-endian streams.
 func ReadStream(r io.Reader, onPage PageFunc) (StreamInfo, error) {
-	s := &streamReader{r: r, onPage: onPage}
+	return readStream(r, onPage, streamHooks{})
+}
+
+func readStream(r io.Reader, onPage PageFunc, x streamHooks) (StreamInfo, error) {
+	s := &streamReader{r: r, onPage: onPage, x: x}
 	err := s.stream()
 	s.info.Bytes = s.off
 	return s.info, err
@@ -143,6 +174,11 @@ func (s *streamReader) fail(format string, a ...any) error {
 func (s *streamReader) full(b []byte, what string) error {
 	n, err := io.ReadFull(s.r, b)
 	s.off += int64(n)
+	if s.x.meta != nil && !s.noMeta && n > 0 {
+		if _, werr := s.x.meta.Write(b[:n]); werr != nil {
+			return werr
+		}
+	}
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return s.fail("stream ends inside %s", what)
@@ -270,6 +306,11 @@ func (s *streamReader) xlHeader() error {
 	var b bytes.Buffer
 	got, err := b.ReadFrom(io.LimitReader(s.r, int64(optLen)))
 	s.off += got
+	if s.x.meta != nil {
+		if _, werr := s.x.meta.Write(b.Bytes()); werr != nil {
+			return werr
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("xl stream at byte %d: reading xl header optional data: %w", s.off, err)
 	}
@@ -334,13 +375,29 @@ func (s *streamReader) libxc() error {
 	s.info.LibxcVersion, s.info.DomainType = v, typ
 	s.info.XenMajor, s.info.XenMinor = le.Uint32(d[8:]), le.Uint32(d[12:])
 	for {
+		if s.x.libxcRecord != nil {
+			s.x.libxcRecord(s.off)
+		}
 		var rh [8]byte
-		if err := s.full(rh[:], "libxc record header"); err != nil {
+		s.noMeta = true
+		err := s.full(rh[:], "libxc record header")
+		s.noMeta = false
+		if err != nil {
 			return err
 		}
 		typ, length := le.Uint32(rh[:4]), le.Uint32(rh[4:])
 		if length > MaxRecordLen {
 			return s.fail("libxc record type %#x: length %d over %d", typ, length, MaxRecordLen)
+		}
+		if typ == libxcPageData {
+			if s.x.pageRecord != nil {
+				s.x.pageRecord()
+			}
+			s.noMeta = true
+		} else if s.x.meta != nil {
+			if _, err := s.x.meta.Write(rh[:]); err != nil {
+				return err
+			}
 		}
 		switch {
 		case typ == libxcEnd:
@@ -364,6 +421,7 @@ func (s *streamReader) libxc() error {
 		if err := s.padding(length, "libxc record"); err != nil {
 			return err
 		}
+		s.noMeta = false
 	}
 }
 
@@ -387,32 +445,45 @@ func (s *streamReader) pageData(length uint32) error {
 	if err := s.full(raw, "PAGE_DATA pfns"); err != nil {
 		return err
 	}
-	pfns := make([]uint64, 0, count)
+	withData := 0
 	for i := range count {
 		p := binary.LittleEndian.Uint64(raw[8*i:])
-		switch t := p >> pfnTypeShift; {
-		case t >= 0x5 && t <= 0x8:
+		if p&^pfnMask&^(0xf<<pfnTypeShift) != 0 {
+			return s.fail("PAGE_DATA record: entry %#x has bits set between its pfn and its type", p)
+		}
+		t := uint8(p >> pfnTypeShift)
+		if !validPageType(t) {
 			return s.fail("PAGE_DATA record: pfn %#x has reserved type %#x", p&pfnMask, t)
-		case t >= 0xd: // BROKEN, XALLOC, XTAB: no data
-		default:
-			pfns = append(pfns, p&pfnMask)
+		}
+		if pageTypeHasData(t) {
+			withData++
 		}
 	}
-	if want := 8 + 8*uint64(count) + pageSize*uint64(len(pfns)); uint64(length) != want {
-		return s.fail("PAGE_DATA record: length %d, want %d for %d pfns of which %d carry data", length, want, count, len(pfns))
+	if want := 8 + 8*uint64(count) + pageSize*uint64(withData); uint64(length) != want {
+		return s.fail("PAGE_DATA record: length %d, want %d for %d pfns of which %d carry data", length, want, count, withData)
 	}
-	for _, pfn := range pfns {
-		page := s.buf[:]
-		if err := s.full(page, "PAGE_DATA page"); err != nil {
-			return err
+	for i := range count {
+		p := binary.LittleEndian.Uint64(raw[8*i:])
+		pfn, t := p&pfnMask, uint8(p>>pfnTypeShift)
+		var page []byte
+		if pageTypeHasData(t) {
+			page = s.buf[:]
+			if err := s.full(page, "PAGE_DATA page"); err != nil {
+				return err
+			}
+			if s.onPage != nil {
+				if err := s.onPage(pfn, page); err != nil {
+					return fmt.Errorf("page %#x: %w", pfn, err)
+				}
+			}
 		}
-		if s.onPage != nil {
-			if err := s.onPage(pfn, page); err != nil {
+		if s.x.entry != nil {
+			if err := s.x.entry(pfn, t, page); err != nil {
 				return fmt.Errorf("page %#x: %w", pfn, err)
 			}
 		}
 	}
-	s.info.Pages += int64(len(pfns))
+	s.info.Pages += int64(withData)
 	s.info.PageRecords++
 	return nil
 }

@@ -1,0 +1,382 @@
+package xenbackend
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// PageFileFormat names the page file (hv.FileRestorer.FileFormat): a Xen
+// stream with each page at a fixed, page-aligned offset, written by
+// WritePageFile and read back as a stream by OpenPageFile.
+//
+// # xen-pfn-file-v1
+//
+// All integers little-endian; offsets are from the start of the file.
+//
+//	header   [0, 4096)          magic "VNSNAP XEN PFN\n\x00" (16 bytes),
+//	                            then uint32 version (1), uint32 flags (0),
+//	                            then uint64 fields: file length, data
+//	                            offset, slots, table offset, meta offset,
+//	                            meta length, page offset; the rest zero
+//	data     [data, table)      slots pages of 4096 bytes: slot i holds the
+//	                            last copy the stream sent of table entry
+//	                            i's pfn (zeros if it has no data)
+//	table    [table, meta)      slots uint64 entries, pfn (bits 0-51) and
+//	                            libxc page type (bits 60-63) as in PAGE_DATA
+//	meta     [meta, length)     the stream without its PAGE_DATA records,
+//	                            every other byte in order; the page offset
+//	                            is where in it the first PAGE_DATA record
+//	                            stood (a libxc record boundary)
+//
+// The data offset is 256 KiB (writers may choose another multiple of 4096):
+// the header stays out of the store's first block. A slot is given to a pfn
+// when the stream first sends it, so a stream's first pass (every pfn, in
+// order) fixes the slots and two snapshots of one domain, or two domains of
+// one size, put the same pfn at the same offset: the store deduplicates
+// their blocks. A page sent again in a later pass overwrites its slot (the
+// last copy wins, as for libxc); a zero page never written is a hole (zero
+// pages are free). Every pfn the stream sent has an entry, those without
+// data (BROKEN, XALLOC, XTAB) included, since libxc's restore populates
+// every pfn it is sent.
+//
+// OpenPageFile rebuilds a stream "xl restore" accepts: meta up to the page
+// offset, the entries in slot order as PAGE_DATA records of at most 1024,
+// then the rest of meta.
+const PageFileFormat = "xen-pfn-file-v1"
+
+const (
+	pageFileMagic      = "VNSNAP XEN PFN\n\x00"
+	pageFileVersion    = 1
+	pageFileHeaderLen  = 16 + 4 + 4 + 7*8
+	pageFileDataOffset = 256 << 10
+	// MaxPageFileSlots bounds a page file's slots (1 TiB of pages).
+	MaxPageFileSlots = 1 << 28
+	// MaxPageFileMeta bounds a page file's meta (the stream without its
+	// pages): the xl config and libxc's device state records.
+	MaxPageFileMeta = 256 << 20
+	// rebuildBatch is the PAGE_DATA batch of a rebuilt stream (libxc's
+	// MAX_BATCH_SIZE).
+	rebuildBatch = 1024
+)
+
+// PageFileError is a page file that is malformed, naming the field.
+type PageFileError struct {
+	Field string
+	Msg   string
+}
+
+func (e *PageFileError) Error() string {
+	return fmt.Sprintf("xen page file: %s: %s", e.Field, e.Msg)
+}
+
+func pfErr(field, format string, a ...any) error {
+	return &PageFileError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
+// pageFileHeader is the header's fields.
+type pageFileHeader struct {
+	length, data, slots, table, meta, metaLen, pageAt uint64
+}
+
+func (h pageFileHeader) encode() []byte {
+	b := make([]byte, pageFileHeaderLen)
+	copy(b, pageFileMagic)
+	le := binary.LittleEndian
+	le.PutUint32(b[16:], pageFileVersion)
+	for i, v := range []uint64{h.length, h.data, h.slots, h.table, h.meta, h.metaLen, h.pageAt} {
+		le.PutUint64(b[24+8*i:], v)
+	}
+	return b
+}
+
+// PageFileStats describe a page file written.
+type PageFileStats struct {
+	Stream StreamInfo
+	// Slots is the number of distinct pfns; Size the file's length.
+	Slots int64
+	Size  int64
+}
+
+// pageFileWriter places a stream's pages in f as ReadStream delivers them.
+type pageFileWriter struct {
+	f       *os.File
+	data    int64
+	slot    map[uint64]int64 // pfn -> slot
+	entries []uint64         // slot -> pfn | type<<60
+	written []bool           // slot ever written with data
+	meta    bytes.Buffer
+	pageAt  int64 // meta length at the first PAGE_DATA record; -1 before
+	zero    [pageSize]byte
+	// pending coalesces writes of consecutive slots.
+	pending     []byte
+	pendingSlot int64
+}
+
+func (w *pageFileWriter) Write(p []byte) (int, error) {
+	if int64(w.meta.Len())+int64(len(p)) > MaxPageFileMeta {
+		return 0, fmt.Errorf("stream's non-page records exceed %d bytes", MaxPageFileMeta)
+	}
+	return w.meta.Write(p)
+}
+
+func (w *pageFileWriter) flush() error {
+	if len(w.pending) == 0 {
+		return nil
+	}
+	_, err := w.f.WriteAt(w.pending, w.data+w.pendingSlot*pageSize)
+	w.pending = w.pending[:0]
+	return err
+}
+
+func (w *pageFileWriter) entry(pfn uint64, typ uint8, data []byte) error {
+	s, ok := w.slot[pfn]
+	if !ok {
+		if len(w.entries) >= MaxPageFileSlots {
+			return fmt.Errorf("over %d distinct pfns", MaxPageFileSlots)
+		}
+		s = int64(len(w.entries))
+		w.slot[pfn] = s
+		w.entries = append(w.entries, 0)
+		w.written = append(w.written, false)
+	}
+	w.entries[s] = pfn | uint64(typ)<<pfnTypeShift
+	switch {
+	case data == nil && !w.written[s]:
+		return nil
+	case data == nil:
+		data = w.zero[:] // no stale copy stays behind
+	case !w.written[s] && bytes.Equal(data, w.zero[:]):
+		return nil // a hole
+	}
+	w.written[s] = true
+	if len(w.pending) > 0 && (s != w.pendingSlot+int64(len(w.pending)/pageSize) || len(w.pending) >= 1<<20) {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	if len(w.pending) == 0 {
+		w.pendingSlot = s
+	}
+	w.pending = append(w.pending, data...)
+	return nil
+}
+
+// WritePageFile reads an xl stream or save file from r (as ReadStream
+// does, calling onPage for every page) and writes it into f, an empty
+// regular file, as a page file (PageFileFormat).
+func WritePageFile(r io.Reader, f *os.File, onPage PageFunc) (PageFileStats, error) {
+	return writePageFile(r, f, onPage, pageFileDataOffset)
+}
+
+// writePageFile is WritePageFile with the data at offset data (a multiple
+// of pageSize, at least pageSize): the fuzz seeds are small with 4096.
+func writePageFile(r io.Reader, f *os.File, onPage PageFunc, data int64) (PageFileStats, error) {
+	w := &pageFileWriter{f: f, data: data, slot: map[uint64]int64{}, pageAt: -1, pending: make([]byte, 0, 1<<20)}
+	info, err := readStream(r, onPage, streamHooks{
+		meta:  w,
+		entry: w.entry,
+		pageRecord: func() {
+			if w.pageAt < 0 {
+				w.pageAt = int64(w.meta.Len())
+			}
+		},
+	})
+	st := PageFileStats{Stream: info, Slots: int64(len(w.entries))}
+	if err != nil {
+		return st, err
+	}
+	if w.pageAt < 0 {
+		return st, errors.New("xen page file: the stream has no PAGE_DATA record")
+	}
+	if err := w.flush(); err != nil {
+		return st, fmt.Errorf("xen page file: %w", err)
+	}
+	table := w.data + int64(len(w.entries))*pageSize
+	tb := make([]byte, 8*len(w.entries))
+	for i, e := range w.entries {
+		binary.LittleEndian.PutUint64(tb[8*i:], e)
+	}
+	meta := table + int64(len(tb))
+	h := pageFileHeader{
+		length: uint64(meta) + uint64(w.meta.Len()), data: uint64(w.data), slots: uint64(len(w.entries)),
+		table: uint64(table), meta: uint64(meta), metaLen: uint64(w.meta.Len()), pageAt: uint64(w.pageAt),
+	}
+	for _, part := range []struct {
+		b   []byte
+		off int64
+	}{{tb, table}, {w.meta.Bytes(), meta}, {h.encode(), 0}} {
+		if _, err := f.WriteAt(part.b, part.off); err != nil {
+			return st, fmt.Errorf("xen page file: %w", err)
+		}
+	}
+	st.Size = int64(h.length)
+	return st, nil
+}
+
+// PageFile is a page file checked by OpenPageFile.
+type PageFile struct {
+	r       io.ReaderAt
+	h       pageFileHeader
+	entries []uint64
+	meta    []byte
+	// Info is what the meta says of the stream (its pages not counted).
+	Info StreamInfo
+}
+
+// OpenPageFile reads and checks the header, the table and the meta of the
+// page file r of size bytes, which it does not trust: every length, offset,
+// pfn and type is checked, the meta must parse as a stream without
+// PAGE_DATA records, and the page offset must be a libxc record boundary.
+func OpenPageFile(r io.ReaderAt, size int64) (*PageFile, error) {
+	hb := make([]byte, pageSize)
+	if size < pageSize {
+		return nil, pfErr("length", "file of %d bytes is shorter than its %d-byte header", size, pageSize)
+	}
+	if _, err := r.ReadAt(hb, 0); err != nil {
+		return nil, fmt.Errorf("xen page file: reading header: %w", err)
+	}
+	if !bytes.Equal(hb[:16], []byte(pageFileMagic)) {
+		return nil, pfErr("magic", "got %q, want %q", hb[:16], pageFileMagic)
+	}
+	le := binary.LittleEndian
+	if v := le.Uint32(hb[16:]); v != pageFileVersion {
+		return nil, pfErr("version", "got %d, want %d", v, pageFileVersion)
+	}
+	if fl := le.Uint32(hb[20:]); fl != 0 {
+		return nil, pfErr("flags", "got %#x, want 0", fl)
+	}
+	for i, c := range hb[pageFileHeaderLen:] {
+		if c != 0 {
+			return nil, pfErr("header", "reserved byte %d is %#x, want 0", pageFileHeaderLen+i, c)
+		}
+	}
+	var h pageFileHeader
+	for i, p := range []*uint64{&h.length, &h.data, &h.slots, &h.table, &h.meta, &h.metaLen, &h.pageAt} {
+		*p = le.Uint64(hb[24+8*i:])
+	}
+	switch {
+	case h.length != uint64(size):
+		return nil, pfErr("file length", "header says %d, file has %d bytes", h.length, size)
+	case h.data < pageSize || h.data%pageSize != 0:
+		return nil, pfErr("data offset", "%d is not a multiple of %d past the header", h.data, pageSize)
+	case h.slots == 0 || h.slots > MaxPageFileSlots:
+		return nil, pfErr("slots", "%d, want 1 to %d", h.slots, MaxPageFileSlots)
+	case h.data > h.length || h.slots > (h.length-h.data)/pageSize || h.table != h.data+h.slots*pageSize:
+		return nil, pfErr("table offset", "%d, want data offset %d + %d slots of %d bytes, within the file's %d", h.table, h.data, h.slots, pageSize, h.length)
+	case h.meta != h.table+8*h.slots:
+		return nil, pfErr("meta offset", "%d, want table offset %d + 8 x %d slots", h.meta, h.table, h.slots)
+	case h.metaLen > MaxPageFileMeta:
+		return nil, pfErr("meta length", "%d over %d", h.metaLen, MaxPageFileMeta)
+	case h.meta > h.length || h.metaLen != h.length-h.meta:
+		return nil, pfErr("meta length", "%d, want file length %d - meta offset %d", h.metaLen, h.length, h.meta)
+	case h.pageAt > h.metaLen:
+		return nil, pfErr("page offset", "%d past the meta's %d bytes", h.pageAt, h.metaLen)
+	}
+	tb := make([]byte, 8*h.slots)
+	if _, err := r.ReadAt(tb, int64(h.table)); err != nil {
+		return nil, fmt.Errorf("xen page file: reading table: %w", err)
+	}
+	p := &PageFile{r: r, h: h, entries: make([]uint64, h.slots), meta: make([]byte, h.metaLen)}
+	seen := make(map[uint64]struct{}, h.slots)
+	for i := range p.entries {
+		e := le.Uint64(tb[8*i:])
+		pfn, t := e&pfnMask, uint8(e>>pfnTypeShift)
+		if e&^pfnMask&^(0xf<<pfnTypeShift) != 0 {
+			return nil, pfErr("table", "entry %d (%#x) has bits set between its pfn and its type", i, e)
+		}
+		if !validPageType(t) {
+			return nil, pfErr("table", "entry %d: pfn %#x has reserved type %#x", i, pfn, t)
+		}
+		if _, dup := seen[pfn]; dup {
+			return nil, pfErr("table", "entry %d: pfn %#x appears twice", i, pfn)
+		}
+		seen[pfn] = struct{}{}
+		p.entries[i] = e
+	}
+	if _, err := r.ReadAt(p.meta, int64(h.meta)); err != nil && !(errors.Is(err, io.EOF) && h.metaLen == 0) {
+		return nil, fmt.Errorf("xen page file: reading meta: %w", err)
+	}
+	boundary := false
+	info, err := readStream(bytes.NewReader(p.meta), nil, streamHooks{
+		libxcRecord: func(off int64) { boundary = boundary || uint64(off) == h.pageAt },
+		entry:       func(uint64, uint8, []byte) error { return errors.New("meta holds a PAGE_DATA record") },
+	})
+	if err != nil {
+		return nil, pfErr("meta", "%v", err)
+	}
+	if info.PageRecords != 0 {
+		return nil, pfErr("meta", "holds %d PAGE_DATA records", info.PageRecords)
+	}
+	if info.Bytes != int64(h.metaLen) {
+		return nil, pfErr("meta", "stream ends at byte %d of %d", info.Bytes, h.metaLen)
+	}
+	if !boundary {
+		return nil, pfErr("page offset", "%d is not the start of a libxc record", h.pageAt)
+	}
+	p.Info = info
+	return p, nil
+}
+
+// Slots returns the number of pfns in the file.
+func (p *PageFile) Slots() int64 { return int64(p.h.slots) }
+
+// WriteStream writes the stream the file holds to w (see PageFileFormat)
+// and returns its length.
+func (p *PageFile) WriteStream(w io.Writer) (int64, error) {
+	var n int64
+	put := func(b []byte) error {
+		k, err := w.Write(b)
+		n += int64(k)
+		return err
+	}
+	if err := put(p.meta[:p.h.pageAt]); err != nil {
+		return n, err
+	}
+	buf := make([]byte, 0, 16+8*rebuildBatch+pageSize*rebuildBatch)
+	le := binary.LittleEndian
+	for first := 0; first < len(p.entries); first += rebuildBatch {
+		batch := p.entries[first:min(first+rebuildBatch, len(p.entries))]
+		withData := 0
+		for _, e := range batch {
+			if pageTypeHasData(uint8(e >> pfnTypeShift)) {
+				withData++
+			}
+		}
+		buf = buf[:16+8*len(batch)]
+		le.PutUint32(buf[0:], libxcPageData)
+		le.PutUint32(buf[4:], uint32(8+8*len(batch)+pageSize*withData))
+		le.PutUint32(buf[8:], uint32(len(batch)))
+		le.PutUint32(buf[12:], 0)
+		for i, e := range batch {
+			le.PutUint64(buf[16+8*i:], e)
+		}
+		// Runs of consecutive slots with data are read at once.
+		for i := 0; i < len(batch); {
+			if !pageTypeHasData(uint8(batch[i] >> pfnTypeShift)) {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < len(batch) && pageTypeHasData(uint8(batch[j]>>pfnTypeShift)) {
+				j++
+			}
+			at := len(buf)
+			buf = buf[:at+(j-i)*pageSize]
+			if _, err := p.r.ReadAt(buf[at:], int64(p.h.data)+int64(first+i)*pageSize); err != nil {
+				return n, fmt.Errorf("xen page file: reading slots %d to %d: %w", first+i, first+j-1, err)
+			}
+			i = j
+		}
+		if err := put(buf); err != nil {
+			return n, err
+		}
+	}
+	if err := put(p.meta[p.h.pageAt:]); err != nil {
+		return n, err
+	}
+	return n, nil
+}

@@ -68,7 +68,7 @@
 //     auto-converge would do it); ignored.
 //   - FlushImage: a goroutine stores the VM's memory-sink image, then
 //     ImageFlushed. A machine that saves into a file (hv.FileSaver: QEMU's
-//     mapped-ram) is saved into a tmpfs file (/dev/shm, memory as the RAM
+//     mapped-ram, Xen's page file) is saved into a tmpfs file (/dev/shm, memory as the RAM
 //     budget counts it), stored here as the page image "memory"
 //     (store.Writer.ImageAt: fixed blocks, dedup across VMs and snapshots,
 //     on every core through the writer's one pages.Ingester shared by all

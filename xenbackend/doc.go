@@ -32,9 +32,10 @@
 //   - pagefile.go: the page file (PageFileFormat, "xen-pfn-file-v1", its
 //     layout documented there): SaveFile (hv.FileSaver) writes the stream
 //     into it at offsets as it arrives, live (ReceiveFile) or from xl save's
-//     file; RestoreFile checks it, every field untrusted, rebuilds a stream
-//     with the pages in one pass and restores from that. (Not yet offered
-//     to realbackend as hv.FileRestorer: Xen snapshots still store streams.)
+//     file; RestoreFile (hv.FileRestorer, FileFormat) checks it, every
+//     field untrusted, rebuilds a stream with the pages in one pass and
+//     restores from that. realbackend thus stores a Xen VM's memory as a
+//     page image, as it does QEMU's.
 //   - relay.go, offload.go: a domain's vif (vifN.0 in dom0) joined to its
 //     vnet switch port: an AF_PACKET socket on the vif with virtio-net
 //     headers, the port's "-netdev stream" framing on the other side, and

@@ -70,9 +70,10 @@ type Hypervisor struct {
 }
 
 var (
-	_ hv.Hypervisor = (*Hypervisor)(nil)
-	_ hv.Machine    = (*Machine)(nil)
-	_ hv.FileSaver  = (*Machine)(nil)
+	_ hv.Hypervisor   = (*Hypervisor)(nil)
+	_ hv.FileRestorer = (*Hypervisor)(nil)
+	_ hv.Machine      = (*Machine)(nil)
+	_ hv.FileSaver    = (*Machine)(nil)
 )
 
 // New returns the backend for cfg and writes its vif script into cfg.Dir.
@@ -176,6 +177,9 @@ func (h *Hypervisor) Restore(ctx context.Context, spec hv.MachineSpec, r io.Read
 		return err
 	})
 }
+
+// FileFormat is PageFileFormat: the files SaveFile writes.
+func (h *Hypervisor) FileFormat() string { return PageFileFormat }
 
 // errOpen marks the error of RestoreFile's open, returned as it is.
 type errOpen struct{ err error }

@@ -57,6 +57,9 @@ func TestSaveFileRestoreFile(t *testing.T) {
 					t.Errorf("pfn %#x: got type %#x with %d bytes, want type %#x with %d", pfn, got[pfn].typ, len(got[pfn].data), w.typ, len(w.data))
 				}
 			}
+			if h.FileFormat() != PageFileFormat {
+				t.Errorf("FileFormat: got %q, want %q", h.FileFormat(), PageFileFormat)
+			}
 			rm, err := h.RestoreFile(ctx, testSpec, func() (*os.File, error) { return os.Open(f.Name()) })
 			if err != nil {
 				t.Fatal(err)

@@ -43,9 +43,8 @@ type blockPool struct {
 }
 
 var (
-	_ pages.Sink       = (*blockPool)(nil)
-	_ pages.Syncer     = (*blockPool)(nil)
-	_ pages.IntoGetter = (*blockPool)(nil)
+	_ pages.Sink   = (*blockPool)(nil)
+	_ pages.Syncer = (*blockPool)(nil)
 )
 
 func newBlockPool(root string) *blockPool {
@@ -170,19 +169,6 @@ func (p *blockPool) Get(addr pages.Addr, dst []byte) ([]byte, error) {
 		return nil, fmt.Errorf("block file %s is longer than any object (%d bytes)", path, size)
 	}
 	return obj, nil
-}
-
-// GetInto implements pages.IntoGetter, with Get's checks.
-func (p *blockPool) GetInto(addr pages.Addr, bufs [][]byte) (bool, error) {
-	path := p.path(addr)
-	ok, why, err := readInto(path, bufs)
-	switch {
-	case err != nil:
-		return false, fmt.Errorf("block file %s: %w", path, err)
-	case why != "":
-		return false, fmt.Errorf("block file %s is %s", path, why)
-	}
-	return ok, nil
 }
 
 // Sync implements pages.Syncer: it fsyncs the objects created since the

@@ -114,26 +114,25 @@
 //
 // So the restore is still not within 1.2x of QEMU's own, though its
 // write-back fell from 298 to about 100-120 ms (a block file read with
-// lstat, open, fstat, readv and close straight into the file's pages, the
-// CRC checked over them, no hash; no pwrite and no 256 KiB buffer
-// allocated per block): QEMU starts in some 40 ms, so the write-back is
-// on the critical path whole, and what remains of it is mostly the kernel
-// allocating the file's tmpfs pages (most of its CPU, below) and copying
-// the objects out of the page cache.
-// QEMU loading the store's pages without the intermediate file (its guest
-// RAM backed by the restored file, or the file served as it is read) would
-// remove it, and is not done.
+// lstat, open, fstat, readv and close straight into the mapped file's
+// pages, the CRC checked over them, no hash; no 256 KiB buffer allocated
+// per block), and since then (pages.RestoreFile's pipeline: every core
+// fetches and checks blocks into a bounded pool of buffers, one writer
+// pwrites them) to 0.6-0.75 x that: QEMU starts in some 40 ms, so the
+// write-back is on the critical path whole, and what remains of it is
+// mostly the kernel allocating the file's tmpfs pages and copying the
+// objects out of the page cache.
 //
-// Where the write-back's time goes (perf over BenchmarkRestoreImage with
-// -store.skiphash): 62 % of its CPU is the kernel allocating the fresh
+// Where the mapped write-back's time went (perf over BenchmarkRestoreImage
+// with -store.skiphash): 62 % of its CPU was the kernel allocating the fresh
 // tmpfs file's pages (MADV_POPULATE_WRITE: shmem_get_folio, clearing the
 // pages, the mapping's xarray lock), 31 % reading the block files (readv 18
 // %, lstat, open, fstat and close 13 %), 6 % the CRC-32C. Zero pages are
 // never written: they are holes, and QEMU's bitmap says they are absent.
-// One worker is nearly as fast as two (258 ms against 247 ms in one run;
+// One worker was nearly as fast as two (258 ms against 247 ms in one run;
 // handing each worker 64 blocks at a time instead of one changed nothing):
-// on this VM the allocation of one tmpfs file's pages does not scale over
-// its two vCPUs. Filling 136 MB of a fresh tmpfs file from memory, nothing
+// on this VM the allocation of one tmpfs file's pages through its mapping
+// does not scale over its two vCPUs, hence the pipeline. Filling 136 MB of a fresh tmpfs file from memory, nothing
 // read, takes 65-75 ms on the quiet machine whichever way (mapped and
 // populated, pwrite, fallocate then pwrite, a memfd; tmpfs and memfd get
 // no huge pages here: shmem_enabled is never). QEMU starts in some 40 ms

@@ -27,26 +27,3 @@ func readSmall(path string, dst []byte, limit int64) (data []byte, size int64, r
 	}
 	return dst[:n], size, "", nil
 }
-
-// readInto reads the regular file at path into bufs if its size is exactly
-// the sum of their lengths (see the Linux version).
-func readInto(path string, bufs [][]byte) (ok bool, reason string, err error) {
-	f, size, why, err := openRegular(path)
-	if err != nil || why != "" {
-		return false, why, err
-	}
-	defer f.Close()
-	var total int64
-	for _, b := range bufs {
-		total += int64(len(b))
-	}
-	if size != total {
-		return false, "", nil
-	}
-	for _, b := range bufs {
-		if _, err := io.ReadFull(f, b); err != nil {
-			return false, "", fmt.Errorf("%s: %w", path, err)
-		}
-	}
-	return true, "", nil
-}

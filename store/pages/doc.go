@@ -148,12 +148,15 @@
 //
 // Restore fetches, checks, decompresses and places blocks on every core
 // into an io.WriterAt (runs of consecutive non-zero pages with one WriteAt
-// each); RestoreFile writes a sparse file (zero pages are holes). On Linux
-// RestoreFile maps the file and copies into it instead: a block without zero
-// pages is decoded straight into the file's pages, and each run's pages are
-// allocated with one madvise(MADV_POPULATE_WRITE). Parallel pwrites to one
-// tmpfs file serialise on its inode lock; into the mapping they do not
-// (BenchmarkRestoreImage in store: the write-back's wall time 15-25 % less).
+// each). RestoreFile writes a sparse file (zero pages are holes) in a
+// pipeline: every core fetches, checks and decompresses blocks into a
+// bounded pool of buffers, and one writer pwrites their runs. Parallel
+// pwrites to one tmpfs file serialise on its inode lock, and the way
+// before (the file mapped, every worker reading objects straight into its
+// pages after allocating them with MADV_POPULATE_WRITE) spent most of its
+// time allocating the file's pages, which did not scale over two vCPUs
+// either (one worker about as fast as two): the pipeline took 0.6-0.75 x
+// its time and CPU (BenchmarkRestoreImage in store).
 //
 // # Measurements
 //

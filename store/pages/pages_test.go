@@ -709,8 +709,8 @@ func TestWritesInOrder(t *testing.T) {
 }
 
 // TestRestoreFile restores into a sparse file, with every codec, images
-// whose blocks have zero pages and images whose blocks have none (decoded
-// straight into the mapped file), and a damaged block in each kind.
+// whose blocks have zero pages and images whose blocks have none, and a
+// damaged block in each kind.
 func TestRestoreFile(t *testing.T) {
 	full := make([]byte, 64*pages.PageSize)
 	fillRandom(rand.New(rand.NewPCG(3, 4)), full[:32*pages.PageSize])
@@ -721,13 +721,13 @@ func TestRestoreFile(t *testing.T) {
 			g := newIngester(t, sink, pages.Options{Codec: c})
 			x, _ := write(t, g, "f", img, "at", nil)
 			path := filepath.Join(t.TempDir(), "mem")
-			// With a sink that reads raw objects into the file, and
-			// with one that does not.
+			// With the sink itself and with its optional interfaces
+			// hidden.
 			if _, err := pages.RestoreFile(x, plainSink{sink}, path, pages.RestoreOptions{}); err != nil {
 				t.Fatalf("%v %s: %v", c, name, err)
 			}
 			if got, _ := os.ReadFile(path); !bytes.Equal(got, img) {
-				t.Errorf("%v %s: restored file (no GetInto) differs from the image", c, name)
+				t.Errorf("%v %s: restored file (plain sink) differs from the image", c, name)
 			}
 			if _, err := pages.RestoreFile(x, sink, path, pages.RestoreOptions{}); err != nil {
 				t.Fatalf("%v %s: %v", c, name, err)
@@ -757,5 +757,5 @@ func TestRestoreFile(t *testing.T) {
 	}
 }
 
-// plainSink hides a sink's optional interfaces (IntoGetter).
+// plainSink hides a sink's optional interfaces (PartsPutter).
 type plainSink struct{ pages.Sink }

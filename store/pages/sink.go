@@ -43,17 +43,6 @@ type InOrder interface {
 	PutsInOrder()
 }
 
-// IntoGetter is a Sink that can read an object straight into the caller's
-// buffers: a restore into a mapped file reads a raw object's pages into the
-// file's pages, without a copy through a buffer of its own.
-type IntoGetter interface {
-	// GetInto reads object addr into bufs, filling each in order, if the
-	// object's size is exactly the sum of their lengths, and reports
-	// whether it did; a missing object is an error wrapping
-	// fs.ErrNotExist. The caller checks what it read.
-	GetInto(addr Addr, bufs [][]byte) (bool, error)
-}
-
 // PartsPutter is a Sink that also takes an object as its header and its
 // payload apart: a raw object of a block that IngestBytes reads in place
 // (no zero page, so not copied into a buffer) is then copied once, by the
@@ -79,7 +68,6 @@ var (
 	_ Sink        = (*FileSink)(nil)
 	_ Syncer      = (*FileSink)(nil)
 	_ Sink        = (*MemSink)(nil)
-	_ IntoGetter  = (*MemSink)(nil)
 	_ PartsPutter = (*MemSink)(nil)
 )
 
@@ -314,27 +302,6 @@ func (s *MemSink) Get(addr Addr, dst []byte) ([]byte, error) {
 		return nil, fmt.Errorf("pages: get object %s: %w", addr, fs.ErrNotExist)
 	}
 	return append(dst[:0], o...), nil
-}
-
-// GetInto implements IntoGetter.
-func (s *MemSink) GetInto(addr Addr, bufs [][]byte) (bool, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	o, ok := s.objs[addr]
-	if !ok {
-		return false, fmt.Errorf("pages: get object %s: %w", addr, fs.ErrNotExist)
-	}
-	total := 0
-	for _, b := range bufs {
-		total += len(b)
-	}
-	if total != len(o) {
-		return false, nil
-	}
-	for _, b := range bufs {
-		o = o[copy(b, o):]
-	}
-	return true, nil
 }
 
 // Len returns the number of objects and their total size.

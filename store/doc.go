@@ -124,7 +124,7 @@
 // pages, the CRC checked over them, no hash; no 256 KiB buffer allocated
 // per block), and since then (pages.RestoreFile's pipeline: every core
 // fetches and checks blocks into a bounded pool of buffers, one writer
-// pwrites them) to 0.6-0.75 x that: QEMU starts in some 40 ms, so the
+// pwrites them) to about 95 ms (0.8 x): QEMU starts in some 40 ms, so the
 // write-back is on the critical path whole, and what remains of it is
 // mostly the kernel allocating the file's tmpfs pages and copying the
 // objects out of the page cache.

@@ -156,7 +156,7 @@
 // pages after allocating them with MADV_POPULATE_WRITE) spent most of its
 // time allocating the file's pages, which did not scale over two vCPUs
 // either (one worker about as fast as two): the pipeline took 0.6-0.75 x
-// its time and CPU (BenchmarkRestoreImage in store).
+// its time (BenchmarkRestoreImage in store, four runs; its CPU 0.7-1.2 x).
 //
 // # Measurements
 //

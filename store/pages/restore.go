@@ -254,7 +254,7 @@ type fetched struct {
 // tmpfs file serialise on its inode lock, and a file mapped and filled by
 // every worker at once (the way before) spent its time allocating the
 // file's pages, which did not scale over two vCPUs either: one writer,
-// fed while it writes, took 0.6-0.75 x the time and CPU of the mapped
+// fed while it writes, took 0.6-0.75 x the time of the mapped
 // file (BenchmarkRestoreImage in store).
 func writeBack(x *Index, sink Sink, f *os.File, o RestoreOptions) (RestoreStats, error) {
 	workers := o.Workers

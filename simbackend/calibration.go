@@ -32,7 +32,10 @@ import (
 // costs a monitor round trip, COWArm and the device state; the background
 // copy runs at COWBandwidth if set (QEMU's background snapshot writes from
 // one thread, page by page, slower than a stop-and-copy), else at the
-// sink's bandwidth.
+// sink's bandwidth. A pre-copy's live passes (every pass but the last, the
+// VM running: under TCG its vCPUs compete with the migration thread) run at
+// LiveBandwidth if set and slower than the sink, else at the sink's
+// bandwidth; the final pass, with the VM paused, at the sink's.
 //
 // DefaultCalibration's numbers are placeholders of the right order for
 // QEMU with KVM on a workstation, to be replaced by a file that `vnsnap
@@ -49,6 +52,9 @@ type Calibration struct {
 	COWFault     Duration `json:"cow_fault"`      // a write fault on a protected page, besides its copy
 	COWArm       Duration `json:"cow_arm"`        // arming copy-on-write, besides the device state
 	COWBandwidth float64  `json:"cow_bps"`        // the background copy's bandwidth; 0: the sink's
+	// LiveBandwidth caps a pre-copy's live passes, bytes per second; 0
+	// (a file from before it was measured): the sink's bandwidth.
+	LiveBandwidth float64 `json:"live_bps"`
 	// SwitchoverMemory and SwitchoverDisk are the switchover per sink.
 	SwitchoverMemory Duration `json:"switchover_memory"`
 	SwitchoverDisk   Duration `json:"switchover_disk"`
@@ -98,6 +104,9 @@ func (c *Calibration) Validate() error {
 	}
 	if !(c.COWBandwidth >= 0) || c.COWBandwidth > 1e12 {
 		return fmt.Errorf("cow_bps: %v, want 0..1e12 bytes/s", c.COWBandwidth)
+	}
+	if !(c.LiveBandwidth >= 0) || c.LiveBandwidth > 1e12 {
+		return fmt.Errorf("live_bps: %v, want 0..1e12 bytes/s", c.LiveBandwidth)
 	}
 	if err := checkBytes("device_state_bytes", c.DeviceState); err != nil {
 		return err
@@ -150,6 +159,7 @@ func ParseCalibration(data []byte) (Calibration, error) {
 		"device_state_bytes": &c.DeviceState, "vcpu_state_bytes": &c.VCPUState,
 		"switchover_memory": &c.SwitchoverMemory, "switchover_disk": &c.SwitchoverDisk,
 		"cow_arm": &c.COWArm, "cow_bps": &c.COWBandwidth,
+		"live_bps": &c.LiveBandwidth,
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {

@@ -30,6 +30,9 @@ func TestParseCalibration(t *testing.T) {
 		{`{"qmp_round_trip": true}`, "qmp_round_trip"},
 		{`{"device_state_bytes": -5}`, "device_state_bytes"},
 		{`{"vcpu_state_bytes": 1e30}`, "vcpu_state_bytes"},
+		{`{"live_bps": -1}`, "live_bps"},
+		{`{"live_bps": 1e13}`, "live_bps"},
+		{`{"live_bps": "fast"}`, "live_bps"},
 		{`{"stopp": "1ms"}`, "stopp"},
 		{`{"stop": "1ms"} {}`, "trailing"},
 		{`[1]`, "object"},
@@ -39,6 +42,27 @@ func TestParseCalibration(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), b.field) {
 			t.Errorf("%s: error %v, want one naming %q", b.json, err, b.field)
 		}
+	}
+}
+
+// TestLiveBandwidthField: a file without live_bps (one from before it was
+// measured) keeps today's model, 0, the sink's bandwidth; a file with it
+// sets it; NaN, which JSON cannot carry, is refused by Validate by name.
+func TestLiveBandwidthField(t *testing.T) {
+	c, err := ParseCalibration([]byte(`{"cow_bps": 2.5e8}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LiveBandwidth != 0 {
+		t.Errorf("no live_bps: LiveBandwidth %g, want 0 (the sink's bandwidth)", c.LiveBandwidth)
+	}
+	if c, err = ParseCalibration([]byte(`{"live_bps": 1.1e9}`)); err != nil || c.LiveBandwidth != 1.1e9 {
+		t.Errorf("live_bps 1.1e9: LiveBandwidth %g, error %v", c.LiveBandwidth, err)
+	}
+	bad := DefaultCalibration()
+	bad.LiveBandwidth = math.NaN()
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "live_bps") {
+		t.Errorf("live_bps NaN: error %v, want one naming live_bps", err)
 	}
 }
 
@@ -165,6 +189,42 @@ func TestCOWCostsWhatCalibrationSays(t *testing.T) {
 		cfg.Calibration.COWBandwidth = 2 * sink // faster than the sink: the sink's rate
 		if got := mustRun(t, cfg).VMs[0]; got.DurationMS != base.DurationMS {
 			t.Errorf("%s: cow_bps %g above the sink's %g: copy %.3f ms, want the sink's %.3f", mode, 2*sink, sink, got.DurationMS, base.DurationMS)
+		}
+	}
+}
+
+// TestLiveBandwidthCapsLivePasses: a LiveBandwidth below the sink's
+// stretches an idle pre-copy's live pass (all of its pages) to that
+// bandwidth and leaves its pause (the final pass, the VM paused) alone; a
+// stop-and-copy, whose one pass runs paused, and a LiveBandwidth above the
+// sink's change nothing.
+func TestLiveBandwidthCapsLivePasses(t *testing.T) {
+	for _, mode := range []core.Mode{core.Observed, core.Driven} {
+		for _, algo := range []core.Algorithm{core.VNsnap, core.StopCopy} {
+			cfg := DefaultConfig()
+			cfg.VMs, cfg.Hosts, cfg.MemBytes, cfg.DirtyRate, cfg.Traffic = 1, 1, 16<<20, 0, "none"
+			cfg.Algorithm, cfg.Mode = algo, mode
+			cfg.Calibration = Calibration{}
+			base := mustRun(t, cfg).VMs[0]
+			sink := cfg.Host.DiskBandwidth
+			cfg.Calibration.LiveBandwidth = sink / 4
+			got := mustRun(t, cfg).VMs[0]
+			want := 0.0
+			if algo == core.VNsnap {
+				// The pages at a quarter of the sink's rate: three
+				// times their copy at its rate more.
+				want = 3 * float64(cfg.MemBytes) / sink * 1e3
+			}
+			if d := got.DurationMS - base.DurationMS; math.Abs(d-want) > 0.01*want+1e-6 {
+				t.Errorf("%s %s: live_bps %g: copy %.3f ms, %.3f at the sink's %g: grew %.3f ms, want %.3f", algo, mode, sink/4, got.DurationMS, base.DurationMS, sink, d, want)
+			}
+			if got.DowntimeMS != base.DowntimeMS {
+				t.Errorf("%s %s: live_bps %g: downtime %.3f ms, want %.3f as at the sink's rate", algo, mode, sink/4, got.DowntimeMS, base.DowntimeMS)
+			}
+			cfg.Calibration.LiveBandwidth = 2 * sink
+			if got := mustRun(t, cfg).VMs[0]; got.DurationMS != base.DurationMS || got.DowntimeMS != base.DowntimeMS {
+				t.Errorf("%s %s: live_bps above the sink's: copy %.3f ms, pause %.3f, want %.3f, %.3f", algo, mode, got.DurationMS, got.DowntimeMS, base.DurationMS, base.DowntimeMS)
+			}
 		}
 	}
 }

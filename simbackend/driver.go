@@ -138,7 +138,8 @@ func (d *driver) exec(c core.Command) {
 			im.record(units)
 		}
 		d.started[c.VM] = now
-		d.copies[c.VM] = d.sinkResource(c.VM, c.Sink).Start(pages*core.PageSize, func() {
+		// A round runs while the VM does: at the live passes' bandwidth.
+		d.copies[c.VM] = d.sinkResource(c.VM, c.Sink).StartCapped(pages*core.PageSize, cal.LiveBandwidth, func() {
 			delete(d.copies, c.VM)
 			t := w.Eng.Now()
 			d.step(core.RoundCopied{VM: c.VM, Round: c.Round, Sent: pages, Dirty: vm.Mem.Dirty(t), Elapsed: t - d.started[c.VM]})

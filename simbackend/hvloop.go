@@ -76,7 +76,7 @@ func (l *liveLoop) startPass(pages int64) {
 	l.passPages = pages
 	l.passStart = l.d.w.Eng.Now()
 	g := l.gen
-	l.xfer = l.res.Start(pages*core.PageSize, func() { l.passDone(g) })
+	l.xfer = l.res.StartCapped(pages*core.PageSize, l.d.w.Cfg.Calibration.LiveBandwidth, func() { l.passDone(g) })
 }
 
 // sentBytes is what the save has sent so far, the pass in progress included.
@@ -219,7 +219,7 @@ func (l *liveLoop) Handle(kind Kind, g int64) {
 			l.xfer.Cancel()
 			l.passPages += dirty
 			gen := l.gen
-			l.xfer = l.res.Start(rem+dirty*core.PageSize, func() { l.passDone(gen) })
+			l.xfer = l.res.StartCapped(rem+dirty*core.PageSize, w.Cfg.Calibration.LiveBandwidth, func() { l.passDone(gen) })
 		}
 		l.tickSyncs = l.syncs
 		w.Eng.After(w.Cfg.QEMU.SyncTimeslice, l, lpEvTick, l.gen)

@@ -19,7 +19,8 @@ type Resource struct {
 // Transfer is one use of a Resource.
 type Transfer struct {
 	res       *Resource
-	remaining float64
+	remaining float64 // in the resource's bytes (scale per byte moved)
+	scale     float64 // resource bytes per byte of the transfer (>= 1)
 	total     int64
 	done      func()
 	finished  bool
@@ -42,9 +43,20 @@ func (r *Resource) Active() int { return len(r.active) }
 // Start begins a transfer of n bytes; done runs when it completes (never if
 // cancelled). A transfer of zero bytes completes at once, through the event
 // queue.
-func (r *Resource) Start(n int64, done func()) *Transfer {
+func (r *Resource) Start(n int64, done func()) *Transfer { return r.StartCapped(n, 0, done) }
+
+// StartCapped is Start for a transfer that cannot move faster than capBps
+// bytes per second (0: no cap), such as a hypervisor's copy competing with
+// the running VM for the CPU. A capped transfer holds the resource as long
+// as a transfer of n*Rate/capBps bytes would: alone it runs at capBps,
+// sharing it gets the same fraction of its share.
+func (r *Resource) StartCapped(n int64, capBps float64, done func()) *Transfer {
 	r.advance()
-	t := &Transfer{res: r, remaining: float64(n), total: n, done: done}
+	scale := 1.0
+	if capBps > 0 && capBps < r.rate {
+		scale = r.rate / capBps
+	}
+	t := &Transfer{res: r, remaining: float64(n) * scale, scale: scale, total: n, done: done}
 	r.active = append(r.active, t)
 	r.reschedule()
 	return t
@@ -56,7 +68,7 @@ func (t *Transfer) Remaining() int64 {
 		return 0
 	}
 	t.res.advance()
-	return int64(math.Ceil(t.remaining))
+	return int64(math.Ceil(t.remaining / t.scale))
 }
 
 // Cancel stops the transfer; its done function will not run.

@@ -6,7 +6,7 @@
 // The file is one JSON object. Its "sim" member is, field for field, the
 // simulator's calibration (simbackend's Calibration and its JSON names:
 // stop, cont, qmp_round_trip, colour_flip, disk_freeze, cow_fault,
-// device_state_bytes, vcpu_state_bytes, source), so that it can be handed
+// device_state_bytes, vcpu_state_bytes, cow_bps, live_bps, source), so that it can be handed
 // to `vnsnap sim --calibration` as it is (File.SimJSON); "bandwidth" holds
 // the copy bandwidth per sink (the simulator's HostConfig.MemoryBandwidth
 // and DiskBandwidth); the rest records how the numbers were measured.
@@ -167,6 +167,14 @@ func (c *File) Validate() error {
 	}{{"sim.device_state_bytes", c.Sim.DeviceState}, {"sim.vcpu_state_bytes", c.Sim.VCPUState}, {"guest.populated_bytes", c.Guest.PopulatedBytes}} {
 		if b.v < 0 || b.v > 1<<40 {
 			return fmt.Errorf("%s: %d, want 0..1TiB", b.name, b.v)
+		}
+	}
+	for _, b := range []struct {
+		name string
+		v    float64
+	}{{"sim.cow_bps", c.Sim.COWBandwidth}, {"sim.live_bps", c.Sim.LiveBandwidth}} {
+		if !(b.v >= 0) || b.v > 1e12 {
+			return fmt.Errorf("%s: %v, want 0..1e12 bytes/s (0: the sink's bandwidth)", b.name, b.v)
 		}
 	}
 	for _, b := range []struct {

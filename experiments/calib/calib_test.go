@@ -57,7 +57,7 @@ func TestSimJSONNames(t *testing.T) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	want := []string{"colour_flip", "cont", "cow_arm", "cow_bps", "cow_fault", "device_state_bytes", "disk_freeze", "qmp_round_trip", "source", "stop", "switchover_disk", "switchover_memory", "vcpu_state_bytes"}
+	want := []string{"colour_flip", "cont", "cow_arm", "cow_bps", "cow_fault", "device_state_bytes", "disk_freeze", "live_bps", "qmp_round_trip", "source", "stop", "switchover_disk", "switchover_memory", "vcpu_state_bytes"}
 	if diff := cmp.Diff(want, keys); diff != "" {
 		t.Errorf("sim keys (-want +got):\n%s", diff)
 	}
@@ -76,6 +76,7 @@ func TestBadFiles(t *testing.T) {
 		{"zero bandwidth", `"memory_bps": 400000000`, "bandwidth.memory_bps"},
 		{"cores", `"cores": 2`, "machine.cores"},
 		{"device", `"device_state_bytes": 307200`, "sim.device_state_bytes"},
+		{"live", `"live_bps": 0`, "sim.live_bps"},
 		{"unknown", `"qemu": "10.0.2"`, "unknown field"},
 		{"trailing", "", "trailing"},
 	} {
@@ -84,7 +85,7 @@ func TestBadFiles(t *testing.T) {
 			s := strings.ReplaceAll(string(b), `":`, `": `)
 			repl := map[string]string{
 				"schema": `"schema": 7`, "date": `"date": "yesterday"`, "negative stop": `"stop": "-3ms"`,
-				"zero bandwidth": `"memory_bps": 0`, "cores": `"cores": 0`, "device": `"device_state_bytes": -1`,
+				"zero bandwidth": `"memory_bps": 0`, "cores": `"cores": 0`, "device": `"device_state_bytes": -1`, "live": `"live_bps": -1`,
 				"unknown": `"qemu": "10.0.2", "colour": 1`,
 			}
 			if c.edit != "" {

@@ -6,7 +6,10 @@
 // the whole stream as a second check. A stream starts with a header (magic,
 // sender index, length). Dialling retries until the peer listens, and TCP
 // keep-alive is off, so a pause of any length (a snapshot, a restore, TCP
-// backoff while frames are dropped) only delays the transfer.
+// backoff while frames are dropped) only delays the transfer. With -rate, each
+// stream is paced to at most that many bytes a second (averaged from its
+// start), so that a transfer lasts a known time however fast the machine is,
+// and dirties few pages while a live snapshot copies them.
 //
 // Output lines on stdout (the serial console):
 //
@@ -62,8 +65,37 @@ func word(s uint32, w uint64) uint64 {
 	return z ^ (z >> 31)
 }
 
-// send writes the stream of sender s, n bytes long, to w, counting into tx.
-func send(w io.Writer, s uint32, n uint64, tx *atomic.Uint64) error {
+// pacer holds a stream to rate bytes a second on average since its first
+// byte; rate 0 is unpaced. now and sleep are the clock (the real one in the
+// program, a fake in tests).
+type pacer struct {
+	rate  uint64
+	now   func() time.Time
+	sleep func(time.Duration)
+	start time.Time
+}
+
+// realPacer paces at rate with the real clock.
+func realPacer(rate uint64) *pacer { return &pacer{rate: rate, now: time.Now, sleep: time.Sleep} }
+
+// wait blocks until sent bytes are due: sent/rate seconds after the first
+// call.
+func (p *pacer) wait(sent uint64) {
+	if p.rate == 0 {
+		return
+	}
+	if p.start.IsZero() {
+		p.start = p.now()
+	}
+	due := p.start.Add(time.Duration(float64(sent) / float64(p.rate) * float64(time.Second)))
+	if d := due.Sub(p.now()); d > 0 {
+		p.sleep(d)
+	}
+}
+
+// send writes the stream of sender s, n bytes long, to w, counting into tx,
+// pacing its blocks with pace.
+func send(w io.Writer, s uint32, n uint64, tx *atomic.Uint64, pace *pacer) error {
 	bw := bufio.NewWriterSize(w, blockLen)
 	var hdr [hdrLen]byte
 	binary.BigEndian.PutUint32(hdr[0:], magic)
@@ -76,6 +108,7 @@ func send(w io.Writer, s uint32, n uint64, tx *atomic.Uint64) error {
 	buf := make([]byte, blockLen)
 	for off := uint64(0); off < n; off += blockLen {
 		b := buf[:min(uint64(blockLen), n-off)]
+		pace.wait(off)
 		fill(b, s, off)
 		crc = crc64.Update(crc, crcTable, b)
 		if _, err := bw.Write(b); err != nil {
@@ -145,7 +178,7 @@ type result struct {
 
 // run streams n bytes to each peer other than self and verifies the streams
 // of all of them, printing to out. It returns the number of failed streams.
-func run(ln net.Listener, self int, peers []string, n uint64, out io.Writer, progress time.Duration) int {
+func run(ln net.Listener, self int, peers []string, n, rate uint64, out io.Writer, progress time.Duration) int {
 	var mu sync.Mutex
 	printf := func(format string, a ...any) {
 		mu.Lock()
@@ -163,7 +196,7 @@ func run(ln net.Listener, self int, peers []string, n uint64, out io.Writer, pro
 		go func(p string) {
 			c := mesh.Dial(p, 200*time.Millisecond)
 			defer c.Close()
-			if err := send(c, uint32(self), n, &tx); err != nil {
+			if err := send(c, uint32(self), n, &tx, realPacer(rate)); err != nil {
 				results <- result{fmt.Sprintf("TCPSTREAM FAIL peer=%s send: %v\n", p, err), false}
 				return
 			}
@@ -227,6 +260,7 @@ func main() {
 	port := flag.Int("port", 7000, "TCP port")
 	bytes := flag.Uint64("bytes", 64<<20, "bytes to send to each peer")
 	progress := flag.Duration("progress", time.Second, "time between progress lines")
+	rate := flag.Uint64("rate", 0, "bytes a second each stream sends at most (0: unpaced)")
 	flag.Parse()
 	peers, self, err := mesh.Peers(*peersFlag, *selfFlag, *port)
 	if err != nil {
@@ -238,7 +272,7 @@ func main() {
 		fmt.Printf("TCPSTREAM FAIL listen: %v\n", err)
 		os.Exit(1)
 	}
-	if run(ln, self, peers, *bytes, os.Stdout, *progress) > 0 {
+	if run(ln, self, peers, *bytes, *rate, os.Stdout, *progress) > 0 {
 		os.Exit(1)
 	}
 }

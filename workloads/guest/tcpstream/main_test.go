@@ -14,7 +14,7 @@ func TestRoundTripAndCorruption(t *testing.T) {
 	var buf bytes.Buffer
 	var tx, rx atomic.Uint64
 	const n = 100_003 // not a multiple of the block or word size
-	if err := send(&buf, 7, n, &tx); err != nil {
+	if err := send(&buf, 7, n, &tx, realPacer(0)); err != nil {
 		t.Fatal(err)
 	}
 	raw := buf.Bytes()
@@ -43,14 +43,52 @@ func (s *syncBuf) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
-func TestThreePeersOverLoopback(t *testing.T) { threePeers(t, false) }
+// TestRatePaces: with -rate, each block of a stream waits until its offset
+// is due at the rate, on a fake clock; unpaced, nothing waits; the bytes
+// sent are the same either way.
+func TestRatePaces(t *testing.T) {
+	const n, rate = 100_003, 10_000
+	var now time.Time
+	var sleeps int
+	p := &pacer{rate: rate, now: func() time.Time { return now }, sleep: func(d time.Duration) { sleeps++; now = now.Add(d) }}
+	now = time.Unix(1000, 0)
+	start := now
+	var paced, unpaced bytes.Buffer
+	var tx atomic.Uint64
+	if err := send(&paced, 1, n, &tx, p); err != nil {
+		t.Fatal(err)
+	}
+	// The last block starts at offset 3*blockLen: it is sent 9.8304 s in.
+	if got, want := now.Sub(start), time.Duration(3*blockLen)*time.Second/rate; got != want {
+		t.Errorf("paced stream of %d bytes at %d B/s: took %v on the fake clock, want %v", n, rate, got, want)
+	}
+	if sleeps != 3 {
+		t.Errorf("paced stream: %d waits, want 3 (one before each block but the first)", sleeps)
+	}
+	if got, want := tx.Load(), uint64(n); got != want {
+		t.Errorf("paced stream: counted %d bytes, want %d", got, want)
+	}
+	q := &pacer{rate: 0, now: func() time.Time { t.Fatal("unpaced stream read the clock"); return now }, sleep: func(time.Duration) { t.Fatal("unpaced stream slept") }}
+	if err := send(&unpaced, 1, n, &tx, q); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(paced.Bytes(), unpaced.Bytes()) {
+		t.Error("paced and unpaced streams differ")
+	}
+}
+
+func TestThreePeersOverLoopback(t *testing.T) { threePeers(t, false, 0) }
+
+// TestThreePeersPaced: -rate's real clock path carries whole, verified
+// streams (2 MiB/s: 1 MiB streams take about half a second).
+func TestThreePeersPaced(t *testing.T) { threePeers(t, false, 2<<20) }
 
 // TestAbandonedDialIsNotAStream: a connection closed before its first byte
 // (a dialler whose dial timed out after the SYN got through, on a loaded
 // host, and which dials again) is not counted as a failed stream.
-func TestAbandonedDialIsNotAStream(t *testing.T) { threePeers(t, true) }
+func TestAbandonedDialIsNotAStream(t *testing.T) { threePeers(t, true, 0) }
 
-func threePeers(t *testing.T, abandoned bool) {
+func threePeers(t *testing.T, abandoned bool, rate uint64) {
 	var lns []net.Listener
 	var addrs []string
 	for i := 0; i < 3; i++ {
@@ -79,7 +117,7 @@ func threePeers(t *testing.T, abandoned bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fails[i] = run(lns[i], i, addrs, 1<<20, outs[i], time.Hour)
+			fails[i] = run(lns[i], i, addrs, 1<<20, rate, outs[i], time.Hour)
 		}()
 	}
 	wg.Wait()

@@ -78,18 +78,27 @@ type pacer struct {
 // realPacer paces at rate with the real clock.
 func realPacer(rate uint64) *pacer { return &pacer{rate: rate, now: time.Now, sleep: time.Sleep} }
 
+// paceSlack is how far a paced stream may fall behind its schedule and then
+// catch up at full speed: after a longer stop (the VM paused for a
+// stop-and-copy snapshot, or restored, while its clock ran on) the schedule
+// restarts rather than bursting the whole gap.
+const paceSlack = time.Second
+
 // wait blocks until sent bytes are due: sent/rate seconds after the first
-// call.
+// call, less any lag beyond paceSlack.
 func (p *pacer) wait(sent uint64) {
 	if p.rate == 0 {
 		return
 	}
+	now := p.now()
 	if p.start.IsZero() {
-		p.start = p.now()
+		p.start = now
 	}
 	due := p.start.Add(time.Duration(float64(sent) / float64(p.rate) * float64(time.Second)))
-	if d := due.Sub(p.now()); d > 0 {
-		p.sleep(d)
+	if lag := now.Sub(due); lag > paceSlack {
+		p.start = p.start.Add(lag - paceSlack)
+	} else if lag < 0 {
+		p.sleep(-lag)
 	}
 }
 

@@ -68,6 +68,17 @@ func TestRatePaces(t *testing.T) {
 	if got, want := tx.Load(), uint64(n); got != want {
 		t.Errorf("paced stream: counted %d bytes, want %d", got, want)
 	}
+	// A stop of 100 s (a paused VM whose clock ran on) is caught up only
+	// by paceSlack: the next blocks wait as if the stream had lagged 1 s.
+	p = &pacer{rate: rate, now: p.now, sleep: p.sleep}
+	start = now
+	p.wait(0)
+	now = now.Add(100 * time.Second)
+	p.wait(blockLen)          // 3.2768 s due, 100 s gone: no wait
+	p.wait(blockLen + 2*rate) // 2 s more due, 1 s of slack: waits 1 s
+	if got, want := now.Sub(start), 101*time.Second; got != want {
+		t.Errorf("after a 100 s stop: at %v, want %v (catching up at most %v)", got, want, paceSlack)
+	}
 	q := &pacer{rate: 0, now: func() time.Time { t.Fatal("unpaced stream read the clock"); return now }, sleep: func(time.Duration) { t.Fatal("unpaced stream slept") }}
 	if err := send(&unpaced, 1, n, &tx, q); err != nil {
 		t.Fatal(err)

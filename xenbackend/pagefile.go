@@ -336,7 +336,7 @@ func (p *PageFile) WriteStream(w io.Writer) (int64, error) {
 	if err := put(p.meta[:p.h.pageAt]); err != nil {
 		return n, err
 	}
-	buf := make([]byte, 0, 16+8*rebuildBatch+pageSize*rebuildBatch)
+	var buf []byte // grown to the largest batch
 	le := binary.LittleEndian
 	for first := 0; first < len(p.entries); first += rebuildBatch {
 		batch := p.entries[first:min(first+rebuildBatch, len(p.entries))]
@@ -345,6 +345,9 @@ func (p *PageFile) WriteStream(w io.Writer) (int64, error) {
 			if pageTypeHasData(uint8(e >> pfnTypeShift)) {
 				withData++
 			}
+		}
+		if need := 16 + 8*len(batch) + pageSize*withData; cap(buf) < need {
+			buf = make([]byte, 0, need)
 		}
 		buf = buf[:16+8*len(batch)]
 		le.PutUint32(buf[0:], libxcPageData)

@@ -41,18 +41,26 @@
 // live with no traffic, 67 s), never all in one run. In two of four runs on
 // one CPU without Xen's tdt=0 the whole emulated machine stopped during s1
 // (QEMU at 0% CPU: every vCPU halted with no timer due, so the console fell
-// silent and the stall deadline ended the test); no run with tdt=0 has.
+// silent and the stall deadline ended the test); Xen's tdt=0 (now in the
+// test) did not prevent it (below).
 //
-// Newest run (tdt=0, one CPU, paced workload of 12 MB a stream): dom0 ready
-// and the workload flowing about 2 min after boot; s1 took 5 min 17 s (4
-// and 5 rounds, 142 MiB streamed per 128 MiB domain, downtimes 0.8 s and
-// 1.7 s, cut window 3.3 s): pacing the workload did not shorten it, because
-// dom0's copy under TCG (about 1 MB/s), not the dirty rate, sets its length.
-// The 12 MB ended inside s1, so that run was stopped; the tests now send 28
-// MB (TestXenVNE) and 44 MB (TestXenVNESinks), neither run yet. The cuts
-// and the restore have not been reached. By these measurements a boot costs
-// about 12 minutes (2 to the workload, 5 to 6 for a live snapshot, then the
-// restore and the rest of the workload): over what CI can add, so even once
-// they pass, the domains' memory (copied at about 1 MB/s) must shrink before
-// they leave xen_wip.
+// The two newest runs (tdt=0, one CPU, workload paced at 64 KiB/s):
+//   - 12 MB a stream: the workload flowing about 2 min after boot; s1 took 5
+//     min 17 s (4 and 5 rounds, 142 MiB streamed per 128 MiB domain,
+//     downtimes 0.8 s and 1.7 s, cut window 3.3 s): pacing did not shorten
+//     it, because dom0's copy under TCG (about 1 MB/s), not the dirty rate,
+//     sets its length. The 12 MB ended inside s1, so the run was stopped.
+//   - 28 MB a stream (the test as it is): the workload flowing about 4 min
+//     after boot; about 2 min into s1 (7.3 MB sent, vnsnap up's I/O at 297
+//     MB, past the first round) the console of the whole machine fell silent
+//     at once (the domUs' progress and dom0's) and the stall deadline ended
+//     the test after 12 min: the hang again, with tdt=0 (QEMU's CPU use not
+//     recorded this time).
+//
+// The cuts and the restore have not been reached. By these measurements a
+// boot costs about 12 minutes (2 to 4 to the workload, 5 to 6 for a live
+// snapshot, then the restore and the rest of the workload): over what CI can
+// add, so even once they pass, the domains' memory (copied at about 1 MB/s)
+// must shrink before they leave xen_wip. TestXenVNESinks (44 MB) has not
+// been run.
 package xentest

@@ -151,7 +151,7 @@ func (m *Machine) Kill() { m.vm.Kill() }
 func neutral(st Stats) hv.SaveStats {
 	return hv.SaveStats{
 		Bytes: st.Bytes, Passes: st.Passes, MemoryCopied: st.RAMTransferred,
-		Downtime: st.QEMUDowntime, Total: st.QEMUTotal,
+		Downtime: st.QEMUDowntime, Total: st.QEMUTotal, LiveBytes: st.LiveBytes, LiveTime: st.LiveTime,
 	}
 }
 

@@ -128,6 +128,12 @@ type Stats struct {
 	// whole copy (the VM was stopped before the migration began).
 	QEMUDowntime time.Duration
 	QEMUTotal    time.Duration // QEMU's total migration time
+	// LiveBytes and LiveTime are, for Precopy, the RAM QEMU had sent and
+	// the time it had spent sending it (its total time less its setup)
+	// when it paused the VM at the snapshot point (pre-switchover): the
+	// live passes, the VM running. Zero for the other methods.
+	LiveBytes int64
+	LiveTime  time.Duration
 	// Paused and Resumed are the host times the STOP and RESUME events
 	// arrived (the first STOP and last RESUME of the snapshot).
 	Paused, Resumed time.Time
@@ -317,6 +323,14 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 			switch d.Status {
 			case "pre-switchover":
 				emit(SnapshotPointReached{ev.Received})
+				// What the live passes sent, by QEMU's own count (one
+				// monitor round trip of the pause).
+				var live migrateInfo
+				if err := q.Execute(ctx, "query-migrate", nil, &live); err != nil {
+					return fail(err)
+				}
+				st.LiveBytes = live.RAM.Transferred
+				st.LiveTime = time.Duration(live.TotalTime-live.SetupTime) * time.Millisecond
 				if opts.AtSnapshotPoint != nil {
 					if err := opts.AtSnapshotPoint(ctx); err != nil {
 						return fail(fmt.Errorf("at snapshot point: %w", err))
@@ -450,6 +464,7 @@ type migrateInfo struct {
 	Status    string `json:"status"`
 	TotalTime int64  `json:"total-time"`
 	Downtime  int64  `json:"downtime"`
+	SetupTime int64  `json:"setup-time"`
 	ErrorDesc string `json:"error-desc"`
 	RAM       struct {
 		Transferred    int64 `json:"transferred"`

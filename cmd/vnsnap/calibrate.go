@@ -141,6 +141,6 @@ func printCalibration(w io.Writer, f *calib.File) {
 	fmt.Fprintf(w, "machine: %s, %d cores; QEMU %s\n", f.Machine.CPU, f.Machine.Cores, f.QEMU)
 	fmt.Fprintf(w, "monitor round trip %v, stop %v, cont %v; device state %d bytes\n",
 		time.Duration(f.Sim.QMPRoundTrip), time.Duration(f.Sim.Stop), time.Duration(f.Sim.Cont), f.Sim.DeviceState)
-	fmt.Fprintf(w, "copy bandwidth: memory %.1f MB/s, disk %.1f MB/s\n", f.BW.Memory/1e6, f.BW.Disk/1e6)
+	fmt.Fprintf(w, "copy bandwidth: memory %.1f MB/s, disk %.1f MB/s; pre-copy's live passes %.1f MB/s\n", f.BW.Memory/1e6, f.BW.Disk/1e6, f.Sim.LiveBandwidth/1e6)
 	fmt.Fprintf(w, "dirty rates (MiB/s set->measured): %s\n", strings.Join(dirty, " "))
 }

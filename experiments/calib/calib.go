@@ -91,6 +91,10 @@ type Run struct {
 	StreamBytes  int64   `json:"stream_bytes"`  // the image stream
 	MemoryCopied int64   `json:"memory_copied"` // RAM sent, as QEMU counts it
 	Passes       int     `json:"passes"`
+	// LiveBytes and LiveMs: a pre-copy's live passes, QEMU's RAM sent and
+	// time before the pause (absent: not a pre-copy, or not recorded).
+	LiveBytes int64   `json:"live_bytes,omitempty"`
+	LiveMs    float64 `json:"live_ms,omitempty"`
 }
 
 // Duration is the simulator's JSON duration (a Go duration string such as

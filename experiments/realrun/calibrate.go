@@ -145,14 +145,19 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 	for sink, v := range sw {
 		swOf[sink] = time.Duration(medianF(v) * float64(time.Second))
 	}
-	bw := map[string][]float64{}
+	bw, live := map[string][]float64{}, map[string][]float64{}
 	var dev, pop []float64
 	for _, r := range rows {
 		f.Runs = append(f.Runs, calib.Run{
 			Guest: guestLabel(r), Algorithm: r.Algorithm, Sink: r.Sink, PauseMs: r.PauseMs, OutsideMs: r.OutsideMs,
 			QEMUPauseMs: r.QEMUPauseMs, DurationMs: r.DurationMs, StreamBytes: r.StreamBytes,
-			MemoryCopied: r.MemoryCopied, Passes: r.Passes,
+			MemoryCopied: r.MemoryCopied, Passes: r.Passes, LiveBytes: r.LiveBytes, LiveMs: r.LiveMs,
 		})
+		// A pre-copy's live passes, by QEMU's count: their RAM over
+		// their time.
+		if r.Algorithm == "vnsnap" && r.LiveMs > 0 && r.LiveBytes > 0 {
+			live[r.Sink] = append(live[r.Sink], float64(r.LiveBytes)/(r.LiveMs/1000))
+		}
 		if r.Algorithm != "stop-copy" || r.DurationMs <= 0 {
 			continue
 		}
@@ -172,6 +177,8 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		}
 	}
 	f.BW = calib.BW{Memory: medianF(bw["memory"]), Disk: medianF(bw["disk"])}
+	o.logf("live passes: %.0f MB/s to memory, %.0f MB/s to disk (medians of %d, %d pre-copies); stop-and-copy %.0f, %.0f MB/s",
+		medianF(live["memory"])/1e6, medianF(live["disk"])/1e6, len(live["memory"]), len(live["disk"]), f.BW.Memory/1e6, f.BW.Disk/1e6)
 	f.Guest.PopulatedBytes = int64(medianF(pop))
 	f.Sim = calib.Costs{
 		Source: fmt.Sprintf("vnsnap calibrate %s: %s (%d cores), QEMU %s (tcg)", f.Date, f.Machine.CPU, f.Machine.Cores, f.QEMU),
@@ -180,6 +187,7 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		DeviceState: int64(medianF(dev)), VCPUState: 0,
 		SwitchoverMemory: calib.Duration(swOf["memory"]), SwitchoverDisk: calib.Duration(swOf["disk"]),
 		COWArm: calib.Duration(medianF(arm) * float64(time.Second)), COWBandwidth: medianF(cowBW),
+		LiveBandwidth: medianF(live["memory"]),
 	}
 	devNote := "device_state_bytes is the stop-and-copy stream less QEMU's RAM bytes (it includes the vCPU state, so vcpu_state_bytes is 0); "
 	if len(dev) == 0 {
@@ -191,6 +199,7 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		"switchover_memory and switchover_disk are the idle guest's pre-copy pause less stop, cont, a monitor round trip, the colour flip and the disk freeze (median per sink); " +
 		"bandwidth is the RAM QEMU sent in a stop-and-copy over the core's copy duration less the sink's switchover, median over VMs and guests; " +
 		"cow_arm is an idle guest's copy-on-write pause less stop, cont and a round trip, cow_bps its RAM sent over its copy duration (medians); " +
+		"live_bps is a pre-copy's live passes to memory, the RAM QEMU had sent at the pause over its total time less its setup (query-migrate at pre-switchover), median: the copy thread's rate while TCG runs the vCPUs, a cap on every sink's live passes; " +
 		"guest.populated_bytes is the RAM an idle guest's stop-and-copy sent (the rest are zero pages); " +
 		"dirty_rates' guest_mibps is the dirtiers' own rate (working set over the time between two sweep lines), measured_mibps calc-dirty-rate's"
 	return f, rows, nil

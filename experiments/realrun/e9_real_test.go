@@ -71,6 +71,12 @@ func TestE9Real(t *testing.T) {
 		if r.Algorithm == "vnsnap" && r.Passes < 2 {
 			t.Errorf("%s vnsnap %s: %d passes, want a live pass and the final one", r.Point, r.VM, r.Passes)
 		}
+		if r.Algorithm == "vnsnap" && (r.LiveBytes <= 0 || r.LiveBytes > r.MemoryCopied || r.LiveMs <= 0 || r.LiveMs > r.DurationMs) {
+			t.Errorf("%s vnsnap %s: live passes %d bytes in %.1f ms, want some of the %d bytes copied in %.1f ms", r.Point, r.VM, r.LiveBytes, r.LiveMs, r.MemoryCopied, r.DurationMs)
+		}
+		if r.Algorithm == "vnsnap" {
+			t.Logf("%s vnsnap %s: live passes %.0f MB/s (%d bytes in %.1f ms)", r.Point, r.VM, float64(r.LiveBytes)/r.LiveMs/1e3, r.LiveBytes, r.LiveMs)
+		}
 		if r.Algorithm == "stop-copy" && r.PauseMs < r.DurationMs*0.5 {
 			t.Errorf("%s stop-copy %s: pause %.1f ms is less than half the copy %.1f ms: the VM ran during a stop-and-copy", r.Point, r.VM, r.PauseMs, r.DurationMs)
 		}
@@ -121,6 +127,17 @@ func TestE9Real(t *testing.T) {
 			t.Logf("pair %s %s: %s measured median %.1f (%.1f-%.1f over %d), predicted %.1f: %+.1f %%",
 				p.Point, p.Case, m, results.Median(p.Real[m]), lo, hi, len(p.Real[m]), results.Median(p.Pred[m]), 100*(results.Median(p.Pred[m])/results.Median(p.Real[m])-1))
 		}
+	}
+	// The same rows predicted without the live passes' bandwidth (every
+	// pass at the sink's, the model before live_bps): what the field buys.
+	flat := *cal
+	flat.Sim.LiveBandwidth = 0
+	flatPairs, err := experiments.E9Pairs(rows, &flat, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m, e := range experiments.E9PairErrors(flatPairs) {
+		t.Logf("prediction without live_bps (%.0f MB/s in the calibration): %s median relative error %.1f %%", cal.Sim.LiveBandwidth/1e6, m, 100*e[0])
 	}
 	errs := experiments.E9PairErrors(pairs)
 	for _, m := range []string{"pause_ms", "duration_ms", "copied_mib", "window_ms"} {

@@ -139,6 +139,11 @@ type Row struct {
 	StreamBytes  int64 `json:"stream_bytes"`
 	MemoryCopied int64 `json:"memory_copied"`
 	Passes       int   `json:"passes"`
+	// LiveBytes and LiveMs are a pre-copy's live passes by QEMU's own
+	// count: the RAM sent and the time taken before the pause (0: not a
+	// pre-copy, or a file from before they were recorded).
+	LiveBytes int64   `json:"live_bytes,omitempty"`
+	LiveMs    float64 `json:"live_ms,omitempty"`
 	// WindowMs is the VNE's snapshot window; SnapshotMs the whole
 	// snapshot's duration (start to commit).
 	WindowMs   float64 `json:"window_ms"`
@@ -354,6 +359,7 @@ func rowsOf(p Point, c Case, rep int, measured, guest []float64, r *realbackend.
 			PauseMs: ms(cr.Downtime()), OutsideMs: ms(vr.Pause.Gap), QEMUPauseMs: ms(vr.Save.Downtime),
 			DurationMs: ms(cr.Duration()), BytesCopied: cr.BytesCopied(), StreamBytes: vr.Save.Bytes,
 			MemoryCopied: vr.Save.MemoryCopied, Passes: vr.Save.Passes,
+			LiveBytes: vr.Save.LiveBytes, LiveMs: ms(vr.Save.LiveTime),
 			WindowMs: ms(r.Core.Window()), SnapshotMs: ms(r.Duration), StallMs: ms(stall),
 		})
 	}

@@ -132,6 +132,11 @@ type SaveStats struct {
 	Downtime time.Duration
 	// Total is the hypervisor's own duration of the save.
 	Total time.Duration
+	// LiveBytes and LiveTime are the memory a live save had sent, and the
+	// time it took, when the machine paused at its snapshot point: the
+	// live passes (zero when the hypervisor does not say).
+	LiveBytes int64
+	LiveTime  time.Duration
 }
 
 // BackgroundSaver is a machine that can save copy-on-write: the snapshot

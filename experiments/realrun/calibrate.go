@@ -51,8 +51,10 @@ func FullCalibration() CalibrationPlan {
 // round trip, stop and cont timed directly on a running VM; the copy
 // bandwidth per sink and the device state from stop-and-copy snapshots (the
 // VM is paused for the whole copy, so stream bytes over pause is the sink's
-// bandwidth and the stream less QEMU's RAM bytes the device state); and the
-// dirtier's rates as calc-dirty-rate measures them. What cannot be measured
+// bandwidth and the stream less QEMU's RAM bytes the device state); the
+// live passes' bandwidth from pre-copy snapshots to memory (QEMU's RAM sent
+// before the pause over its time, by query-migrate at pre-switchover); and
+// the dirtier's rates as calc-dirty-rate measures them. What cannot be measured
 // on built-in guests (the disk freeze: they have no disk; the colour flip
 // and the copy-on-write fault, far below the monitor's resolution) keeps
 // the simulator's default and is named in the file's notes.

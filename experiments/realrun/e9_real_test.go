@@ -178,7 +178,7 @@ func TestE9Real(t *testing.T) {
 // now measured (live_bps, by QEMU's query-migrate at the pause: 1.3 GB/s in
 // a calibration of 20:28, 0.8-1.7 GB/s per snapshot here) and the test logs
 // its errors with and without it: on the same rows, with that calibration,
-// pause 18.8 % both, duration 11.0 % with, 10.7 % without; the shipped
+// pause 18.8 % both, duration 11.0 % with, 10.7 % without; the then shipped
 // calibration (14:53, no live_bps) a minute later gave pause 20.1 %,
 // duration 27.9 %: the recalibration, not the field, moved the medians.
 var e9Bounds = flag.Bool("e9.bounds", false, "assert the simulator's prediction bounds of E9 (issue 11); false: log them")

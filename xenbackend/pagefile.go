@@ -41,7 +41,10 @@ import (
 // last copy wins, as for libxc); a zero page never written is a hole (zero
 // pages are free). Every pfn the stream sent has an entry, those without
 // data (BROKEN, XALLOC, XTAB) included, since libxc's restore populates
-// every pfn it is sent.
+// every pfn it is sent. An entry keeps the last type the stream sent: a pfn
+// sent with data and later as XTAB (a page ballooned out during a live
+// save) comes back as XTAB, unpopulated, where "xl restore" of the original
+// stream would have populated it in the first pass and left it so.
 //
 // OpenPageFile rebuilds a stream "xl restore" accepts: meta up to the page
 // offset, the entries in slot order as PAGE_DATA records of at most 1024,

@@ -3,8 +3,6 @@ package xentest
 import (
 	"context"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -129,23 +127,8 @@ func TestXenMachine(t *testing.T) {
 		{Path: "/root/one.yaml", Data: []byte(strings.Replace(oneVNE, "CMDLINE", cmdline, 1))},
 		{Path: "/usr/bin/vnsnap", Src: bin},
 	}}, BootConfig{})
-	wait := func(marker string) string {
-		t.Helper()
-		line, err := m.Wait(ctx, marker)
-		if err != nil {
-			t.Fatalf("after %v: %v", m.Uptime().Round(1e9), err)
-		}
-		return line
-	}
-	num := func(line, key string) int {
-		t.Helper()
-		mm := regexp.MustCompile(`\b` + key + `=(\d+)`).FindStringSubmatch(line)
-		if mm == nil {
-			t.Fatalf("no %s= in %q", key, line)
-		}
-		n, _ := strconv.Atoi(mm[1])
-		return n
-	}
+	wait := func(marker string) string { t.Helper(); return mustWait(t, ctx, m, marker) }
+	num := func(line, key string) int { t.Helper(); return lineNum(t, line, key) }
 	left := func() {
 		t.Helper()
 		if u := wait("VNSNAP-T-UP-EXIT"); num(u, "rc") != 0 {

@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"io"
 	"os"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -84,23 +82,8 @@ $XL destroy domu1
 func TestXenLiveSnapshotReceiver(t *testing.T) {
 	m := startWithDomU(t, "xenreceive", Dom0Config{Script: receiveScript})
 	ctx := context.Background()
-	wait := func(marker string) string {
-		t.Helper()
-		line, err := m.Wait(ctx, marker)
-		if err != nil {
-			t.Fatalf("after %v: %v", m.Uptime().Round(1e9), err)
-		}
-		return line
-	}
-	field := func(line, key string) int {
-		t.Helper()
-		mm := regexp.MustCompile(`\b` + key + `=v?(\d+)`).FindStringSubmatch(line)
-		if mm == nil {
-			t.Fatalf("no %s= in %q", key, line)
-		}
-		n, _ := strconv.Atoi(mm[1])
-		return n
-	}
+	wait := func(marker string) string { t.Helper(); return mustWait(t, ctx, m, marker) }
+	field := func(line, key string) int { t.Helper(); return lineNum(t, line, key) }
 	wait(MarkerReady)
 	wait("VNSNAP-T-DOMU-UP")
 	// A real stop-and-copy save file: the whole 128 MiB, every page once.

@@ -117,14 +117,7 @@ func TestXenReceiverFailures(t *testing.T) {
 		{Path: "/usr/bin/xenfail", Src: driver},
 		{Path: "/root/domu-initrd.gz", Data: domu.Bytes()},
 	}}, BootConfig{})
-	wait := func(marker string) string {
-		t.Helper()
-		line, err := m.Wait(ctx, marker)
-		if err != nil {
-			t.Fatalf("after %v: %v", m.Uptime().Round(time.Second), err)
-		}
-		return line
-	}
+	wait := func(marker string) string { t.Helper(); return mustWait(t, ctx, m, marker) }
 	wait(MarkerReady)
 	wait("VNSNAP-T-DOMU-UP")
 	wait("VNSNAP-T-HEARTBEAT")

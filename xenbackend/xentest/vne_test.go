@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -217,23 +216,8 @@ func runVNE(t *testing.T, c vneCase) {
 	// runs on one CPU, where QEMU sat at 0% CPU during s1 (every vCPU
 	// halted, no timer due); the runs with it have not hung.
 	m := Start(t, env, Dom0Config{Script: script, Files: files, Modules: []string{"xen-netback"}}, BootConfig{CPUs: 1, XenArgs: []string{"tdt=0"}})
-	wait := func(marker string) string {
-		t.Helper()
-		line, err := m.Wait(ctx, marker)
-		if err != nil {
-			t.Fatalf("after %v: %v", m.Uptime().Round(1e9), err)
-		}
-		return line
-	}
-	num := func(line, key string) int {
-		t.Helper()
-		mm := regexp.MustCompile(`\b` + key + `=(\d+)`).FindStringSubmatch(line)
-		if mm == nil {
-			t.Fatalf("no %s= in %q", key, line)
-		}
-		n, _ := strconv.Atoi(mm[1])
-		return n
-	}
+	wait := func(marker string) string { t.Helper(); return mustWait(t, ctx, m, marker) }
+	num := func(line, key string) int { t.Helper(); return lineNum(t, line, key) }
 	wait(MarkerReady)
 	wait("VNSNAP-T-UP")
 	wait("VNSNAP-T-FLOWING")

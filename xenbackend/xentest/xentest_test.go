@@ -233,3 +233,39 @@ func cutField(line string) (key, value string, ok bool) {
 	}
 	return m[1], m[2], true
 }
+
+// mustWait is m.Wait that ends the test on its error, saying how long the
+// machine had run.
+func mustWait(t testing.TB, ctx context.Context, m *Machine, marker string) string {
+	t.Helper()
+	line, err := m.Wait(ctx, marker)
+	if err != nil {
+		t.Fatalf("after %v: %v", m.Uptime().Round(time.Second), err)
+	}
+	return line
+}
+
+// lineNum returns the number after "key=" (or "key=v") in a console line,
+// ending the test if there is none.
+func lineNum(t testing.TB, line, key string) int {
+	t.Helper()
+	mm := regexp.MustCompile(`\b` + regexp.QuoteMeta(key) + `=v?(\d+)`).FindStringSubmatch(line)
+	if mm == nil {
+		t.Fatalf("no %s= in %q", key, line)
+	}
+	n, _ := strconv.Atoi(mm[1])
+	return n
+}
+
+func TestLineNum(t *testing.T) {
+	for line, want := range map[string]int{
+		"VNSNAP-T-SNAP-END rc=0 hb=250": 250, "VNSNAP-T-STREAM version=v3 hb=7": 7, "x myhb=3 hb=12": 12,
+	} {
+		if got := lineNum(t, line, "hb"); got != want {
+			t.Errorf("lineNum(%q, hb) = %d, want %d", line, got, want)
+		}
+	}
+	if got := lineNum(t, "VNSNAP-T-STREAM version=v3", "version"); got != 3 {
+		t.Errorf("lineNum(version=v3) = %d, want 3", got)
+	}
+}

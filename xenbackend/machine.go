@@ -181,11 +181,6 @@ func (h *Hypervisor) Restore(ctx context.Context, spec hv.MachineSpec, r io.Read
 // FileFormat is PageFileFormat: the files SaveFile writes.
 func (h *Hypervisor) FileFormat() string { return PageFileFormat }
 
-// errOpen marks the error of RestoreFile's open, returned as it is.
-type errOpen struct{ err error }
-
-func (e errOpen) Error() string { return e.err.Error() }
-
 // RestoreFile is Restore from a page file (PageFileFormat): the file is
 // checked (OpenPageFile), then the stream it holds is rebuilt and fed to xl
 // restore, parsed again on its way as Restore parses its image.
@@ -195,7 +190,7 @@ func (h *Hypervisor) RestoreFile(ctx context.Context, spec hv.MachineSpec, open 
 		f, err := open()
 		if err != nil {
 			openErr = err
-			return errOpen{err}
+			return err
 		}
 		fi, err := f.Stat()
 		if err != nil {
@@ -214,10 +209,7 @@ func (h *Hypervisor) RestoreFile(ctx context.Context, spec hv.MachineSpec, open 
 		}
 		return nil
 	})
-	if openErr != nil {
-		if m != nil {
-			m.Kill()
-		}
+	if openErr != nil { // restore failed with it and left nothing running
 		return nil, openErr
 	}
 	return m, err

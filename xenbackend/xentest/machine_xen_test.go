@@ -108,25 +108,7 @@ down
 func TestXenMachine(t *testing.T) {
 	env := Require(t, "../..")
 	ctx := context.Background()
-	img, err := guestimg.Build(ctx, guestimg.Config{
-		CacheDir: filepath.Join(t.TempDir(), "guest"), ModuleRoot: "../..", Root: env.Path("/"),
-		KernelVersion: KernelVersion, Modules: []string{"xen-netfront"}, Programs: []string{"heartbeat"},
-		Busybox: env.Busybox(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmdline := guestimg.KernelArgs("10.0.0.1/24", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=1s"}})
-	bin := filepath.Join(t.TempDir(), "vnsnap")
-	if err := GoBinary(ctx, "../..", "./cmd/vnsnap", bin); err != nil {
-		t.Fatal(err)
-	}
-	m := Start(t, env, Dom0Config{Script: oneScript, Modules: []string{"xen-netback"}, Files: []File{
-		{Path: "/root/vmlinuz", Src: env.Kernel()},
-		{Path: "/root/guest.gz", Src: img.Initrd},
-		{Path: "/root/one.yaml", Data: []byte(strings.Replace(oneVNE, "CMDLINE", cmdline, 1))},
-		{Path: "/usr/bin/vnsnap", Src: bin},
-	}}, BootConfig{})
+	m := startOneDomU(t, ctx, env, oneScript)
 	wait := func(marker string) string { t.Helper(); return mustWait(t, ctx, m, marker) }
 	num := func(line, key string) int { t.Helper(); return lineNum(t, line, key) }
 	left := func() {
@@ -164,4 +146,31 @@ func TestXenMachine(t *testing.T) {
 		t.Errorf("dom0 script: got %q, want %q", got, want)
 	}
 	t.Logf("whole run %v", m.Uptime().Round(1e9))
+}
+
+// startOneDomU boots Xen with dom0 running script beside a static vnsnap,
+// the Xen kernel and a heartbeat guest (one beat a second) for oneVNE's
+// one domU: the machine of TestXenMachine and TestXenPageImageSnapshot.
+func startOneDomU(t *testing.T, ctx context.Context, env Env, script string) *Machine {
+	t.Helper()
+	img, err := guestimg.Build(ctx, guestimg.Config{
+		CacheDir: filepath.Join(t.TempDir(), "guest"), ModuleRoot: "../..", Root: env.Path("/"),
+		KernelVersion: KernelVersion, Modules: []string{"xen-netfront"}, Programs: []string{"heartbeat"},
+		Busybox: env.Busybox(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline := guestimg.KernelArgs("10.0.0.1/24", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=1s"}})
+	bin := filepath.Join(t.TempDir(), "vnsnap")
+	if err := GoBinary(ctx, "../..", "./cmd/vnsnap", bin); err != nil {
+		t.Fatal(err)
+	}
+	m := Start(t, env, Dom0Config{Script: script, Modules: []string{"xen-netback"}, Files: []File{
+		{Path: "/root/vmlinuz", Src: env.Kernel()},
+		{Path: "/root/guest.gz", Src: img.Initrd},
+		{Path: "/root/one.yaml", Data: []byte(strings.Replace(oneVNE, "CMDLINE", cmdline, 1))},
+		{Path: "/usr/bin/vnsnap", Src: bin},
+	}}, BootConfig{})
+	return m
 }

@@ -2,11 +2,9 @@ package xentest
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/xenbackend"
 )
 
@@ -94,25 +92,7 @@ down
 func TestXenPageImageSnapshot(t *testing.T) {
 	env := Require(t, "../..")
 	ctx := context.Background()
-	img, err := guestimg.Build(ctx, guestimg.Config{
-		CacheDir: filepath.Join(t.TempDir(), "guest"), ModuleRoot: "../..", Root: env.Path("/"),
-		KernelVersion: KernelVersion, Modules: []string{"xen-netfront"}, Programs: []string{"heartbeat"},
-		Busybox: env.Busybox(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmdline := guestimg.KernelArgs("10.0.0.1/24", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=1s"}})
-	bin := filepath.Join(t.TempDir(), "vnsnap")
-	if err := GoBinary(ctx, "../..", "./cmd/vnsnap", bin); err != nil {
-		t.Fatal(err)
-	}
-	m := Start(t, env, Dom0Config{Script: pageScript, Modules: []string{"xen-netback"}, Files: []File{
-		{Path: "/root/vmlinuz", Src: env.Kernel()},
-		{Path: "/root/guest.gz", Src: img.Initrd},
-		{Path: "/root/one.yaml", Data: []byte(strings.Replace(oneVNE, "CMDLINE", cmdline, 1))},
-		{Path: "/usr/bin/vnsnap", Src: bin},
-	}}, BootConfig{})
+	m := startOneDomU(t, ctx, env, pageScript)
 	wait := func(marker string) string { t.Helper(); return mustWait(t, ctx, m, marker) }
 	num := func(line, key string) int { t.Helper(); return lineNum(t, line, key) }
 	left := func() {

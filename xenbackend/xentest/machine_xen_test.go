@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/xenbackend"
 )
 
 // oneVNE is a VNE of one PVH domU (with its vif on the switch) whose guest
@@ -42,11 +43,12 @@ busy() {
 }
 `
 
-// oneScript: vnsnap up, a live snapshot (the machine is started, saved live
-// through xl migrate and our receiver, and resumed), down (killed), up
-// --restore (restored paused, resumed): the heartbeat counter must go on
-// from the snapshot point.
-const oneScript = `
+// pageScript: vnsnap up, two live snapshots (each saved by xl migrate into
+// our receiver, which writes the page file, stored as a page image), the
+// manifests' format label and added bytes, down (killed), up --restore s2
+// (the stream rebuilt from the page file fed to xl restore): the heartbeat
+// counter must go on from the second snapshot's point.
+const pageScript = `
 set -u
 cd /root
 XL=/usr/lib/xen-4.17/bin/xl
@@ -71,7 +73,6 @@ down() {
 	echo "VNSNAP-T-UP-EXIT rc=$?"
 	echo "VNSNAP-T-LEFT $($XL list | tail -n +2 | awk '{print $1}' | tr '\n' ' ')"
 }
-# beats N: wait for N more heartbeats.
 beats() {
 	want=$(($(hbs) + $1))
 	while [ "$(hbs)" -lt $want ]; do
@@ -80,35 +81,55 @@ beats() {
 		sleep 2
 	done
 }
+# manifest NAME: the snapshot's page-image format label, whether its VM's
+# memory is a page image, and the bytes of objects it added to the store.
+manifest() {
+	M=$STORE/snapshots/$1/manifest.json
+	fmt=$(grep -o '"image-file-format": *"[^"]*"' $M | sed 's/.*: *"//; s/"//')
+	images=$(grep -c '"images"' $M)
+	added=$(grep -o '"object_bytes": *[0-9]*' $M | sed 's/.*: *//')
+	echo "VNSNAP-T-MANIFEST $1 format=${fmt:-none} images=$images added=${added:-0}"
+}
+snap() {
+	echo "VNSNAP-T-SNAP-BEGIN $1 hb=$(lasthb)"
+	vnsnap snapshot --state $ST --store $STORE --sink memory $1
+	rc=$?
+	[ $rc = 0 ] || { diag; cat /root/up.log; }
+	echo "VNSNAP-T-SNAP-END $1 rc=$rc hb=$(lasthb)"
+	manifest $1
+}
 mkdir -p $ST
 touch $ST/a.console
 up
 beats 2
-echo "VNSNAP-T-SNAP-BEGIN hb=$(lasthb)"
-vnsnap snapshot --state $ST --store $STORE --sink memory s1
-rc=$?
-[ $rc = 0 ] || { diag; cat /root/up.log; }
-echo "VNSNAP-T-SNAP-END rc=$rc hb=$(lasthb)"
+snap s1
+beats 2
+snap s2
 beats 2
 echo "VNSNAP-T-RUNNING hb=$(lasthb)"
+vnsnap ls --store $STORE
 down
 mv $ST/a.console $ST/a.console.1
 touch $ST/a.console
-up --restore s1
+up --restore s2
 beats 2
 echo "VNSNAP-T-RESTORED first=$(grep '^HB ' $ST/a.console | head -n 1 | sed 's/HB //') hb=$(lasthb)"
 down
 `
 
 // TestXenMachine runs one domU through every operation of the port on real
-// Xen, by way of vnsnap in dom0: Start, a live Save (xl migrate to our
+// Xen, by way of vnsnap in dom0: Start, two live Saves (xl migrate to our
 // receiver, held at the snapshot point until Resume), Kill, Restore paused
-// and Resume; the restored domain's heartbeat goes on from its snapshot
-// point, and no domain is left, paused or renamed.
+// and Resume. Each snapshot is written by the receiver as a page file
+// (xen-pfn-file-v1) and stored as a page image; the second adds far fewer
+// bytes (its pages deduplicate against the first's); the domain restored
+// from the second, through the stream rebuilt from its page file, goes on
+// from that snapshot's point, and no domain is left, paused or renamed.
+// (One boot for both: a second Xen boot would cost CI about 6 minutes.)
 func TestXenMachine(t *testing.T) {
 	env := Require(t, "../..")
 	ctx := context.Background()
-	m := startOneDomU(t, ctx, env, oneScript)
+	m := startOneDomU(t, ctx, env, pageScript)
 	wait := func(marker string) string { t.Helper(); return mustWait(t, ctx, m, marker) }
 	num := func(line, key string) int { t.Helper(); return lineNum(t, line, key) }
 	left := func() {
@@ -120,28 +141,42 @@ func TestXenMachine(t *testing.T) {
 			t.Errorf("after vnsnap down: domains %q left, want only Domain-0 (nothing paused or --migratedaway)", l)
 		}
 	}
-	wait(MarkerReady)
-	begin := num(wait("VNSNAP-T-SNAP-BEGIN"), "hb")
-	end := wait("VNSNAP-T-SNAP-END")
-	if num(end, "rc") != 0 {
-		t.Fatalf("vnsnap snapshot: %s", end)
+	snap := func(name string) (begin, end, added int) {
+		t.Helper()
+		begin = num(wait("VNSNAP-T-SNAP-BEGIN "+name), "hb")
+		e := wait("VNSNAP-T-SNAP-END " + name)
+		if num(e, "rc") != 0 {
+			t.Fatalf("vnsnap snapshot: %s", e)
+		}
+		man := wait("VNSNAP-T-MANIFEST " + name)
+		if !strings.Contains(man, "format="+xenbackend.PageFileFormat+" ") || num(man, "images") < 1 {
+			t.Errorf("%s: want format=%s and the memory a page image (images>=1)", man, xenbackend.PageFileFormat)
+		}
+		t.Logf("%s; %s", e, man)
+		return begin, num(e, "hb"), num(man, "added")
 	}
+	wait(MarkerReady)
+	_, _, added1 := snap("s1")
+	begin, end, added2 := snap("s2")
+	// 128 MiB of a booted guest: the first snapshot stores its non-zero
+	// pages; the second only the blocks the guest changed in between
+	// (without dedup it would store as much again).
+	if added1 < 4<<20 || added2*2 > added1 {
+		t.Errorf("added bytes: s1 %d, s2 %d; want s1 at least 4 MiB and s2 under half of it (deduplicated)", added1, added2)
+	}
+	t.Logf("added bytes: s1 %d, s2 %d (%.1f %%)", added1, added2, 100*float64(added2)/float64(added1))
 	running := num(wait("VNSNAP-T-RUNNING"), "hb")
 	left()
 	restored := wait("VNSNAP-T-RESTORED")
 	first := num(restored, "first")
 	left()
-	// The snapshot point is the end of the live copy: the restored guest
-	// goes on from a beat after the one before the snapshot began, not past
-	// the last one logged when it ended (plus two for console lag), and
-	// before the beats the source ran on for after the snapshot.
-	if first <= begin || first > num(end, "hb")+2 || first >= running {
-		t.Errorf("restored heartbeat %d: want it after %d (before the snapshot), at most %d+2 (when it ended) and before %d (the source's last)", first, begin, num(end, "hb"), running)
+	if first <= begin || first > end+2 || first >= running {
+		t.Errorf("restored heartbeat %d: want it after %d (before s2 began), at most %d+2 (when it ended) and before %d (the source's last)", first, begin, end, running)
 	}
 	if num(restored, "hb") <= first {
 		t.Errorf("%s: the restored guest does not count on", restored)
 	}
-	t.Logf("heartbeats: %d before the snapshot, %s, %d before down, restored from %d", begin, end, running, first)
+	t.Logf("heartbeats: s2 began at %d, ended at %d, %d before down, restored from %d", begin, end, running, first)
 	if got, want := wait(MarkerDone), MarkerDone+" rc=0"; got != want {
 		t.Errorf("dom0 script: got %q, want %q", got, want)
 	}
@@ -150,7 +185,7 @@ func TestXenMachine(t *testing.T) {
 
 // startOneDomU boots Xen with dom0 running script beside a static vnsnap,
 // the Xen kernel and a heartbeat guest (one beat a second) for oneVNE's
-// one domU: the machine of TestXenMachine and TestXenPageImageSnapshot.
+// one domU: the machine of TestXenMachine.
 func startOneDomU(t *testing.T, ctx context.Context, env Env, script string) *Machine {
 	t.Helper()
 	img, err := guestimg.Build(ctx, guestimg.Config{

@@ -17,7 +17,7 @@ import (
 )
 
 // Page images. A machine that can save into a file with its memory at fixed
-// offsets (hv.FileSaver: QEMU's mapped-ram, xenbackend's xen-pfn-file-v1) is saved into one, and the
+// offsets (hv.FileSaver: QEMU's mapped-ram, xenbackend's xen-pfn-file-v2) is saved into one, and the
 // file is stored as the VM's page image "memory" (store.Writer.ImageAt:
 // fixed blocks, deduplicated across VMs and snapshots, zero pages free)
 // rather than as a stream. The memory sink's file lives in tmpfs (memShm)

@@ -29,7 +29,7 @@
 //   - receiver.go, stream.go: the receiver's side of xl's migration
 //     handshake, and a parser of the stream (xl header, libxl v2, libxc v3)
 //     that finds its end from the framing and bounds every length it reads.
-//   - pagefile.go: the page file (PageFileFormat, "xen-pfn-file-v1", its
+//   - pagefile.go: the page file (PageFileFormat, "xen-pfn-file-v2", its
 //     layout documented there): SaveFile (hv.FileSaver) writes the stream
 //     into it at offsets as it arrives, live (ReceiveFile) or from xl save's
 //     file; RestoreFile (hv.FileRestorer, FileFormat) checks it, every

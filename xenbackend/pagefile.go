@@ -18,15 +18,19 @@ import (
 // All integers little-endian; offsets are from the start of the file.
 //
 //	header   [0, 4096)          magic "VNSNAP XEN PFN\n\x00" (16 bytes),
-//	                            then uint32 version (1), uint32 flags (0),
+//	                            then uint32 version (2), uint32 flags (0),
 //	                            then uint64 fields: file length, data
 //	                            offset, slots, table offset, meta offset,
-//	                            meta length, page offset; the rest zero
+//	                            meta length, page offset, bare entries;
+//	                            the rest zero
 //	data     [data, table)      slots pages of 4096 bytes: slot i holds the
 //	                            last copy the stream sent of table entry
-//	                            i's pfn (zeros if it has no data)
-//	table    [table, meta)      slots uint64 entries, pfn (bits 0-51) and
-//	                            libxc page type (bits 60-63) as in PAGE_DATA
+//	                            i's pfn (zeros if it has no data now)
+//	table    [table, meta)      slots + bare uint64 entries, pfn (bits
+//	                            0-51) and libxc page type (bits 60-63) as in
+//	                            PAGE_DATA: first the slots' entries, then
+//	                            the bare ones, pfns the stream never sent
+//	                            with data (their type has none)
 //	meta     [meta, length)     the stream without its PAGE_DATA records,
 //	                            every other byte in order; the page offset
 //	                            is where in it the first PAGE_DATA record
@@ -34,29 +38,35 @@ import (
 //
 // The data offset is 256 KiB (writers may choose another multiple of 4096):
 // the header stays out of the store's first block. A slot is given to a pfn
-// when the stream first sends it, so a stream's first pass (every pfn, in
-// order) fixes the slots and two snapshots of one domain, or two domains of
-// one size, put the same pfn at the same offset: the store deduplicates
-// their blocks. A page sent again in a later pass overwrites its slot (the
-// last copy wins, as for libxc); a zero page never written is a hole (zero
-// pages are free). Every pfn the stream sent has an entry, those without
-// data (BROKEN, XALLOC, XTAB) included, since libxc's restore populates
-// every pfn it is sent. An entry keeps the last type the stream sent: a pfn
-// sent with data and later as XTAB (a page ballooned out during a live
-// save) comes back as XTAB, unpopulated, where "xl restore" of the original
-// stream would have populated it in the first pass and left it so.
+// when the stream first sends it with data, so a stream's first pass (every
+// pfn, in order) fixes the slots and two snapshots of one domain, or two
+// domains of one size, put the same pfn at the same offset: the store
+// deduplicates their blocks. A page sent again in a later pass overwrites
+// its slot (the last copy wins, as for libxc); a zero page never written is
+// a hole (zero pages are free). Every pfn the stream sent has an entry,
+// those without data (BROKEN, XALLOC, XTAB) included, since libxc's restore
+// populates every pfn it is sent; but only pfns sent with data have a slot.
+// A PVH domain's stream covers its whole guest-physical space up to Xen's
+// special pages below 4 GiB (0xff000 pfns): a 128 MiB domain's first pass
+// sends about 32 thousand pages and a million XTAB pfns, which in version 1
+// (a slot for every entry) made a sparse 4 GiB file the store then read
+// whole. An entry keeps the last type the stream sent: a pfn sent with data
+// and later as XTAB (a page ballooned out during a live save) comes back as
+// XTAB, unpopulated, where "xl restore" of the original stream would have
+// populated it in the first pass and left it so.
 //
 // OpenPageFile rebuilds a stream "xl restore" accepts: meta up to the page
-// offset, the entries in slot order as PAGE_DATA records of at most 1024,
-// then the rest of meta.
-const PageFileFormat = "xen-pfn-file-v1"
+// offset, the entries in table order (slots, then bare) as PAGE_DATA
+// records of at most 1024, then the rest of meta.
+const PageFileFormat = "xen-pfn-file-v2"
 
 const (
 	pageFileMagic      = "VNSNAP XEN PFN\n\x00"
-	pageFileVersion    = 1
-	pageFileHeaderLen  = 16 + 4 + 4 + 7*8
+	pageFileVersion    = 2
+	pageFileHeaderLen  = 16 + 4 + 4 + 8*8
 	pageFileDataOffset = 256 << 10
-	// MaxPageFileSlots bounds a page file's slots (1 TiB of pages).
+	// MaxPageFileSlots bounds a page file's entries, slots and bare ones
+	// together (1 TiB of pages).
 	MaxPageFileSlots = 1 << 28
 	// MaxPageFileMeta bounds a page file's meta (the stream without its
 	// pages): the xl config and libxc's device state records.
@@ -82,7 +92,7 @@ func pfErr(field, format string, a ...any) error {
 
 // pageFileHeader is the header's fields.
 type pageFileHeader struct {
-	length, data, slots, table, meta, metaLen, pageAt uint64
+	length, data, slots, table, meta, metaLen, pageAt, bare uint64
 }
 
 func (h pageFileHeader) encode() []byte {
@@ -90,7 +100,7 @@ func (h pageFileHeader) encode() []byte {
 	copy(b, pageFileMagic)
 	le := binary.LittleEndian
 	le.PutUint32(b[16:], pageFileVersion)
-	for i, v := range []uint64{h.length, h.data, h.slots, h.table, h.meta, h.metaLen, h.pageAt} {
+	for i, v := range []uint64{h.length, h.data, h.slots, h.table, h.meta, h.metaLen, h.pageAt, h.bare} {
 		le.PutUint64(b[24+8*i:], v)
 	}
 	return b
@@ -99,9 +109,10 @@ func (h pageFileHeader) encode() []byte {
 // PageFileStats describe a page file written.
 type PageFileStats struct {
 	Stream StreamInfo
-	// Slots is the number of distinct pfns; Size the file's length.
-	Slots int64
-	Size  int64
+	// Slots is the number of distinct pfns sent with data, Bare that of
+	// those sent only without; Size is the file's length.
+	Slots, Bare int64
+	Size        int64
 }
 
 // pageFileWriter places a stream's pages in f as ReadStream delivers them.
@@ -111,9 +122,15 @@ type pageFileWriter struct {
 	slot    map[uint64]int64 // pfn -> slot
 	entries []uint64         // slot -> pfn | type<<60
 	written []bool           // slot ever written with data
-	meta    bytes.Buffer
-	pageAt  int64 // meta length at the first PAGE_DATA record; -1 before
-	zero    [pageSize]byte
+	// bare holds the pfns sent so far only without data, in the order
+	// first sent: pfn -> index in bareEntries, whose entry is goneEntry
+	// once the pfn got a slot.
+	bare        map[uint64]int
+	bareEntries []uint64
+	bareGone    int
+	meta        bytes.Buffer
+	pageAt      int64 // meta length at the first PAGE_DATA record; -1 before
+	zero        [pageSize]byte
 	// pending coalesces writes of consecutive slots.
 	pending     []byte
 	pendingSlot int64
@@ -135,11 +152,28 @@ func (w *pageFileWriter) flush() error {
 	return err
 }
 
+// goneEntry marks a bare entry whose pfn has a slot now (bits between the
+// pfn and the type set: never a valid entry).
+const goneEntry = ^uint64(0)
+
 func (w *pageFileWriter) entry(pfn uint64, typ uint8, data []byte) error {
 	s, ok := w.slot[pfn]
 	if !ok {
-		if len(w.entries) >= MaxPageFileSlots {
+		b, isBare := w.bare[pfn]
+		switch {
+		case data == nil && isBare:
+			w.bareEntries[b] = pfn | uint64(typ)<<pfnTypeShift
+			return nil
+		case len(w.entries)+len(w.bareEntries)-w.bareGone >= MaxPageFileSlots && !isBare:
 			return fmt.Errorf("over %d distinct pfns", MaxPageFileSlots)
+		case data == nil:
+			w.bare[pfn] = len(w.bareEntries)
+			w.bareEntries = append(w.bareEntries, pfn|uint64(typ)<<pfnTypeShift)
+			return nil
+		case isBare:
+			w.bareEntries[b] = goneEntry
+			w.bareGone++
+			delete(w.bare, pfn)
 		}
 		s = int64(len(w.entries))
 		w.slot[pfn] = s
@@ -178,7 +212,7 @@ func WritePageFile(r io.Reader, f *os.File, onPage PageFunc) (PageFileStats, err
 // writePageFile is WritePageFile with the data at offset data (a multiple
 // of pageSize, at least pageSize): the fuzz seeds are small with 4096.
 func writePageFile(r io.Reader, f *os.File, onPage PageFunc, data int64) (PageFileStats, error) {
-	w := &pageFileWriter{f: f, data: data, slot: map[uint64]int64{}, pageAt: -1, pending: make([]byte, 0, 1<<20)}
+	w := &pageFileWriter{f: f, data: data, slot: map[uint64]int64{}, bare: map[uint64]int{}, pageAt: -1, pending: make([]byte, 0, 1<<20)}
 	info, err := readStream(r, onPage, streamHooks{
 		meta:  w,
 		entry: w.entry,
@@ -188,7 +222,7 @@ func writePageFile(r io.Reader, f *os.File, onPage PageFunc, data int64) (PageFi
 			}
 		},
 	})
-	st := PageFileStats{Stream: info, Slots: int64(len(w.entries))}
+	st := PageFileStats{Stream: info, Slots: int64(len(w.entries)), Bare: int64(len(w.bareEntries) - w.bareGone)}
 	if err != nil {
 		return st, err
 	}
@@ -199,14 +233,20 @@ func writePageFile(r io.Reader, f *os.File, onPage PageFunc, data int64) (PageFi
 		return st, fmt.Errorf("xen page file: %w", err)
 	}
 	table := w.data + int64(len(w.entries))*pageSize
-	tb := make([]byte, 8*len(w.entries))
-	for i, e := range w.entries {
-		binary.LittleEndian.PutUint64(tb[8*i:], e)
+	tb := make([]byte, 0, 8*(st.Slots+st.Bare))
+	for _, e := range w.entries {
+		tb = binary.LittleEndian.AppendUint64(tb, e)
+	}
+	for _, e := range w.bareEntries {
+		if e != goneEntry {
+			tb = binary.LittleEndian.AppendUint64(tb, e)
+		}
 	}
 	meta := table + int64(len(tb))
 	h := pageFileHeader{
-		length: uint64(meta) + uint64(w.meta.Len()), data: uint64(w.data), slots: uint64(len(w.entries)),
+		length: uint64(meta) + uint64(w.meta.Len()), data: uint64(w.data), slots: uint64(st.Slots),
 		table: uint64(table), meta: uint64(meta), metaLen: uint64(w.meta.Len()), pageAt: uint64(w.pageAt),
+		bare: uint64(st.Bare),
 	}
 	for _, part := range []struct {
 		b   []byte
@@ -258,7 +298,7 @@ func OpenPageFile(r io.ReaderAt, size int64) (*PageFile, error) {
 		}
 	}
 	var h pageFileHeader
-	for i, p := range []*uint64{&h.length, &h.data, &h.slots, &h.table, &h.meta, &h.metaLen, &h.pageAt} {
+	for i, p := range []*uint64{&h.length, &h.data, &h.slots, &h.table, &h.meta, &h.metaLen, &h.pageAt, &h.bare} {
 		*p = le.Uint64(hb[24+8*i:])
 	}
 	switch {
@@ -266,12 +306,14 @@ func OpenPageFile(r io.ReaderAt, size int64) (*PageFile, error) {
 		return nil, pfErr("file length", "header says %d, file has %d bytes", h.length, size)
 	case h.data < pageSize || h.data%pageSize != 0:
 		return nil, pfErr("data offset", "%d is not a multiple of %d past the header", h.data, pageSize)
-	case h.slots == 0 || h.slots > MaxPageFileSlots:
-		return nil, pfErr("slots", "%d, want 1 to %d", h.slots, MaxPageFileSlots)
+	case h.slots > MaxPageFileSlots:
+		return nil, pfErr("slots", "%d, want at most %d", h.slots, MaxPageFileSlots)
+	case h.bare > MaxPageFileSlots-h.slots || h.slots+h.bare == 0:
+		return nil, pfErr("bare entries", "%d beside %d slots, want 1 to %d entries in all", h.bare, h.slots, MaxPageFileSlots)
 	case h.data > h.length || h.slots > (h.length-h.data)/pageSize || h.table != h.data+h.slots*pageSize:
 		return nil, pfErr("table offset", "%d, want data offset %d + %d slots of %d bytes, within the file's %d", h.table, h.data, h.slots, pageSize, h.length)
-	case h.meta != h.table+8*h.slots:
-		return nil, pfErr("meta offset", "%d, want table offset %d + 8 x %d slots", h.meta, h.table, h.slots)
+	case h.table > h.length || h.slots+h.bare > (h.length-h.table)/8 || h.meta != h.table+8*(h.slots+h.bare):
+		return nil, pfErr("meta offset", "%d, want table offset %d + 8 x (%d slots + %d bare entries), within the file", h.meta, h.table, h.slots, h.bare)
 	case h.metaLen > MaxPageFileMeta:
 		return nil, pfErr("meta length", "%d over %d", h.metaLen, MaxPageFileMeta)
 	case h.meta > h.length || h.metaLen != h.length-h.meta:
@@ -279,12 +321,13 @@ func OpenPageFile(r io.ReaderAt, size int64) (*PageFile, error) {
 	case h.pageAt > h.metaLen:
 		return nil, pfErr("page offset", "%d past the meta's %d bytes", h.pageAt, h.metaLen)
 	}
-	tb := make([]byte, 8*h.slots)
+	n := h.slots + h.bare
+	tb := make([]byte, 8*n)
 	if _, err := r.ReadAt(tb, int64(h.table)); err != nil {
 		return nil, fmt.Errorf("xen page file: reading table: %w", err)
 	}
-	p := &PageFile{r: r, h: h, entries: make([]uint64, h.slots), meta: make([]byte, h.metaLen)}
-	seen := make(map[uint64]struct{}, h.slots)
+	p := &PageFile{r: r, h: h, entries: make([]uint64, n), meta: make([]byte, h.metaLen)}
+	seen := make(map[uint64]struct{}, n)
 	for i := range p.entries {
 		e := le.Uint64(tb[8*i:])
 		pfn, t := e&pfnMask, uint8(e>>pfnTypeShift)
@@ -293,6 +336,9 @@ func OpenPageFile(r io.ReaderAt, size int64) (*PageFile, error) {
 		}
 		if !validPageType(t) {
 			return nil, pfErr("table", "entry %d: pfn %#x has reserved type %#x", i, pfn, t)
+		}
+		if uint64(i) >= h.slots && pageTypeHasData(t) {
+			return nil, pfErr("table", "bare entry %d: pfn %#x has type %#x, which has data, and no slot", i, pfn, t)
 		}
 		if _, dup := seen[pfn]; dup {
 			return nil, pfErr("table", "entry %d: pfn %#x appears twice", i, pfn)
@@ -324,7 +370,8 @@ func OpenPageFile(r io.ReaderAt, size int64) (*PageFile, error) {
 	return p, nil
 }
 
-// Slots returns the number of pfns in the file.
+// Slots returns the number of pfns in the file that have a slot (were sent
+// with data).
 func (p *PageFile) Slots() int64 { return int64(p.h.slots) }
 
 // WriteStream writes the stream the file holds to w (see PageFileFormat)

@@ -121,7 +121,7 @@ down
 // Xen, by way of vnsnap in dom0: Start, two live Saves (xl migrate to our
 // receiver, held at the snapshot point until Resume), Kill, Restore paused
 // and Resume. Each snapshot is written by the receiver as a page file
-// (xen-pfn-file-v1) and stored as a page image; the second adds far fewer
+// (xen-pfn-file-v2) and stored as a page image; the second adds far fewer
 // bytes (its pages deduplicate against the first's); the domain restored
 // from the second, through the stream rebuilt from its page file, goes on
 // from that snapshot's point, and no domain is left, paused or renamed.

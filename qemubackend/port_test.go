@@ -19,6 +19,7 @@ type fakeRunState struct {
 	state    string // query-status
 	mig      string // query-migrate status
 	wasLive  bool   // the migration began on a running VM
+	slow     int    // query-migrates that still see "cancelling"
 	commands []string
 }
 
@@ -44,7 +45,9 @@ func (f *fakeRunState) serve(s *fakeQMP) {
 			f.mig = "cancelling"
 			ret = `{}`
 		case "query-migrate":
-			if f.mig == "cancelling" { // the migration thread finishes the cancel
+			if f.mig == "cancelling" && f.slow > 0 {
+				f.slow--
+			} else if f.mig == "cancelling" { // the migration thread finishes the cancel
 				f.mig = "cancelled"
 				if f.wasLive {
 					f.state = "running"
@@ -106,11 +109,12 @@ func TestMachineResume(t *testing.T) {
 // paused at its snapshot point cancels the migration; QEMU then resumes the
 // source by itself, and the port pauses it again, so that only the core's
 // ResumeVM lets it run. A VM that runs when the failure comes is left
-// running, without a stop.
+// running, without a stop. Either way the cancel returns only once QEMU's
+// migration thread has finished it (a new migration is refused before).
 func TestCancelLeavesPausedVMPaused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	f := &fakeRunState{state: "finish-migrate", mig: "pre-switchover", wasLive: true}
+	f := &fakeRunState{state: "finish-migrate", mig: "pre-switchover", wasLive: true, slow: 3}
 	m := fakeMachine(t, f)
 	m.vm.cancelPaused(ctx)
 	st, cmds := f.got()
@@ -121,11 +125,19 @@ func TestCancelLeavesPausedVMPaused(t *testing.T) {
 		t.Errorf("commands %q: want the cancel followed by a stop, no cont", got)
 	}
 
-	f = &fakeRunState{state: "running", mig: "active", wasLive: true}
+	if f.mig != "cancelled" {
+		t.Errorf("migration %s after the cancel, want cancelled", f.mig)
+	}
+
+	f = &fakeRunState{state: "running", mig: "active", wasLive: true, slow: 3}
 	m = fakeMachine(t, f)
 	m.vm.cancelPaused(ctx)
 	st, cmds = f.got()
 	if st != "running" || strings.Contains(strings.Join(cmds, " "), "stop") {
 		t.Errorf("cancel of a running VM's save: state %s, commands %v; want running, no stop", st, cmds)
+	}
+	want := []string{"query-status", "migrate_cancel", "query-migrate", "query-migrate", "query-migrate", "query-migrate"}
+	if diff := cmp.Diff(want, cmds); diff != "" || f.mig != "cancelled" {
+		t.Errorf("cancel of a running VM's save: migration %s, commands (-want +got):\n%s; want the cancel waited out", f.mig, diff)
 	}
 }

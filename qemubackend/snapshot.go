@@ -252,6 +252,14 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 		go func() {
 			n, err := io.Copy(w, pr)
 			copyDone <- copied{n, err}
+			if err != nil {
+				// A pipe has no shutdown: QEMU's migration thread,
+				// blocked writing into a full one, sees the cancel
+				// only once it can write again. Drain it until the
+				// migration has ended and the deferred Close ends
+				// this read.
+				_, _ = io.Copy(io.Discard, pr)
+			}
 		}()
 	}
 
@@ -266,9 +274,11 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 			vm.cancelPaused(cctx)
 			return st, err
 		}
-		_ = q.Execute(cctx, "migrate_cancel", nil, nil)
+		// A cont before the cancel has ended would race QEMU's own
+		// resume of the source.
+		_ = vm.cancelMigration(cctx)
 		if s, _ := vm.Status(cctx); wasRunning && s != "running" {
-			_ = q.Execute(cctx, "cont", nil, nil)
+			_ = vm.Cont(cctx)
 		}
 		return st, err
 	}
@@ -287,7 +297,11 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 		return fail(err)
 	}
 
-	// Follow the events until the stream is complete.
+	// Follow the events until the stream is complete. A sink that fails
+	// fails the snapshot at once: QEMU would otherwise wait on the full
+	// pipe, and the snapshot on QEMU, until ctx ends.
+	var cp copied
+	copying := copyDone // nil once the copy has ended
 	for done := false; !done; {
 		var ev Event
 		var ok bool
@@ -296,6 +310,12 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 			if !ok {
 				return fail(fmt.Errorf("during migration: %w%s", ErrExited, vm.stderrTail()))
 			}
+		case cp = <-copying:
+			if cp.err != nil {
+				return fail(fmt.Errorf("copy stream to sink: %w", cp.err))
+			}
+			copying = nil
+			continue
 		case <-ctx.Done():
 			return fail(ctx.Err())
 		}
@@ -346,11 +366,12 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 			}
 		}
 	}
-	var cp copied
-	select {
-	case cp = <-copyDone:
-	case <-ctx.Done():
-		return fail(ctx.Err())
+	if copying != nil {
+		select {
+		case cp = <-copying:
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
 	}
 	st.Bytes = cp.n
 	if cp.err != nil {
@@ -404,28 +425,37 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 // are ignored (best effort on the way out of a failed snapshot).
 func (vm *VM) cancelPaused(ctx context.Context) {
 	before, _ := vm.Status(ctx)
-	_ = vm.QMP.Execute(ctx, "migrate_cancel", nil, nil)
-	if before == "running" || before == "" {
+	if vm.cancelMigration(ctx) != nil || before == "running" || before == "" {
 		return
 	}
-	// The cancel completes in QEMU's migration thread: wait until the
-	// migration has ended, so its resume (if any) is behind us.
+	if s, _ := vm.Status(ctx); s == "running" {
+		_ = vm.Stop(ctx)
+	}
+}
+
+// cancelMigration cancels the migration and waits until it has ended
+// (cancelled, failed or completed) or ctx ends. QEMU cancels in its
+// migration thread: until the migration has ended it refuses a new one
+// ("migration in progress"), and its resume of the source, if any, is not
+// yet behind us. The caller keeps draining the stream meanwhile (see the
+// copy in snapshot), and closes its end of the pipe only after: a QEMU
+// that still writes then gets EPIPE (it ignores SIGPIPE) and fails the
+// migration, but a migration that has ended writes nothing more.
+func (vm *VM) cancelMigration(ctx context.Context) error {
+	_ = vm.QMP.Execute(ctx, "migrate_cancel", nil, nil)
 	for {
 		var info migrateInfo
 		if err := vm.QMP.Execute(ctx, "query-migrate", nil, &info); err != nil {
-			return
+			return err
 		}
 		switch info.Status {
 		case "setup", "active", "cancelling", "pre-switchover", "device", "wait-unplug":
 		default:
-			if s, _ := vm.Status(ctx); s == "running" {
-				_ = vm.Stop(ctx)
-			}
-			return
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-time.After(2 * time.Millisecond):
 		}
 	}

@@ -526,3 +526,77 @@ func imageRefs(root string, m *Manifest, liveBlocks, liveIndexes map[string]bool
 	})
 	return err
 }
+
+// ImageReader returns a reader of VM vm's page image name at its offsets,
+// fetching and checking the blocks each read covers (o.SkipHash as in
+// RestoreImage); for a few small reads, such as the headers of a file
+// before RestoreImageInto writes it. Damage is a *CorruptError as in
+// RestoreImage.
+func (s *Snapshot) ImageReader(vm, name string, o pages.RestoreOptions) (io.ReaderAt, int64, error) {
+	im, err := s.Image(vm, name)
+	if err != nil {
+		return nil, 0, err
+	}
+	x, ce := loadIndex(s.root, s.name, vm, im)
+	if ce != nil {
+		return nil, 0, ce
+	}
+	bp := newBlockPool(s.root)
+	return imageReaderAt{s: s, vm: vm, name: name, bp: bp, r: pages.NewImageReader(x, bp, o), length: im.Length}, im.Length, nil
+}
+
+// imageReaderAt names the snapshot, VM and image in a damaged block's
+// error.
+type imageReaderAt struct {
+	s        *Snapshot
+	vm, name string
+	bp       *blockPool
+	r        *pages.ImageReader
+	length   int64 // the image's, which the index rounds up to whole pages
+}
+
+func (r imageReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off >= r.length {
+		return 0, io.EOF
+	}
+	short := int64(len(p)) > r.length-off
+	if short {
+		p = p[:r.length-off]
+	}
+	n, err := r.r.ReadAt(p, off)
+	if err == nil && short {
+		err = io.EOF
+	}
+	if pe := (*pages.CorruptError)(nil); errors.As(err, &pe) {
+		return n, fromPages(r.s.name, r.vm, r.name, r.bp.path(pe.Addr), pe)
+	}
+	return n, err
+}
+
+// RestoreImageInto is RestoreImage into the open, empty file f (which
+// another process may have mapped meanwhile): f ends at the image's
+// length and stays open; it is not fsynced.
+func (s *Snapshot) RestoreImageInto(vm, name string, f *os.File, o pages.RestoreOptions) (pages.RestoreStats, error) {
+	im, err := s.Image(vm, name)
+	if err != nil {
+		return pages.RestoreStats{}, err
+	}
+	x, ce := loadIndex(s.root, s.name, vm, im)
+	if ce != nil {
+		return pages.RestoreStats{}, ce
+	}
+	bp := newBlockPool(s.root)
+	st, err := pages.RestoreInto(x, bp, f, o)
+	if err != nil {
+		if pe := (*pages.CorruptError)(nil); errors.As(err, &pe) {
+			return st, fromPages(s.name, vm, name, bp.path(pe.Addr), pe)
+		}
+		return st, fmt.Errorf("store: snapshot %q vm %q image %q: %w", s.name, vm, name, err)
+	}
+	if im.Length != x.Length {
+		if err := f.Truncate(im.Length); err != nil {
+			return st, fmt.Errorf("store: snapshot %q vm %q image %q: %w", s.name, vm, name, err)
+		}
+	}
+	return st, nil
+}

@@ -109,9 +109,13 @@ func (s Spec) Args(qmpSock string, incoming bool) ([]string, error) {
 	if s.MemoryMiB < 1 || s.VCPUs < 1 {
 		errs = append(errs, fmt.Errorf("memory %d MiB, %d vCPUs: want both positive", s.MemoryMiB, s.VCPUs))
 	}
+	machine := []string{"type", s.Machine}
+	if s.ram != nil {
+		machine = append(machine, "memory-backend", ramBackendID)
+	}
 	a := []string{
 		"-name", opt("name", "", "guest", s.Name),
-		"-machine", opt("machine", "", "type", s.Machine),
+		"-machine", opt("machine", "", machine...),
 		"-accel", "tcg",
 		"-m", strconv.Itoa(s.MemoryMiB) + "M",
 		"-smp", strconv.Itoa(s.VCPUs),
@@ -120,6 +124,13 @@ func (s Spec) Args(qmpSock string, incoming bool) ([]string, error) {
 		"-serial", "chardev:ser0",
 		"-chardev", opt("qmp socket", "socket", "id", "qmp0", "path", qmpSock, "server", "on", "wait", "off"),
 		"-mon", "chardev=qmp0,mode=control",
+	}
+	if s.ram != nil {
+		o, err := s.ram.object(s.MemoryMiB)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		a = append(a, "-object", o)
 	}
 	if s.Kernel != "" {
 		errs = append(errs, plainArg("kernel", s.Kernel))
@@ -161,6 +172,33 @@ func (s Spec) Args(qmpSock string, incoming bool) ([]string, error) {
 		return nil, fmt.Errorf("qemu arguments of %s: %w", s.Name, err)
 	}
 	return append(a, s.ExtraArgs...), nil
+}
+
+// ramBackend is a guest RAM that is Size bytes at Offset of the file QEMU
+// inherits as descriptor ramFD: a shared memory-backend-file, so the
+// guest runs on the file's pages themselves (RestoreOnFile).
+type ramBackend struct {
+	Offset, Size int64
+}
+
+// ramFD is the descriptor QEMU inherits the RAM file as (the first of
+// exec.Cmd.ExtraFiles), and ramPath the path QEMU opens it by: a constant,
+// so no file name reaches QEMU's command line.
+const (
+	ramFD        = 3
+	ramPath      = "/proc/self/fd/3"
+	ramBackendID = "pc.ram" // the pc and q35 machines' RAM id, kept so a
+	// snapshot of the VM names its RAMBlock as any other's does
+)
+
+// object returns the -object option of the RAM backend for a guest of
+// memMiB MiB, or why it cannot be one.
+func (r *ramBackend) object(memMiB int) (string, error) {
+	if r.Size != int64(memMiB)<<20 || r.Offset < 0 || r.Offset%ramPageSize != 0 {
+		return "", fmt.Errorf("ram file: %d bytes at offset %d, want the guest's %d MiB at a page-aligned offset: %w", r.Size, r.Offset, memMiB, ErrBadValue)
+	}
+	return Option("memory-backend-file", "id", ramBackendID, "share", "on", "mem-path", ramPath,
+		"offset", strconv.FormatInt(r.Offset, 10), "size", strconv.FormatInt(r.Size, 10))
 }
 
 var macRE = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)

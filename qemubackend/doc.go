@@ -39,6 +39,18 @@
 //     such a file, RestoreFileFrom while the file is still being prepared
 //     (QEMU starts meanwhile); realbackend stores it as a page image
 //     (hv.FileSaver, hv.FileRestorer).
+//   - RestoreOnFile (ramfile.go) restores such a file with the guest's RAM
+//     on the file itself: ParseMappedRAM (ramlayout.go) reads and checks
+//     the file's RAMBlock list and mapped-ram headers (the file comes from
+//     a store: every field is checked against the format and the file's
+//     size), QEMU starts with `-machine memory-backend=pc.ram` and a
+//     shared memory-backend-file at pc.ram's pages offset on a descriptor
+//     it inherits (mem-path=/proc/self/fd/3, a constant: no path reaches
+//     the command line) while the caller writes the file, then pc.ram's
+//     bitmap is cleared and QEMU loads the file, reading the small blocks
+//     and the device state alone. The pages are written once, and QEMU's
+//     copy of them is gone; the file (unlinked) lives as long as QEMU.
+//     realbackend restores page images this way (hv.RAMFileRestorer).
 //   - Guest images are built by the guestimg subpackage.
 //   - Hypervisor and Machine (port.go) put QEMU behind realbackend's
 //     hypervisor port (package realbackend/hv), with the capabilities

@@ -239,7 +239,13 @@ func restoreAndCheck(ctx context.Context, t *testing.T, h *Host, spec Spec, s sn
 		t.Fatal(progress.Why(ctx, err))
 	}
 	defer vm.Kill()
-	loaded := time.Since(start)
+	checkRestored(ctx, t, vm, s, time.Since(start))
+}
+
+// checkRestored checks that vm, restored from s and paused, runs on from
+// s's snapshot point with every page of the dirtier intact.
+func checkRestored(ctx context.Context, t *testing.T, vm *VM, s snap, loaded time.Duration) {
+	t.Helper()
 	if st, err := vm.Status(ctx); err != nil || st != "paused" {
 		t.Fatalf("restored VM status %q, %v; want paused", st, progress.Why(ctx, err))
 	}
@@ -271,7 +277,7 @@ func restoreAndCheck(ctx context.Context, t *testing.T, h *Host, spec Spec, s sn
 		}
 		from = idx + 1
 	}
-	checkNoFail(t, vm, spec.Name)
+	checkNoFail(t, vm, vm.Spec.Name)
 }
 
 func checkNoFail(t *testing.T, vm *VM, name string) {

@@ -72,7 +72,7 @@ func RestoreFileFrom(ctx context.Context, host *Host, spec Spec, open func() (*o
 		f, err := open()
 		ch <- opened{f, err}
 	}()
-	vm, err := start(ctx, host, spec, true)
+	vm, err := start(ctx, host, spec, true, nil)
 	o := <-ch // open is the caller's: it ends on its own
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)

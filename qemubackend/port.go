@@ -2,6 +2,7 @@ package qemubackend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -47,6 +48,7 @@ var (
 	_ hv.Heartbeats      = (*Machine)(nil)
 	_ hv.FileSaver       = (*Machine)(nil)
 	_ hv.FileRestorer    = (*Hypervisor)(nil)
+	_ hv.RAMFileRestorer = (*Hypervisor)(nil)
 )
 
 // NewHypervisor returns the port of the probed QEMU host (Probe).
@@ -100,6 +102,30 @@ func (h *Hypervisor) FileFormat() string { return MappedRAMFormat }
 // left paused.
 func (h *Hypervisor) RestoreFile(ctx context.Context, s hv.MachineSpec, open func() (*os.File, error)) (hv.Machine, error) {
 	vm, err := RestoreFileFrom(ctx, h.host, h.spec(s), open)
+	if err != nil {
+		return nil, err
+	}
+	return h.newMachine(vm), nil
+}
+
+// RestoreRAMFile starts a QEMU VM whose RAM is the RAM block's pages in
+// img.File while img.Fill writes them, then loads the rest of the file
+// (RestoreOnFile); the VM is left paused. An image whose layout
+// RestoreOnFile does not take (ErrBadMappedRAM, ErrNoGuestRAM, found
+// before anything started) is restored as RestoreFile does instead, QEMU
+// reading it all: QEMU checks the file itself then.
+func (h *Hypervisor) RestoreRAMFile(ctx context.Context, s hv.MachineSpec, img hv.RAMImage) (hv.Machine, error) {
+	filled := false
+	fill := func() error { filled = true; return img.Fill() }
+	vm, err := RestoreOnFile(ctx, h.host, h.spec(s), RAMImage{File: img.File, Image: img.Image, Size: img.Size, Fill: fill})
+	if err != nil && !filled && (errors.Is(err, ErrBadMappedRAM) || errors.Is(err, ErrNoGuestRAM)) {
+		vm, err = RestoreFileFrom(ctx, h.host, h.spec(s), func() (*os.File, error) {
+			if err := img.Fill(); err != nil {
+				return nil, err
+			}
+			return img.File, nil
+		})
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -526,7 +526,7 @@ const restoreFD = "vnsnap-restore"
 // exit-on-error off, so a load error is reported here rather than lost with
 // the process. On error the VM is killed.
 func Restore(ctx context.Context, host *Host, spec Spec, r io.Reader) (*VM, error) {
-	vm, err := start(ctx, host, spec, true)
+	vm, err := start(ctx, host, spec, true, nil)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)
 	}

@@ -44,6 +44,10 @@ type Spec struct {
 	ConsoleLog io.Writer
 	// ExtraArgs are appended to the QEMU command line.
 	ExtraArgs []string
+
+	// ram, set by RestoreOnFile, puts the guest's RAM on the file QEMU
+	// inherits as descriptor ramFD (args.go).
+	ram *ramBackend
 }
 
 func (s Spec) withDefaults(h *Host) Spec {
@@ -94,10 +98,12 @@ type VM struct {
 
 // Start boots a VM from spec and waits for its QMP socket.
 func Start(ctx context.Context, host *Host, spec Spec) (*VM, error) {
-	return start(ctx, host, spec, false)
+	return start(ctx, host, spec, false, nil)
 }
 
-func start(ctx context.Context, host *Host, spec Spec, incoming bool) (*VM, error) {
+// start starts QEMU for spec; files are the descriptors it inherits from 3
+// on (exec.Cmd.ExtraFiles).
+func start(ctx context.Context, host *Host, spec Spec, incoming bool, files []*os.File) (*VM, error) {
 	spec = spec.withDefaults(host)
 	dir, err := os.MkdirTemp("", "vnsnap-qemu-")
 	if err != nil {
@@ -112,6 +118,7 @@ func start(ctx context.Context, host *Host, spec Spec, incoming bool) (*VM, erro
 	}
 	vm.cmd = exec.Command(host.Binary, args...)
 	vm.cmd.Stdin = nil // /dev/null
+	vm.cmd.ExtraFiles = files
 	vm.cmd.Stderr = &vm.stderr
 	// Own process group, so Kill takes any helper QEMU forks too; and die
 	// with the test binary if it is killed.

@@ -78,7 +78,11 @@
 //     for it), or the stream goes straight into the store. The
 //     copy-on-write save always writes the stream. Restore writes a page
 //     image back into a tmpfs file and the hypervisor loads it from there
-//     (hv.FileRestorer); the label image-file-format names the format.
+//     (hv.FileRestorer); the label image-file-format names the format. A
+//     hypervisor that runs the machine with its memory on that file
+//     (hv.RAMFileRestorer: QEMU) gets it unlinked, with a reader of the
+//     image's headers from the store, and the write-back runs while it
+//     starts; the file is then the machine's memory and goes with it.
 //   - CancelCopy: cancels the VM's save goroutine (QEMU: migrate_cancel; a
 //     VM paused at its snapshot point stays paused) and waits for it to
 //     return.

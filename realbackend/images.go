@@ -234,6 +234,9 @@ func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.Machi
 		return nil, fmt.Errorf("%w: vm %s: its memory is a page image of format %q, which %s does not restore",
 			ErrWrongHypervisor, spec.Name, format, e.opts.Hypervisor.Info().Name)
 	}
+	if rr, ok := fr.(hv.RAMFileRestorer); ok {
+		return e.restoreOnFile(ctx, s, spec, rr, tr, i)
+	}
 	f, err := newImageFile(e.imageDir(core.MemorySink), spec.Name)
 	if err != nil {
 		return nil, err
@@ -250,25 +253,9 @@ func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.Machi
 	// The image is written back while the hypervisor starts the machine.
 	tr.phase(i, PhaseRestoring, 0)
 	open := func() (*os.File, error) {
-		// Each block's CRC-32C, decoding and size are checked, not its
-		// hash: the write-back is on the restore's critical path, the CRC
-		// catches damage to an object, and the hash would add only the
-		// case of a sound object under another's name, which the store's
-		// writers (trusting CRC-checked objects they find) do not guard
-		// against either; vnsnap verify checks the hashes (store/doc.go).
-		_, err := s.RestoreImage(spec.Name, imageName, path, pages.RestoreOptions{SkipHash: true})
-		if c := tr.counter(i); c != nil && err == nil {
-			// Read back whole: the image's length, holes (zero pages)
-			// included, as a streamed restore counts it.
-			if im, ierr := s.Image(spec.Name, imageName); ierr == nil {
-				c.Add(im.Length)
-			}
-		}
-		if err != nil {
-			if errors.Is(err, store.ErrCorrupt) {
-				return nil, err // names the VM, image and block already
-			}
-			return nil, fmt.Errorf("vm %s: restore image: %w", spec.Name, err)
+		_, err := s.RestoreImage(spec.Name, imageName, path, restoreOptions)
+		if err := restoredImage(s, spec.Name, err, tr.counter(i)); err != nil {
+			return nil, err
 		}
 		f, err := os.Open(path)
 		if err != nil {
@@ -278,6 +265,62 @@ func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.Machi
 		return f, nil
 	}
 	m, err := fr.RestoreFile(ctx, spec, open)
+	if err == nil {
+		tr.phase(i, PhaseLoaded, 0)
+	}
+	return m, err
+}
+
+// restoreOptions are the write-back's: each block's CRC-32C, decoding and
+// size are checked, not its hash: the write-back is on the restore's
+// critical path, the CRC catches damage to an object, and the hash would
+// add only the case of a sound object under another's name, which the
+// store's writers (trusting CRC-checked objects they find) do not guard
+// against either; vnsnap verify checks the hashes (store/doc.go).
+var restoreOptions = pages.RestoreOptions{SkipHash: true}
+
+// restoredImage ends the write-back of VM vm's image with its error err:
+// on success the image's whole length is added to c (if set; holes, the
+// zero pages, included, as a streamed restore counts it), and an error
+// names the VM unless a store.ErrCorrupt names it already.
+func restoredImage(s *store.Snapshot, vm string, err error, c *atomic.Int64) error {
+	if err != nil {
+		if errors.Is(err, store.ErrCorrupt) {
+			return err // names the VM, image and block already
+		}
+		return fmt.Errorf("vm %s: restore image: %w", vm, err)
+	}
+	if c != nil {
+		if im, ierr := s.Image(vm, imageName); ierr == nil {
+			c.Add(im.Length)
+		}
+	}
+	return nil
+}
+
+// restoreOnFile is restoreImage on a hypervisor that runs the machine
+// with its memory on the image's file (hv.RAMFileRestorer): the file is
+// unlinked at once, so that the hypervisor's descriptor alone keeps it
+// and it is freed with the machine, whatever becomes of this process.
+func (e *Env) restoreOnFile(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec, rr hv.RAMFileRestorer, tr *tracker, i int) (hv.Machine, error) {
+	r, size, err := s.ImageReader(spec.Name, imageName, restoreOptions)
+	if err != nil {
+		return nil, restoredImage(s, spec.Name, err, nil)
+	}
+	f, err := newImageFile(e.imageDir(core.MemorySink), spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := os.Remove(f.Name()); err != nil {
+		return nil, fmt.Errorf("vm %s: %w", spec.Name, err)
+	}
+	tr.phase(i, PhaseRestoring, 0)
+	fill := func() error {
+		_, err := s.RestoreImageInto(spec.Name, imageName, f, restoreOptions)
+		return restoredImage(s, spec.Name, err, tr.counter(i))
+	}
+	m, err := rr.RestoreRAMFile(ctx, spec, hv.RAMImage{File: f, Image: r, Size: size, Fill: fill})
 	if err == nil {
 		tr.phase(i, PhaseLoaded, 0)
 	}

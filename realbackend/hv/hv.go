@@ -222,3 +222,33 @@ type FileRestorer interface {
 	// returned as it is, with nothing left running.
 	RestoreFile(ctx context.Context, spec MachineSpec, open func() (*os.File, error)) (Machine, error)
 }
+
+// RAMFileRestorer is a FileRestorer that can run a restored machine with
+// its memory on the image's file itself, so that the pages are written
+// once (by the caller, from a store) and never copied again by the
+// hypervisor.
+type RAMFileRestorer interface {
+	// RestoreRAMFile is RestoreFile of img: the hypervisor reads the
+	// image's layout through img.Image, starts the machine with its
+	// memory mapped from img.File while img.Fill writes the image into
+	// it, and loads the rest once Fill is done. The machine is PAUSED
+	// when it returns; an error from Fill is returned as it is, with
+	// nothing left running. The caller closes img.File after
+	// RestoreRAMFile returns; the hypervisor keeps its own descriptor for
+	// the machine's life.
+	RestoreRAMFile(ctx context.Context, spec MachineSpec, img RAMImage) (Machine, error)
+}
+
+// RAMImage is an image to restore with the machine's memory on its file
+// (RAMFileRestorer).
+type RAMImage struct {
+	// File is the empty regular file, open read-write, the image is
+	// written into (best unlinked, in tmpfs: its pages are then the
+	// machine's memory, freed with it).
+	File *os.File
+	// Image reads the image before File holds it, and Size is its length.
+	Image io.ReaderAt
+	Size  int64
+	// Fill writes the image into File (called from a goroutine of its own).
+	Fill func() error
+}

@@ -253,7 +253,7 @@ func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.Machi
 	// The image is written back while the hypervisor starts the machine.
 	tr.phase(i, PhaseRestoring, 0)
 	open := func() (*os.File, error) {
-		_, err := s.RestoreImage(spec.Name, imageName, path, restoreOptions)
+		_, err := s.RestoreImage(spec.Name, imageName, path, restoreOptions())
 		if err := restoredImage(s, spec.Name, err, tr.counter(i)); err != nil {
 			return nil, err
 		}
@@ -271,13 +271,14 @@ func (e *Env) restoreImage(ctx context.Context, s *store.Snapshot, spec hv.Machi
 	return m, err
 }
 
-// restoreOptions are the write-back's: each block's CRC-32C, decoding and
-// size are checked, not its hash: the write-back is on the restore's
-// critical path, the CRC catches damage to an object, and the hash would
-// add only the case of a sound object under another's name, which the
-// store's writers (trusting CRC-checked objects they find) do not guard
-// against either; vnsnap verify checks the hashes (store/doc.go).
-var restoreOptions = pages.RestoreOptions{SkipHash: true}
+// restoreOptions returns the write-back's options: each block's CRC-32C,
+// decoding and size are checked, not its hash: the write-back is on the
+// restore's critical path, the CRC catches damage to an object, and the
+// hash would add only the case of a sound object under another's name,
+// which the store's writers (trusting CRC-checked objects they find) do
+// not guard against either; vnsnap verify checks the hashes
+// (store/doc.go).
+func restoreOptions() pages.RestoreOptions { return pages.RestoreOptions{SkipHash: true} }
 
 // restoredImage ends the write-back of VM vm's image with its error err:
 // on success the image's whole length is added to c (if set; holes, the
@@ -303,7 +304,7 @@ func restoredImage(s *store.Snapshot, vm string, err error, c *atomic.Int64) err
 // unlinked at once, so that the hypervisor's descriptor alone keeps it
 // and it is freed with the machine, whatever becomes of this process.
 func (e *Env) restoreOnFile(ctx context.Context, s *store.Snapshot, spec hv.MachineSpec, rr hv.RAMFileRestorer, tr *tracker, i int) (hv.Machine, error) {
-	r, size, err := s.ImageReader(spec.Name, imageName, restoreOptions)
+	r, size, err := s.ImageReader(spec.Name, imageName, restoreOptions())
 	if err != nil {
 		return nil, restoredImage(s, spec.Name, err, nil)
 	}
@@ -317,7 +318,7 @@ func (e *Env) restoreOnFile(ctx context.Context, s *store.Snapshot, spec hv.Mach
 	}
 	tr.phase(i, PhaseRestoring, 0)
 	fill := func() error {
-		_, err := s.RestoreImageInto(spec.Name, imageName, f, restoreOptions)
+		_, err := s.RestoreImageInto(spec.Name, imageName, f, restoreOptions())
 		return restoredImage(s, spec.Name, err, tr.counter(i))
 	}
 	m, err := rr.RestoreRAMFile(ctx, spec, hv.RAMImage{File: f, Image: r, Size: size, Fill: fill})

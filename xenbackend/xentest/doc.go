@@ -57,6 +57,11 @@
 //     the test after 12 min: the hang again, with tdt=0 (QEMU's CPU use not
 //     recorded this time).
 //
+// A run on 3 December 2026 (page file v2, 28 MB a stream) hung the same
+// way before any snapshot: both domUs up on the switch, one TCPSTREAM
+// PROGRESS line each, then nothing from Xen, dom0 or the domUs for 5 min.
+// So the hang is not a snapshot's doing.
+//
 // The cuts and the restore have not been reached. By these measurements a
 // boot costs about 12 minutes (2 to 4 to the workload, 5 to 6 for a live
 // snapshot, then the restore and the rest of the workload): over what CI can

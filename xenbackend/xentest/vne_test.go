@@ -214,7 +214,9 @@ func runVNE(t *testing.T, c vneCase) {
 	// One CPU: see the package doc. tdt=0 (Xen's LAPIC timer in one-shot
 	// mode, not TSC-deadline) is a guess at the hang seen in two of four
 	// runs on one CPU, where QEMU sat at 0% CPU during s1 (every vCPU
-	// halted, no timer due); the runs with it have not hung.
+	// halted, no timer due); it did not cure it: two runs with it hung
+	// (one during s1, one on 3 Dec before any snapshot, with the
+	// workload flowing).
 	m := Start(t, env, Dom0Config{Script: script, Files: files, Modules: []string{"xen-netback"}}, BootConfig{CPUs: 1, XenArgs: []string{"tdt=0"}})
 	wait := func(marker string) string { t.Helper(); return mustWait(t, ctx, m, marker) }
 	num := func(line, key string) int { t.Helper(); return lineNum(t, line, key) }

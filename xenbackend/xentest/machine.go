@@ -41,6 +41,15 @@ type BootConfig struct {
 	// Nice is the niceness QEMU runs at, so that it yields the shared cores;
 	// default 10.
 	Nice int
+	// Monitor, if set, is the path of a unix socket where QEMU serves its
+	// human monitor (Machine.Monitor).
+	Monitor string
+	// Diag, if set, is how long the console may be silent before the
+	// machine's state is written to Log (diag.go); it does not change the
+	// stall deadline.
+	Diag time.Duration
+	// QEMUArgs are appended to QEMU's command line (experiments: -icount).
+	QEMUArgs []string
 }
 
 // Machine is a running Xen-in-QEMU machine. Its console is read into lines
@@ -50,6 +59,10 @@ type Machine struct {
 	in    io.WriteCloser // the serial console's input
 	stall time.Duration
 	start time.Time
+
+	monitor   string        // BootConfig.Monitor
+	diagAfter time.Duration // BootConfig.Diag
+	log       io.Writer     // BootConfig.Log, written under mu
 
 	mu       sync.Mutex
 	lines    []string
@@ -81,13 +94,19 @@ func (e Env) Args(cfg BootConfig) []string {
 	mod := func(file string, args []string) string {
 		return strings.ReplaceAll(file+" "+strings.Join(args, " "), ",", ",,")
 	}
-	return []string{
+	args := []string{
 		"-accel", "tcg", "-cpu", CPUFlags,
 		"-m", strconv.Itoa(cfg.MemMiB), "-smp", strconv.Itoa(cfg.CPUs),
 		"-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
 		"-kernel", e.Xen(), "-append", strings.Join(xenArgs, " "),
 		"-initrd", mod(e.Kernel(), dom0Args) + "," + mod(cfg.Initrd, nil),
+		// Named threads ("CPU 0/TCG") for the diagnostics' CPU use.
+		"-name", "xen,debug-threads=on",
 	}
+	if cfg.Monitor != "" {
+		args = append(args, "-monitor", "unix:"+cfg.Monitor+",server=on,wait=off")
+	}
+	return append(args, cfg.QEMUArgs...)
 }
 
 func (c *BootConfig) defaults() {
@@ -132,8 +151,12 @@ func Boot(env Env, cfg BootConfig) (*Machine, error) {
 		return nil, fmt.Errorf("xentest boot: %w", err)
 	}
 	now := time.Now()
-	m := &Machine{cmd: cmd, in: in, stall: cfg.Stall, start: now, last: now, notify: make(chan struct{})}
+	m := &Machine{cmd: cmd, in: in, stall: cfg.Stall, start: now, last: now, notify: make(chan struct{}),
+		monitor: cfg.Monitor, diagAfter: cfg.Diag, log: cfg.Log}
 	go m.read(out, cfg.Log)
+	if cfg.Diag > 0 {
+		go m.watch()
+	}
 	return m, nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 // Require sets up the environment of the module at moduleRoot for a test.
@@ -29,9 +28,9 @@ func Require(t testing.TB, moduleRoot string) Env {
 
 // Start builds a dom0 initramfs from dcfg and boots it. The console goes to
 // <t.TempDir()>/console.log and, with -v, to stderr; when the test fails,
-// its last lines are logged. QEMU serves its monitor on <dir>/hmp.sock, and
-// a console silent for a minute gets the machine's state logged (diag.go).
-// QEMU is killed when the test ends.
+// its last lines are logged. With bcfg.Diag set, QEMU serves its monitor on
+// <dir>/hmp.sock and a console silent that long gets the machine's state
+// logged (diag.go). QEMU is killed when the test ends.
 func Start(t testing.TB, env Env, dcfg Dom0Config, bcfg BootConfig) *Machine {
 	t.Helper()
 	dir := t.TempDir()
@@ -51,11 +50,8 @@ func Start(t testing.TB, env Env, dcfg Dom0Config, bcfg BootConfig) *Machine {
 			bcfg.Log = &prefixWriter{w: os.Stderr, dup: log}
 		}
 	}
-	if bcfg.Monitor == "" {
+	if bcfg.Diag > 0 && bcfg.Monitor == "" {
 		bcfg.Monitor = filepath.Join(dir, "hmp.sock")
-	}
-	if bcfg.Diag == 0 {
-		bcfg.Diag = time.Minute
 	}
 	m, err := Boot(env, bcfg)
 	if err != nil {

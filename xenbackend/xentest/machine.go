@@ -100,11 +100,11 @@ func (e Env) Args(cfg BootConfig) []string {
 		"-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
 		"-kernel", e.Xen(), "-append", strings.Join(xenArgs, " "),
 		"-initrd", mod(e.Kernel(), dom0Args) + "," + mod(cfg.Initrd, nil),
-		// Named threads ("CPU 0/TCG") for the diagnostics' CPU use.
-		"-name", "xen,debug-threads=on",
 	}
 	if cfg.Monitor != "" {
-		args = append(args, "-monitor", "unix:"+cfg.Monitor+",server=on,wait=off")
+		// Named threads ("CPU 0/TCG") for the diagnostics' CPU use.
+		args = append(args, "-name", "xen,debug-threads=on",
+			"-monitor", "unix:"+strings.ReplaceAll(cfg.Monitor, ",", ",,")+",server=on,wait=off")
 	}
 	return append(args, cfg.QEMUArgs...)
 }

@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 )
@@ -217,7 +218,7 @@ func runVNE(t *testing.T, c vneCase) {
 	// halted, no timer due); it did not cure it: two runs with it hung
 	// (one during s1, one on 3 Dec before any snapshot, with the
 	// workload flowing).
-	m := Start(t, env, Dom0Config{Script: script, Files: files, Modules: []string{"xen-netback"}}, BootConfig{CPUs: 1, XenArgs: []string{"tdt=0"}})
+	m := Start(t, env, Dom0Config{Script: script, Files: files, Modules: []string{"xen-netback"}}, BootConfig{CPUs: 1, XenArgs: []string{"tdt=0"}, Diag: time.Minute})
 	wait := func(marker string) string { t.Helper(); return mustWait(t, ctx, m, marker) }
 	num := func(line, key string) int { t.Helper(); return lineNum(t, line, key) }
 	wait(MarkerReady)

@@ -76,7 +76,8 @@
 // and 37 ms), verified, the VNE down with only Domain-0 left, the cut
 // checked (6459 frames sent, 0 orphans), and the VNE restored from s1;
 // then domain a was gone while the restored workload should have run
-// (cause not captured). Next: a periodic harmless console byte as a
+// (cause not captured). A second run hung mid-s1; the poke woke it after
+// 90 s, too late: libxl had timed out the guest's suspend and s1 failed. Next: a periodic harmless console byte as a
 // workaround (or a QEMU build without the bug), and capture the restored
 // domains' fate (xl dmesg, vnsnap up's log).
 //

@@ -51,6 +51,11 @@
 //     and the device state alone. The pages are written once, and QEMU's
 //     copy of them is gone; the file (unlinked) lives as long as QEMU.
 //     realbackend restores page images this way (hv.RAMFileRestorer).
+//     An image whose layout it refuses before the start (ErrBadMappedRAM,
+//     ErrNoGuestRAM) is loaded by QEMU whole instead (RestoreFileFrom);
+//     Hypervisor.RestoreRAMFile logs that fallback with its reason as a
+//     warning (Hypervisor.Logger), Machine.RestoreFallback returns it, and
+//     VM.RAMOnFile tells which way a VM's RAM went.
 //   - Guest images are built by the guestimg subpackage.
 //   - Hypervisor and Machine (port.go) put QEMU behind realbackend's
 //     hypervisor port (package realbackend/hv), with the capabilities

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -26,6 +27,10 @@ type Hypervisor struct {
 	// two). E9 and calibrate turn it on, as the simulator's QEMU model
 	// assumes.
 	AutoConverge bool
+	// Logger receives the backend's diagnostics (a restore that falls
+	// back from running on its image's file, RestoreRAMFile); nil
+	// discards them.
+	Logger *slog.Logger
 }
 
 // Machine is one QEMU VM behind the port. Besides hv.Machine it has the
@@ -33,6 +38,10 @@ type Hypervisor struct {
 type Machine struct {
 	vm           *VM
 	autoConverge bool // Hypervisor.AutoConverge
+
+	// fallback is why RestoreRAMFile restored the machine with QEMU
+	// reading the whole image rather than on its file (nil if it did not).
+	fallback error
 
 	mu      sync.Mutex // guards disk, node, freezes
 	disk    string     // the qcow2 image on top (Spec.Disk, then overlays)
@@ -112,25 +121,55 @@ func (h *Hypervisor) RestoreFile(ctx context.Context, s hv.MachineSpec, open fun
 // img.File while img.Fill writes them, then loads the rest of the file
 // (RestoreOnFile); the VM is left paused. An image whose layout
 // RestoreOnFile does not take (ErrBadMappedRAM, ErrNoGuestRAM, found
-// before anything started) is restored as RestoreFile does instead, QEMU
-// reading it all: QEMU checks the file itself then.
+// before anything started: fallsBack) is restored as RestoreFile does
+// instead, QEMU reading it all and checking it itself. That fallback is
+// logged as a warning (Logger) with its reason, and the machine's
+// RestoreFallback returns the reason.
 func (h *Hypervisor) RestoreRAMFile(ctx context.Context, s hv.MachineSpec, img hv.RAMImage) (hv.Machine, error) {
 	filled := false
 	fill := func() error { filled = true; return img.Fill() }
 	vm, err := RestoreOnFile(ctx, h.host, h.spec(s), RAMImage{File: img.File, Image: img.Image, Size: img.Size, Fill: fill})
-	if err != nil && !filled && (errors.Is(err, ErrBadMappedRAM) || errors.Is(err, ErrNoGuestRAM)) {
-		vm, err = RestoreFileFrom(ctx, h.host, h.spec(s), func() (*os.File, error) {
-			if err := img.Fill(); err != nil {
-				return nil, err
-			}
-			return img.File, nil
-		})
+	if err == nil {
+		return h.newMachine(vm), nil
 	}
-	if err != nil {
+	if !fallsBack(err, filled) {
 		return nil, err
 	}
-	return h.newMachine(vm), nil
+	h.log().Warn("restore not on the image's file: QEMU loads the whole file", "vm", s.Name, "reason", err)
+	vm, ferr := RestoreFileFrom(ctx, h.host, h.spec(s), func() (*os.File, error) {
+		if err := img.Fill(); err != nil {
+			return nil, err
+		}
+		return img.File, nil
+	})
+	if ferr != nil {
+		return nil, ferr
+	}
+	m := h.newMachine(vm)
+	m.fallback = err
+	return m, nil
 }
+
+// fallsBack reports whether RestoreRAMFile restores the image the other
+// way after RestoreOnFile failed with err: only if the image's layout was
+// refused before the image was written (filled: Fill was called), and so
+// before QEMU started. Any other failure is the restore's.
+func fallsBack(err error, filled bool) bool {
+	return !filled && (errors.Is(err, ErrBadMappedRAM) || errors.Is(err, ErrNoGuestRAM))
+}
+
+func (h *Hypervisor) log() *slog.Logger {
+	if h.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return h.Logger
+}
+
+// RestoreFallback returns why RestoreRAMFile restored m with QEMU loading
+// the whole image rather than with its RAM on the image's file; nil for a
+// machine restored on its file (m.VM().RAMOnFile()) or not by
+// RestoreRAMFile.
+func (m *Machine) RestoreFallback() error { return m.fallback }
 
 // VM returns the QEMU VM behind m.
 func (m *Machine) VM() *VM { return m.vm }

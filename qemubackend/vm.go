@@ -157,6 +157,13 @@ func start(ctx context.Context, host *Host, spec Spec, incoming bool, files []*o
 	return vm, nil
 }
 
+// RAMOnFile reports whether the guest's RAM is a shared mapping of a
+// restored image's file (RestoreOnFile) rather than QEMU's own memory.
+func (vm *VM) RAMOnFile() bool { return vm.Spec.ram != nil }
+
+// Pid returns the QEMU process's id.
+func (vm *VM) Pid() int { return vm.cmd.Process.Pid }
+
 // Exited is closed when the QEMU process has exited.
 func (vm *VM) Exited() <-chan struct{} { return vm.exited }
 

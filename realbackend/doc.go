@@ -83,6 +83,9 @@
 //     (hv.RAMFileRestorer: QEMU) gets it unlinked, with a reader of the
 //     image's headers from the store, and the write-back runs while it
 //     starts; the file is then the machine's memory and goes with it.
+//     (QEMU falls back to loading the whole file for an image whose
+//     layout it does not take, and logs it: qemubackend's
+//     Hypervisor.Logger, Machine.RestoreFallback.)
 //   - CancelCopy: cancels the VM's save goroutine (QEMU: migrate_cancel; a
 //     VM paused at its snapshot point stays paused) and waits for it to
 //     return.

@@ -1,9 +1,14 @@
 package realbackend
 
 import (
+	"bytes"
+	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,14 +49,19 @@ func midBlock(t *testing.T, root, vm, sum string) (int, string) {
 // mapped-ram format, not a stream; zero pages make the stored size a
 // fraction of the memory; the second snapshot stores at most 5 % of the
 // memory as new bytes; and the second snapshot restores with both guests
-// running on from it.
+// running on from it, each with its RAM on its restored image file
+// (checkOnFile), and no restore fell back to QEMU loading the whole file
+// (the backend logs nothing).
 func TestPageImagesIdleDedup(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
 	logDir := t.TempDir()
 	ctx := qemutest.Context(t, 15*time.Minute, progress.DirBytes(logDir))
 	console := consoles(t, logDir)
-	o := Options{Hypervisor: qemubackend.NewHypervisor(h), Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
+	qh := qemubackend.NewHypervisor(h)
+	var logged syncBuffer
+	qh.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	o := Options{Hypervisor: qh, Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
 	l := &Layout{Name: "idle", Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}}}
 	for _, n := range []string{"p", "q"} {
 		l.VMs = append(l.VMs, VMLayout{
@@ -137,6 +147,67 @@ func TestPageImagesIdleDedup(t *testing.T) {
 		if n, _ := hb.Heartbeat(); n < 2 {
 			t.Errorf("restored %s: first heartbeat %d: want the count to go on from the snapshot, not a reboot", l.VMs[i].Name, n)
 		}
+		checkOnFile(t, renv, i)
+	}
+	if s := logged.String(); s != "" {
+		t.Errorf("the QEMU backend logged %q during the VNE's life, want nothing (no restore fell back)", s)
 	}
 	noFail(t, renv, "restored")
+}
+
+// checkOnFile checks that env's i-th VM, restored from a page image, runs
+// with its RAM on the image's file (qemubackend.RestoreOnFile), not on
+// QEMU's own copy of it (the fallback): the port says so, and QEMU's
+// memory map holds a shared mapping of the guest's size of an unlinked
+// image file named for the VM (realbackend's newImageFile).
+func checkOnFile(t testing.TB, env *Env, i int) {
+	t.Helper()
+	m := env.Machine(i).(*qemubackend.Machine)
+	name := env.Layout.VMs[i].Name
+	if err := m.RestoreFallback(); err != nil {
+		t.Errorf("restored %s: fell back to QEMU loading the whole file: %v", name, err)
+	}
+	if !m.VM().RAMOnFile() {
+		t.Errorf("restored %s: RAMOnFile false, want its RAM on the restored file", name)
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", m.VM().Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(env.Layout.VMs[i].MemoryMiB) << 20
+	var found []string
+	for _, line := range strings.Split(string(maps), "\n") {
+		// start-end perms offset dev inode path [(deleted)]
+		fs := strings.Fields(line)
+		if len(fs) < 6 || !strings.HasPrefix(filepath.Base(fs[5]), "vnsnap-"+name+"-") {
+			continue
+		}
+		found = append(found, line)
+		var start, end uint64
+		if _, err := fmt.Sscanf(fs[0], "%x-%x", &start, &end); err != nil {
+			t.Fatalf("maps line %q: %v", line, err)
+		}
+		if fs[1] == "rw-s" && int64(end-start) == want && strings.HasSuffix(line, "(deleted)") {
+			return
+		}
+	}
+	t.Errorf("restored %s: QEMU's mappings of its image file: %q, want a shared one of %d bytes of the unlinked file", name, found, want)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

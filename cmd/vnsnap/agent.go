@@ -73,11 +73,11 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	h, err := hypervisorFor(ctx, &vne.VNE{File: "--hypervisor", Hypervisor: *hyp}, bf, filepath.Join(stateDir, "xen"))
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	h, err := hypervisorFor(ctx, &vne.VNE{File: "--hypervisor", Hypervisor: *hyp}, bf, filepath.Join(stateDir, "xen"), log)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
 	a, removed, err := agent.New(agent.Config{Host: *host, State: stateDir, Hypervisor: h, ImageDirs: dirs, Logger: log})
 	if err != nil {
 		return err

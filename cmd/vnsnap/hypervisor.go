@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/vnsnap/vnsnap/qemubackend"
@@ -21,15 +22,18 @@ type backendFlags struct {
 // hypervisorFor returns the backend that runs v's VMs, as its hypervisor
 // field says: QEMU (the qemu binary given, or the one on PATH), or Xen
 // through xl, which then keeps its runtime files in xenDir (created) and
-// runs this very binary's xen-receive as its live-snapshot receiver.
-func hypervisorFor(ctx context.Context, v *vne.VNE, f backendFlags, xenDir string) (realbackend.Hypervisor, error) {
+// runs this very binary's xen-receive as its live-snapshot receiver. QEMU's
+// diagnostics (a restore not on its image's file) go to log.
+func hypervisorFor(ctx context.Context, v *vne.VNE, f backendFlags, xenDir string, log *slog.Logger) (realbackend.Hypervisor, error) {
 	switch v.Hypervisor {
 	case "", "qemu":
 		host, err := qemubackend.Probe(ctx, f.qemu)
 		if err != nil {
 			return nil, err
 		}
-		return qemubackend.NewHypervisor(host), nil
+		h := qemubackend.NewHypervisor(host)
+		h.Logger = log
+		return h, nil
 	case "xen":
 		xl := f.xl
 		if xl == "" {

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -103,7 +104,8 @@ func newSupervisor(ctx context.Context, v *vne.VNE, dir string, bf backendFlags,
 	if v.Clustered() {
 		agents, err = connectAgents(v, certDir) // the agents own the hypervisors
 	} else {
-		hyp, err = hypervisorFor(ctx, v, bf, filepath.Join(dir, "xen")) // before any other state is made
+		// before any other state is made
+		hyp, err = hypervisorFor(ctx, v, bf, filepath.Join(dir, "xen"), slog.New(slog.NewTextHandler(stderr, nil)))
 	}
 	if err != nil {
 		return nil, err

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
@@ -55,17 +54,7 @@ func TestSaveAfterFailedSave(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
 	ctx := testContext(t, 15*time.Minute)
-	spec := Spec{
-		Name: "cancel", MemoryMiB: 128, Kernel: img.Kernel, Initrd: img.Initrd,
-		Append: guestimg.KernelArgs("", "",
-			guestimg.Program{Name: "heartbeat"},
-			guestimg.Program{Name: "dirtier", Args: []string{"-rate=8", "-ws=16"}}),
-		ConsoleLog: consoleLog(t, "cancel"),
-	}
-	vm := startVM(ctx, t, h, spec)
-	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
-		t.Fatalf("waiting for the dirtier's first sweep: %v%s", progress.Why(ctx, err), vm.stderrTail())
-	}
+	_, vm := startDirtier(ctx, t, h, img, "cancel", 128, "DIRTIER OK", "-rate=8", "-ws=16")
 	if ign, err := sigIgnored(vm.cmd.Process.Pid, syscall.SIGPIPE); err != nil || !ign {
 		t.Errorf("QEMU ignores SIGPIPE: %v, %v; want true", ign, err)
 	}

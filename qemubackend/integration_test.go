@@ -94,6 +94,27 @@ func consoleLog(t *testing.T, name string) *os.File {
 	return f
 }
 
+// startDirtier boots a VM named name with memMiB MiB of RAM running the
+// heartbeat and the built-in dirtier with args, its console logged (see
+// consoleLog), and waits for the console line starting with ready. It
+// returns the spec it booted (for restores of the VM) and the VM, killed
+// when the test ends.
+func startDirtier(ctx context.Context, t *testing.T, h *Host, img guestimg.Image, name string, memMiB int, ready string, args ...string) (Spec, *VM) {
+	t.Helper()
+	spec := Spec{
+		Name: name, MemoryMiB: memMiB, Kernel: img.Kernel, Initrd: img.Initrd,
+		Append: guestimg.KernelArgs("", "",
+			guestimg.Program{Name: "heartbeat"},
+			guestimg.Program{Name: "dirtier", Args: args}),
+		ConsoleLog: consoleLog(t, name),
+	}
+	vm := startVM(ctx, t, h, spec)
+	if _, _, err := vm.Console.WaitPrefix(ctx, 0, ready); err != nil {
+		t.Fatalf("waiting for the dirtier's %q: %v%s", ready, progress.Why(ctx, err), vm.stderrTail())
+	}
+	return spec, vm
+}
+
 func isHeartbeat(l Line) bool { _, ok := l.Heartbeat(); return ok }
 
 type snap struct {
@@ -108,26 +129,15 @@ func TestSnapshotRestore(t *testing.T) {
 	img := guestImage(t)
 	ctx := testContext(t, 15*time.Minute)
 
-	spec := Spec{
-		Name:      "vm1",
-		MemoryMiB: 128,
-		Kernel:    img.Kernel,
-		Initrd:    img.Initrd,
-		Append: guestimg.KernelArgs("", "",
-			guestimg.Program{Name: "heartbeat"},
-			guestimg.Program{Name: "dirtier", Args: []string{"-rate=8", "-ws=16"}}),
-	}
-	spec.ConsoleLog = consoleLog(t, "vm1")
 	bootStart := time.Now()
-	vm := startVM(ctx, t, h, spec)
+	spec, vm := startDirtier(ctx, t, h, img, "vm1", 128, "DIRTIER OK", "-rate=8", "-ws=16")
+	// The console from its start: the first heartbeat, before or after the
+	// dirtier's first sweep.
 	first, _, err := vm.Console.WaitFor(ctx, 0, isHeartbeat)
 	if err != nil {
 		t.Fatalf("waiting for the first heartbeat: %v%s", progress.Why(ctx, err), vm.stderrTail())
 	}
 	t.Logf("boot to first heartbeat: %v (QEMU %s, machine %s)", first.At.Sub(bootStart).Round(time.Millisecond), h.Version, h.Machine)
-	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
-		t.Fatalf("waiting for the dirtier's first sweep: %v", progress.Why(ctx, err))
-	}
 
 	dir := t.TempDir()
 	var snaps []snap

@@ -10,9 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
-	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
 // TestMappedRAMSnapshotRestore takes a live pre-copy snapshot (with its
@@ -25,20 +22,7 @@ func TestMappedRAMSnapshotRestore(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
 	ctx := testContext(t, 15*time.Minute)
-	spec := Spec{
-		Name:      "mr1",
-		MemoryMiB: 128,
-		Kernel:    img.Kernel,
-		Initrd:    img.Initrd,
-		Append: guestimg.KernelArgs("", "",
-			guestimg.Program{Name: "heartbeat"},
-			guestimg.Program{Name: "dirtier", Args: []string{"-rate=8", "-ws=16"}}),
-	}
-	spec.ConsoleLog = consoleLog(t, spec.Name)
-	vm := startVM(ctx, t, h, spec)
-	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
-		t.Fatalf("waiting for the dirtier's first sweep: %v%s", progress.Why(ctx, err), vm.stderrTail())
-	}
+	spec, vm := startDirtier(ctx, t, h, img, "mr1", 128, "DIRTIER OK", "-rate=8", "-ws=16")
 	dir := t.TempDir()
 	var snaps []snap
 	for _, m := range []Method{Precopy, StopCopy} {

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
@@ -19,17 +18,7 @@ func TestPauseLiveVsStopCopy(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
 	ctx := testContext(t, 15*time.Minute)
-	spec := Spec{
-		Name: "pause", MemoryMiB: 256, Kernel: img.Kernel, Initrd: img.Initrd,
-		Append: guestimg.KernelArgs("", "",
-			guestimg.Program{Name: "heartbeat"},
-			guestimg.Program{Name: "dirtier", Args: []string{"-rate=16", "-ws=96"}}),
-		ConsoleLog: consoleLog(t, "pause"),
-	}
-	vm := startVM(ctx, t, h, spec)
-	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER START"); err != nil {
-		t.Fatal(progress.Why(ctx, err))
-	}
+	_, vm := startDirtier(ctx, t, h, img, "pause", 256, "DIRTIER START", "-rate=16", "-ws=96")
 	time.Sleep(time.Second) // let the dirtier reach its rate
 	pauses := map[Method][]time.Duration{}
 	for round := 0; round < 3; round++ {

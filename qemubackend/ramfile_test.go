@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
+	"github.com/vnsnap/vnsnap/internal/testutil"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 )
 
@@ -27,21 +27,8 @@ func TestRestoreOnFile(t *testing.T) {
 	h := requireQEMU(t)
 	img := guestImage(t)
 	ctx := testContext(t, 15*time.Minute)
-	spec := Spec{
-		Name:      "rof",
-		MemoryMiB: 128,
-		Kernel:    img.Kernel,
-		Initrd:    img.Initrd,
-		Append: guestimg.KernelArgs("", "",
-			guestimg.Program{Name: "heartbeat"},
-			guestimg.Program{Name: "dirtier", Args: []string{"-rate=8", "-ws=16"}}),
-	}
-	spec.ConsoleLog = consoleLog(t, spec.Name)
-	vm := startVM(ctx, t, h, spec)
-	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
-		t.Fatalf("waiting for the dirtier's first sweep: %v%s", progress.Why(ctx, err), vm.stderrTail())
-	}
-	dir := shmOrTemp(t)
+	spec, vm := startDirtier(ctx, t, h, img, "rof", 128, "DIRTIER OK", "-rate=8", "-ws=16")
+	dir := testutil.ShmDir(t)
 	path := filepath.Join(dir, "stop-copy.mapped")
 	st := takeSnapshot(ctx, t, vm, path, Options{Method: StopCopy, MappedRAM: true, Resume: true})
 	vm.Kill()
@@ -159,16 +146,4 @@ func mappingOf(t *testing.T, pid int, f *os.File) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// shmOrTemp returns a fresh directory in tmpfs, or the test's temp dir
-// without one.
-func shmOrTemp(t *testing.T) string {
-	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-		if d, err := os.MkdirTemp("/dev/shm", "vnsnap-test-*"); err == nil {
-			t.Cleanup(func() { os.RemoveAll(d) })
-			return d
-		}
-	}
-	return t.TempDir()
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnsnap/vnsnap/internal/testutil"
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
@@ -62,7 +63,7 @@ func BenchmarkRestoreVsQEMUFile(b *testing.B) {
 	if _, _, err := vm.Console.WaitPrefix(ctx, 0, "DIRTIER OK"); err != nil {
 		b.Fatal(err)
 	}
-	dir := shmDir(b)
+	dir := testutil.ShmDir(b)
 	mapped := filepath.Join(dir, "mapped.img")
 	stream := filepath.Join(dir, "stream.img")
 	f, err := os.Create(mapped)
@@ -225,19 +226,6 @@ func BenchmarkRestoreVsQEMUFile(b *testing.B) {
 	b.ReportMetric(ms(qemuStream), "qemu-stream-ms/op")
 	b.ReportMetric(float64(viaStore)/float64(qemuFile), "store/qemu-file")
 	b.ReportMetric(float64(viaStore)/float64(qemuStream), "store/qemu-stream")
-}
-
-// shmDir returns a fresh directory in tmpfs, or in the test's temp dir
-// without one.
-func shmDir(b *testing.B) string {
-	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-		d, err := os.MkdirTemp("/dev/shm", "vnsnap-bench-*")
-		if err == nil {
-			b.Cleanup(func() { os.RemoveAll(d) })
-			return d
-		}
-	}
-	return b.TempDir()
 }
 
 func fileSize(b *testing.B, p string) int64 {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnsnap/vnsnap/internal/testutil"
 	"github.com/vnsnap/vnsnap/store/pages"
 )
 
@@ -155,13 +156,7 @@ func BenchmarkRestoreImage(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	dir := b.TempDir()
-	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-		if dir, err = os.MkdirTemp("/dev/shm", "vnsnap-bench-*"); err != nil {
-			b.Fatal(err)
-		}
-		defer os.RemoveAll(dir)
-	}
+	dir := testutil.ShmDir(b)
 	raw := filepath.Join(dir, "raw")
 	if err := os.WriteFile(raw, data, 0o644); err != nil {
 		b.Fatal(err)

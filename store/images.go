@@ -460,6 +460,18 @@ func (s *Snapshot) Image(vm, name string) (*Image, error) {
 // SHA-256, not the CRC), and the index against the manifest. Damage is a
 // *CorruptError naming the VM, image, block and its offset in the image.
 func (s *Snapshot) RestoreImage(vm, name, path string, o pages.RestoreOptions) (pages.RestoreStats, error) {
+	return s.restoreImage(vm, name, func(x *pages.Index, bp *blockPool) (pages.RestoreStats, error) {
+		return pages.RestoreFile(x, bp, path, o)
+	}, func(length int64) error { return os.Truncate(path, length) })
+}
+
+// restoreImage is RestoreImage and RestoreImageInto: it checks VM vm's
+// image name and its index against the manifest, has restore write the
+// index's blocks out (wrapping its errors, a damaged block's as a
+// *CorruptError), then has truncate cut the file to the image's length
+// where the index rounds it up to whole pages. Nothing is written before
+// the image and its index are found good.
+func (s *Snapshot) restoreImage(vm, name string, restore func(*pages.Index, *blockPool) (pages.RestoreStats, error), truncate func(length int64) error) (pages.RestoreStats, error) {
 	im, err := s.Image(vm, name)
 	if err != nil {
 		return pages.RestoreStats{}, err
@@ -469,7 +481,7 @@ func (s *Snapshot) RestoreImage(vm, name, path string, o pages.RestoreOptions) (
 		return pages.RestoreStats{}, ce
 	}
 	bp := newBlockPool(s.root)
-	st, err := pages.RestoreFile(x, bp, path, o)
+	st, err := restore(x, bp)
 	if err != nil {
 		if pe := (*pages.CorruptError)(nil); errors.As(err, &pe) {
 			return st, fromPages(s.name, vm, name, bp.path(pe.Addr), pe)
@@ -477,7 +489,7 @@ func (s *Snapshot) RestoreImage(vm, name, path string, o pages.RestoreOptions) (
 		return st, fmt.Errorf("store: snapshot %q vm %q image %q: %w", s.name, vm, name, err)
 	}
 	if im.Length != x.Length {
-		if err := os.Truncate(path, im.Length); err != nil {
+		if err := truncate(im.Length); err != nil {
 			return st, fmt.Errorf("store: snapshot %q vm %q image %q: %w", s.name, vm, name, err)
 		}
 	}
@@ -577,26 +589,7 @@ func (r imageReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // another process may have mapped meanwhile): f ends at the image's
 // length and stays open; it is not fsynced.
 func (s *Snapshot) RestoreImageInto(vm, name string, f *os.File, o pages.RestoreOptions) (pages.RestoreStats, error) {
-	im, err := s.Image(vm, name)
-	if err != nil {
-		return pages.RestoreStats{}, err
-	}
-	x, ce := loadIndex(s.root, s.name, vm, im)
-	if ce != nil {
-		return pages.RestoreStats{}, ce
-	}
-	bp := newBlockPool(s.root)
-	st, err := pages.RestoreInto(x, bp, f, o)
-	if err != nil {
-		if pe := (*pages.CorruptError)(nil); errors.As(err, &pe) {
-			return st, fromPages(s.name, vm, name, bp.path(pe.Addr), pe)
-		}
-		return st, fmt.Errorf("store: snapshot %q vm %q image %q: %w", s.name, vm, name, err)
-	}
-	if im.Length != x.Length {
-		if err := f.Truncate(im.Length); err != nil {
-			return st, fmt.Errorf("store: snapshot %q vm %q image %q: %w", s.name, vm, name, err)
-		}
-	}
-	return st, nil
+	return s.restoreImage(vm, name, func(x *pages.Index, bp *blockPool) (pages.RestoreStats, error) {
+		return pages.RestoreInto(x, bp, f, o)
+	}, f.Truncate)
 }

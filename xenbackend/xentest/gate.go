@@ -61,6 +61,9 @@ func Start(t testing.TB, env Env, dcfg Dom0Config, bcfg BootConfig) *Machine {
 	t.Cleanup(func() {
 		m.Kill()
 		log.Close()
+		if n := m.Wakes(); n > 0 {
+			t.Logf("the harness woke the machine %d times (BootConfig.Wake)", n)
+		}
 		if t.Failed() {
 			t.Logf("last console lines:\n%s", m.Tail(80))
 		}

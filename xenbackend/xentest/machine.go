@@ -50,6 +50,15 @@ type BootConfig struct {
 	Diag time.Duration
 	// QEMUArgs are appended to QEMU's command line (experiments: -icount).
 	QEMUArgs []string
+	// Wake is how long the console may be silent, once Xen has handed the
+	// serial input to dom0, before the harness wakes the machine; default
+	// 15 s, negative for never. A wake is Ctrl-A six times on the serial
+	// line: Xen eats them (three switch the input to Xen, three back to
+	// dom0; nothing reaches dom0) and the UART's interrupt wakes a vCPU that
+	// QEMU 7.2's TCG left halted with an APIC timer interrupt pending (the
+	// package doc). Xen's two "Serial input to" lines in answer do not
+	// count as console output for the stall deadline.
+	Wake time.Duration
 }
 
 // Machine is a running Xen-in-QEMU machine. Its console is read into lines
@@ -62,7 +71,9 @@ type Machine struct {
 
 	monitor   string        // BootConfig.Monitor
 	diagAfter time.Duration // BootConfig.Diag
+	wakeAfter time.Duration // BootConfig.Wake
 	log       io.Writer     // BootConfig.Log, written under mu
+	sendMu    sync.Mutex    // one writer of the serial input at a time
 
 	mu       sync.Mutex
 	lines    []string
@@ -71,6 +82,9 @@ type Machine struct {
 	exitErr  error
 	notify   chan struct{} // closed and replaced on every change
 	next     int           // the next line Wait looks at
+	toDom0   bool          // Xen's last "Serial input to" line named dom0
+	seenDom0 bool          // Xen has given the serial input to dom0 once
+	wakes    int           // wakes sent
 	killOnce sync.Once
 }
 
@@ -125,6 +139,9 @@ func (c *BootConfig) defaults() {
 	if c.Nice == 0 {
 		c.Nice = 10
 	}
+	if c.Wake == 0 {
+		c.Wake = 15 * time.Second
+	}
 }
 
 // Boot starts QEMU on the environment. QEMU runs in its own process group;
@@ -152,17 +169,21 @@ func Boot(env Env, cfg BootConfig) (*Machine, error) {
 	}
 	now := time.Now()
 	m := &Machine{cmd: cmd, in: in, stall: cfg.Stall, start: now, last: now, notify: make(chan struct{}),
-		monitor: cfg.Monitor, diagAfter: cfg.Diag, log: cfg.Log}
+		monitor: cfg.Monitor, diagAfter: cfg.Diag, wakeAfter: cfg.Wake, log: cfg.Log}
 	go m.read(out, cfg.Log)
 	if cfg.Diag > 0 {
 		go m.watch()
+	}
+	if cfg.Wake > 0 {
+		go m.wake()
 	}
 	return m, nil
 }
 
 // read collects console lines until QEMU closes its output, then reaps it.
-// Any byte counts as progress, also inside a line: xl's save and restore
-// draw their progress bars with carriage returns only.
+// Any byte counts as progress, also inside a line (xl's save and restore
+// draw their progress bars with carriage returns only), but Xen's lines in
+// answer to a wake (wake.go) do not.
 func (m *Machine) read(r io.Reader, log io.Writer) {
 	buf := make([]byte, 64<<10)
 	var partial []byte
@@ -170,8 +191,8 @@ func (m *Machine) read(r io.Reader, log io.Writer) {
 		n, err := r.Read(buf)
 		if n > 0 {
 			m.mu.Lock()
-			m.last = time.Now()
 			partial = append(partial, buf[:n]...)
+			progress := buf[n-1] != '\n' // a line's first bytes, or a progress bar's
 			for {
 				i := bytes.IndexByte(partial, '\n')
 				if i < 0 && len(partial) < 1<<20 {
@@ -186,6 +207,15 @@ func (m *Machine) read(r io.Reader, log io.Writer) {
 					fmt.Fprintln(log, line)
 				}
 				m.lines = append(m.lines, line)
+				if to, ok := serialSwitch(line); ok {
+					m.toDom0 = to
+					m.seenDom0 = m.seenDom0 || to
+				} else {
+					progress = true
+				}
+			}
+			if progress {
+				m.last = time.Now()
 			}
 			m.changed()
 			m.mu.Unlock()
@@ -262,6 +292,8 @@ func (m *Machine) Wait(ctx context.Context, marker string) (string, error) {
 // console (hvc0), where init's stdin is; dom0's tty echoes it unless the
 // script runs "stty -echo".
 func (m *Machine) Send(s string) error {
+	m.sendMu.Lock()
+	defer m.sendMu.Unlock()
 	if _, err := io.WriteString(m.in, s); err != nil {
 		return fmt.Errorf("xen console send: %w", err)
 	}

@@ -87,6 +87,13 @@ follow() {
 		case "$l" in *TCPSTREAM*) [ "$l" != "${prev:-}" ] && echo "$1| $l"; prev=$l ;; esac
 	done &
 }
+# fate VM: what became of VM: Xen's log, the end of its console, vnsnap up's log.
+fate() {
+	diag
+	echo "VNSNAP-T-FATE $1: xl dmesg"; $XL dmesg | tail -n 40
+	echo "VNSNAP-T-FATE $1: console"; tail -n 30 $ST/$1.console
+	echo "VNSNAP-T-FATE $1: vnsnap up"; tail -n 40 /root/up.log
+}
 # alive: fail when vnsnap up or a domain of the VNE is gone or shut down
 # (crashed, powered off: its config preserves it, so xl lists it as such).
 alive() {
@@ -94,8 +101,8 @@ alive() {
 	for d in $VMS; do
 		st=$($XL list | awk -v d=$d '$1 == d {print $5}')
 		case "$st" in
-		"") diag; echo "VNSNAP-XEN-FAIL domain $d is gone"; exit 7 ;;
-		*s*|*c*) diag; echo "VNSNAP-XEN-FAIL domain $d is shut down ($st)"; exit 7 ;;
+		"") fate $d; echo "VNSNAP-XEN-FAIL domain $d is gone"; exit 7 ;;
+		*s*|*c*) fate $d; echo "VNSNAP-XEN-FAIL domain $d is shut down ($st)"; exit 7 ;;
 		esac
 	done
 }

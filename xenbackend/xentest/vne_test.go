@@ -130,12 +130,26 @@ down() {
 progress() { grep "TCPSTREAM PROGRESS" $ST/$1.console | grep -v "rx=0 " >/dev/null; }
 lastprog() { grep "TCPSTREAM PROGRESS" $ST/$1.console | tail -n 1; }
 done_count() { cat $ST/a.console $ST/b.console | grep -c 'TCPSTREAM DONE'; }
+# snapwatch: every 30 s, the domains' states and each xl process's state
+# and kernel wait channel, and libxl-save-helper's (it copies the memory):
+# where a stalled save sits.
+snapwatch() {
+	while sleep 30; do
+		echo "VNSNAP-T-SNAPWATCH $($XL list | awk 'NR > 1 {printf "%s:%s ", $1, $5}')"
+		for p in $(pidof xl libxl-save-helper); do
+			echo "VNSNAP-T-SNAPWATCH xl $p $(tr '\0' ' ' < /proc/$p/cmdline | cut -c1-60) state=$(awk '{print $3}' /proc/$p/stat) wchan=$(cat /proc/$p/wchan)"
+		done
+	done
+}
 # snap NAME ARGS...: a snapshot, then vnsnap verify.
 snap() {
 	name=$1
 	shift
+	snapwatch &
+	W=$!
 	$V snapshot --state $ST --store $STORE "$@" $name
 	rc=$?
+	kill $W
 	[ $rc = 0 ] || { diag; cat /root/up.log; }
 	echo "VNSNAP-T-SNAPSHOT name=$name rc=$rc done-before=$(done_count) a=[$(lastprog a)] b=[$(lastprog b)]"
 	$V verify --store $STORE $name

@@ -138,6 +138,13 @@ func TestAbortResumesEveryVM(t *testing.T) {
 		if c.stall > 0 && !contains(err, ErrStalled.Error()) {
 			t.Errorf("%s: error %v, want %v", c.name, err, ErrStalled)
 		}
+		if c.stall > 0 {
+			for _, vl := range env.Layout.VMs {
+				if !contains(err, vl.Name+": ") {
+					t.Errorf("%s: error %v does not say where vm %s's copy stood", c.name, err, vl.Name)
+				}
+			}
+		}
 		// Every port is on the snapshot's epoch, but the one whose switch
 		// refuses every colour change.
 		for i, vl := range env.Layout.VMs {

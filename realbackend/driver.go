@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +98,31 @@ const (
 type clock struct{ start time.Time }
 
 func (c clock) Now() time.Duration { return time.Since(c.start) }
+
+// copyStates says where each VM's copy stands, for a stalled snapshot's
+// reason: "a: live copy, 143 MB; b: final copy, 140 MB".
+func (d *driver) copyStates() string {
+	parts := make([]string, 0, len(d.vms))
+	for _, v := range d.vms {
+		st := "no copy"
+		if v.done != nil {
+			select {
+			case <-v.done:
+				st = "copy returned"
+			default:
+				st = "final copy"
+				if v.release != nil {
+					st = "live copy"
+				}
+			}
+		}
+		if v.copied != nil {
+			st += fmt.Sprintf(", %d bytes", v.copied.Load())
+		}
+		parts = append(parts, v.name+": "+st)
+	}
+	return strings.Join(parts, "; ")
+}
 
 // vmRun is the driver's state for one VM of the snapshot.
 type vmRun struct {
@@ -343,7 +369,7 @@ func (d *driver) run() error {
 					continue
 				}
 				stallC = nil // report it once
-				ev = core.SnapshotFailed{Err: fmt.Errorf("%w: no stream byte and no event for %v", ErrStalled, d.opts.Stall)}
+				ev = core.SnapshotFailed{Err: fmt.Errorf("%w: no stream byte and no event for %v (%s)", ErrStalled, d.opts.Stall, d.copyStates())}
 			}
 		}
 		cmds, err := d.co.Step(ev)

@@ -88,11 +88,15 @@
 // workload ran on; s1 then streamed about 480 MB through vnsnap up (both
 // domains' rounds) and stopped: "snapshot made no progress: no stream byte
 // and no event for 2m0s", with domain a neither running nor blocked in xl
-// list and no silence on the console (the workload kept printing). Where
-// xl's migration stood is not yet captured (its stderr is in the
-// snapshot's error only when it exits). Next: log xl migrate's output and
-// xl list while a save stalls, and the restored domains' fate (the
-// script's fate function: xl dmesg, console, vnsnap up's log).
+// list and no silence on the console (the workload kept printing). A
+// second and a third run stalled the same way; in the third, the stall's
+// reason (realbackend now names each VM's copy) gave both domains' streams
+// stopped at the same offset, about 73.5 MB each, with both
+// libxl-save-helper processes in pipe_write (the script's snapwatch
+// lines): Xen was writing and our receiver had stopped reading. Next: a
+// goroutine dump of vnsnap up at the stall, then the fix; the restored
+// domains' fate is logged by the script's fate function (xl dmesg,
+// console, vnsnap up's log).
 //
 // The cuts and the restore have not been reached in a passing run. By these measurements a
 // boot costs about 12 minutes (2 to 4 to the workload, 5 to 6 for a live

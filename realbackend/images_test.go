@@ -1,18 +1,17 @@
 package realbackend
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/internal/testutil"
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
@@ -59,7 +58,7 @@ func TestPageImagesIdleDedup(t *testing.T) {
 	ctx := qemutest.Context(t, 15*time.Minute, progress.DirBytes(logDir))
 	console := consoles(t, logDir)
 	qh := qemubackend.NewHypervisor(h)
-	var logged syncBuffer
+	var logged testutil.SyncBuffer
 	qh.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 	o := Options{Hypervisor: qh, Image: img, Dir: shortDir(t), Console: func(vm string) io.Writer { return console(vm) }}
 	l := &Layout{Name: "idle", Hosts: []HostLayout{{Name: "h1", Address: "127.0.0.1"}}}
@@ -192,22 +191,4 @@ func checkOnFile(t testing.TB, env *Env, i int) {
 		}
 	}
 	t.Errorf("restored %s: QEMU's mappings of its image file: %q, want a shared one of %d bytes of the unlinked file", name, found, want)
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/vnsnap/vnsnap/cluster/certs"
 	"github.com/vnsnap/vnsnap/cluster/remote"
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/internal/testutil"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest/progress"
 	"github.com/vnsnap/vnsnap/realbackend"
 	"github.com/vnsnap/vnsnap/realbackend/hv"
@@ -123,7 +124,7 @@ func testCoordinatorKilled(ctx context.Context, t *testing.T, cl *cluster, place
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

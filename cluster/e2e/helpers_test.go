@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vnsnap/vnsnap/cluster/netnstest"
+	"github.com/vnsnap/vnsnap/internal/testutil"
 )
 
 // agentPort is where every agent serves the coordinator in its host.
@@ -40,23 +40,6 @@ func run(t *testing.T, bin string, args ...string) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // agentProc is one host's `vnsnap agent`, in a process group of its own
 // with the QEMUs it starts: crash kills the whole host at once.
 type agentProc struct {
@@ -64,7 +47,7 @@ type agentProc struct {
 	host        netnstest.Host
 	args        []string
 	cmd         *exec.Cmd
-	stderr      *syncBuffer
+	stderr      *testutil.SyncBuffer
 }
 
 // start runs the agent in its host and waits for it to listen.
@@ -76,7 +59,7 @@ func (p *agentProc) start(t *testing.T, bin string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd, p.stderr = cmd, &syncBuffer{}
+	p.cmd, p.stderr = cmd, &testutil.SyncBuffer{}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

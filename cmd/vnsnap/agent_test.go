@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/vnsnap/vnsnap/cluster/certs"
 	"github.com/vnsnap/vnsnap/cluster/remote"
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/internal/testutil"
 	"github.com/vnsnap/vnsnap/qemubackend"
 	"github.com/vnsnap/vnsnap/qemubackend/guestimg"
 	"github.com/vnsnap/vnsnap/qemubackend/qemutest"
@@ -29,24 +28,7 @@ import (
 type agentProc struct {
 	cmd    *exec.Cmd
 	addr   string
-	stderr *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stderr *testutil.SyncBuffer
 }
 
 func startAgentProc(t *testing.T, bin string, args ...string) *agentProc {
@@ -57,7 +39,7 @@ func startAgentProc(t *testing.T, bin string, args ...string) *agentProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &agentProc{cmd: cmd, stderr: &syncBuffer{}}
+	p := &agentProc{cmd: cmd, stderr: &testutil.SyncBuffer{}}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -27,7 +27,14 @@ func fakeEnv(t *testing.T, body string) Env {
 
 func bootFake(t *testing.T, body string, stall time.Duration) *Machine {
 	t.Helper()
-	m, err := Boot(fakeEnv(t, body), BootConfig{Initrd: "unused", Stall: stall})
+	return bootFakeConfig(t, body, BootConfig{Stall: stall})
+}
+
+// bootFakeConfig is bootFake with the rest of cfg too.
+func bootFakeConfig(t *testing.T, body string, cfg BootConfig) *Machine {
+	t.Helper()
+	cfg.Initrd = "unused"
+	m, err := Boot(fakeEnv(t, body), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,14 +22,10 @@ while :; do
 	[ "$x" = 010101 ] || { echo "got $x"; sleep 60; }
 	echo "` + dom0Input + `"
 done`
-	m, err := Boot(fakeEnv(t, body), BootConfig{Initrd: "unused", Stall: 3 * time.Second, Wake: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Kill)
+	m := bootFakeConfig(t, body, BootConfig{Stall: 3 * time.Second, Wake: 200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	_, err = m.Wait(ctx, "got")
+	_, err := m.Wait(ctx, "got")
 	if !errors.Is(err, ErrStalled) {
 		t.Fatalf("Wait on a machine silent but for Xen's answers to wakes: %v, want ErrStalled", err)
 	}
@@ -45,11 +41,7 @@ func TestWakeWaitsForDom0Input(t *testing.T) {
 x=$(dd bs=1 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
 echo "got $x"
 sleep 60`
-	m, err := Boot(fakeEnv(t, body), BootConfig{Initrd: "unused", Stall: time.Minute, Wake: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Kill)
+	m := bootFakeConfig(t, body, BootConfig{Stall: time.Minute, Wake: 100 * time.Millisecond})
 	ctx := context.Background()
 	if _, err := m.Wait(ctx, "up"); err != nil {
 		t.Fatal(err)
@@ -77,11 +69,7 @@ echo "got $x"
 y=$(dd bs=1 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
 echo "next $y"
 sleep 60`
-	m, err := Boot(fakeEnv(t, body), BootConfig{Initrd: "unused", Stall: time.Minute, Wake: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Kill)
+	m := bootFakeConfig(t, body, BootConfig{Stall: time.Minute, Wake: 2 * time.Second})
 	ctx := context.Background()
 	if got, err := m.Wait(ctx, "got"); err != nil || got != "got 010101" {
 		t.Fatalf("first wake after the input was left with Xen: %q, %v; want %q", got, err, "got 010101")

@@ -81,21 +81,33 @@ func (d *driver) fileSaver(v *vmRun) (hv.FileSaver, bool) {
 	return fs, ok
 }
 
-// saveFile runs fs.SaveFile into a new image file for v, counting the
-// file's growth as progress while the save runs.
+// saveFile runs fs.SaveFile into a new image file for v, counting as
+// progress the bytes the save reports (hv.SaveOptions.Progress) or, while
+// it reports none, the file's growth.
 func (d *driver) saveFile(v *vmRun, fs hv.FileSaver, s core.Sink, opts hv.SaveOptions) (hv.SaveStats, error) {
 	f, err := newImageFile(d.env.imageDir(s), v.name)
 	if err != nil {
 		return hv.SaveStats{}, err
 	}
 	v.file, v.fileSink = f, s
-	stop := watchGrowth(f, &d.moved, v.copied)
+	// A page sent again in a later pass overwrites its place in the file
+	// and does not grow it: a long pass over pages already there would
+	// look like a stall. A save that counts its bytes says so.
+	var reported atomic.Bool
+	opts.Progress = func(n int64) {
+		reported.Store(true)
+		d.moved.Add(n)
+		if v.copied != nil {
+			v.copied.Add(n)
+		}
+	}
+	stop := watchGrowth(f, &d.moved, v.copied, &reported)
 	st, err := fs.SaveFile(v.ctx, f, opts)
 	counted := stop()
 	// The file is sparse: zero pages are holes, never allocated. Once the
 	// image is complete they count as copied too, so that the bytes copied
 	// end at the image's length, as they do when the save streams.
-	if fi, serr := f.Stat(); err == nil && serr == nil && fi.Size() > counted {
+	if fi, serr := f.Stat(); err == nil && serr == nil && !reported.Load() && fi.Size() > counted {
 		d.moved.Add(fi.Size() - counted)
 		if v.copied != nil {
 			v.copied.Add(fi.Size() - counted)
@@ -105,11 +117,12 @@ func (d *driver) saveFile(v *vmRun, fs hv.FileSaver, s core.Sink, opts hv.SaveOp
 }
 
 // watchGrowth adds the growth of f's allocated size to n, and to vm if set
-// (the VM's progress counter), every 100 ms until stop is called: the
-// hypervisor writes the file itself, so no byte passes through a
-// countingWriter, and a snapshot's stall check needs progress. stop returns
-// the bytes it added.
-func watchGrowth(f *os.File, n, vm *atomic.Int64) (stop func() int64) {
+// (the VM's progress counter) while reported is false, every 100 ms until
+// stop is called: the hypervisor writes the file itself, so no byte passes
+// through a countingWriter, and a snapshot's stall check needs progress.
+// Once the save reports its own bytes (reported), vm counts only those.
+// stop returns the growth seen.
+func watchGrowth(f *os.File, n, vm *atomic.Int64, reported *atomic.Bool) (stop func() int64) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	var last int64
@@ -130,7 +143,7 @@ func watchGrowth(f *os.File, n, vm *atomic.Int64) (stop func() int64) {
 			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 				if a := st.Blocks * 512; a > last {
 					n.Add(a - last)
-					if vm != nil {
+					if vm != nil && !reported.Load() {
 						vm.Add(a - last)
 					}
 					last = a

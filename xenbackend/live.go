@@ -208,7 +208,13 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, f *os.File, o hv.Sa
 	go func() {
 		var err error
 		if f != nil {
-			_, err = ReceiveFile(ctx, conn, conn, f, hooks)
+			// The page file does not grow when a later pass sends a page
+			// again: the stream read is the save's progress.
+			var in io.Reader = conn
+			if o.Progress != nil {
+				in = progressReader{conn, o.Progress}
+			}
+			_, err = ReceiveFile(ctx, in, conn, f, hooks)
 		} else {
 			_, err = Receive(ctx, conn, conn, cw, hooks)
 		}

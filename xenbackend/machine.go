@@ -422,6 +422,7 @@ func (m *Machine) Kill() {
 // from a paused VM); xl leaves it paused afterwards, and AtSnapshotPoint is
 // called then.
 func (m *Machine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.SaveStats, error) {
+	o.Progress = nil // Save's bytes pass through w
 	if o.Live {
 		return m.saveLive(ctx, w, nil, o)
 	}
@@ -463,7 +464,11 @@ func (m *Machine) saveStopped(ctx context.Context, o hv.SaveOptions, emit func(i
 	}
 	file := filepath.Join(m.h.cfg.Dir, m.spec.Name+".save")
 	defer os.Remove(file)
+	// xl writes the save file itself: its growth is the save's progress
+	// (the conversion that follows is local and not counted again).
+	stopWatch := watchSize(file, o.Progress)
 	err := m.h.xl.Save(ctx, m.id, file, LeavePaused)
+	stopWatch()
 	if d, ok, lerr := m.h.xl.Lookup(context.WithoutCancel(ctx), m.id); lerr == nil && ok && d.Paused() {
 		m.paused = true // xl save -p paused it (even when it failed later)
 	} else if err != nil {
@@ -494,6 +499,51 @@ func (m *Machine) saveStopped(ctx context.Context, o hv.SaveOptions, emit func(i
 		return hv.SaveStats{}, fmt.Errorf("save %s: %w", m.spec.Name, err)
 	}
 	return hv.SaveStats{Bytes: n, Passes: 1, MemoryCopied: info.Pages * pageSize, Total: time.Since(start)}, nil
+}
+
+// progressReader reports the bytes read through it.
+type progressReader struct {
+	r      io.Reader
+	report func(int64)
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.report(int64(n))
+	}
+	return n, err
+}
+
+// watchSize reports the growth of the file at path every 100 ms until stop
+// is called, and once more then; with report nil it does nothing.
+func watchSize(path string, report func(int64)) (stop func()) {
+	if report == nil {
+		return func() {}
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	var last int64
+	check := func() {
+		if fi, err := os.Stat(path); err == nil && fi.Size() > last {
+			report(fi.Size() - last)
+			last = fi.Size()
+		}
+	}
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				check()
+				return
+			case <-t.C:
+				check()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // countWriter counts what passes to w.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vnsnap/vnsnap/realbackend/hv"
@@ -27,9 +28,17 @@ func TestSaveFileRestoreFile(t *testing.T) {
 			}
 			defer f.Close()
 			points := 0
-			st, err := m.SaveFile(ctx, f, hv.SaveOptions{Live: live, AtSnapshotPoint: func(context.Context) error { points++; return nil }})
+			var progress atomic.Int64
+			st, err := m.SaveFile(ctx, f, hv.SaveOptions{Live: live, AtSnapshotPoint: func(context.Context) error { points++; return nil },
+				Progress: func(n int64) { progress.Add(n) }})
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The stream's bytes (live: read from the receiver's socket,
+			// which carries the sender's go after the stream; stop-and-copy:
+			// xl's save file) are the save's progress.
+			if p, n := progress.Load(), int64(len(s.stream)); p < n || p > n+int64(len(msgGo)) {
+				t.Errorf("progress: %d bytes, want the stream's %d (and at most the sender's go after it)", p, n)
 			}
 			fi, err := f.Stat()
 			if err != nil {

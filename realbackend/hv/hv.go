@@ -116,6 +116,14 @@ type SaveOptions struct {
 	// snapshot point, before the rest of the image is written; Save waits
 	// for it to return. An error aborts the save.
 	AtSnapshotPoint func(ctx context.Context) error
+	// Progress, if set, is told of the bytes a SaveFile moves as it moves
+	// them (n since the last call; pages sent again in a later pass
+	// count again), from the goroutine running SaveFile or one of the
+	// hypervisor's own. A FileSaver whose hypervisor writes the file
+	// itself may never call it: the caller watches the file grow then, and
+	// a page written again in a later pass does not grow it. Save never
+	// calls it: its bytes pass through its writer.
+	Progress func(n int64)
 }
 
 // SaveStats are the hypervisor-neutral figures of one save.

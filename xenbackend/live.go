@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vnsnap/vnsnap/realbackend/hv"
@@ -20,9 +21,9 @@ import (
 //	xl migrate -s "" DOMID "'vnsnap' 'xen-receive' 'DIR/NAME.recv'"
 //
 // xl runs the receiver command through sh; the command (RelayReceiver) only
-// connects to the socket DIR/NAME.recv, where Save listens, and copies bytes
-// both ways, so the whole protocol (Receive) runs inside Save, in the
-// process that owns the switch and the snapshot: the stream goes to Save's
+// connects to the socket DIR/NAME.recv, where Save listens, and hands it
+// xl's two pipes, so the whole protocol (Receive) runs inside Save, in the
+// process that owns the switch and the snapshot, on xl's pipes themselves: the stream goes to Save's
 // writer, OnPass is told of each pass, and AtSnapshotPoint runs while the
 // source domain is suspended at its snapshot point (renamed
 // NAME--migratedaway by xl).
@@ -205,20 +206,44 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, f *os.File, o hv.Sa
 			return nil
 		},
 	}
-	go func() {
-		var err error
-		if f != nil {
-			// The page file does not grow when a later pass sends a page
-			// again: the stream read is the save's progress.
-			var in io.Reader = conn
-			if o.Progress != nil {
-				in = progressReader{conn, o.Progress}
-			}
-			_, err = ReceiveFile(ctx, in, conn, f, hooks)
-		} else {
-			_, err = Receive(ctx, conn, conn, cw, hooks)
-		}
+	// pipes are xl's two pipes to its receiver command, handed over by
+	// the relay; closeAll ends the receive (a blocked read returns).
+	var pipes []*os.File
+	closeAll := func() {
 		conn.Close()
+		for _, p := range pipes {
+			p.Close()
+		}
+	}
+	go func() {
+		err := func() error {
+			in, out, err := receivePipes(conn)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			pipes = []*os.File{in, out}
+			if closed {
+				mu.Unlock()
+				return errors.New("save cancelled")
+			}
+			mu.Unlock()
+			if f != nil {
+				// The page file does not grow when a later pass sends a
+				// page again: the stream read is the save's progress.
+				var r io.Reader = in
+				if o.Progress != nil {
+					r = progressReader{in, o.Progress}
+				}
+				_, err = ReceiveFile(ctx, r, out, f, hooks)
+			} else {
+				_, err = Receive(ctx, in, out, cw, hooks)
+			}
+			return err
+		}()
+		mu.Lock()
+		closeAll()
+		mu.Unlock()
 		l.recvDone <- err
 	}()
 	cancelled := ctx.Done()
@@ -241,7 +266,6 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, f *os.File, o hv.Sa
 			return st, nil
 		case err := <-l.recvDone:
 			// Failed before the go: the receiver is gone, xl resumes.
-			conn.Close()
 			xerr := <-l.xlDone
 			if err == nil {
 				err = errors.New("receiver ended without the sender's go")
@@ -258,7 +282,7 @@ func (m *Machine) saveLive(ctx context.Context, w io.Writer, f *os.File, o hv.Sa
 			mu.Lock()
 			if !stored {
 				closed = true
-				conn.Close()
+				closeAll()
 			}
 			mu.Unlock()
 			cancelled = nil // from here the protocol runs to its end
@@ -291,29 +315,79 @@ func (m *Machine) recoverAway(ctx context.Context) error {
 }
 
 // RelayReceiver is "vnsnap xen-receive SOCKET", the command xl migrate runs
-// for a live save: it copies its stdin (the stream) to the unix socket and
-// the socket's bytes (the replies) to its stdout, and returns when the
-// socket is closed. The protocol itself runs in Save, at the socket's other
-// end.
-func RelayReceiver(sock string, stdin io.Reader, stdout io.Writer) error {
+// for a live save: it hands its stdin (the stream) and stdout (the
+// replies), xl's two pipes, to Save's process over the unix socket
+// (SCM_RIGHTS), closes its own copies, and returns when Save closes the
+// socket. The protocol itself runs in Save, which reads and writes xl's
+// pipes directly: no byte of the stream passes through this process (a copy
+// less, which under nested emulation is a large share of a live save's
+// time). If this process dies before it has handed the pipes over, xl sees
+// its receiver gone and resumes its domain; after, the pipes live as long as
+// Save holds them.
+func RelayReceiver(sock string, stdin, stdout *os.File) error {
 	if err := checkPath("receiver socket", sock); err != nil {
 		return err
 	}
-	c, err := net.Dial("unix", sock)
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		return fmt.Errorf("xen-receive: %w", err)
 	}
 	defer c.Close()
-	go func() {
-		_, _ = io.Copy(c, stdin)
-		if uc, ok := c.(*net.UnixConn); ok {
-			_ = uc.CloseWrite()
-		}
-	}()
-	if _, err := io.Copy(stdout, c); err != nil {
+	rights := syscall.UnixRights(int(stdin.Fd()), int(stdout.Fd()))
+	if _, _, err := c.WriteMsgUnix([]byte{0}, rights, nil); err != nil {
+		return fmt.Errorf("xen-receive: handing xl's pipes over: %w", err)
+	}
+	stdin.Close()
+	stdout.Close()
+	if _, err := io.Copy(io.Discard, c); err != nil {
 		return fmt.Errorf("xen-receive: %w", err)
 	}
 	return nil
+}
+
+// receivePipes reads the relay's message on c (RelayReceiver): xl's pipe
+// of the stream (read end) and that of the replies (write end). Both must
+// be pipes or sockets; they are made non-blocking, so that closing one ends
+// a read or write blocked on it.
+func receivePipes(c *net.UnixConn) (in, out *os.File, err error) {
+	b := make([]byte, 1)
+	oob := make([]byte, syscall.CmsgSpace(2*4))
+	n, oobn, flags, _, err := c.ReadMsgUnix(b, oob)
+	if err != nil {
+		return nil, nil, fmt.Errorf("xl receiver: reading xl's pipes from the relay: %w", err)
+	}
+	var fds []int
+	msgs, perr := syscall.ParseSocketControlMessage(oob[:oobn])
+	for i := 0; perr == nil && i < len(msgs); i++ {
+		var got []int
+		got, perr = syscall.ParseUnixRights(&msgs[i])
+		fds = append(fds, got...)
+	}
+	fail := func(format string, a ...any) (*os.File, *os.File, error) {
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+		return nil, nil, fmt.Errorf("xl receiver: the relay's message: "+format, a...)
+	}
+	switch {
+	case perr != nil:
+		return fail("%v", perr)
+	case n != 1 || flags&syscall.MSG_CTRUNC != 0 || len(fds) != 2:
+		return fail("%d bytes and %d descriptors (truncated: %v), want 1 byte and 2 descriptors", n, len(fds), flags&syscall.MSG_CTRUNC != 0)
+	}
+	for i, fd := range fds {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil {
+			return fail("descriptor %d: %v", i, err)
+		}
+		if m := st.Mode & syscall.S_IFMT; m != syscall.S_IFIFO && m != syscall.S_IFSOCK {
+			return fail("descriptor %d is not a pipe or socket (mode %#o)", i, st.Mode)
+		}
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			return fail("descriptor %d: %v", i, err)
+		}
+	}
+	return os.NewFile(uintptr(fds[0]), "xl-stream"), os.NewFile(uintptr(fds[1]), "xl-replies"), nil
 }
 
 // lockedBuffer collects xl's output for error messages.

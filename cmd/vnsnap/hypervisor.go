@@ -59,12 +59,12 @@ func hypervisorFor(ctx context.Context, v *vne.VNE, f backendFlags, xenDir strin
 }
 
 // runXenReceive is the command xl migrate runs for a live snapshot of a Xen
-// VM (xenbackend.RelayReceiver): stdin and stdout are xl's, SOCKET is where
-// the supervisor's save listens.
-func runXenReceive(args []string, stdout, stderr io.Writer) error {
+// VM (xenbackend.RelayReceiver): the process's stdin and stdout are xl's
+// pipes, handed to the supervisor's save, which listens at SOCKET.
+func runXenReceive(args []string, _, stderr io.Writer) error {
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "usage: vnsnap xen-receive SOCKET (run by xl migrate during a snapshot)")
 		return errUsage
 	}
-	return xenbackend.RelayReceiver(args[0], os.Stdin, stdout)
+	return xenbackend.RelayReceiver(args[0], os.Stdin, os.Stdout)
 }

@@ -340,7 +340,18 @@ func (g *Ingester) process(enc *encoder, bt *batch, i int) error {
 		res.known = true
 		return nil
 	}
-	if pp, ok := g.sink.(PartsPutter); ok && !g.ordered && g.opt.Codec == CodecRaw && &data[0] != &s.raw[0] {
+	// A compressed object if the codec shrinks the block; otherwise the
+	// block is stored raw, its pages not copied again to make the object.
+	var obj []byte
+	if g.opt.Codec != CodecRaw {
+		if obj = compressObject(enc, s.out, data); obj != nil {
+			s.out = obj[:0]
+		}
+	}
+	inSlot := &data[0] == &s.raw[0]
+	switch pp, ok := g.sink.(PartsPutter); {
+	case obj != nil:
+	case ok && !g.ordered && !inSlot:
 		// A block read in place: its pages go to the sink as they are,
 		// behind a header of their own.
 		var hdr [objHeader]byte
@@ -353,15 +364,13 @@ func (g *Ingester) process(enc *encoder, bt *batch, i int) error {
 		g.markKnown(res.ref.Addr)
 		res.created, res.size = created, objHeader+len(data)
 		return nil
-	}
-	var obj []byte
-	if g.opt.Codec == CodecRaw && &data[0] == &s.raw[0] {
+	case inSlot:
 		// The pages are in the slot already: the header goes in front.
 		obj = s.buf[:objHeader+len(data)]
 		obj[0] = objRaw
 		binary.LittleEndian.PutUint32(obj[1:], objectCRC(obj))
-	} else {
-		obj = encodeObject(enc, s.out, data)
+	default:
+		obj = encodeObject(nil, s.out, data)
 		s.out = obj[:0]
 	}
 	if g.ordered {

@@ -115,10 +115,23 @@ func newDecoder() *zstd.Decoder {
 // saves at least 1/32 of the bytes, raw otherwise, or always raw if enc is
 // nil or CodecRaw.
 func encodeObject(enc *encoder, dst, data []byte) []byte {
-	raw := enc == nil || enc.codec == CodecRaw
+	if obj := compressObject(enc, dst, data); obj != nil {
+		return obj
+	}
+	dst = append(dst[:0], objRaw, 0, 0, 0, 0)
+	dst = append(dst, data...)
+	binary.LittleEndian.PutUint32(dst[1:], objectCRC(dst))
+	return dst
+}
+
+// compressObject returns the compressed object for data, in dst's room if
+// it has enough, or nil if enc stores blocks raw (nil or CodecRaw) or the
+// codec does not save at least 1/32 of the bytes: then the caller stores
+// data raw, without having copied it.
+func compressObject(enc *encoder, dst, data []byte) []byte {
 	switch {
-	case raw:
-		dst = append(dst[:0], objRaw, 0, 0, 0, 0)
+	case enc == nil || enc.codec == CodecRaw:
+		return nil
 	case enc.codec == CodecS2:
 		n := objHeader + s2.MaxEncodedLen(len(data))
 		if cap(dst) < n {
@@ -132,9 +145,8 @@ func encodeObject(enc *encoder, dst, data []byte) []byte {
 		dst = append(dst[:0], objZstd, 0, 0, 0, 0)
 		dst = enc.zstd.EncodeAll(data, dst)
 	}
-	if raw || len(dst)-objHeader > len(data)-len(data)/32 {
-		dst = append(dst[:objHeader], data...)
-		dst[0] = objRaw
+	if len(dst)-objHeader > len(data)-len(data)/32 {
+		return nil
 	}
 	binary.LittleEndian.PutUint32(dst[1:], objectCRC(dst))
 	return dst

@@ -136,6 +136,7 @@ done_count() { cat $ST/a.console $ST/b.console | grep -c 'TCPSTREAM DONE'; }
 snapwatch() {
 	while sleep 30; do
 		echo "VNSNAP-T-SNAPWATCH $($XL list | awk 'NR > 1 {printf "%s:%s ", $1, $5}')"
+		echo "VNSNAP-T-SNAPWATCH up $(grep -E 'rchar|wchar' /proc/$UP/io | tr '\n' ' ')utime,stime=$(awk '{print $14, $15}' /proc/$UP/stat)"
 		for p in $(pidof xl libxl-save-helper); do
 			echo "VNSNAP-T-SNAPWATCH xl $p $(tr '\0' ' ' < /proc/$p/cmdline | cut -c1-60) state=$(awk '{print $3}' /proc/$p/stat) wchan=$(cat /proc/$p/wchan)"
 		done

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vnsnap/vnsnap/realbackend/hv"
 )
 
@@ -345,6 +347,9 @@ func RelayReceiver(sock string, stdin, stdout *os.File) error {
 	return nil
 }
 
+// streamPipeSize is the size receivePipes asks of xl's stream pipe.
+const streamPipeSize = 1 << 20
+
 // receivePipes reads the relay's message on c (RelayReceiver): xl's pipe
 // of the stream (read end) and that of the replies (write end). Both must
 // be pipes or sockets; they are made non-blocking, so that closing one ends
@@ -387,6 +392,11 @@ func receivePipes(c *net.UnixConn) (in, out *os.File, err error) {
 			return fail("descriptor %d: %v", i, err)
 		}
 	}
+	// A pipe of 64 KiB (Linux's default) wakes the reader, and switches
+	// between it and libxl's save helper, for every 16 pages; a larger one
+	// lets both move a megabyte at a time. Best effort: the limit
+	// (/proc/sys/fs/pipe-max-size) may be lower.
+	_, _ = unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, streamPipeSize)
 	return os.NewFile(uintptr(fds[0]), "xl-stream"), os.NewFile(uintptr(fds[1]), "xl-replies"), nil
 }
 

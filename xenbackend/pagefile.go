@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 )
 
 // PageFileFormat names the page file (hv.FileRestorer.FileFormat): a Xen
@@ -134,7 +135,20 @@ type pageFileWriter struct {
 	// pending coalesces writes of consecutive slots.
 	pending     []byte
 	pendingSlot int64
+	// staged holds the pages sent again (a later pass's, scattered over
+	// the slots) until the stream ends or stageCap bytes are staged: then
+	// they are written in slot order, runs of consecutive slots at once,
+	// so that a later pass costs a write per run rather than per page (a
+	// system call is dear in a dom0 under emulation) and a page sent in
+	// several passes is written once. stagedAt maps a slot to its page in
+	// staged.
+	staged   []byte
+	stagedAt map[int64]int
+	stageCap int
 }
+
+// defaultStageCap bounds the pages a page file writer holds in memory.
+const defaultStageCap = 32 << 20
 
 func (w *pageFileWriter) Write(p []byte) (int, error) {
 	if int64(w.meta.Len())+int64(len(p)) > MaxPageFileMeta {
@@ -150,6 +164,52 @@ func (w *pageFileWriter) flush() error {
 	_, err := w.f.WriteAt(w.pending, w.data+w.pendingSlot*pageSize)
 	w.pending = w.pending[:0]
 	return err
+}
+
+// stage keeps data as slot s's newest copy until flushStaged.
+func (w *pageFileWriter) stage(s int64, data []byte) error {
+	if i, ok := w.stagedAt[s]; ok {
+		copy(w.staged[i:i+pageSize], data)
+		return nil
+	}
+	if len(w.staged)+pageSize > w.stageCap {
+		if err := w.flushStaged(); err != nil {
+			return err
+		}
+	}
+	w.stagedAt[s] = len(w.staged)
+	w.staged = append(w.staged, data...)
+	return nil
+}
+
+// flushStaged writes the pending pages, then the staged ones over them in
+// slot order, each run of consecutive slots in one write.
+func (w *pageFileWriter) flushStaged() error {
+	if err := w.flush(); err != nil || len(w.stagedAt) == 0 {
+		return err
+	}
+	slots := make([]int64, 0, len(w.stagedAt))
+	for s := range w.stagedAt {
+		slots = append(slots, s)
+	}
+	slices.Sort(slots)
+	run := make([]byte, 0, min(len(w.staged), 1<<20))
+	for i := 0; i < len(slots); {
+		j := i
+		run = run[:0]
+		for j < len(slots) && slots[j] == slots[i]+int64(j-i) && len(run) < 1<<20 {
+			at := w.stagedAt[slots[j]]
+			run = append(run, w.staged[at:at+pageSize]...)
+			j++
+		}
+		if _, err := w.f.WriteAt(run, w.data+slots[i]*pageSize); err != nil {
+			return err
+		}
+		i = j
+	}
+	w.staged = w.staged[:0]
+	clear(w.stagedAt)
+	return nil
 }
 
 // goneEntry marks a bare entry whose pfn has a slot now (bits between the
@@ -189,6 +249,9 @@ func (w *pageFileWriter) entry(pfn uint64, typ uint8, data []byte) error {
 	case !w.written[s] && bytes.Equal(data, w.zero[:]):
 		return nil // a hole
 	}
+	if w.written[s] {
+		return w.stage(s, data)
+	}
 	w.written[s] = true
 	if len(w.pending) > 0 && (s != w.pendingSlot+int64(len(w.pending)/pageSize) || len(w.pending) >= 1<<20) {
 		if err := w.flush(); err != nil {
@@ -212,7 +275,14 @@ func WritePageFile(r io.Reader, f *os.File, onPage PageFunc) (PageFileStats, err
 // writePageFile is WritePageFile with the data at offset data (a multiple
 // of pageSize, at least pageSize): the fuzz seeds are small with 4096.
 func writePageFile(r io.Reader, f *os.File, onPage PageFunc, data int64) (PageFileStats, error) {
-	w := &pageFileWriter{f: f, data: data, slot: map[uint64]int64{}, bare: map[uint64]int{}, pageAt: -1, pending: make([]byte, 0, 1<<20)}
+	return writePageFileStaged(r, f, onPage, data, defaultStageCap)
+}
+
+// writePageFileStaged is writePageFile holding at most stageCap bytes of
+// pages sent again (tests make it small).
+func writePageFileStaged(r io.Reader, f *os.File, onPage PageFunc, data int64, stageCap int) (PageFileStats, error) {
+	w := &pageFileWriter{f: f, data: data, slot: map[uint64]int64{}, bare: map[uint64]int{}, pageAt: -1,
+		pending: make([]byte, 0, 1<<20), stagedAt: map[int64]int{}, stageCap: max(stageCap, pageSize)}
 	info, err := readStream(r, onPage, streamHooks{
 		meta:  w,
 		entry: w.entry,
@@ -229,7 +299,7 @@ func writePageFile(r io.Reader, f *os.File, onPage PageFunc, data int64) (PageFi
 	if w.pageAt < 0 {
 		return st, errors.New("xen page file: the stream has no PAGE_DATA record")
 	}
-	if err := w.flush(); err != nil {
+	if err := w.flushStaged(); err != nil {
 		return st, fmt.Errorf("xen page file: %w", err)
 	}
 	table := w.data + int64(len(w.entries))*pageSize

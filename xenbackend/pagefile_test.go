@@ -15,26 +15,37 @@ func pageFileOf(t testing.TB, stream []byte) ([]byte, PageFileStats) {
 	return pageFileAt(t, stream, pageFileDataOffset)
 }
 
-// pageFileAt is pageFileOf with the data at offset data.
+// pageFileAt is pageFileOf with the data at offset data. The file is
+// also written holding one and two pages sent again at a time (the writer
+// then writes its staged pages mid-stream): the files must be the same.
 func pageFileAt(t testing.TB, stream []byte, data int64) ([]byte, PageFileStats) {
 	t.Helper()
-	f, err := os.Create(filepath.Join(t.TempDir(), "pf"))
-	if err != nil {
-		t.Fatal(err)
+	var first []byte
+	var firstSt PageFileStats
+	for _, stageCap := range []int{defaultStageCap, pageSize, 2 * pageSize} {
+		f, err := os.Create(filepath.Join(t.TempDir(), "pf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := writePageFileStaged(bytes.NewReader(stream), f, nil, data, stageCap)
+		f.Close()
+		if err != nil {
+			t.Fatalf("WritePageFile (staging %d bytes): %v", stageCap, err)
+		}
+		b, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(b)) != st.Size {
+			t.Fatalf("page file: %d bytes, stats say %d", len(b), st.Size)
+		}
+		if first == nil {
+			first, firstSt = b, st
+		} else if !bytes.Equal(b, first) || st.Size != firstSt.Size || st.Slots != firstSt.Slots || st.Bare != firstSt.Bare {
+			t.Fatalf("page file staging %d bytes differs from the one staging %d", stageCap, defaultStageCap)
+		}
 	}
-	defer f.Close()
-	st, err := writePageFile(bytes.NewReader(stream), f, nil, data)
-	if err != nil {
-		t.Fatalf("WritePageFile: %v", err)
-	}
-	b, err := os.ReadFile(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if int64(len(b)) != st.Size {
-		t.Fatalf("page file: %d bytes, stats say %d", len(b), st.Size)
-	}
-	return b, st
+	return first, firstSt
 }
 
 // rebuild opens a page file's bytes and returns the stream it holds.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // receivePipes takes exactly xl's two pipes from the relay and refuses any
@@ -71,6 +73,9 @@ func TestReceivePipes(t *testing.T) {
 			}
 			defer in.Close()
 			defer out.Close()
+			if sz, err := unix.FcntlInt(r.Fd(), unix.F_GETPIPE_SZ, 0); err != nil || sz != streamPipeSize {
+				t.Errorf("stream pipe: %d bytes (%v), want %d", sz, err, streamPipeSize)
+			}
 			// The received ends are the pipe's: what goes into out's copy
 			// comes out of r, and what goes into w comes out of in.
 			if _, err := out.Write([]byte("reply")); err != nil {

@@ -26,14 +26,17 @@
 // triple-faulted mid-workload in the run we made, which one CPU has not
 // shown; a test of one domU keeps two.
 //
-// # Work in progress
+// # TestXenVNE
 //
 // TestXenVNE (two domUs running tcpstream, paced at 64 KiB/s a stream, on
 // the switch in dom0; a live snapshot s1 to the memory sink, verified, its
 // cut checked by testdata/framecheck; the VNE restored from the store must
-// finish the workload) and TestXenVNESinks (the same boot with a live
-// disk-sink snapshot and a stop-and-copy one, then a restore of the latter)
-// build only with -tags xen_wip until they have passed here.
+// finish the workload) runs in CI since it first passed, on 3 December
+// 2026. TestXenVNESinks (the same boot with a live disk-sink snapshot and a
+// stop-and-copy one, then a restore of the latter) builds only with -tags
+// xen_wip: it has not been run to its end.
+//
+// What it took, in order.
 //
 // Reached before, in separate runs: both domUs up on the switch with the
 // workload flowing, each snapshot kind taken and verified (s1 live to
@@ -93,15 +96,20 @@
 // reason (realbackend now names each VM's copy) gave both domains' streams
 // stopped at the same offset, about 73.5 MB each, with both
 // libxl-save-helper processes in pipe_write (the script's snapwatch
-// lines): Xen was writing and our receiver had stopped reading. Next: a
-// goroutine dump of vnsnap up at the stall, then the fix; the restored
-// domains' fate is logged by the script's fate function (xl dmesg,
-// console, vnsnap up's log).
+// lines): Xen was writing and our receiver seemed to have stopped reading.
 //
-// The cuts and the restore have not been reached in a passing run. By these measurements a
-// boot costs about 12 minutes (2 to 4 to the workload, 5 to 6 for a live
-// snapshot, then the restore and the rest of the workload): over what CI can
-// add, so even once they pass, the domains' memory (copied at about 1 MB/s)
-// must shrink before they leave xen_wip. TestXenVNESinks (44 MB) has not
-// been run.
+// What was wrong, found on 3 December 2026: nothing in the receiver. A
+// live save writes the page file in place, and a later pass sends pages
+// whose slots exist already, so the file stops growing; realbackend
+// counted the file's growth as the save's progress, so a later pass longer
+// than the stall bound (2 min) looked like a stall. Saves into files now
+// report their stream bytes (hv.SaveOptions.Progress). The first run with
+// that passed (27 min 41 s, s1 18 min 20 s under a loaded host: 6 rounds,
+// 136 MiB streamed per domain, cut 60598 frames and no orphan, the restored
+// workload finished with every byte verified). dom0's vnsnap up was
+// CPU-bound during the save (its CPU time grew by 20 s in 30 s while it
+// read 10 MB of a later pass): the relay now hands xl's pipes to vnsnap up
+// instead of copying the stream (s1 8 min 50 s in the next run), the
+// stream pipe is 1 MiB and the page file writer writes pages sent again in
+// slot order, a run of slots at once, instead of one write a page.
 package xentest

@@ -1,3 +1,12 @@
+//go:build xen_wip
+
+// TestXenVNE passes on real Xen (three runs on 3 December 2026, 23 to 37
+// min each) but is not yet in CI: with it the Xen suite would take 50 to
+// 65 min of CI's 90 (see the package doc). It builds with -tags xen_wip:
+//
+//	cd xenbackend/xentest && CI=1 VNSNAP_XEN_DIR=<module>/.cache/xen \
+//	  go test -tags xen_wip -run '^TestXenVNE$' -v -timeout 50m .
+
 package xentest
 
 import (

@@ -20,6 +20,7 @@ type fakeRunState struct {
 	mig      string // query-migrate status
 	wasLive  bool   // the migration began on a running VM
 	slow     int    // query-migrates that still see "cancelling"
+	converge bool   // migrate-set-parameters lifted the bounds: the next pass is the last
 	commands []string
 }
 
@@ -44,7 +45,18 @@ func (f *fakeRunState) serve(s *fakeQMP) {
 		case "migrate_cancel":
 			f.mig = "cancelling"
 			ret = `{}`
+		case "migrate-set-parameters":
+			f.converge = true
+			ret = `{}`
+		case "migrate-continue":
+			if f.mig == "pre-switchover" {
+				f.mig, f.state = "completed", "postmigrate"
+			}
+			ret = `{}`
 		case "query-migrate":
+			if f.mig == "active" && f.converge { // QEMU stops the VM for the last pass
+				f.mig, f.state = "pre-switchover", "finish-migrate"
+			}
 			if f.mig == "cancelling" && f.slow > 0 {
 				f.slow--
 			} else if f.mig == "cancelling" { // the migration thread finishes the cancel
@@ -116,7 +128,7 @@ func TestCancelLeavesPausedVMPaused(t *testing.T) {
 	defer cancel()
 	f := &fakeRunState{state: "finish-migrate", mig: "pre-switchover", wasLive: true, slow: 3}
 	m := fakeMachine(t, f)
-	m.vm.cancelPaused(ctx)
+	m.vm.cancelPaused(ctx, false)
 	st, cmds := f.got()
 	if st != "paused" {
 		t.Errorf("state after a cancel at the snapshot point: %s, want paused (commands %v)", st, cmds)
@@ -131,7 +143,7 @@ func TestCancelLeavesPausedVMPaused(t *testing.T) {
 
 	f = &fakeRunState{state: "running", mig: "active", wasLive: true, slow: 3}
 	m = fakeMachine(t, f)
-	m.vm.cancelPaused(ctx)
+	m.vm.cancelPaused(ctx, false)
 	st, cmds = f.got()
 	if st != "running" || strings.Contains(strings.Join(cmds, " "), "stop") {
 		t.Errorf("cancel of a running VM's save: state %s, commands %v; want running, no stop", st, cmds)
@@ -139,5 +151,34 @@ func TestCancelLeavesPausedVMPaused(t *testing.T) {
 	want := []string{"query-status", "migrate_cancel", "query-migrate", "query-migrate", "query-migrate", "query-migrate"}
 	if diff := cmp.Diff(want, cmds); diff != "" || f.mig != "cancelled" {
 		t.Errorf("cancel of a running VM's save: migration %s, commands (-want +got):\n%s; want the cancel waited out", f.mig, diff)
+	}
+}
+
+// TestCancelFinishesMappedRAM: a mapped-ram save is ended by completing it,
+// never by migrate_cancel (QEMU 10.0 segfaults on that, see
+// finishMigration): the bounds are lifted, a migration at pre-switchover is
+// let through, and the VM's run state is the one it had when the cancel
+// came: a live pass's VM runs again, one at its snapshot point stays paused.
+func TestCancelFinishesMappedRAM(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		state, mig string
+		want       string // the state after the cancel
+	}{
+		{"running", "active", "running"},
+		{"finish-migrate", "pre-switchover", "postmigrate"},
+	} {
+		f := &fakeRunState{state: tc.state, mig: tc.mig, wasLive: true}
+		m := fakeMachine(t, f)
+		m.vm.cancelPaused(ctx, true)
+		st, cmds := f.got()
+		got := strings.Join(cmds, " ")
+		if st != tc.want || f.mig != "completed" {
+			t.Errorf("from %s/%s: state %s, migration %s, want %s, completed (commands %q)", tc.state, tc.mig, st, f.mig, tc.want, got)
+		}
+		if strings.Contains(got, "migrate_cancel") || !strings.Contains(got, "migrate-set-parameters") || !strings.Contains(got, "migrate-continue") {
+			t.Errorf("from %s/%s: commands %q, want the bounds lifted and the switchover let through, no migrate_cancel", tc.state, tc.mig, got)
+		}
 	}
 }

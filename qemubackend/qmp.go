@@ -52,6 +52,11 @@ type QMP struct {
 	subs    map[*Subscription]struct{}
 	err     error // set once the reader stops
 	done    chan struct{}
+	// why, if set, says why the connection ended (the QEMU process's exit
+	// status and the tail of its standard error); closing is set by Close,
+	// when the end is the client's own doing.
+	why     func() string
+	closing bool
 }
 
 type reply struct {
@@ -133,6 +138,16 @@ func NewQMP(ctx context.Context, conn *net.UnixConn) (*QMP, error) {
 	return q, nil
 }
 
+// explainClose makes the error of every command after the connection has
+// ended carry why(): the peer's exit status, say. why runs once, on the
+// reader's goroutine, when the connection ends other than by Close; it may
+// wait a little for the peer to exit.
+func (q *QMP) explainClose(why func() string) {
+	q.mu.Lock()
+	q.why = why
+	q.mu.Unlock()
+}
+
 // Version is the QEMU version from the QMP greeting.
 func (q *QMP) Version() QEMUVersion { return q.version }
 
@@ -142,6 +157,9 @@ func (q *QMP) Done() <-chan struct{} { return q.done }
 // Close closes the connection; pending commands fail with ErrClosed and
 // subscriptions end after delivering what they hold.
 func (q *QMP) Close() error {
+	q.mu.Lock()
+	q.closing = true
+	q.mu.Unlock()
 	err := q.conn.Close()
 	<-q.done
 	return err
@@ -191,7 +209,17 @@ func (q *QMP) read(r *bufio.Reader) {
 		}
 	}
 	q.mu.Lock()
-	q.err = fmt.Errorf("%w: %v", ErrClosed, err)
+	why := q.why
+	if q.closing {
+		why = nil
+	}
+	q.mu.Unlock()
+	extra := ""
+	if why != nil {
+		extra = why()
+	}
+	q.mu.Lock()
+	q.err = fmt.Errorf("%w: %v%s", ErrClosed, err, extra)
 	for id, ch := range q.pending {
 		close(ch)
 		delete(q.pending, id)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -305,5 +306,36 @@ func TestQMPRejectsNonQMPGreeting(t *testing.T) {
 	go sc.Write([]byte("hello\n"))
 	if _, err := NewQMP(context.Background(), cc); err == nil {
 		t.Fatal("NewQMP accepted a non-QMP greeting")
+	}
+}
+
+// TestQMPExplainsClose: a connection the peer ends makes every later
+// command's error carry the explanation (a QEMU's exit status and stderr);
+// one the client closes does not ask for it.
+func TestQMPExplainsClose(t *testing.T) {
+	q, srv := newFakePair(t)
+	asked := make(chan struct{}, 2)
+	q.explainClose(func() string { asked <- struct{}{}; return " (qemu x: signal: aborted)" })
+	go func() {
+		srv.recv()
+		srv.conn.Close()
+	}()
+	err := q.Execute(context.Background(), "blockdev-snapshot-sync", nil, nil)
+	if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "signal: aborted") {
+		t.Fatalf("got %v, want ErrClosed with the explanation", err)
+	}
+	if err := q.Execute(context.Background(), "query-status", nil, nil); err == nil || !strings.Contains(err.Error(), "signal: aborted") {
+		t.Errorf("after close: got %v, want the explanation", err)
+	}
+	if n := len(asked); n != 1 {
+		t.Errorf("explanation asked %d times, want once", n)
+	}
+
+	q2, _ := newFakePair(t)
+	q2.explainClose(func() string { asked <- struct{}{}; return "" })
+	<-asked // drain the first test's
+	q2.Close()
+	if len(asked) != 0 {
+		t.Error("Close asked for an explanation")
 	}
 }

@@ -271,12 +271,12 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if !opts.Resume {
-			vm.cancelPaused(cctx)
+			vm.cancelPaused(cctx, file != nil)
 			return st, err
 		}
 		// A cont before the cancel has ended would race QEMU's own
 		// resume of the source.
-		_ = vm.cancelMigration(cctx)
+		_ = vm.endMigration(cctx, file != nil)
 		if s, _ := vm.Status(cctx); wasRunning && s != "running" {
 			_ = vm.Cont(cctx)
 		}
@@ -423,15 +423,98 @@ func (vm *VM) snapshot(ctx context.Context, w io.Writer, opts Options) (Stats, e
 // migration that began on a running VM, even one stopped at its snapshot
 // point, and the VM's resume is the caller's decision, not QEMU's. Errors
 // are ignored (best effort on the way out of a failed snapshot).
-func (vm *VM) cancelPaused(ctx context.Context) {
+//
+// A mapped-ram migration is finished rather than cancelled (see
+// finishMigration); QEMU then leaves the VM paused whatever it was, so a VM
+// that ran when this was called is resumed: either way the VM's run state
+// is the one it had.
+func (vm *VM) cancelPaused(ctx context.Context, mappedRAM bool) {
 	before, _ := vm.Status(ctx)
-	if vm.cancelMigration(ctx) != nil || before == "running" || before == "" {
+	if vm.endMigration(ctx, mappedRAM) != nil || before == "" {
+		return
+	}
+	if before == "running" {
+		// QEMU resumes the source of a cancelled migration itself.
+		if !mappedRAM {
+			return
+		}
+		if s, _ := vm.Status(ctx); s != "running" {
+			_ = vm.Cont(ctx)
+		}
 		return
 	}
 	if s, _ := vm.Status(ctx); s == "running" {
 		_ = vm.Stop(ctx)
 	}
 }
+
+// endMigration ends the migration of a failed snapshot: it cancels it, or
+// finishes a mapped-ram one (finishMigration), falling back to a cancel if
+// that does not end within finishBudget.
+func (vm *VM) endMigration(ctx context.Context, mappedRAM bool) error {
+	if mappedRAM {
+		fctx, cancel := context.WithTimeout(ctx, finishBudget)
+		err := vm.finishMigration(fctx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	return vm.cancelMigration(ctx)
+}
+
+// finishBudget bounds finishMigration: a whole pass over a guest's memory
+// into a local file takes well under a second per GiB here; a migration that
+// has not finished by then is stuck, and is cancelled.
+const finishBudget = 20 * time.Second
+
+// finishMigration ends a mapped-ram migration by letting it complete, at
+// once, rather than by migrate_cancel: QEMU 10.0's cancel (and any failure)
+// of a multifd mapped-ram migration frees the file's page bitmap while the
+// multifd sender threads may still be writing pages, and QEMU segfaults in
+// ramblock_set_file_bmap_atomic (a core dump of realbackend's abort test,
+// about one run in 15 on a loaded machine: the VM is lost). Completing
+// costs the guest a pause of one last pass over what is still dirty, into
+// a file the caller then discards. Without a downtime or bandwidth bound
+// the next pass is the last; a migration waiting at pre-switchover is let
+// through. It returns once the migration has ended, however it ended.
+func (vm *VM) finishMigration(ctx context.Context) error {
+	if err := vm.QMP.Execute(ctx, "migrate-set-parameters", map[string]any{
+		"downtime-limit": maxDowntimeLimit.Milliseconds(), "max-bandwidth": unboundedBandwidth}, nil); err != nil {
+		return err
+	}
+	continued := false
+	for {
+		var info migrateInfo
+		if err := vm.QMP.Execute(ctx, "query-migrate", nil, &info); err != nil {
+			return err
+		}
+		switch info.Status {
+		case "pre-switchover":
+			if !continued {
+				if err := vm.QMP.Execute(ctx, "migrate-continue", map[string]any{"state": "pre-switchover"}, nil); err != nil {
+					return err
+				}
+				continued = true
+			}
+		case "setup", "active", "cancelling", "device", "wait-unplug":
+		default:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// maxDowntimeLimit is the largest downtime-limit QEMU accepts (2000 s);
+// unboundedBandwidth a max-bandwidth no copy here reaches (1 PiB/s).
+const (
+	maxDowntimeLimit   = 2000 * time.Second
+	unboundedBandwidth = int64(1) << 50
+)
 
 // cancelMigration cancels the migration and waits until it has ended
 // (cancelled, failed or completed) or ctx ends. QEMU cancels in its

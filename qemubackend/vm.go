@@ -154,8 +154,25 @@ func start(ctx context.Context, host *Host, spec Spec, incoming bool, files []*o
 		vm.Kill()
 		return nil, fmt.Errorf("start %s: %w%s", spec.Name, err, vm.stderrTail())
 	}
+	vm.QMP.explainClose(vm.exitReport)
 	return vm, nil
 }
+
+// exitReport says how the QEMU process ended, with the tail of its standard
+// error, for the error of a command whose QMP connection closed under it: a
+// QEMU that crashed (an assertion, a signal) says so there, not only in a
+// log nobody kept. QEMU closes its socket a little before the process is
+// reaped, so it waits up to exitReportWait for that.
+func (vm *VM) exitReport() string {
+	select {
+	case <-vm.exited:
+		return fmt.Sprintf(" (qemu %s: %s)%s", vm.Spec.Name, vm.cmd.ProcessState, vm.stderrTail())
+	case <-time.After(exitReportWait):
+		return fmt.Sprintf(" (qemu %s still running %v after its QMP socket closed)%s", vm.Spec.Name, exitReportWait, vm.stderrTail())
+	}
+}
+
+const exitReportWait = 2 * time.Second
 
 // RAMOnFile reports whether the guest's RAM is a shared mapping of a
 // restored image's file (RestoreOnFile) rather than QEMU's own memory.

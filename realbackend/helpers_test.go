@@ -54,10 +54,7 @@ func consoles(t *testing.T, dir string) func(string) (w *os.File) {
 			f.Close()
 			if t.Failed() {
 				b, _ := os.ReadFile(f.Name())
-				if len(b) > 3000 {
-					b = b[len(b)-3000:]
-				}
-				t.Logf("console %s (tail):\n%s", filepath.Base(f.Name()), b)
+				t.Logf("console %s (tail, heartbeats left out):\n%s", filepath.Base(f.Name()), consoleTail(b, 3000))
 			}
 		}
 	})
@@ -69,6 +66,33 @@ func consoles(t *testing.T, dir string) func(string) (w *os.File) {
 		files = append(files, f)
 		return f
 	}
+}
+
+// consoleTail returns the last max bytes of a console log written by
+// consoles, its heartbeat lines left out but for the last and a count: a
+// guest that beats every 20 ms would fill any tail with them and hide the
+// lines that say what went wrong.
+func consoleTail(b []byte, max int) string {
+	var keep []string
+	var beats int
+	var last string
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		// "15:04:05.000000 HB 12": the host's stamp, then the line.
+		if _, text, ok := strings.Cut(l, " "); ok && isHeartbeat(qemubackend.Line{Text: text}) {
+			beats++
+			last = l
+			continue
+		}
+		keep = append(keep, l)
+	}
+	if last != "" {
+		keep = append(keep, fmt.Sprintf("(%d heartbeats; the last: %s)", beats, last))
+	}
+	s := strings.Join(keep, "\n")
+	if len(s) > max {
+		s = "..." + s[len(s)-max:]
+	}
+	return s
 }
 
 const vneYAML = `name: trio
@@ -156,9 +180,16 @@ func waitAll(ctx context.Context, t *testing.T, env *Env, prefix string) []qemub
 	var out []qemubackend.Line
 	for i := 0; i < env.NumVMs(); i++ {
 		vm := qvm(env, i)
-		l, _, err := vm.Console.WaitPrefix(ctx, 0, prefix)
+		// A workload that failed prints no more: its failure ends the
+		// wait, not the deadline.
+		l, _, err := vm.Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool {
+			return strings.HasPrefix(l.Text, prefix) || failLine(l.Text)
+		})
 		if err != nil {
 			t.Fatalf("%s: waiting for %q: %v%s", vm.Spec.Name, prefix, progress.Why(ctx, err), tail(vm.Stderr()))
+		}
+		if !strings.HasPrefix(l.Text, prefix) {
+			t.Fatalf("%s: waiting for %q: %q", vm.Spec.Name, prefix, l.Text)
 		}
 		out = append(out, l)
 	}
@@ -197,12 +228,15 @@ func noFail(t *testing.T, env *Env, what string) {
 	t.Helper()
 	for i := 0; i < env.NumVMs(); i++ {
 		for _, l := range qvm(env, i).Console.Lines() {
-			if strings.Contains(l.Text, "FAIL") || strings.Contains(l.Text, "panic") {
+			if failLine(l.Text) {
 				t.Errorf("%s %s console: %q", what, qvm(env, i).Spec.Name, l.Text)
 			}
 		}
 	}
 }
+
+// failLine reports whether a console line says a guest program failed.
+func failLine(s string) bool { return strings.Contains(s, "FAIL") || strings.Contains(s, "panic") }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
 
@@ -241,6 +275,43 @@ func bootDiskGuest(ctx context.Context, t *testing.T, h *qemubackend.Host, img g
 		t.Fatalf("no heartbeat: %v", progress.Why(ctx, err))
 	}
 	return env, o, l
+}
+
+// workloadContext returns a context derived from ctx for a wait on the
+// workload of env's VMs: it ends after qemutest.Idle without a new line from
+// the workload. The VMs print heartbeats and use CPU whether their workload
+// moves or not, so ctx (QEMU's CPU time) would hold a stuck workload until
+// its cap; a line the same as the VM's last workload line (a progress line
+// whose counters have not moved) is no progress either.
+func workloadContext(t *testing.T, ctx context.Context, env *Env) context.Context {
+	wctx, cancel := progress.Watch(ctx, "the workload's console lines", qemutest.Idle, 30*time.Minute, workloadLines(env))
+	t.Cleanup(cancel)
+	return wctx
+}
+
+// workloadLines is a probe of the number of env's console lines that are
+// neither heartbeats nor repeats of the same VM's previous such line.
+func workloadLines(env *Env) progress.Probe {
+	type seen struct {
+		next int
+		last string
+	}
+	vms := make([]seen, env.NumVMs())
+	var n int64
+	return func() int64 {
+		for i := range vms {
+			c := qvm(env, i).Console
+			lines := c.Lines()
+			for _, l := range lines[vms[i].next:] {
+				if !isHeartbeat(l) && l.Text != vms[i].last {
+					vms[i].last = l.Text
+					n++
+				}
+			}
+			vms[i].next = len(lines)
+		}
+		return n
+	}
 }
 
 // isHeartbeat reports whether a console line is a heartbeat.

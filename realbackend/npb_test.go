@@ -32,7 +32,8 @@ type midRun struct {
 // snapshotRestore boots the run, snapshots it (VNsnap) once every VM has
 // started, checks that no VM finished before its snapshot point and that
 // the cut has no orphans, kills everything and restores the VNE from the
-// store, which it returns running.
+// store, which it returns running, with a context for the waits on its
+// workload (workloadContext).
 func (m midRun) snapshotRestore(t *testing.T) (context.Context, *Env) {
 	h := requireQEMU(t)
 	img := guestImage(t)
@@ -60,9 +61,10 @@ func (m midRun) snapshotRestore(t *testing.T) (context.Context, *Env) {
 		t.Fatal(progress.Why(ctx, err))
 	}
 	t.Cleanup(func() { env.Close() })
+	wctx := workloadContext(t, ctx, env)
 	for i := 0; i < env.NumVMs(); i++ {
-		if _, _, err := qvm(env, i).Console.WaitFor(ctx, 0, func(l qemubackend.Line) bool { return m.started(i, l) }); err != nil {
-			t.Fatalf("%s: no progress: %v", qvm(env, i).Spec.Name, progress.Why(ctx, err))
+		if _, _, err := qvm(env, i).Console.WaitFor(wctx, 0, func(l qemubackend.Line) bool { return m.started(i, l) }); err != nil {
+			t.Fatalf("%s: no progress: %v", qvm(env, i).Spec.Name, progress.Why(wctx, err))
 		}
 	}
 	rep, err := env.Snapshot(ctx, SnapshotOptions{Store: storeDir, Name: m.name, Algorithm: core.VNsnap, Sink: m.sink})
@@ -88,7 +90,7 @@ func (m midRun) snapshotRestore(t *testing.T) (context.Context, *Env) {
 		t.Fatal(progress.Why(ctx, err))
 	}
 	t.Cleanup(func() { renv.Close() })
-	return ctx, renv
+	return workloadContext(t, ctx, renv), renv
 }
 
 // TestNPBSnapshotRestore runs NPB CG class S across four real VMs, one rank

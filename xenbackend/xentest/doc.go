@@ -36,7 +36,7 @@
 // would take 50 to 65 of CI's 90 minutes; boots must be merged, or run in
 // parallel, first. TestXenVNESinks (the same boot with a live disk-sink snapshot and a
 // stop-and-copy one, then a restore of the latter) builds only with -tags
-// xen_wip: it has not been run to its end.
+// xen_wip too; it passed once, on 4 December 2026, in 16 min 25 s.
 //
 // What it took, in order.
 //

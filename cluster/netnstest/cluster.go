@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -228,7 +229,23 @@ var staleName = regexp.MustCompile(`^` + Prefix + `([0-9]+)-[0-9a-f]{4}-(net|h[0
 // Sweep deletes the namespaces that New created in processes that no longer
 // run (a crashed or killed test leaves them behind). Namespaces of live
 // processes, and every other namespace, are left alone.
+//
+// Sweeps hold a machine-wide lock (lockNetns): one that ran while a
+// namespace of a dead process's name was being made on purpose (TestSweep)
+// deleted it under `ip netns add`, which then failed ("Bind
+// /proc/self/ns/net -> /run/netns/NAME failed: No such file or directory",
+// a fresh machine's CI).
 func Sweep() error {
+	unlock, err := lockNetns()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return sweep()
+}
+
+// sweep is Sweep for a caller that holds the lock.
+func sweep() error {
 	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip netns list: %w: %s", err, strings.TrimSpace(string(out)))
@@ -274,6 +291,26 @@ func netemWorks(ns string) bool {
 }
 
 func ip(args ...string) error { return run("ip", args...) }
+
+// lockNetns takes /run/lock/vnsnap-netns.lock, the lock every process of
+// ours holds while it sweeps namespaces (Sweep), so that a sweep never
+// deletes a namespace that `ip netns add` is still making. It blocks;
+// unlock releases it. Two calls in one process exclude each other too (each
+// opens the file anew).
+func lockNetns() (unlock func(), err error) {
+	if err := os.MkdirAll("/run/lock", 0o755); err != nil {
+		return nil, fmt.Errorf("netns lock: %w", err)
+	}
+	f, err := os.OpenFile("/run/lock/vnsnap-netns.lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("netns lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("netns lock: %w", err)
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
+}
 
 func ipIn(ns string, args ...string) error { return run("ip", append([]string{"-n", ns}, args...)...) }
 

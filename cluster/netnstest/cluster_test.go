@@ -237,13 +237,22 @@ func TestSweep(t *testing.T) {
 	dead := fmt.Sprintf("%s%d-beef-net", Prefix, cmd.Process.Pid)
 	live := fmt.Sprintf("%s%d-beef-h7", Prefix, os.Getpid())
 	other := "vnsnap-not-ours-beef"
+	// Under the sweeps' lock: another test's (or test binary's) Sweep
+	// would delete the dead process's namespace while ip makes it.
+	unlock, err := lockNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range []string{dead, live, other} {
 		if err := ip("netns", "add", n); err != nil {
+			unlock()
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ip("netns", "delete", n) })
 	}
-	if err := Sweep(); err != nil {
+	err = sweep()
+	unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	for n, want := range map[string]bool{dead: false, live: true, other: true} {
@@ -371,5 +380,57 @@ func testPartition(t *testing.T, cfg Config) {
 	}
 	if err := c.Partition(1, 1); err == nil {
 		t.Error("Partition(1, 1): got nil error, want one")
+	}
+}
+
+// TestSweepSparesNamespacesBeingMade: sweeps running all the while (as other
+// tests' and test binaries' New do) never delete a dead process's namespace
+// that is being made under the sweeps' lock, as TestSweep makes one: without
+// the lock, `ip netns add` failed when a sweep deleted its file before it
+// bound the namespace there.
+func TestSweepSparesNamespacesBeingMade(t *testing.T) {
+	t.Parallel()
+	Require(t)
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	swept := make(chan error, 1)
+	go func() {
+		var err error
+		for {
+			select {
+			case <-stop:
+				swept <- err
+				return
+			default:
+			}
+			if e := Sweep(); e != nil && err == nil {
+				err = e
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-swept; err != nil {
+			t.Errorf("Sweep: %v", err)
+		}
+	}()
+	for i := range 30 {
+		name := fmt.Sprintf("%s%d-%04x-net", Prefix, cmd.Process.Pid, i)
+		unlock, err := lockNetns()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = ip("netns", "add", name)
+		if err == nil {
+			_, err = os.Stat("/run/netns/" + name)
+		}
+		unlock()
+		if err != nil {
+			t.Fatalf("namespace %d made under the lock while sweeping: %v", i, err)
+		}
+		// Unlocked now: the next sweep removes it, as a dead process's.
 	}
 }

@@ -114,7 +114,7 @@ test)
 	go vet ./...
 	# Real-backend tests skip under -short only when run by hand outside
 	# CI; ./run.sh test runs everything CI runs.
-	CI=${CI:-1} go test -short -timeout 60m "$@" $(go list ./... | grep -v '/experiments/realrun$')
+	CI=${CI:-1} go test -short -timeout 80m "$@" $(go list ./... | grep -v '/experiments/realrun$')
 	# realrun checks the simulator's prediction of real QEMU runs against
 	# bounds (issue 11), with a calibration measured on a quiet machine:
 	# it runs alone, so that other packages' VMs do not load its host.

@@ -484,29 +484,13 @@ func (vm *VM) finishMigration(ctx context.Context) error {
 		return err
 	}
 	continued := false
-	for {
-		var info migrateInfo
-		if err := vm.QMP.Execute(ctx, "query-migrate", nil, &info); err != nil {
-			return err
-		}
-		switch info.Status {
-		case "pre-switchover":
-			if !continued {
-				if err := vm.QMP.Execute(ctx, "migrate-continue", map[string]any{"state": "pre-switchover"}, nil); err != nil {
-					return err
-				}
-				continued = true
-			}
-		case "setup", "active", "cancelling", "device", "wait-unplug":
-		default:
+	return vm.waitMigrationEnded(ctx, func(status string) error {
+		if status != "pre-switchover" || continued {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+		continued = true
+		return vm.QMP.Execute(ctx, "migrate-continue", map[string]any{"state": "pre-switchover"}, nil)
+	})
 }
 
 // maxDowntimeLimit is the largest downtime-limit QEMU accepts (2000 s);
@@ -526,6 +510,14 @@ const (
 // migration, but a migration that has ended writes nothing more.
 func (vm *VM) cancelMigration(ctx context.Context) error {
 	_ = vm.QMP.Execute(ctx, "migrate_cancel", nil, nil)
+	return vm.waitMigrationEnded(ctx, nil)
+}
+
+// waitMigrationEnded polls query-migrate until the migration has ended
+// (completed, failed, cancelled, or none) or ctx ends. at, if set, is
+// called with each status seen while it runs, for a caller that acts on one
+// (finishMigration lets pre-switchover through); its error ends the wait.
+func (vm *VM) waitMigrationEnded(ctx context.Context, at func(status string) error) error {
 	for {
 		var info migrateInfo
 		if err := vm.QMP.Execute(ctx, "query-migrate", nil, &info); err != nil {
@@ -535,6 +527,11 @@ func (vm *VM) cancelMigration(ctx context.Context) error {
 		case "setup", "active", "cancelling", "pre-switchover", "device", "wait-unplug":
 		default:
 			return nil
+		}
+		if at != nil {
+			if err := at(info.Status); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-ctx.Done():

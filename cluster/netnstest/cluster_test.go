@@ -230,11 +230,8 @@ func TestImpairedLink(t *testing.T) {
 func TestSweep(t *testing.T) {
 	t.Parallel()
 	Require(t)
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	dead := fmt.Sprintf("%s%d-beef-net", Prefix, cmd.Process.Pid)
+	pid := deadPID(t)
+	dead := fmt.Sprintf("%s%d-beef-net", Prefix, pid)
 	live := fmt.Sprintf("%s%d-beef-h7", Prefix, os.Getpid())
 	other := "vnsnap-not-ours-beef"
 	// Under the sweeps' lock: another test's (or test binary's) Sweep
@@ -391,10 +388,7 @@ func testPartition(t *testing.T, cfg Config) {
 func TestSweepSparesNamespacesBeingMade(t *testing.T) {
 	t.Parallel()
 	Require(t)
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
+	pid := deadPID(t)
 	stop := make(chan struct{})
 	swept := make(chan error, 1)
 	go func() {
@@ -418,7 +412,7 @@ func TestSweepSparesNamespacesBeingMade(t *testing.T) {
 		}
 	}()
 	for i := range 30 {
-		name := fmt.Sprintf("%s%d-%04x-net", Prefix, cmd.Process.Pid, i)
+		name := fmt.Sprintf("%s%d-%04x-net", Prefix, pid, i)
 		unlock, err := lockNetns()
 		if err != nil {
 			t.Fatal(err)
@@ -433,4 +427,14 @@ func TestSweepSparesNamespacesBeingMade(t *testing.T) {
 		}
 		// Unlocked now: the next sweep removes it, as a dead process's.
 	}
+}
+
+// deadPID returns the PID of a process that has exited (one that ran true).
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
 }

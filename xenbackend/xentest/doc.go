@@ -34,9 +34,12 @@
 // finish the workload) passed three times on 3 December 2026 (23 to 37 min
 // a run) and on 4 December in 12 min beside TestXenVNESinks (the same boot
 // with a live disk-sink snapshot and a stop-and-copy one, then a restore of
-// the latter: 16 min 25 s alone, 16 min 48 s beside TestXenVNE). Both run
-// in CI, in parallel with each other (one emulated CPU each), after the
-// package's other tests.
+// the latter: 16 min 25 s alone, 16 min 48 s beside TestXenVNE). Most of
+// that was the restored run finishing its paced streams; since a restored
+// domain's tcpstream stops pacing (-unpace-after: its kernel adds the time
+// it was away to the wall clock, not the monotonic one) the two took 5 min
+// 50 s and 7 min 56 s side by side. Both run in CI, in parallel with each
+// other (one emulated CPU each), after the package's other tests.
 //
 // What it took, in order.
 //

@@ -9,11 +9,17 @@
 // backoff while frames are dropped) only delays the transfer. With -rate, each
 // stream is paced to at most that many bytes a second (averaged from its
 // start), so that a transfer lasts a known time however fast the machine is,
-// and dirties few pages while a live snapshot copies them.
+// and dirties few pages while a live snapshot copies them. With
+// -unpace-after, a paced stream stops pacing once the VM's wall clock has run
+// ahead of its monotonic clock by more than that: the guest kernel slept
+// (a Xen domain restored from a snapshot is resumed from a suspend, and
+// Linux adds the time it was away to the wall clock only), so that a VM
+// restored from a snapshot finishes its transfer at full speed.
 //
 // Output lines on stdout (the serial console):
 //
 //	TCPSTREAM PROGRESS rx=<bytes> tx=<bytes>
+//	TCPSTREAM UNPACED peer=<addr> slept=<duration>
 //	TCPSTREAM SENT peer=<addr> bytes=<n>
 //	TCPSTREAM OK peer=<addr> from=<index> bytes=<n>
 //	TCPSTREAM FAIL peer=<addr> ... reason
@@ -67,16 +73,27 @@ func word(s uint32, w uint64) uint64 {
 
 // pacer holds a stream to rate bytes a second on average since its first
 // byte; rate 0 is unpaced. now and sleep are the clock (the real one in the
-// program, a fake in tests).
+// program, a fake in tests). If after is set, slept says how far the wall
+// clock has run ahead of the monotonic one since the pacer was made, and
+// once that exceeds after the stream is unpaced from then on (onUnpace, if
+// set, is told the amount once).
 type pacer struct {
-	rate  uint64
-	now   func() time.Time
-	sleep func(time.Duration)
-	start time.Time
+	rate     uint64
+	now      func() time.Time
+	sleep    func(time.Duration)
+	start    time.Time
+	after    time.Duration
+	slept    func() time.Duration
+	onUnpace func(time.Duration)
 }
 
-// realPacer paces at rate with the real clock.
-func realPacer(rate uint64) *pacer { return &pacer{rate: rate, now: time.Now, sleep: time.Sleep} }
+// realPacer paces at rate with the real clock, unpacing after a sleep of
+// more than after (0: never).
+func realPacer(rate uint64, after time.Duration, onUnpace func(time.Duration)) *pacer {
+	t0 := time.Now()
+	return &pacer{rate: rate, now: time.Now, sleep: time.Sleep, after: after, onUnpace: onUnpace,
+		slept: func() time.Duration { n := time.Now(); return n.Round(0).Sub(t0.Round(0)) - n.Sub(t0) }}
+}
 
 // paceSlack is how far a paced stream may fall behind its schedule and then
 // catch up at full speed: after a longer stop (the VM paused for a
@@ -89,6 +106,15 @@ const paceSlack = time.Second
 func (p *pacer) wait(sent uint64) {
 	if p.rate == 0 {
 		return
+	}
+	if p.after > 0 && p.slept != nil {
+		if s := p.slept(); s > p.after {
+			p.rate = 0
+			if p.onUnpace != nil {
+				p.onUnpace(s)
+			}
+			return
+		}
 	}
 	now := p.now()
 	if p.start.IsZero() {
@@ -185,9 +211,15 @@ type result struct {
 	ok   bool
 }
 
+// pace is each stream's -rate and -unpace-after.
+type pace struct {
+	rate  uint64
+	after time.Duration
+}
+
 // run streams n bytes to each peer other than self and verifies the streams
 // of all of them, printing to out. It returns the number of failed streams.
-func run(ln net.Listener, self int, peers []string, n, rate uint64, out io.Writer, progress time.Duration) int {
+func run(ln net.Listener, self int, peers []string, n uint64, pc pace, out io.Writer, progress time.Duration) int {
 	var mu sync.Mutex
 	printf := func(format string, a ...any) {
 		mu.Lock()
@@ -205,7 +237,8 @@ func run(ln net.Listener, self int, peers []string, n, rate uint64, out io.Write
 		go func(p string) {
 			c := mesh.Dial(p, 200*time.Millisecond)
 			defer c.Close()
-			if err := send(c, uint32(self), n, &tx, realPacer(rate)); err != nil {
+			unpaced := func(d time.Duration) { printf("TCPSTREAM UNPACED peer=%s slept=%v\n", p, d.Round(time.Millisecond)) }
+			if err := send(c, uint32(self), n, &tx, realPacer(pc.rate, pc.after, unpaced)); err != nil {
 				results <- result{fmt.Sprintf("TCPSTREAM FAIL peer=%s send: %v\n", p, err), false}
 				return
 			}
@@ -270,6 +303,7 @@ func main() {
 	bytes := flag.Uint64("bytes", 64<<20, "bytes to send to each peer")
 	progress := flag.Duration("progress", time.Second, "time between progress lines")
 	rate := flag.Uint64("rate", 0, "bytes a second each stream sends at most (0: unpaced)")
+	after := flag.Duration("unpace-after", 0, "stop pacing once the wall clock has run this far ahead of the monotonic one (the VM slept: restored from a snapshot); 0: never")
 	flag.Parse()
 	peers, self, err := mesh.Peers(*peersFlag, *selfFlag, *port)
 	if err != nil {
@@ -281,7 +315,7 @@ func main() {
 		fmt.Printf("TCPSTREAM FAIL listen: %v\n", err)
 		os.Exit(1)
 	}
-	if run(ln, self, peers, *bytes, *rate, os.Stdout, *progress) > 0 {
+	if run(ln, self, peers, *bytes, pace{*rate, *after}, os.Stdout, *progress) > 0 {
 		os.Exit(1)
 	}
 }

@@ -14,7 +14,7 @@ func TestRoundTripAndCorruption(t *testing.T) {
 	var buf bytes.Buffer
 	var tx, rx atomic.Uint64
 	const n = 100_003 // not a multiple of the block or word size
-	if err := send(&buf, 7, n, &tx, realPacer(0)); err != nil {
+	if err := send(&buf, 7, n, &tx, realPacer(0, 0, nil)); err != nil {
 		t.Fatal(err)
 	}
 	raw := buf.Bytes()
@@ -88,6 +88,45 @@ func TestRatePaces(t *testing.T) {
 	}
 }
 
+// TestUnpaceAfterSleep: with after set, a paced stream paces while the wall
+// clock keeps to the monotonic one, and once it has run ahead by more than
+// after (the guest slept: restored from a snapshot) it sends the rest
+// without a wait, saying so once.
+func TestUnpaceAfterSleep(t *testing.T) {
+	const rate = 10_000
+	now := time.Unix(1000, 0)
+	var slept time.Duration
+	var sleeps int
+	var told []time.Duration
+	p := &pacer{rate: rate, now: func() time.Time { return now }, sleep: func(d time.Duration) { sleeps++; now = now.Add(d) },
+		after: 30 * time.Second, slept: func() time.Duration { return slept }, onUnpace: func(d time.Duration) { told = append(told, d) }}
+	p.wait(0)
+	p.wait(blockLen)
+	slept = 30 * time.Second // a stop-and-copy's pause: not more than after
+	p.wait(2 * blockLen)
+	if sleeps != 2 || len(told) != 0 {
+		t.Fatalf("before a sleep over %v: %d waits, unpaced %v; want 2 waits, paced", p.after, sleeps, told)
+	}
+	slept = 95 * time.Second
+	at := now
+	for off := uint64(3 * blockLen); off < 40*blockLen; off += blockLen {
+		p.wait(off)
+	}
+	if sleeps != 2 || now != at {
+		t.Errorf("after a sleep of %v: %d more waits, %v more time; want none", slept, sleeps-2, now.Sub(at))
+	}
+	if len(told) != 1 || told[0] != slept {
+		t.Errorf("unpace told %v, want once, %v", told, slept)
+	}
+	// Without after, the same sleep changes nothing.
+	q := &pacer{rate: rate, now: p.now, sleep: p.sleep, slept: func() time.Duration { return time.Hour }}
+	q.wait(0)
+	q.wait(blockLen)
+	if sleeps != 3 {
+		t.Errorf("no -unpace-after: %d waits after the sleep, want 1", sleeps-2)
+	}
+}
+
 func TestThreePeersOverLoopback(t *testing.T) { threePeers(t, false, 0) }
 
 // TestThreePeersPaced: -rate's real clock path carries whole, verified
@@ -128,7 +167,7 @@ func threePeers(t *testing.T, abandoned bool, rate uint64) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fails[i] = run(lns[i], i, addrs, 1<<20, rate, outs[i], time.Hour)
+			fails[i] = run(lns[i], i, addrs, 1<<20, pace{rate: rate}, outs[i], time.Hour)
 		}()
 	}
 	wg.Wait()

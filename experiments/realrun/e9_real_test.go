@@ -1,6 +1,7 @@
 package realrun_test
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -193,6 +194,10 @@ func checkPrediction(t *testing.T, rows []Row, name string, cal *calib.File, ass
 			t.Fatalf("%s: no prediction error for %s", name, m)
 		}
 		t.Logf("%s: %s median relative error %.1f %% (bound %.0f %%)", name, m, 100*e[0], 100*e[1])
+		if math.IsNaN(e[0]) {
+			t.Errorf("%s: %s has no relative error (every measured median 0)", name, m)
+			continue
+		}
 		if e[1] > 0 && e[0] > e[1] {
 			if assert(m) {
 				t.Errorf("%s: %s median relative error %.1f %%, over the %.0f %% bound (%s)", name, m, 100*e[0], 100*e[1], cal.Sim.Source)

@@ -47,6 +47,8 @@ type SnapshotOptions struct {
 	// fault, in tests, fails a command of a batch that is not an abort
 	// before it is carried out, as a backend's own failure would.
 	fault func(core.Command) error
+	// cleanupTimeout, in tests, replaces cleanupTimeout.
+	cleanupTimeout time.Duration
 }
 
 // Report is the outcome of one VNE snapshot.
@@ -412,19 +414,28 @@ func (d *driver) execOrFault(c core.Command) error {
 	return d.exec(d.ctx, c)
 }
 
-// cleanupTimeout bounds the abort's cleanup when a VM does not answer.
+// cleanupTimeout bounds each command of an abort's cleanup when a VM does
+// not answer.
 const cleanupTimeout = 30 * time.Second
 
 // cleanup carries out an abort's batch: every command, even after one fails
 // (each leaves one VM running, on the epoch, with no copy), Abort last. Its
-// failures go to the log of the snapshot's error, not to the core.
+// failures go to the log of the snapshot's error, not to the core. Each
+// command has a budget of its own: a copy slow to cancel (a Xen live save
+// under emulation can take longer than the bound to give its domain back)
+// must not leave the commands after it, the other VMs' resumes, without
+// time.
 func (d *driver) cleanup(cmds []core.Command) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), cleanupTimeout)
-	defer cancel()
+	budget := cleanupTimeout
+	if d.opts.cleanupTimeout > 0 {
+		budget = d.opts.cleanupTimeout
+	}
 	for _, c := range cmds {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), budget)
 		if err := d.exec(ctx, c); err != nil {
 			d.cleanupErrs = append(d.cleanupErrs, fmt.Errorf("%v: %w", c, err))
 		}
+		cancel()
 	}
 }
 

@@ -89,7 +89,10 @@ type fakeMachine struct {
 	running  bool
 	restored bool
 	saving   bool // between the snapshot point and the end of a save
-	log      []string
+	// slowCancel, if set, makes a save wait for its cancel and then end
+	// only after this long (a Xen live save giving its domain back).
+	slowCancel time.Duration
+	log        []string
 	bad      []string // contract violations seen
 }
 
@@ -113,7 +116,10 @@ func (m *fakeMachine) Pause(context.Context) error {
 	return nil
 }
 
-func (m *fakeMachine) Resume(context.Context) error {
+func (m *fakeMachine) Resume(ctx context.Context) error {
+	if err := ctx.Err(); err != nil { // as a real machine's monitor call
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.saving {
@@ -132,6 +138,12 @@ func (m *fakeMachine) image(w io.Writer) (hv.SaveStats, error) {
 }
 
 func (m *fakeMachine) Save(ctx context.Context, w io.Writer, o hv.SaveOptions) (hv.SaveStats, error) {
+	if m.slowCancel > 0 {
+		m.note("save until cancelled")
+		<-ctx.Done()
+		time.Sleep(m.slowCancel)
+		return hv.SaveStats{}, ctx.Err()
+	}
 	if o.Live {
 		m.note("live save")
 		if o.OnPass != nil {
@@ -234,6 +246,42 @@ func TestFakeHypervisorSnapshotRestore(t *testing.T) {
 	want := "restore s0: snapshot made by another hypervisor: snapshot s0 (VMs a) was made by fakehv 1.2.3 (image format fakehv-image-v1); this backend is otherhv 1.2.3 (image format otherhv-image-v1)"
 	if !errors.Is(err, ErrWrongHypervisor) || err.Error() != want {
 		t.Errorf("restore on another hypervisor: got %v, want %s", err, want)
+	}
+}
+
+// TestCleanupBudgetPerCommand: an abort whose first cleanup command, the
+// cancel of a copy, outlasts its budget (a Xen live save slow to give its
+// domain back) still resumes every VM: each cleanup command has its own
+// budget (with one budget for the batch, the resumes after it failed at
+// once and left both VMs paused). The cancel's timeout is in the error.
+func TestCleanupBudgetPerCommand(t *testing.T) {
+	te := newTrustEnv(t)
+	f := newFakeHV("fakehv")
+	te.o.Hypervisor = f
+	l := goodLayout(te.dir)
+	l.VMs[0].Kernel, l.VMs[0].Initrd = te.kernel, te.initrd
+	l.VMs[1] = l.VMs[0]
+	l.VMs[1].Name, l.VMs[1].Host, l.VMs[1].MAC = "b", 1, "52:54:00:00:00:02"
+	env, err := BootLayout(context.Background(), l, nil, te.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	const budget = 50 * time.Millisecond
+	f.vms["a"].slowCancel = 4 * budget
+	o := SnapshotOptions{Store: t.TempDir(), Name: "s", Algorithm: core.StopCopy, Sink: core.MemorySink,
+		fault: failCommand(1, core.CopyFinal{}), cleanupTimeout: budget}
+	_, err = env.Snapshot(context.Background(), o)
+	if !errors.Is(err, ErrAborted) || !contains(err, "cancel copy of a: "+context.DeadlineExceeded.Error()) {
+		t.Errorf("got %v, want ErrAborted naming a's cancel that timed out", err)
+	}
+	for _, name := range []string{"a", "b"} {
+		m := f.vms[name]
+		m.mu.Lock()
+		if !m.running || len(m.bad) > 0 {
+			t.Errorf("vm %s after the abort: running %v, violations %v, log %v; want running", name, m.running, m.bad, m.log)
+		}
+		m.mu.Unlock()
 	}
 }
 

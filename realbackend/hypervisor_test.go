@@ -93,7 +93,7 @@ type fakeMachine struct {
 	// only after this long (a Xen live save giving its domain back).
 	slowCancel time.Duration
 	log        []string
-	bad      []string // contract violations seen
+	bad        []string // contract violations seen
 }
 
 var (

@@ -22,7 +22,8 @@
 # Idempotent: when DIR/setup.ok matches PINS, the outputs exist and the .debs
 # match their pins it only checks them (about a second); otherwise it fetches
 # what is missing or damaged and unpacks everything afresh. Needs apt (root for `apt-get update` when
-# the package lists lack a pinned version), dpkg-deb, gzip, sha256sum, depmod (kmod).
+# the package lists lack a pinned version), dpkg-deb, gzip, sha256sum, depmod (kmod, installed
+# here when missing and root).
 set -eu
 
 # PINS: package=version sha256, one per line. Debian replaces versions in
@@ -105,6 +106,15 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && outputs_exist && debs_o
 	exit 0
 fi
 
+# depmod (kmod) indexes the unpacked kernel's modules. Debian pulls kmod in
+# with a kernel package, so a machine that ran scripts/setup-qemu.sh has it;
+# a fresh one (setup-xen.sh run alone) gets it here.
+if ! command -v depmod >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	log "installing kmod (depmod)"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kmod >/dev/null 2>&1 ||
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kmod >/dev/null; } ||
+		die "apt-get install kmod failed"
+fi
 for tool in apt-get apt-cache dpkg-deb gzip sha256sum depmod; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool not found (Debian 12 with apt is required)"
 done

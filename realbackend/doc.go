@@ -59,9 +59,12 @@
 //     copy.
 //   - SetColour: Controller.SetEpoch on the switch of the VM's host.
 //   - FreezeDisk: hv.DiskFreezer.FreezeDisk of a disk guest's image to a new
-//     overlay VM.eN.qcow2 while the VM is paused (QEMU:
+//     overlay VM.eN.FORMAT while the VM is paused (FORMAT is the
+//     hypervisor's hv.DiskImages.DiskFormat; QEMU: qcow2 and
 //     blockdev-snapshot-sync): the old image is the disk at the snapshot
-//     point. Kernel+initramfs guests have no disk; the report records that
+//     point. realbackend makes no image itself: a disk guest boots on, and
+//     restores onto, an image the hypervisor's hv.DiskImages.NewDisk made
+//     (QEMU: a qcow2 overlay, qemu-img create -b). Kernel+initramfs guests have no disk; the report records that
 //     nothing was frozen.
 //   - ResumeVM: Machine.Resume (a no-op for a running VM), then VMResumed.
 //   - ThrottleVM: never issued in Observed mode (the hypervisor's own
@@ -153,8 +156,8 @@
 //     guest (-kernel /etc/passwd).
 //   - Disk images must be regular files (not symbolic links) directly in the
 //     state directory (Options.Dir), named after their VM as Boot,
-//     FreezeDisk and Restore name them (VM.boot.qcow2, VM.eN.qcow2,
-//     VM.restore-eN-M.qcow2): frozen images are this machine's own files,
+//     FreezeDisk and Restore name them (VM.boot.F, VM.eN.F,
+//     VM.restore-eN-M.F, F the hypervisor's disk format: qcow2 for QEMU): frozen images are this machine's own files,
 //     never a path the snapshot chooses. Restore runs on a fresh overlay of
 //     that image, under a name no earlier restore used (an earlier restore's
 //     overlay may be the image a later snapshot froze).

@@ -142,7 +142,7 @@ type vmRun struct {
 	fileSink core.Sink
 	stats    hv.SaveStats // written by the copy goroutine, read after wg.Wait
 	frozen   string
-	disk     string        // current top image (qcow2) of a disk guest
+	disk     string        // current top image of a disk guest
 	copied   *atomic.Int64 // the VM's progress counter of stream bytes, or nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,8 +79,8 @@ type HostLayout struct {
 }
 
 // VMLayout is one VM: its host (index in Layout.Hosts) and QEMU settings.
-// Disk, when set, is the qcow2 image the VM runs on (an overlay created by
-// Boot or by the last FreezeDisk).
+// Disk, when set, is the image the VM runs on (in the hypervisor's disk
+// format, hv.DiskImages; made by Boot, Restore or the last FreezeDisk).
 type VMLayout struct {
 	Name      string `json:"name"`
 	Host      int    `json:"host"`
@@ -252,12 +251,16 @@ func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env,
 		if vm.Disk == "" {
 			continue
 		}
-		// Never write the user's image: run on an overlay.
+		// Never write the user's image: run on a new one made from it.
 		if err := vne.CheckFile(vm.Disk); err != nil {
 			return nil, fmt.Errorf("boot %s: disk: %w", vm.Name, err)
 		}
-		ov := e.file(vm.Name, ".boot.qcow2")
-		if err := qcow2Overlay(ctx, vm.Disk, ov); err != nil {
+		di, err := diskImages(o.Hypervisor, vm.Name)
+		if err != nil {
+			return nil, fmt.Errorf("boot %s: %w", l.Name, err)
+		}
+		ov := e.file(vm.Name, ".boot."+di.DiskFormat())
+		if err := di.NewDisk(ctx, vm.Disk, ov); err != nil {
 			return nil, fmt.Errorf("boot %s: %w", vm.Name, err)
 		}
 		vm.Disk = ov
@@ -287,19 +290,19 @@ func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env,
 	return e, nil
 }
 
-// qcow2Overlay creates a qcow2 image at path whose backing file is base.
-// base must be absolute: QEMU resolves a relative backing file against the
-// overlay's directory, not ours.
-func qcow2Overlay(ctx context.Context, base, path string) error {
-	if err := vne.CheckPath(base); err != nil {
-		return fmt.Errorf("backing file of %s: %w", path, err)
+// diskImages returns h's hv.DiskImages, which a disk guest (VM vm) needs.
+func diskImages(h Hypervisor, vm string) (hv.DiskImages, error) {
+	if h == nil {
+		return nil, errors.New("no hypervisor (Options.Hypervisor)")
 	}
-	out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
-		"-b", base, "-F", "qcow2", path).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("qemu-img create overlay %s on %s: %w: %s", path, base, err, strings.TrimSpace(string(out)))
+	di, ok := h.(hv.DiskImages)
+	if !ok || di.DiskFormat() == "" {
+		return nil, fmt.Errorf("vm %s has a disk, and %s cannot run disk guests", vm, h.Info().Name)
 	}
-	return nil
+	if err := vne.CheckName("disk format", di.DiskFormat()); err != nil {
+		return nil, fmt.Errorf("hypervisor %s: %w", h.Info().Name, err)
+	}
+	return di, nil
 }
 
 // startNet creates one switch per host with a frame log, a full mesh of

@@ -320,7 +320,11 @@ func (d *driver) freezeDisk(ctx context.Context, id core.VMID) error {
 	if !ok {
 		return fmt.Errorf("freeze disk of %s: %s cannot freeze disks", v.name, d.env.opts.Hypervisor.Info().Name)
 	}
-	overlay := d.env.file(v.name, fmt.Sprintf(".e%d.qcow2", d.epoch))
+	di, err := diskImages(d.env.opts.Hypervisor, v.name)
+	if err != nil {
+		return fmt.Errorf("freeze disk of %s: %w", v.name, err)
+	}
+	overlay := d.env.file(v.name, fmt.Sprintf(".e%d.%s", d.epoch, di.DiskFormat()))
 	frozen, err := fz.FreezeDisk(ctx, overlay)
 	if err != nil {
 		return err

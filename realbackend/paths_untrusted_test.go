@@ -50,7 +50,7 @@ func TestLayoutPathsAbsolute(t *testing.T) {
 	if got, want := l.VMs[1].Disk, filepath.Join(sub, "base.qcow2"); got != want {
 		t.Errorf("disk %q, want %q", got, want)
 	}
-	if err := qcow2Overlay(context.Background(), "sub/base.qcow2", filepath.Join(dir, "o.qcow2")); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+	if err := qemubackend.NewHypervisor(&qemubackend.Host{}).NewDisk(context.Background(), "sub/base.qcow2", filepath.Join(dir, "o.qcow2")); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
 		t.Errorf("overlay on a relative backing file: got %v, want it refused", err)
 	}
 }

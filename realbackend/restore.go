@@ -197,11 +197,15 @@ func restore(ctx context.Context, root, name string, o Options) (*Env, *RestoreR
 		// the snapshot can be restored again.
 		// A fresh name: an earlier restore's overlay may be the image a
 		// later snapshot froze.
+		di, err := diskImages(o.Hypervisor, vm.Name)
+		if err != nil {
+			return nil, nil, err
+		}
 		ov := ""
 		for n := 1; ov == "" || fileExists(ov); n++ {
-			ov = e.file(vm.Name, fmt.Sprintf(".restore-e%d-%d.qcow2", epoch, n))
+			ov = e.file(vm.Name, fmt.Sprintf(".restore-e%d-%d.%s", epoch, n, di.DiskFormat()))
 		}
-		if err := qcow2Overlay(ctx, vm.Disk, ov); err != nil {
+		if err := di.NewDisk(ctx, vm.Disk, ov); err != nil {
 			return nil, nil, fmt.Errorf("vm %s: %w", vm.Name, err)
 		}
 		vm.Disk = ov

@@ -198,6 +198,7 @@ func TestTrustLayout(t *testing.T) {
 		{"disk outside the state directory", `vms[1] (b).disk: /etc/shadow is not in the state directory`, func(l *Layout, o *Options) { l.VMs[1].Disk = "/etc/shadow" }},
 		{"another VM's disk", `vms[1] (b).disk: ` + te.dir + `/a.e3.qcow2 is not an image of VM b`, func(l *Layout, o *Options) { l.VMs[1].Disk = filepath.Join(te.dir, "a.e3.qcow2") }},
 		{"disk that is a symlink", `vms[1] (b).disk: ` + te.dir + `/b.e4.qcow2 is not a regular file`, func(l *Layout, o *Options) { l.VMs[1].Disk = filepath.Join(te.dir, "b.e4.qcow2") }},
+		{"disk in another hypervisor's format", `vms[1] (b).disk: ` + te.dir + `/b.e3.raw is not an image of VM b (want b.boot.qcow2`, func(l *Layout, o *Options) { l.VMs[1].Disk = filepath.Join(te.dir, "b.e3.raw") }},
 		{"missing disk", `vms[1] (b).disk: lstat`, func(l *Layout, o *Options) { l.VMs[1].Disk = filepath.Join(te.dir, "b.e5.qcow2") }},
 		{"machine type", `vms[1] (b).machine: snapshot needs "pc-i440fx-9.2", this qemu pins "pc-i440fx-10.0"`, func(l *Layout, o *Options) { l.VMs[1].Machine = "pc-i440fx-9.2" }},
 	} {

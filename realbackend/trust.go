@@ -130,7 +130,7 @@ func DecodeLayout(b []byte) (*Layout, error) {
 // restoreDisk is the name of a disk image a snapshot may run on: the boot
 // overlay, an image frozen at a snapshot point, or a restore's overlay,
 // always inside the state directory and named after the VM.
-var restoreDisk = regexp.MustCompile(`^(.+)\.(boot|e[0-9]+|restore-e[0-9]+-[0-9]+)\.qcow2$`)
+var restoreDisk = regexp.MustCompile(`^(.+)\.(boot|e[0-9]+|restore-e[0-9]+-[0-9]+)\.([a-z0-9]+)$`)
 
 // trustLayout applies Restore's policy to a checked layout from a store
 // and returns the layout to run: the QEMU configuration comes from this
@@ -205,7 +205,7 @@ func trustVM(vm *VMLayout, o Options, dir string) error {
 		}
 	}
 	if vm.Disk != "" {
-		if err := checkRestoreDisk(vm.Disk, vm.Name, dir); err != nil {
+		if err := checkRestoreDisk(vm.Disk, vm.Name, dir, o.Hypervisor); err != nil {
 			return fmt.Errorf(".disk: %w", err)
 		}
 	}
@@ -245,16 +245,22 @@ func checkBuiltinArgs(s, mac string) error {
 
 // checkRestoreDisk accepts a disk image only if it is a regular file (not
 // a symbolic link) directly in the state directory dir, named after the VM
-// as Boot, FreezeDisk or Restore name their images.
-func checkRestoreDisk(p, vm, dir string) error {
+// as Boot, FreezeDisk or Restore name their images, in the hypervisor's
+// disk format.
+func checkRestoreDisk(p, vm, dir string, h Hypervisor) error {
+	di, err := diskImages(h, vm)
+	if err != nil {
+		return err
+	}
+	ext := di.DiskFormat()
 	if err := vne.CheckPath(p); err != nil {
 		return err
 	}
 	if filepath.Dir(p) != dir {
 		return fmt.Errorf("%s is not in the state directory %s", p, dir)
 	}
-	if m := restoreDisk.FindStringSubmatch(filepath.Base(p)); m == nil || m[1] != vm {
-		return fmt.Errorf("%s is not an image of VM %s (want %s.boot.qcow2, %s.eN.qcow2 or %s.restore-eN-M.qcow2)", p, vm, vm, vm, vm)
+	if m := restoreDisk.FindStringSubmatch(filepath.Base(p)); m == nil || m[1] != vm || m[3] != ext {
+		return fmt.Errorf("%s is not an image of VM %s (want %s.boot.%s, %s.eN.%s or %s.restore-eN-M.%s)", p, vm, vm, ext, vm, ext, vm, ext)
 	}
 	fi, err := os.Lstat(p)
 	if err != nil {

@@ -1,7 +1,7 @@
 // Package hv is realbackend's hypervisor port: the few operations the real
 // backend needs from a hypervisor to run a VNE and snapshot it, defined by
 // their consumer (realbackend) and implemented by each hypervisor backend
-// (qemubackend today, xenbackend next). It imports only the standard
+// (qemubackend, xenbackend). It imports only the standard
 // library, so a backend implements it without importing realbackend, and
 // realbackend never imports a backend: cmd/vnsnap picks one.
 //
@@ -9,7 +9,7 @@
 // pauses, resumes, saves and dies. What only some hypervisors can do is an
 // optional capability found by type assertion on the Machine:
 // BackgroundSaver (copy-on-write save), DiskFreezer (a disk image frozen at
-// the snapshot point) and Heartbeats (a console whose heartbeat lines
+// the snapshot point; its Hypervisor is a DiskImages) and Heartbeats (a console whose heartbeat lines
 // measure the pause from outside).
 //
 // # Contract
@@ -157,6 +157,22 @@ type BackgroundSaver interface {
 	// image is complete; if it fails before armed was called, armed is
 	// never called.
 	SaveBackground(ctx context.Context, w io.Writer, armed func()) (SaveStats, error)
+}
+
+// DiskImages is a hypervisor that runs disk guests (MachineSpec.Disk). It
+// names the format of the images its machines run on and makes the image a
+// machine runs on from one that must not change. realbackend never writes
+// an image itself: a VM boots on NewDisk of the user's image, restores on
+// NewDisk of the image frozen at the snapshot point, and DiskFreezer
+// freezes it.
+type DiskImages interface {
+	// DiskFormat is the images' format, also their file extension
+	// ("qcow2"); DiskFreezer's overlays are of this format.
+	DiskFormat() string
+	// NewDisk creates an image at path, which must not exist, for a
+	// machine to run on and write, holding base's contents; base (an
+	// absolute path) is never written.
+	NewDisk(ctx context.Context, base, path string) error
 }
 
 // DiskFreezer is a machine whose disk can be frozen while it is paused.

@@ -153,6 +153,7 @@ func LayoutOf(v *vne.VNE, o Options) (*Layout, error) {
 			vl.Append = guestimg.KernelArgs(ip, vl.MAC, progs...)
 		case vne.KernelGuest:
 			vl.Kernel, vl.Initrd, vl.Append = g.Kernel, g.Initrd, g.Cmdline
+			vl.Disk = g.Disk // its disk, if any; Boot makes the image it runs on
 		case vne.DiskGuest:
 			vl.Disk = g.Disk // Boot puts an overlay on it
 		default:

@@ -364,6 +364,9 @@ func (c *checker) guest(p string, g Guest) {
 		if err := CheckCmdline(g.Cmdline); err != nil {
 			c.errorf(p+".cmdline", "%v", err)
 		}
+		if g.Disk != "" {
+			c.file(p+".disk", g.Disk)
+		}
 	case DiskGuest:
 		c.file(p+".disk", g.Disk)
 	default:

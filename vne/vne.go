@@ -105,7 +105,9 @@ type Guest struct {
 	Initrd string
 	// Cmdline is the kernel command line.
 	Cmdline string
-	// Disk is the path of the user's disk image, made absolute by Parse.
+	// Disk is the path of the user's disk image, made absolute by Parse:
+	// the disk a disk guest boots from, or a kernel guest's disk (a Xen
+	// PVH domU boots from a kernel, so its disk comes with one).
 	Disk string
 }
 
@@ -140,7 +142,8 @@ func (k GuestKind) String() string {
 
 // kinds returns the kinds g selects, in the order builtin, kernel, disk.
 // initrd and cmdline select the kernel kind too, so that a stray initrd is
-// reported rather than ignored.
+// reported rather than ignored. A disk beside a kernel is the kernel
+// guest's disk, not a kind of its own.
 func (g Guest) kinds() []GuestKind {
 	var ks []GuestKind
 	if g.Builtin != "" || len(g.Args) > 0 {
@@ -149,7 +152,7 @@ func (g Guest) kinds() []GuestKind {
 	if g.Kernel != "" || g.Initrd != "" || g.Cmdline != "" {
 		ks = append(ks, KernelGuest)
 	}
-	if g.Disk != "" {
+	if g.Disk != "" && (len(ks) == 0 || ks[len(ks)-1] != KernelGuest) {
 		ks = append(ks, DiskGuest)
 	}
 	return ks

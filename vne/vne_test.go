@@ -168,6 +168,20 @@ func TestGuestFiles(t *testing.T) {
 	if got[0].Kind() != KernelGuest || got[1].Kind() != DiskGuest {
 		t.Errorf("kinds: got %v, %v, want kernel, disk", got[0].Kind(), got[1].Kind())
 	}
+	// A disk beside a kernel is the kernel guest's disk (a Xen PVH domU
+	// boots from a kernel), and must be a file like the kernel.
+	withDisk := strings.Replace(src, `cmdline: "console=ttyS0"}`, `cmdline: "console=ttyS0", disk: disk.qcow2}`, 1)
+	v, err = Parse("g.yaml", []byte(withDisk), dir)
+	if err != nil {
+		t.Fatalf("Parse kernel guest with a disk: %v", err)
+	}
+	if g := v.VMs[0].Guest; g.Kind() != KernelGuest || g.Disk != filepath.Join(dir, "disk.qcow2") || g.Kernel == "" {
+		t.Errorf("kernel guest with a disk: %+v (kind %v), want a kernel guest with its disk", g, g.Kind())
+	}
+	_, err = Parse("g.yaml", []byte(strings.Replace(withDisk, "disk: disk.qcow2}", "disk: nodisk.img}", 1)), dir)
+	if err == nil || !strings.Contains(err.Error(), "vms[0].guest.disk") {
+		t.Errorf("kernel guest with a missing disk: got %v, want an error naming vms[0].guest.disk", err)
+	}
 }
 
 // base is a minimal valid file; the cases below edit it, so its line

@@ -20,6 +20,11 @@ type DomainConfig struct {
 	// MAC and VifScript, both set, give the domain one vif whose hotplug
 	// script is VifScript; both empty: no vif.
 	MAC, VifScript string
+	// Disk and DiskScript, both set, give the domain one disk, xvda: the
+	// block device Disk (a loop device on the image, attached by the
+	// backend) through blkback, whose hotplug script is DiskScript; both
+	// empty: no disk.
+	Disk, DiskScript string
 }
 
 // CheckDomainName accepts a VM name of the VNE rules (vne.CheckName) that
@@ -63,8 +68,9 @@ func xlString(what, s string) (string, error) {
 	return `"` + r.Replace(s) + `"`, nil
 }
 
-// vifItem checks a value that goes inside a vif spec ("mac=...,script=..."),
-// which libxl splits at commas and '=' with no escape: neither may appear.
+// vifItem checks a value that goes inside a vif or disk spec
+// ("mac=...,script=..."), which libxl splits at commas and '=' with no
+// escape: neither may appear.
 func vifItem(what, s string) error {
 	if strings.ContainsAny(s, ",=") {
 		return fmt.Errorf("vif %s %q holds ',' or '=', which a vif spec cannot carry: %w", what, s, ErrBadValue)
@@ -137,6 +143,27 @@ func (c DomainConfig) Render() (string, error) {
 			return "", err
 		}
 		fmt.Fprintf(&b, "vif = [ %s ]\n", q)
+	}
+	switch {
+	case c.Disk == "" && c.DiskScript == "":
+	case c.Disk == "" || c.DiskScript == "":
+		return "", fmt.Errorf("domain %s: a disk needs both a device and a script: %w", c.Name, ErrBadValue)
+	default:
+		for _, v := range []struct{ what, p string }{{"disk", c.Disk}, {"disk script", c.DiskScript}} {
+			if err := checkPath(v.what, v.p); err != nil {
+				return "", err
+			}
+			// libxl splits a disk spec at commas; target= comes last and
+			// takes the rest, but the script must not hold one either.
+			if err := vifItem(v.what, v.p); err != nil {
+				return "", err
+			}
+		}
+		q, err := xlString("disk", "format=raw, vdev=xvda, access=rw, backendtype=phy, script="+c.DiskScript+", target="+c.Disk)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "disk = [ %s ]\n", q)
 	}
 	// vnsnap owns the domain's life: a domain that stops stays for
 	// vnsnap to see and destroy.

@@ -76,7 +76,8 @@ var (
 	_ hv.FileSaver    = (*Machine)(nil)
 )
 
-// New returns the backend for cfg and writes its vif script into cfg.Dir.
+// New returns the backend for cfg and writes its vif and block scripts into
+// cfg.Dir.
 func New(cfg Config) (*Hypervisor, error) {
 	if cfg.XL == "" {
 		cfg.XL = DefaultXL
@@ -98,6 +99,9 @@ func New(cfg Config) (*Hypervisor, error) {
 	}
 	if err := os.WriteFile(filepath.Join(cfg.Dir, "vif-vnsnap"), []byte(VifScript), 0o755); err != nil {
 		return nil, fmt.Errorf("xenbackend: vif script: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Dir, "block-vnsnap"), []byte(BlockScript), 0o755); err != nil {
+		return nil, fmt.Errorf("xenbackend: block script: %w", err)
 	}
 	return &Hypervisor{cfg: cfg, xl: XL{R: cfg.Runner}}, nil
 }
@@ -139,6 +143,11 @@ type Machine struct {
 	paused bool      // paused by us (xl pause, restore -p, save -p)
 	held   *liveHold // a live save handed back later (see Save)
 	killed bool
+	disk   string   // the image the domain runs on (spec.Disk, then FreezeDisk's overlays)
+	loop   *loopDev // the loop device on it, held until Kill
+	// freezeTo is the overlay of a FreezeDisk of a paused domain, made at
+	// the next stop-and-copy save's snapshot point or by Resume.
+	freezeTo string
 
 	console *consoleFollower
 }
@@ -152,6 +161,7 @@ func (h *Hypervisor) Start(ctx context.Context, spec hv.MachineSpec) (hv.Machine
 	}
 	if err := h.xl.Create(ctx, m.cfg); err != nil {
 		h.cleanupName(spec.Name)
+		m.loop.detach()
 		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
 	if err := m.attach(ctx); err != nil {
@@ -236,6 +246,7 @@ func (h *Hypervisor) restore(ctx context.Context, spec hv.MachineSpec, feed func
 	}
 	if err != nil {
 		h.cleanupName(spec.Name)
+		m.loop.detach()
 		return nil, fmt.Errorf("restore %s: %w", spec.Name, err)
 	}
 	m.paused = true
@@ -253,8 +264,8 @@ func (h *Hypervisor) restore(ctx context.Context, spec hv.MachineSpec, feed func
 const stdinPath = "/proc/self/fd/0"
 
 func (h *Hypervisor) newMachine(spec hv.MachineSpec) (*Machine, error) {
-	if spec.Disk != "" {
-		return nil, fmt.Errorf("machine %s: disk guests are not supported by the Xen backend yet (use a kernel and initramfs)", spec.Name)
+	if spec.Disk != "" && spec.Kernel == "" {
+		return nil, fmt.Errorf("machine %s: a PVH domU boots from a kernel: give its guest a kernel (and initrd) beside its disk: %w", spec.Name, ErrBadValue)
 	}
 	dc := DomainConfig{
 		Name: spec.Name, Kernel: spec.Kernel, Ramdisk: spec.Initrd,
@@ -265,12 +276,27 @@ func (h *Hypervisor) newMachine(spec hv.MachineSpec) (*Machine, error) {
 	if spec.NetSocket != "" {
 		dc.MAC, dc.VifScript = spec.MAC, filepath.Join(h.cfg.Dir, "vif-vnsnap")
 	}
-	text, err := dc.Render()
-	if err != nil {
+	if _, err := dc.Render(); err != nil { // every value checked before a device is attached
 		return nil, fmt.Errorf("machine %s: %w", spec.Name, err)
 	}
-	m := &Machine{h: h, spec: spec, cfg: filepath.Join(h.cfg.Dir, spec.Name+".cfg")}
-	if err := os.WriteFile(m.cfg, []byte(text), 0o644); err != nil {
+	m := &Machine{h: h, spec: spec, cfg: filepath.Join(h.cfg.Dir, spec.Name+".cfg"), disk: spec.Disk}
+	if spec.Disk != "" {
+		if err := checkPath("disk", spec.Disk); err != nil {
+			return nil, fmt.Errorf("machine %s: %w", spec.Name, err)
+		}
+		l, err := attachLoop(spec.Disk)
+		if err != nil {
+			return nil, fmt.Errorf("machine %s: %w", spec.Name, err)
+		}
+		m.loop = l
+		dc.Disk, dc.DiskScript = l.path, filepath.Join(h.cfg.Dir, "block-vnsnap")
+	}
+	text, err := dc.Render()
+	if err == nil {
+		err = os.WriteFile(m.cfg, []byte(text), 0o644)
+	}
+	if err != nil {
+		m.loop.detach()
 		return nil, fmt.Errorf("machine %s: %w", spec.Name, err)
 	}
 	return m, nil
@@ -369,13 +395,18 @@ func (m *Machine) Resume(ctx context.Context) error {
 			return fmt.Errorf("resume %s: %w", m.spec.Name, err)
 		}
 	}
+	// A freeze no save made: the domain was paused since FreezeDisk.
+	ferr := m.freezePending(ctx)
 	if m.paused {
 		if err := m.h.xl.Unpause(ctx, m.id); err != nil {
-			return fmt.Errorf("resume %s: %w", m.spec.Name, err)
+			return errors.Join(fmt.Errorf("resume %s: %w", m.spec.Name, err), ferr)
 		}
 		m.paused = false
 	}
 	m.releaseNet()
+	if ferr != nil {
+		return fmt.Errorf("resume %s: it runs, but: %w", m.spec.Name, ferr)
+	}
 	return nil
 }
 
@@ -410,6 +441,7 @@ func (m *Machine) Kill() {
 	if m.console != nil {
 		m.console.stop()
 	}
+	m.loop.detach() // after the domain: blkback has let it go
 	_ = os.Remove(m.cfg)
 }
 
@@ -483,6 +515,10 @@ func (m *Machine) saveStopped(ctx context.Context, o hv.SaveOptions, emit func(i
 	}
 	if !m.paused {
 		return hv.SaveStats{}, fmt.Errorf("save %s: xl save -p left domain %d running", m.spec.Name, m.id)
+	}
+	// The domain suspended itself: its snapshot point, and its disk's.
+	if err := m.freezePending(ctx); err != nil {
+		return hv.SaveStats{}, fmt.Errorf("save %s: %w", m.spec.Name, err)
 	}
 	if o.AtSnapshotPoint != nil {
 		if err := o.AtSnapshotPoint(ctx); err != nil {

@@ -64,6 +64,9 @@ type xenSim struct {
 	// atHalf, if set, is called when half the stream is sent.
 	atHalf   func()
 	restored []byte
+	// onSave, if set, is called by a stop-and-copy save (xl save -p or
+	// without -p) while the domain runs before it suspends; s.mu is held.
+	onSave func()
 }
 
 func newSim(t *testing.T) *xenSim {
@@ -192,6 +195,9 @@ func (s *xenSim) run(args []string, stdin io.Reader, stdout io.Writer) (string, 
 			}
 			if d.pauses > 0 {
 				return "", errors.New("guest did not respond to the suspend request (it is paused)")
+			}
+			if s.onSave != nil {
+				s.onSave()
 			}
 			if err := os.WriteFile(args[3], s.stream, 0o644); err != nil {
 				return "", err

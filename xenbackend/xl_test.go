@@ -173,6 +173,7 @@ func TestDomainConfig(t *testing.T) {
 	c := DomainConfig{
 		Name: "a", Kernel: "/k/vmlinuz", Ramdisk: "/k/initrd.gz", Extra: `console=hvc0 x="a\b"`,
 		MemoryMiB: 128, VCPUs: 1, MAC: "52:54:00:12:34:0A", VifScript: "/run/v/vif-vnsnap",
+		Disk: "/dev/loop3", DiskScript: "/run/v/block-vnsnap",
 	}
 	got, err := c.Render()
 	if err != nil {
@@ -188,6 +189,7 @@ memory = 128
 maxmem = 128
 vcpus = 1
 vif = [ "mac=52:54:00:12:34:0a,script=/run/v/vif-vnsnap" ]
+disk = [ "format=raw, vdev=xvda, access=rw, backendtype=phy, script=/run/v/block-vnsnap, target=/dev/loop3" ]
 on_poweroff = "preserve"
 on_reboot = "preserve"
 on_crash = "preserve"
@@ -196,20 +198,25 @@ on_crash = "preserve"
 		t.Errorf("config (-want +got):\n%s", d)
 	}
 	bad := map[string]func(*DomainConfig){
-		"name with quote":    func(c *DomainConfig) { c.Name = `a"b` },
-		"name with newline":  func(c *DomainConfig) { c.Name = "a\nb" },
-		"relative kernel":    func(c *DomainConfig) { c.Kernel = "vmlinuz" },
-		"kernel newline":     func(c *DomainConfig) { c.Kernel = "/k/a\nkernel=\"/x\"" },
-		"ramdisk dotdot":     func(c *DomainConfig) { c.Ramdisk = "/k/../etc/passwd" },
-		"extra newline":      func(c *DomainConfig) { c.Extra = "a\nname=\"b\"" },
-		"extra non-ascii":    func(c *DomainConfig) { c.Extra = "a\xffb" },
-		"multicast mac":      func(c *DomainConfig) { c.MAC = "01:00:00:00:00:01" },
-		"mac injection":      func(c *DomainConfig) { c.MAC = "52:54:00:12:34:01,bridge=xenbr0" },
-		"script with comma":  func(c *DomainConfig) { c.VifScript = "/run/a,bridge=x" },
-		"script with equals": func(c *DomainConfig) { c.VifScript = "/run/a=b" },
-		"mac without script": func(c *DomainConfig) { c.VifScript = "" },
-		"no memory":          func(c *DomainConfig) { c.MemoryMiB = 0 },
-		"no vcpus":           func(c *DomainConfig) { c.VCPUs = 0 },
+		"name with quote":     func(c *DomainConfig) { c.Name = `a"b` },
+		"name with newline":   func(c *DomainConfig) { c.Name = "a\nb" },
+		"relative kernel":     func(c *DomainConfig) { c.Kernel = "vmlinuz" },
+		"kernel newline":      func(c *DomainConfig) { c.Kernel = "/k/a\nkernel=\"/x\"" },
+		"ramdisk dotdot":      func(c *DomainConfig) { c.Ramdisk = "/k/../etc/passwd" },
+		"extra newline":       func(c *DomainConfig) { c.Extra = "a\nname=\"b\"" },
+		"extra non-ascii":     func(c *DomainConfig) { c.Extra = "a\xffb" },
+		"multicast mac":       func(c *DomainConfig) { c.MAC = "01:00:00:00:00:01" },
+		"mac injection":       func(c *DomainConfig) { c.MAC = "52:54:00:12:34:01,bridge=xenbr0" },
+		"script with comma":   func(c *DomainConfig) { c.VifScript = "/run/a,bridge=x" },
+		"script with equals":  func(c *DomainConfig) { c.VifScript = "/run/a=b" },
+		"mac without script":  func(c *DomainConfig) { c.VifScript = "" },
+		"disk without script": func(c *DomainConfig) { c.DiskScript = "" },
+		"disk with comma":     func(c *DomainConfig) { c.Disk = "/dev/loop3,vdev=xvdb" },
+		"disk relative":       func(c *DomainConfig) { c.Disk = "loop3" },
+		"disk script equals":  func(c *DomainConfig) { c.DiskScript = "/run/a=b" },
+		"disk newline":        func(c *DomainConfig) { c.Disk = "/dev/loop3\ndisk=x" },
+		"no memory":           func(c *DomainConfig) { c.MemoryMiB = 0 },
+		"no vcpus":            func(c *DomainConfig) { c.VCPUs = 0 },
 	}
 	for name, mutate := range bad {
 		t.Run(name, func(t *testing.T) {

@@ -59,9 +59,13 @@
 //	  kernel: images/vmlinuz       # required for this kind
 //	  initrd: images/initramfs.gz  # optional
 //	  cmdline: "console=ttyS0"     # optional
+//	  disk: images/data.raw        # optional: the kernel guest's disk
 //
 //	guest:
-//	  disk: images/debian.qcow2
+//	  disk: images/debian.qcow2    # a disk the VM boots from
+//
+// A disk is in the hypervisor's format (qcow2 for QEMU, raw for Xen). A Xen
+// PVH domU boots from a kernel, so its disk comes with one.
 //
 // Built-in program arguments are printable ASCII without space, ':' or '+'
 // (they travel on the kernel command line); a cmdline is printable ASCII of

@@ -10,8 +10,10 @@ import (
 	"github.com/vnsnap/vnsnap/xenbackend"
 )
 
-// oneVNE is a VNE of one PVH domU (with its vif on the switch) whose guest
-// prints "HB n" every second.
+// oneVNE is a VNE of one PVH domU (with its vif on the switch, and a disk)
+// whose guest prints "HB n" every second and runs diskcheck on its disk
+// (workloads/guest/diskcheck: "DISK n" lines, "DISK FAIL" if the disk does
+// not hold what the guest wrote last).
 const oneVNE = `name: xenone
 hypervisor: xen
 hosts:
@@ -22,7 +24,7 @@ vms:
     memory: 128MiB
     ip: 10.0.0.1
     mac: 00:16:3e:00:00:01
-    guest: {kernel: /root/vmlinuz, initrd: /root/guest.gz, cmdline: "CMDLINE"}
+    guest: {kernel: /root/vmlinuz, initrd: /root/guest.gz, cmdline: "CMDLINE", disk: /root/disk.raw}
 `
 
 // dom0Shell defines the shell functions both dom0 scripts use (after
@@ -57,6 +59,11 @@ STORE=/root/store
 ` + dom0Shell + `
 lasthb() { grep '^HB ' $ST/a.console | tail -n 1 | sed 's/HB //'; }
 hbs() { grep -c '^HB ' $ST/a.console; }
+# the disk: diskcheck's last generation, its failures, its first line
+# after a restore
+lastdisk() { grep '^DISK [0-9]' $ST/a.console | tail -n 1 | sed 's/DISK //'; }
+firstdisk() { grep '^DISK [0-9]' $ST/a.console | head -n 1 | sed 's/DISK //'; }
+diskfails() { grep -c '^DISK FAIL' $ST/a.console; }
 up() {
 	vnsnap up --state $ST --store $STORE "$@" /root/one.yaml > /root/up.log 2>&1 &
 	UP=$!
@@ -77,7 +84,7 @@ beats() {
 	want=$(($(hbs) + $1))
 	while [ "$(hbs)" -lt $want ]; do
 		kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up died"; exit 5; }
-		echo "VNSNAP-T-WAIT hb=$(lasthb)"
+		echo "VNSNAP-T-WAIT hb=$(lasthb) disk=$(lastdisk)"
 		sleep 2
 	done
 }
@@ -91,30 +98,46 @@ manifest() {
 	echo "VNSNAP-T-MANIFEST $1 format=${fmt:-none} images=$images added=${added:-0}"
 }
 snap() {
-	echo "VNSNAP-T-SNAP-BEGIN $1 hb=$(lasthb)"
-	vnsnap snapshot --state $ST --store $STORE --sink memory $1
+	n=$1
+	shift
+	echo "VNSNAP-T-SNAP-BEGIN $n hb=$(lasthb) disk=$(lastdisk)"
+	vnsnap snapshot --state $ST --store $STORE "$@" $n
 	rc=$?
 	[ $rc = 0 ] || { diag; cat /root/up.log; }
-	echo "VNSNAP-T-SNAP-END $1 rc=$rc hb=$(lasthb)"
-	manifest $1
+	echo "VNSNAP-T-SNAP-END $n rc=$rc hb=$(lasthb) disk=$(lastdisk)"
+	manifest $n
 }
+# restored NAME: the VNE restored from NAME, on until 2 more heartbeats
+restored() {
+	mv $ST/a.console $ST/a.console.$1
+	touch $ST/a.console
+	up --restore $1
+	beats 2
+	echo "VNSNAP-T-RESTORED $1 first=$(grep '^HB ' $ST/a.console | head -n 1 | sed 's/HB //') hb=$(lasthb) firstdisk=$(firstdisk) disk=$(lastdisk) diskfails=$(diskfails)"
+	grep '^DISK FAIL' $ST/a.console
+	down
+}
+# A sparse 16 MiB disk: diskcheck starts it at generation 0. The VNE's
+# disk is never written (vnsnap runs the domain on a copy).
+truncate -s 16M /root/disk.raw
 mkdir -p $ST
 touch $ST/a.console
 up
 beats 2
-snap s1
+snap s1 --sink memory
 beats 2
-snap s2
+snap s2 --sink memory
 beats 2
-echo "VNSNAP-T-RUNNING hb=$(lasthb)"
+snap s3 --sink memory --algo stop-copy
+beats 2
+echo "VNSNAP-T-RUNNING hb=$(lasthb) disk=$(lastdisk) diskfails=$(diskfails)"
+grep '^DISK FAIL' $ST/a.console
 vnsnap ls --store $STORE
 down
-mv $ST/a.console $ST/a.console.1
-touch $ST/a.console
-up --restore s2
-beats 2
-echo "VNSNAP-T-RESTORED first=$(grep '^HB ' $ST/a.console | head -n 1 | sed 's/HB //') hb=$(lasthb)"
-down
+echo "VNSNAP-T-BASE nonzero=$(tr -d '\000' < /root/disk.raw | wc -c)"
+echo "VNSNAP-T-IMAGES $(ls $ST/run | grep '^a\..*raw$' | tr '\n' ' ')"
+restored s2
+restored s3
 `
 
 // TestXenMachine runs one domU through every operation of the port on real
@@ -125,7 +148,16 @@ down
 // bytes (its pages deduplicate against the first's); the domain restored
 // from the second, through the stream rebuilt from its page file, goes on
 // from that snapshot's point, and no domain is left, paused or renamed.
-// (One boot for both: a second Xen boot would cost CI about 6 minutes.)
+//
+// The domU has a disk (the VNE file's, which vnsnap never writes: it runs
+// the domain on a copy in its state directory), frozen at each snapshot
+// point: two live snapshots and a stop-and-copy one. The guest's diskcheck
+// writes a generation counter to it five times a second and checks, before
+// each write, that the disk holds the last one; restored from s2 (live) and
+// from s3 (stop-and-copy), it must find on its disk what its memory wrote
+// last (no DISK FAIL), going on from the snapshot point. A disk frozen
+// before or after the memory fails it.
+// (One boot for all: a second Xen boot would cost CI about 6 minutes.)
 func TestXenMachine(t *testing.T) {
 	env := Require(t, "../..")
 	ctx := context.Background()
@@ -141,9 +173,10 @@ func TestXenMachine(t *testing.T) {
 			t.Errorf("after vnsnap down: domains %q left, want only Domain-0 (nothing paused or --migratedaway)", l)
 		}
 	}
-	snap := func(name string) (begin, end, added int) {
+	type snapLines struct{ begin, end, diskBegin, diskEnd, added int }
+	snap := func(name string) snapLines {
 		t.Helper()
-		begin = num(wait("VNSNAP-T-SNAP-BEGIN "+name), "hb")
+		b := wait("VNSNAP-T-SNAP-BEGIN " + name)
 		e := wait("VNSNAP-T-SNAP-END " + name)
 		if num(e, "rc") != 0 {
 			t.Fatalf("vnsnap snapshot: %s", e)
@@ -153,11 +186,28 @@ func TestXenMachine(t *testing.T) {
 			t.Errorf("%s: want format=%s and the memory a page image (images>=1)", man, xenbackend.PageFileFormat)
 		}
 		t.Logf("%s; %s", e, man)
-		return begin, num(e, "hb"), num(man, "added")
+		return snapLines{num(b, "hb"), num(e, "hb"), num(b, "disk"), num(e, "disk"), num(man, "added")}
+	}
+	// restoredDisk checks the disk of a VNE restored from s: diskcheck
+	// found on it what its memory last wrote (no DISK FAIL), went on from
+	// the snapshot point and counts on.
+	restoredDisk := func(line string, s snapLines) {
+		t.Helper()
+		first := num(line, "firstdisk")
+		if n := num(line, "diskfails"); n != 0 {
+			t.Errorf("%s: the restored disk is not the one frozen with the memory (DISK FAIL)", line)
+		}
+		if first < s.diskBegin || first > s.diskEnd+1 {
+			t.Errorf("%s: restored disk generation %d, want it between %d (when the snapshot began) and %d+1 (when it ended)", line, first, s.diskBegin, s.diskEnd)
+		}
+		if num(line, "disk") <= first {
+			t.Errorf("%s: the restored guest's disk check does not count on", line)
+		}
 	}
 	wait(MarkerReady)
-	_, _, added1 := snap("s1")
-	begin, end, added2 := snap("s2")
+	s1 := snap("s1")
+	s2 := snap("s2")
+	added1, added2, begin, end := s1.added, s2.added, s2.begin, s2.end
 	// 128 MiB of a booted guest: the first snapshot stores its non-zero
 	// pages; the second only the blocks the guest changed in between
 	// (without dedup it would store as much again).
@@ -165,11 +215,31 @@ func TestXenMachine(t *testing.T) {
 		t.Errorf("added bytes: s1 %d, s2 %d; want s1 at least 4 MiB and s2 under half of it (deduplicated)", added1, added2)
 	}
 	t.Logf("added bytes: s1 %d, s2 %d (%.1f %%)", added1, added2, 100*float64(added2)/float64(added1))
-	running := num(wait("VNSNAP-T-RUNNING"), "hb")
+	s3 := snap("s3") // stop-and-copy: the disk frozen where the domain suspends
+	run := wait("VNSNAP-T-RUNNING")
+	running := num(run, "hb")
+	if num(run, "diskfails") != 0 || num(run, "disk") <= s3.diskEnd {
+		t.Errorf("%s: the source's disk check failed or stopped", run)
+	}
 	left()
-	restored := wait("VNSNAP-T-RESTORED")
+	if b := wait("VNSNAP-T-BASE"); num(b, "nonzero") != 0 {
+		t.Errorf("%s: the VNE file's disk was written (vnsnap must run the domain on a copy)", b)
+	}
+	images := wait("VNSNAP-T-IMAGES")
+	for _, f := range []string{"a.boot.raw", "a.e1.raw", "a.e2.raw", "a.e3.raw"} {
+		if !strings.Contains(images, " "+f) {
+			t.Errorf("%s: want %s (frozen at a snapshot point, or the overlay after s3)", images, f)
+		}
+	}
+	restored := wait("VNSNAP-T-RESTORED s2")
 	first := num(restored, "first")
 	left()
+	restoredDisk(restored, s2)
+	r3 := wait("VNSNAP-T-RESTORED s3")
+	left()
+	restoredDisk(r3, s3)
+	t.Logf("disk generations: s2 %d-%d restored from %d; s3 (stop-and-copy) %d-%d restored from %d",
+		s2.diskBegin, s2.diskEnd, num(restored, "firstdisk"), s3.diskBegin, s3.diskEnd, num(r3, "firstdisk"))
 	if first <= begin || first > end+2 || first >= running {
 		t.Errorf("restored heartbeat %d: want it after %d (before s2 began), at most %d+2 (when it ended) and before %d (the source's last)", first, begin, end, running)
 	}
@@ -190,18 +260,19 @@ func startOneDomU(t *testing.T, ctx context.Context, env Env, script string) *Ma
 	t.Helper()
 	img, err := guestimg.Build(ctx, guestimg.Config{
 		CacheDir: filepath.Join(t.TempDir(), "guest"), ModuleRoot: "../..", Root: env.Path("/"),
-		KernelVersion: KernelVersion, Modules: []string{"xen-netfront"}, Programs: []string{"heartbeat"},
+		KernelVersion: KernelVersion, Modules: []string{"xen-netfront", "xen-blkfront"}, Programs: []string{"heartbeat", "diskcheck"},
 		Busybox: env.Busybox(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmdline := guestimg.KernelArgs("10.0.0.1/24", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=1s"}})
+	cmdline := guestimg.KernelArgs("10.0.0.1/24", "", guestimg.Program{Name: "heartbeat", Args: []string{"-interval=1s"}},
+		guestimg.Program{Name: "diskcheck", Args: []string{"-dev=/dev/xvda"}})
 	bin := filepath.Join(t.TempDir(), "vnsnap")
 	if err := GoBinary(ctx, "../..", "./cmd/vnsnap", bin); err != nil {
 		t.Fatal(err)
 	}
-	m := Start(t, env, Dom0Config{Script: script, Modules: []string{"xen-netback"}, Files: []File{
+	m := Start(t, env, Dom0Config{Script: script, Modules: []string{"xen-netback", "loop", "xen-blkback"}, Files: []File{
 		{Path: "/root/vmlinuz", Src: env.Kernel()},
 		{Path: "/root/guest.gz", Src: img.Initrd},
 		{Path: "/root/one.yaml", Data: []byte(strings.Replace(oneVNE, "CMDLINE", cmdline, 1))},

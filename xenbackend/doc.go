@@ -44,5 +44,10 @@
 //     keeps what is sent to it, so a domain that must run a moment to
 //     suspend itself (xl save of a paused domain) sends nothing meanwhile.
 //
-// Disks are not supported yet: a spec with a disk is refused.
+//   - disk.go: a domU's disk, a raw image on a loop device given to the
+//     domain through blkback (hv.DiskImages, hv.DiskFreezer): frozen at the
+//     snapshot point by a clone under the running image's name (a reflink
+//     where the filesystem has them), the running file renamed the next
+//     overlay; see the notes there on consistency and on why not
+//     device-mapper. A disk needs a kernel beside it (PVH).
 package xenbackend

@@ -124,6 +124,13 @@ mkdir -p $ST
 touch $ST/a.console
 up
 beats 2
+# diskcheck waits for xvda (blkfront): its first generation
+while [ -z "$(lastdisk)" ]; do
+	kill -0 $UP 2>/dev/null || { diag; cat /root/up.log; echo "VNSNAP-XEN-FAIL vnsnap up died"; exit 5; }
+	grep '^DISK FAIL' $ST/a.console && { diag; echo "VNSNAP-XEN-FAIL diskcheck"; exit 6; }
+	echo "VNSNAP-T-WAIT hb=$(lasthb) disk=none"
+	sleep 2
+done
 snap s1 --sink memory
 beats 2
 snap s2 --sink memory

@@ -156,7 +156,8 @@
 //     guest (-kernel /etc/passwd).
 //   - Disk images must be regular files (not symbolic links) directly in the
 //     state directory (Options.Dir), named after their VM as Boot,
-//     FreezeDisk and Restore name them (VM.boot.F, VM.eN.F,
+//     FreezeDisk and Restore name them (VM.boot.F, VM.eN.F, or
+//     VM.boot-N.F, VM.eN-M.F when an earlier run of the VNE left one,
 //     VM.restore-eN-M.F, F the hypervisor's disk format: qcow2 for QEMU): frozen images are this machine's own files,
 //     never a path the snapshot chooses. Restore runs on a fresh overlay of
 //     that image, under a name no earlier restore used (an earlier restore's

@@ -241,11 +241,21 @@ func Boot(ctx context.Context, v *vne.VNE, o Options) (*Env, error) {
 // is stored with every snapshot as the extra "vne.yaml". The layout must
 // pass Layout.Check, and a disk guest's image must be an existing regular
 // file.
-func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env, error) {
+func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (_ *Env, err error) {
 	if err := l.Check(); err != nil {
 		return nil, fmt.Errorf("boot %s: %w", l.Name, err)
 	}
 	e := &Env{Layout: *l, Source: source, opts: o}
+	// The images made here go again if the boot fails: nothing
+	// half-made stays in the state directory.
+	var made []string
+	defer func() {
+		if err != nil {
+			for _, p := range made {
+				os.Remove(p)
+			}
+		}
+	}()
 	e.Layout.VMs = append([]VMLayout(nil), l.VMs...)
 	for i := range e.Layout.VMs {
 		vm := &e.Layout.VMs[i]
@@ -260,10 +270,11 @@ func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env,
 		if err != nil {
 			return nil, fmt.Errorf("boot %s: %w", l.Name, err)
 		}
-		ov := e.file(vm.Name, ".boot."+di.DiskFormat())
+		ov := e.freshDisk(vm.Name, "boot", di.DiskFormat())
 		if err := di.NewDisk(ctx, vm.Disk, ov); err != nil {
 			return nil, fmt.Errorf("boot %s: %w", vm.Name, err)
 		}
+		made = append(made, ov)
 		vm.Disk = ov
 	}
 	if e.clustered() {
@@ -289,6 +300,18 @@ func BootLayout(ctx context.Context, l *Layout, source []byte, o Options) (*Env,
 		e.vms[i] = vm
 	}
 	return e, nil
+}
+
+// freshDisk names a new disk image of VM vm in the state directory:
+// VM.STEM.FORMAT, or VM.STEM-N.FORMAT (N from 2) if an image of that name
+// is there: an earlier run of the VNE (a boot, its snapshots) left it, and
+// a snapshot may name it as the image it froze, so it is never reused.
+func (e *Env) freshDisk(vm, stem, format string) string {
+	p := e.file(vm, "."+stem+"."+format)
+	for n := 2; fileExists(p); n++ {
+		p = e.file(vm, fmt.Sprintf(".%s-%d.%s", stem, n, format))
+	}
+	return p
 }
 
 // diskImages returns h's hv.DiskImages, which a disk guest (VM vm) needs.

@@ -324,7 +324,7 @@ func (d *driver) freezeDisk(ctx context.Context, id core.VMID) error {
 	if err != nil {
 		return fmt.Errorf("freeze disk of %s: %w", v.name, err)
 	}
-	overlay := d.env.file(v.name, fmt.Sprintf(".e%d.%s", d.epoch, di.DiskFormat()))
+	overlay := d.env.freshDisk(v.name, fmt.Sprintf("e%d", d.epoch), di.DiskFormat())
 	frozen, err := fz.FreezeDisk(ctx, overlay)
 	if err != nil {
 		return err

@@ -130,7 +130,7 @@ func DecodeLayout(b []byte) (*Layout, error) {
 // restoreDisk is the name of a disk image a snapshot may run on: the boot
 // overlay, an image frozen at a snapshot point, or a restore's overlay,
 // always inside the state directory and named after the VM.
-var restoreDisk = regexp.MustCompile(`^(.+)\.(boot|e[0-9]+|restore-e[0-9]+-[0-9]+)\.([a-z0-9]+)$`)
+var restoreDisk = regexp.MustCompile(`^(.+)\.(?:boot(?:-[0-9]+)?|e[0-9]+(?:-[0-9]+)?|restore-e[0-9]+-[0-9]+)\.([a-z0-9]+)$`)
 
 // trustLayout applies Restore's policy to a checked layout from a store
 // and returns the layout to run: the QEMU configuration comes from this
@@ -259,8 +259,8 @@ func checkRestoreDisk(p, vm, dir string, h Hypervisor) error {
 	if filepath.Dir(p) != dir {
 		return fmt.Errorf("%s is not in the state directory %s", p, dir)
 	}
-	if m := restoreDisk.FindStringSubmatch(filepath.Base(p)); m == nil || m[1] != vm || m[3] != ext {
-		return fmt.Errorf("%s is not an image of VM %s (want %s.boot.%s, %s.eN.%s or %s.restore-eN-M.%s)", p, vm, vm, ext, vm, ext, vm, ext)
+	if m := restoreDisk.FindStringSubmatch(filepath.Base(p)); m == nil || m[1] != vm || m[2] != ext {
+		return fmt.Errorf("%s is not an image of VM %s (want %s.boot.%s, %s.eN.%s or %s.restore-eN-M.%s, or boot-N, eN-M)", p, vm, vm, ext, vm, ext, vm, ext)
 	}
 	fi, err := os.Lstat(p)
 	if err != nil {

@@ -168,7 +168,10 @@ func copyRange(in, out *os.File, off, n int64) error {
 				return fmt.Errorf("copy_file_range: %d bytes short", n)
 			}
 			// EXDEV, ENOSYS, EINVAL: copy through memory.
-			_, err := io.Copy(io.NewOffsetWriter(out, wo), io.NewSectionReader(in, ro, n))
+			c, err := io.Copy(io.NewOffsetWriter(out, wo), io.NewSectionReader(in, ro, n))
+			if err == nil && c != n {
+				err = fmt.Errorf("copy: %d of %d bytes (the file shrank)", c, n)
+			}
 			return err
 		}
 		n -= int64(c)
@@ -279,6 +282,7 @@ func (m *Machine) freezePending(ctx context.Context) error {
 func (m *Machine) freeze(ctx context.Context, overlay string) (string, error) {
 	cur := m.disk
 	tmp := overlay + ".freezing"
+	os.Remove(tmp) // a crash's debris: never an image (its name is not one)
 	if err := cloneFile(ctx, cur, tmp); err != nil {
 		return "", fmt.Errorf("freeze disk of %s: %w", m.spec.Name, err)
 	}
@@ -297,5 +301,15 @@ func (m *Machine) freeze(ctx context.Context, overlay string) (string, error) {
 		return "", fmt.Errorf("freeze disk of %s: %w", m.spec.Name, err)
 	}
 	m.disk = overlay
+	syncDir(filepath.Dir(cur))
 	return cur, nil
+}
+
+// syncDir makes the renames in dir durable (best effort: a directory
+// that cannot be synced is no reason to fail a freeze that happened).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
 }

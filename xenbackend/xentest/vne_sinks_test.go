@@ -1,3 +1,15 @@
+//go:build xen_wip
+
+// TestXenVNESinks is out of CI again (7 December 2026): in that day's
+// fresh-clone CI, beside TestXenVNE, its first snapshot had not ended after
+// 32 minutes, with its workload at 35 of 44 MB, and the main stage would
+// have passed its 80-minute timeout (on 4 December the pair took 350 and
+// 476 s). Until it is made cheaper (a smaller workload, or a boot shared
+// with TestXenVNE), it builds with -tags xen_wip:
+//
+//	cd xenbackend/xentest && CI=1 VNSNAP_XEN_DIR=<module>/.cache/xen \
+//	  go test -tags xen_wip -run '^TestXenVNESinks$' -v -timeout 70m .
+
 package xentest
 
 import "testing"

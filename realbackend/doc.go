@@ -64,7 +64,8 @@
 //     blockdev-snapshot-sync): the old image is the disk at the snapshot
 //     point. realbackend makes no image itself: a disk guest boots on, and
 //     restores onto, an image the hypervisor's hv.DiskImages.NewDisk made
-//     (QEMU: a qcow2 overlay, qemu-img create -b). Kernel+initramfs guests have no disk; the report records that
+//     (QEMU: a qcow2 overlay, qemu-img create -b). Kernel+initramfs guests
+//     without a disk have nothing to freeze; the report records that
 //     nothing was frozen.
 //   - ResumeVM: Machine.Resume (a no-op for a running VM), then VMResumed.
 //   - ThrottleVM: never issued in Observed mode (the hypervisor's own
@@ -158,8 +159,8 @@
 //     state directory (Options.Dir), named after their VM as Boot,
 //     FreezeDisk and Restore name them (VM.boot.F, VM.eN.F, or
 //     VM.boot-N.F, VM.eN-M.F when an earlier run of the VNE left one,
-//     VM.restore-eN-M.F, F the hypervisor's disk format: qcow2 for QEMU): frozen images are this machine's own files,
-//     never a path the snapshot chooses. Restore runs on a fresh overlay of
+//     VM.restore-eN-M.F, F the hypervisor's disk format: qcow2 for QEMU):
+//     frozen images are this machine's own files, never a path the snapshot chooses. Restore runs on a fresh overlay of
 //     that image, under a name no earlier restore used (an earlier restore's
 //     overlay may be the image a later snapshot froze).
 //   - Extras are read with bounds (layout.json MaxLayoutSize, the VNE file

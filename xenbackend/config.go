@@ -68,10 +68,10 @@ func xlString(what, s string) (string, error) {
 	return `"` + r.Replace(s) + `"`, nil
 }
 
-// vifItem checks a value that goes inside a vif or disk spec
+// specItem checks a value that goes inside a vif or disk spec
 // ("mac=...,script=..."), which libxl splits at commas and '=' with no
 // escape: neither may appear.
-func vifItem(what, s string) error {
+func specItem(what, s string) error {
 	if strings.ContainsAny(s, ",=") {
 		return fmt.Errorf("vif %s %q holds ',' or '=', which a vif spec cannot carry: %w", what, s, ErrBadValue)
 	}
@@ -135,7 +135,7 @@ func (c DomainConfig) Render() (string, error) {
 		if err := checkPath("vif script", c.VifScript); err != nil {
 			return "", err
 		}
-		if err := vifItem("script", c.VifScript); err != nil {
+		if err := specItem("script", c.VifScript); err != nil {
 			return "", err
 		}
 		q, err := xlString("vif", "mac="+strings.ToLower(c.MAC)+",script="+c.VifScript)
@@ -155,7 +155,7 @@ func (c DomainConfig) Render() (string, error) {
 			}
 			// libxl splits a disk spec at commas; target= comes last and
 			// takes the rest, but the script must not hold one either.
-			if err := vifItem(v.what, v.p); err != nil {
+			if err := specItem(v.what, v.p); err != nil {
 				return "", err
 			}
 		}

@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vnsnap/vnsnap/internal/durable"
+	"github.com/vnsnap/vnsnap/internal/regfile"
 	"github.com/vnsnap/vnsnap/realbackend/hv"
 )
 
@@ -104,7 +106,7 @@ func cloneFile(ctx context.Context, src, dst string) (err error) {
 		return err
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", src)
+		return fmt.Errorf("%s is %s", src, regfile.Kind(fi.Mode()))
 	}
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -301,15 +303,8 @@ func (m *Machine) freeze(ctx context.Context, overlay string) (string, error) {
 		return "", fmt.Errorf("freeze disk of %s: %w", m.spec.Name, err)
 	}
 	m.disk = overlay
-	syncDir(filepath.Dir(cur))
+	// Best effort: a directory that cannot be synced is no reason to fail
+	// a freeze that happened.
+	_ = durable.SyncDir(filepath.Dir(cur))
 	return cur, nil
-}
-
-// syncDir makes the renames in dir durable (best effort: a directory
-// that cannot be synced is no reason to fail a freeze that happened).
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }

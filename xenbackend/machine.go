@@ -276,9 +276,6 @@ func (h *Hypervisor) newMachine(spec hv.MachineSpec) (*Machine, error) {
 	if spec.NetSocket != "" {
 		dc.MAC, dc.VifScript = spec.MAC, filepath.Join(h.cfg.Dir, "vif-vnsnap")
 	}
-	if _, err := dc.Render(); err != nil { // every value checked before a device is attached
-		return nil, fmt.Errorf("machine %s: %w", spec.Name, err)
-	}
 	m := &Machine{h: h, spec: spec, cfg: filepath.Join(h.cfg.Dir, spec.Name+".cfg"), disk: spec.Disk}
 	if spec.Disk != "" {
 		if err := checkPath("disk", spec.Disk); err != nil {

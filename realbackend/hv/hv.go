@@ -9,8 +9,8 @@
 // pauses, resumes, saves and dies. What only some hypervisors can do is an
 // optional capability found by type assertion on the Machine:
 // BackgroundSaver (copy-on-write save), DiskFreezer (a disk image frozen at
-// the snapshot point; its Hypervisor is a DiskImages) and Heartbeats (a console whose heartbeat lines
-// measure the pause from outside).
+// the snapshot point; its Hypervisor is a DiskImages) and Heartbeats (a
+// console whose heartbeat lines measure the pause from outside).
 //
 // # Contract
 //

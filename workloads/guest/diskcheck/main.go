@@ -24,7 +24,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -57,7 +58,14 @@ func run(dev string, interval, wait time.Duration, out io.Writer, stop <-chan st
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	buf := aligned(block)
+	defer f.Close()
+	// O_DIRECT wants an aligned buffer: an anonymous mapping is page
+	// aligned.
+	buf, err := unix.Mmap(-1, 0, block, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		return fmt.Errorf("buffer: %w", err)
+	}
+	defer unix.Munmap(buf)
 	read := func() (uint64, bool, error) {
 		if _, err := f.ReadAt(buf, 0); err != nil {
 			return 0, false, fmt.Errorf("read %s: %w", dev, err)
@@ -90,7 +98,6 @@ func run(dev string, interval, wait time.Duration, out io.Writer, stop <-chan st
 			return err
 		}
 	}
-	defer f.Close()
 	fmt.Fprintf(out, "DISK START dev=%s gen=%d\n", dev, gen)
 	for {
 		got, ok, err := read()
@@ -113,14 +120,4 @@ func run(dev string, interval, wait time.Duration, out io.Writer, stop <-chan st
 		case <-time.After(interval):
 		}
 	}
-}
-
-// aligned returns n bytes aligned to a block, as O_DIRECT wants.
-func aligned(n int) []byte {
-	b := make([]byte, n+block)
-	off := block - int(uintptr(unsafe.Pointer(&b[0]))%block)
-	if off == block {
-		off = 0
-	}
-	return b[off : off+n : off+n]
 }

@@ -59,47 +59,13 @@ func FullCalibration() CalibrationPlan {
 // and the copy-on-write fault, far below the monitor's resolution) keeps
 // the simulator's default and is named in the file's notes.
 func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.File, []Row, error) {
-	f := &calib.File{
-		Schema: calib.Schema, Date: time.Now().UTC().Format(time.RFC3339), Vnsnap: results.Version(),
-		Machine: calib.Machine{CPU: CPUModel(), Cores: runtime.NumCPU()},
-		QEMU:    o.Host.Version.String(), Accel: "tcg", Full: plan.Full,
-	}
 	if o.Warmup == 0 {
 		o.Warmup = 2 * time.Second
 	}
-	def := defaultCosts()
-	// Fixed costs, on one running idle VM.
-	p0 := Point{VMs: 1, MemMiB: plan.MemMiB, Guest: "idle"}
-	env, done, err := boot(ctx, p0, &o)
+	mon, err := ProbeMonitor(ctx, plan, o)
 	if err != nil {
 		return nil, nil, err
 	}
-	vm := env.Machine(0).(*qemubackend.Machine).VM()
-	var rtt, stop, cont []time.Duration
-	for i := 0; i < plan.Probes; i++ {
-		d, err := vm.RoundTrip(ctx)
-		if err != nil {
-			done()
-			return nil, nil, err
-		}
-		rtt = append(rtt, d)
-		t0 := time.Now()
-		if err := vm.Stop(ctx); err != nil {
-			done()
-			return nil, nil, err
-		}
-		stop = append(stop, time.Since(t0))
-		t0 = time.Now()
-		if err := vm.Cont(ctx); err != nil {
-			done()
-			return nil, nil, err
-		}
-		cont = append(cont, time.Since(t0))
-	}
-	done()
-	stopM, contM, rttM := median(stop), median(cont), median(rtt)
-	o.logf("monitor: round trip %v, stop %v, cont %v (medians of %d)", rttM, stopM, contM, plan.Probes)
-
 	var rows []Row
 	for i, r := range plan.Rates {
 		p := Point{VMs: 2, MemMiB: plan.MemMiB, Guest: "idle"}
@@ -113,13 +79,80 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		if err != nil {
 			return nil, rows, err
 		}
-		if len(rs) > 0 {
-			var m, g []float64
-			for _, x := range rs[:p.VMs] {
-				m, g = append(m, x.Measured), append(g, x.GuestRate)
-			}
-			f.Dirty = append(f.Dirty, calib.Dirty{SetMiBps: r, MeasuredMiBps: medianF(m), GuestMiBps: medianF(g)})
+	}
+	return Fit(plan, o, mon, rows), rows, nil
+}
+
+// Monitor is the monitor's fixed costs, timed on a running idle VM
+// (medians).
+type Monitor struct {
+	RoundTrip, Stop, Cont time.Duration
+}
+
+// ProbeMonitor boots one idle VM and times a monitor round trip, stop and
+// cont plan.Probes times each.
+func ProbeMonitor(ctx context.Context, plan CalibrationPlan, o Options) (Monitor, error) {
+	if o.Warmup == 0 {
+		o.Warmup = 2 * time.Second
+	}
+	p0 := Point{VMs: 1, MemMiB: plan.MemMiB, Guest: "idle"}
+	env, done, err := boot(ctx, p0, &o)
+	if err != nil {
+		return Monitor{}, err
+	}
+	defer done()
+	vm := env.Machine(0).(*qemubackend.Machine).VM()
+	var rtt, stop, cont []time.Duration
+	for i := 0; i < max(1, plan.Probes); i++ {
+		d, err := vm.RoundTrip(ctx)
+		if err != nil {
+			return Monitor{}, err
 		}
+		rtt = append(rtt, d)
+		t0 := time.Now()
+		if err := vm.Stop(ctx); err != nil {
+			return Monitor{}, err
+		}
+		stop = append(stop, time.Since(t0))
+		t0 = time.Now()
+		if err := vm.Cont(ctx); err != nil {
+			return Monitor{}, err
+		}
+		cont = append(cont, time.Since(t0))
+	}
+	m := Monitor{RoundTrip: median(rtt), Stop: median(stop), Cont: median(cont)}
+	o.logf("monitor: round trip %v, stop %v, cont %v (medians of %d)", m.RoundTrip, m.Stop, m.Cont, len(rtt))
+	return m, nil
+}
+
+// Fit derives the calibration from the monitor's costs and snapshot rows
+// of the plan's cases (rows of any points and repeats: TestE9Real fits
+// on every other repeat of its grid and predicts the rest).
+func Fit(plan CalibrationPlan, o Options, mon Monitor, rows []Row) *calib.File {
+	f := &calib.File{
+		Schema: calib.Schema, Date: time.Now().UTC().Format(time.RFC3339), Vnsnap: results.Version(),
+		Machine: calib.Machine{CPU: CPUModel(), Cores: runtime.NumCPU()},
+		QEMU:    o.Host.Version.String(), Accel: "tcg", Full: plan.Full,
+	}
+	def := defaultCosts()
+	stopM, contM, rttM := mon.Stop, mon.Cont, mon.RoundTrip
+	// The dirty rates, per guest in the rows' order (every row of a
+	// point carries the rates measured once at its boot).
+	type guestKey struct {
+		guest string
+		rate  float64
+	}
+	var order []guestKey
+	measured, achieved := map[guestKey][]float64{}, map[guestKey][]float64{}
+	for _, r := range rows {
+		k := guestKey{r.Guest, r.Rate}
+		if _, ok := measured[k]; !ok {
+			order = append(order, k)
+		}
+		measured[k], achieved[k] = append(measured[k], r.Measured), append(achieved[k], r.GuestRate)
+	}
+	for _, k := range order {
+		f.Dirty = append(f.Dirty, calib.Dirty{SetMiBps: k.rate, MeasuredMiBps: medianF(measured[k]), GuestMiBps: medianF(achieved[k])})
 	}
 	// The switchover per sink: an idle guest's pre-copy pause less the
 	// fixed steps around it (its last pass has next to nothing to send).
@@ -204,7 +237,7 @@ func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.Fil
 		"live_bps is a pre-copy's live passes to memory, the RAM QEMU had sent at the pause over its total time less its setup (query-migrate at pre-switchover), median: the copy thread's rate while TCG runs the vCPUs, a cap on every sink's live passes; " +
 		"guest.populated_bytes is the RAM an idle guest's stop-and-copy sent (the rest are zero pages); " +
 		"dirty_rates' guest_mibps is the dirtiers' own rate (working set over the time between two sweep lines), measured_mibps calc-dirty-rate's"
-	return f, rows, nil
+	return f
 }
 
 // defaultCosts are simbackend's placeholder costs, for what is not measured

@@ -38,8 +38,11 @@
 // that was the restored run finishing its paced streams; since a restored
 // domain's tcpstream stops pacing (-unpace-after: its kernel adds the time
 // it was away to the wall clock, not the monotonic one) the two took 5 min
-// 50 s and 7 min 56 s side by side. Both run in CI, in parallel with each
-// other (one emulated CPU each), after the package's other tests.
+// 50 s and 7 min 56 s side by side. Since 7 December 2026 TestXenVNESinks
+// builds only with -tags xen_wip, TestXenBoots and
+// TestXenLiveSnapshotReceiver only with -tags xen_extra (CI took 83 min that
+// day); TestXenVNE runs in CI beside TestXenMachine, after
+// TestXenReceiverFailures.
 //
 // What it took, in order.
 //

@@ -166,6 +166,7 @@ restored s3
 // before or after the memory fails it.
 // (One boot for all: a second Xen boot would cost CI about 6 minutes.)
 func TestXenMachine(t *testing.T) {
+	t.Parallel() // beside TestXenVNE, after TestXenReceiverFailures
 	env := Require(t, "../..")
 	ctx := context.Background()
 	m := startOneDomU(t, ctx, env, pageScript)

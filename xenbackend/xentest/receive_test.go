@@ -1,3 +1,5 @@
+//go:build xen_extra
+
 package xentest
 
 import (

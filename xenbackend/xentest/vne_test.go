@@ -199,7 +199,7 @@ done
 // cut has no orphan, and the VNE restored from the store finishes its TCP
 // workload with every byte verified.
 func TestXenVNE(t *testing.T) {
-	t.Parallel() // beside TestXenVNESinks, after the package's other tests
+	t.Parallel() // beside TestXenMachine, after TestXenReceiverFailures
 	// 28 MB at 64 KiB/s: about 7 min of guest time if paced throughout.
 	// The streams were at 12 MB at s1's end on 4 December (3 min 34 s
 	// for s1) and at 6.8 MB in a later run (load 3.6); on 3 December s1

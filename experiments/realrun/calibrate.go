@@ -59,9 +59,6 @@ func FullCalibration() CalibrationPlan {
 // and the copy-on-write fault, far below the monitor's resolution) keeps
 // the simulator's default and is named in the file's notes.
 func Calibrate(ctx context.Context, plan CalibrationPlan, o Options) (*calib.File, []Row, error) {
-	if o.Warmup == 0 {
-		o.Warmup = 2 * time.Second
-	}
 	mon, err := ProbeMonitor(ctx, plan, o)
 	if err != nil {
 		return nil, nil, err
@@ -92,9 +89,6 @@ type Monitor struct {
 // ProbeMonitor boots one idle VM and times a monitor round trip, stop and
 // cont plan.Probes times each.
 func ProbeMonitor(ctx context.Context, plan CalibrationPlan, o Options) (Monitor, error) {
-	if o.Warmup == 0 {
-		o.Warmup = 2 * time.Second
-	}
 	p0 := Point{VMs: 1, MemMiB: plan.MemMiB, Guest: "idle"}
 	env, done, err := boot(ctx, p0, &o)
 	if err != nil {
@@ -135,7 +129,6 @@ func Fit(plan CalibrationPlan, o Options, mon Monitor, rows []Row) *calib.File {
 		QEMU:    o.Host.Version.String(), Accel: "tcg", Full: plan.Full,
 	}
 	def := defaultCosts()
-	stopM, contM, rttM := mon.Stop, mon.Cont, mon.RoundTrip
 	// The dirty rates, per guest in the rows' order (every row of a
 	// point carries the rates measured once at its boot).
 	type guestKey struct {
@@ -156,7 +149,7 @@ func Fit(plan CalibrationPlan, o Options, mon Monitor, rows []Row) *calib.File {
 	}
 	// The switchover per sink: an idle guest's pre-copy pause less the
 	// fixed steps around it (its last pass has next to nothing to send).
-	around := stopM + contM + rttM // what every pause has: stop, cont, a round trip
+	around := mon.Stop + mon.Cont + mon.RoundTrip // what every pause has: stop, cont, a round trip
 	fixed := around + time.Duration(def.ColourFlip) + time.Duration(def.DiskFreeze)
 	sw := map[string][]float64{}
 	var arm, cowBW []float64
@@ -217,7 +210,7 @@ func Fit(plan CalibrationPlan, o Options, mon Monitor, rows []Row) *calib.File {
 	f.Guest.PopulatedBytes = int64(medianF(pop))
 	f.Sim = calib.Costs{
 		Source: fmt.Sprintf("vnsnap calibrate %s: %s (%d cores), QEMU %s (tcg)", f.Date, f.Machine.CPU, f.Machine.Cores, f.QEMU),
-		Stop:   calib.Duration(stopM), Cont: calib.Duration(contM), QMPRoundTrip: calib.Duration(rttM),
+		Stop:   calib.Duration(mon.Stop), Cont: calib.Duration(mon.Cont), QMPRoundTrip: calib.Duration(mon.RoundTrip),
 		ColourFlip: def.ColourFlip, DiskFreeze: def.DiskFreeze, COWFault: def.COWFault,
 		DeviceState: int64(medianF(dev)), VCPUState: 0,
 		SwitchoverMemory: calib.Duration(swOf["memory"]), SwitchoverDisk: calib.Duration(swOf["disk"]),

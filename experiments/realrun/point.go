@@ -168,9 +168,6 @@ func RunPoint(ctx context.Context, p Point, o Options) ([]Row, error) {
 	if o.Repeats < 1 {
 		o.Repeats = 1
 	}
-	if o.Warmup == 0 {
-		o.Warmup = 2 * time.Second
-	}
 	if o.DirtyCalc == 0 {
 		o.DirtyCalc = time.Second
 	}
@@ -227,6 +224,9 @@ func RunPoint(ctx context.Context, p Point, o Options) ([]Row, error) {
 // boot starts p's VNE in a scratch directory below o.Dir and lets it warm
 // up; done closes it and removes the directory.
 func boot(ctx context.Context, p Point, o *Options) (env *realbackend.Env, done func(), err error) {
+	if o.Warmup == 0 {
+		o.Warmup = 2 * time.Second
+	}
 	dir, err := os.MkdirTemp(o.Dir, "p-")
 	if err != nil {
 		return nil, nil, err

@@ -18,19 +18,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// vifScript is the domU's vif hotplug script in dom0: libxl runs it with
-// the backend's xenstore path and the interface name; bringing the vif up
-// and reporting "connected" is all it takes without a bridge.
-const vifScript = `#!/bin/sh
-case "$1" in
-online|add)
-	ip link set "$vif" up || exit 1
-	xenstore-write "$XENBUS_PATH/hotplug-status" connected ;;
-esac
-exit 0
-`
+	"github.com/vnsnap/vnsnap/xenbackend"
+)
 
 // bootScript runs in dom0: xl info and list, then one 128 MiB PVH domU with
 // a vif (netback in dom0, netfront in the domU), booted, checkpointed with
@@ -53,17 +43,7 @@ echo VNSNAP-T-XLINFO-BEGIN
 $XL info || exit 1
 $XL list || exit 2
 echo VNSNAP-T-XLINFO-END
-cat > /root/domu1.cfg <<CFG
-name = "domu1"
-type = "pvh"
-kernel = "/root/vmlinuz"
-ramdisk = "/root/domu-initrd.gz"
-extra = "console=hvc0 rdinit=/init loglevel=4"
-memory = 128
-vcpus = 1
-vif = [ "mac=00:16:3e:00:00:01,script=/etc/xen/scripts/vif-vnsnap" ]
-on_crash = "destroy"
-CFG
+` + domU1Cfg + `echo 'vif = [ "mac=00:16:3e:00:00:01,script=/etc/xen/scripts/vif-vnsnap" ]' >> /root/domu1.cfg
 touch $LOGS/guest-domu1.log $LOGS/guest-domu1--incoming.log
 tail -F $LOGS/guest-domu1.log $LOGS/guest-domu1--incoming.log 2>/dev/null | while IFS= read -r l; do echo "domu| $l"; done &
 count() { cat $LOGS/guest-domu1*.log | grep -c "$1"; }
@@ -110,7 +90,7 @@ $XL destroy domu1
 func TestXenBoots(t *testing.T) {
 	m := startWithDomU(t, "dom0probe", Dom0Config{
 		Script:  bootScript,
-		Files:   []File{{Path: "/etc/xen/scripts/vif-vnsnap", Data: []byte(vifScript), Mode: 0o755}},
+		Files:   []File{{Path: "/etc/xen/scripts/vif-vnsnap", Data: []byte(xenbackend.VifScript), Mode: 0o755}},
 		Modules: []string{"xen-netback"},
 	}, "xen-netfront")
 	ctx := context.Background()

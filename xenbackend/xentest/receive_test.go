@@ -26,17 +26,7 @@ const receiveScript = `
 set -u
 XL=/usr/lib/xen-4.17/bin/xl
 LOGS=/var/log/xen/console
-cat > /root/domu1.cfg <<CFG
-name = "domu1"
-type = "pvh"
-kernel = "/root/vmlinuz"
-ramdisk = "/root/domu-initrd.gz"
-extra = "console=hvc0 rdinit=/init loglevel=4"
-memory = 128
-vcpus = 1
-on_crash = "destroy"
-CFG
-touch $LOGS/guest-domu1.log
+` + domU1Cfg + `touch $LOGS/guest-domu1.log
 tail -F $LOGS/guest-domu1.log 2>/dev/null | while IFS= read -r l; do echo "domu| $l"; done &
 count() { grep -c "$1" $LOGS/guest-domu1.log; }
 lasttick() { grep VNSNAP-DOMU-TICK $LOGS/guest-domu1.log | tail -n 1 | sed 's/.*TICK //'; }

@@ -42,17 +42,7 @@ const failScript = `
 set -u
 XL=/usr/lib/xen-4.17/bin/xl
 LOG=/var/log/xen/console/guest-domu1.log
-cat > /root/domu1.cfg <<CFG
-name = "domu1"
-type = "pvh"
-kernel = "/root/vmlinuz"
-ramdisk = "/root/domu-initrd.gz"
-extra = "console=hvc0 rdinit=/init loglevel=4"
-memory = 128
-vcpus = 1
-on_crash = "destroy"
-CFG
-$XL create /root/domu1.cfg || exit 4
+` + domU1Cfg + `$XL create /root/domu1.cfg || exit 4
 while ! grep -q '^HB ' $LOG 2>/dev/null; do
 	$XL domid domu1 >/dev/null 2>&1 || { echo "VNSNAP-XEN-FAIL domu1 is gone"; $XL list; exit 3; }
 	echo "VNSNAP-T-WAITING-FOR-DOMU"

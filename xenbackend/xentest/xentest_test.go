@@ -9,6 +9,20 @@ import (
 	"time"
 )
 
+// domU1Cfg is a dom0 script's lines that write the xl config of "domu1",
+// the tests' 128 MiB PVH domU booted from the domU kernel and initramfs.
+const domU1Cfg = `cat > /root/domu1.cfg <<CFG
+name = "domu1"
+type = "pvh"
+kernel = "/root/vmlinuz"
+ramdisk = "/root/domu-initrd.gz"
+extra = "console=hvc0 rdinit=/init loglevel=4"
+memory = 128
+vcpus = 1
+on_crash = "destroy"
+CFG
+`
+
 // domUInit is the domU's /init: it loads its modules (netfront), prints a
 // marker, then a tick a second (and once a marker when eth0 is there), so
 // that a restored or migrated domain proves it runs on from its saved state.

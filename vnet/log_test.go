@@ -63,6 +63,8 @@ func TestReadLogErrors(t *testing.T) {
 		{"action", mod(LogHeaderSize+LogRecordSize+32, 99), "offset 96: record 1: unknown action 99"},
 		{"time", mod(LogHeaderSize+LogRecordSize, 1), "offset 96: record 1: time 1ns before"},
 		{"no dst", buildLog(1, time.Unix(0, 0), send, LogEntry{Frame: 1, Dst: NoVM, Action: LogDeliver, Time: 6}), "offset 96: record 1: deliver without a destination"},
+		{"no src", buildLog(1, time.Unix(0, 0), send, LogEntry{Frame: 2, Src: NoVM, Dst: NoVM, Action: LogSend, Time: 6}), "offset 96: record 1: send without a source vm"},
+		{"cut no src", buildLog(1, time.Unix(0, 0), send, LogEntry{Src: NoVM, Dst: 0, Action: LogCut, Time: 6}), "offset 96: record 1: cut without a source vm"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ReadLog(bytes.NewReader(tc.log))

@@ -63,6 +63,9 @@ func checkEntry(e LogEntry, last time.Duration) error {
 		return fmt.Errorf("time %v before previous record's %v", e.Time, last)
 	case e.Src < NoVM || e.Dst < NoVM:
 		return fmt.Errorf("bad vm src %d dst %d", e.Src, e.Dst)
+	case e.Action != LogMark && e.Src == NoVM:
+		// Every frame has a sender, and a cut is a VM's.
+		return fmt.Errorf("%s without a source vm", e.Action)
 	case e.Action != LogSend && e.Action != LogCut && e.Action != LogMark && e.Dst == NoVM:
 		return fmt.Errorf("%s without a destination vm", e.Action)
 	case e.Action == LogDrop && (e.Reason < cut.DropColour || e.Reason > cut.DropLoss):

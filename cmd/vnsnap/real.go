@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/vnsnap/vnsnap/core"
+	"github.com/vnsnap/vnsnap/realbackend"
 	"github.com/vnsnap/vnsnap/store"
 )
 
@@ -79,6 +81,9 @@ type request struct {
 	Algo  string `json:"algo,omitempty"`
 	Sink  string `json:"sink,omitempty"`
 	Store string `json:"store,omitempty"`
+	// StallMS is a snapshot's stall bound (realbackend.SnapshotOptions.Stall)
+	// in milliseconds; 0, the default.
+	StallMS int64 `json:"stall_ms,omitempty"`
 	// Progress asks for progress events before the result: the version of
 	// their schema the client reads (progress_wire.go); 0, none.
 	Progress int `json:"progress,omitempty"`
@@ -136,6 +141,8 @@ func runSnapshot(args []string, stdout, stderr io.Writer) error {
 	sf.bindJSON(fs)
 	algo := fs.String("algo", "", "algorithm: "+algoNames()+" (default: the VNE file's, else vnsnap)")
 	sink := fs.String("sink", "", "sink: memory or disk (default: the VNE file's, else memory)")
+	stall := fs.Duration("stall", 0, fmt.Sprintf("abort when no stream byte moves and no event comes for this long, %v to %v (default %v)",
+		minStall, maxStall, realbackend.DefaultStall))
 	fs.Usage = func() { fmt.Fprintln(stderr, "usage: vnsnap snapshot [flags] NAME"); fs.PrintDefaults() }
 	name, err := oneArg(fs, args, "snapshot name")
 	if err != nil {
@@ -150,7 +157,10 @@ func runSnapshot(args []string, stdout, stderr io.Writer) error {
 	if err := store.ValidName(name); err != nil {
 		return fmt.Errorf("snapshot name: %w", err)
 	}
-	return sf.send(stdout, stderr, request{Op: "snapshot", Name: name, Algo: *algo, Sink: *sink})
+	if err := checkStall(*stall); *stall != 0 && err != nil {
+		return fmt.Errorf("--stall: %w", err)
+	}
+	return sf.send(stdout, stderr, request{Op: "snapshot", Name: name, Algo: *algo, Sink: *sink, StallMS: stall.Milliseconds()})
 }
 
 func runRestore(args []string, stdout, stderr io.Writer) error {
@@ -235,6 +245,23 @@ func oneArg(fs *flag.FlagSet, args []string, what string) (string, error) {
 }
 
 // storeDir makes sure the store directory exists.
+// The range of a snapshot's stall bound (vnsnap snapshot --stall): under a
+// second every pass's setup would look like a stall; over a day it is no
+// bound (DeadlineCap ends the snapshot first anyway).
+const (
+	minStall = time.Second
+	maxStall = 24 * time.Hour
+)
+
+// checkStall checks a stall bound given by a user or received on the control
+// socket.
+func checkStall(d time.Duration) error {
+	if d < minStall || d > maxStall {
+		return fmt.Errorf("stall bound %v out of range [%v, %v]", d, minStall, maxStall)
+	}
+	return nil
+}
+
 func storeDir(p string) (string, error) {
 	abs, err := filepath.Abs(p)
 	if err != nil {

@@ -322,6 +322,14 @@ func (s *supervisor) do(ctx context.Context, req request, onProgress func(realba
 		}
 		return fmt.Sprintf("VNE %s: %d VMs, epoch %d\n", s.v.Name, s.env.NumVMs(), s.env.Epoch()), nil, nil
 	case "snapshot":
+		var stall time.Duration // 0: realbackend.DefaultStall
+		if req.StallMS != 0 {
+			// Checked in milliseconds: a huge value must not overflow a Duration.
+			if req.StallMS < minStall.Milliseconds() || req.StallMS > maxStall.Milliseconds() {
+				return "", nil, fmt.Errorf("stall_ms %d out of range [%d, %d]", req.StallMS, minStall.Milliseconds(), maxStall.Milliseconds())
+			}
+			stall = time.Duration(req.StallMS) * time.Millisecond
+		}
 		if s.env == nil {
 			return "", nil, errors.New("no VMs running")
 		}
@@ -348,7 +356,7 @@ func (s *supervisor) do(ctx context.Context, req request, onProgress func(realba
 			return "", nil, err
 		}
 		rep, err := s.env.Snapshot(ctx, realbackend.SnapshotOptions{
-			Store: root, Name: req.Name, Algorithm: algo, Sink: sink, OnProgress: onProgress,
+			Store: root, Name: req.Name, Algorithm: algo, Sink: sink, Stall: stall, OnProgress: onProgress,
 		})
 		if err != nil {
 			return "", nil, err

@@ -187,8 +187,12 @@ func measureAndPredict(t *testing.T, ctx context.Context, g Grid, plan Calibrati
 		if err != nil {
 			t.Fatal(progress.Why(ctx, err))
 		}
-		if want := len(g.Points) * len(g.Cases) * g.Repeats * 2; len(rs) != want {
-			t.Fatalf("%d rows, want %d (points x cases x repeats x VMs)", len(rs), want)
+		vms := 0
+		for _, p := range g.Points {
+			vms += p.VMs
+		}
+		if want := vms * len(g.Cases) * g.Repeats; len(rs) != want {
+			t.Fatalf("%d rows, want %d (a row per VM of each point, case and repeat)", len(rs), want)
 		}
 		for i := range rs {
 			rs[i].Repeat += (run - 1) * g.Repeats // the second run's repeats follow the first's (g.Repeats is even)

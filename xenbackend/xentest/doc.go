@@ -29,20 +29,23 @@
 // # TestXenVNE
 //
 // TestXenVNE (two domUs running tcpstream, paced at 64 KiB/s a stream, on
-// the switch in dom0; a live snapshot s1 to the memory sink, verified, its
-// cut checked by testdata/framecheck; the VNE restored from the store must
-// finish the workload) passed three times on 3 December 2026 (23 to 37 min
-// a run) and on 4 December in 12 min beside TestXenVNESinks (the same boot
-// with a live disk-sink snapshot and a stop-and-copy one, then a restore of
-// the latter: 16 min 25 s alone, 16 min 48 s beside TestXenVNE). Most of
-// that was the restored run finishing its paced streams; since a restored
+// the switch in dom0; a live snapshot s1 to the memory sink, then a
+// stop-and-copy s2 to the disk sink, each verified and its cut checked by
+// testdata/framecheck; the VNE restored from s1 must finish the workload)
+// passed three times on 3 December 2026 (23 to 37 min a run, s1 only) and
+// on 4 December in 12 min beside TestXenVNESinks (a boot of its own with a
+// live disk-sink snapshot and a stop-and-copy one, then a restore of the
+// latter: 16 min 25 s alone, 16 min 48 s beside TestXenVNE). Most of that
+// was the restored run finishing its paced streams; since a restored
 // domain's tcpstream stops pacing (-unpace-after: its kernel adds the time
 // it was away to the wall clock, not the monotonic one) the two took 5 min
-// 50 s and 7 min 56 s side by side. Since 7 December 2026 TestXenVNESinks
-// builds only with -tags xen_wip, TestXenBoots and
-// TestXenLiveSnapshotReceiver only with -tags xen_extra (CI took 83 min that
-// day); TestXenVNE runs in CI beside TestXenMachine, after
-// TestXenReceiverFailures.
+// 50 s and 7 min 56 s side by side. On 7 December 2026 (CI took 83 min
+// that day) TestXenBoots and TestXenLiveSnapshotReceiver went behind -tags
+// xen_extra, and TestXenVNESinks out of CI; on 8 December its snapshots
+// went into the two boots CI has: the stop-and-copy into TestXenVNE's (s2),
+// the live disk sink into TestXenMachine's (s2 there), whose restores cover
+// a stop-and-copy snapshot. TestXenVNE runs in CI beside TestXenMachine,
+// after TestXenReceiverFailures.
 //
 // What it took, in order.
 //

@@ -244,7 +244,6 @@ func oneArg(fs *flag.FlagSet, args []string, what string) (string, error) {
 	return fs.Arg(0), nil
 }
 
-// storeDir makes sure the store directory exists.
 // The range of a snapshot's stall bound (vnsnap snapshot --stall): under a
 // second every pass's setup would look like a stall; over a day it is no
 // bound (DeadlineCap ends the snapshot first anyway).
@@ -262,6 +261,21 @@ func checkStall(d time.Duration) error {
 	return nil
 }
 
+// stallOf is the stall bound a request carries in milliseconds (0: the
+// default, realbackend.DefaultStall), checked like a user's: the control
+// socket is input too, and a huge value must not overflow a Duration.
+func stallOf(ms int64) (time.Duration, error) {
+	if ms == 0 {
+		return 0, nil
+	}
+	d := time.Duration(ms) * time.Millisecond
+	if d/time.Millisecond != time.Duration(ms) {
+		return 0, fmt.Errorf("stall bound of %d ms overflows", ms)
+	}
+	return d, checkStall(d)
+}
+
+// storeDir makes sure the store directory exists.
 func storeDir(p string) (string, error) {
 	abs, err := filepath.Abs(p)
 	if err != nil {

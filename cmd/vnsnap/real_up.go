@@ -322,13 +322,9 @@ func (s *supervisor) do(ctx context.Context, req request, onProgress func(realba
 		}
 		return fmt.Sprintf("VNE %s: %d VMs, epoch %d\n", s.v.Name, s.env.NumVMs(), s.env.Epoch()), nil, nil
 	case "snapshot":
-		var stall time.Duration // 0: realbackend.DefaultStall
-		if req.StallMS != 0 {
-			// Checked in milliseconds: a huge value must not overflow a Duration.
-			if req.StallMS < minStall.Milliseconds() || req.StallMS > maxStall.Milliseconds() {
-				return "", nil, fmt.Errorf("stall_ms %d out of range [%d, %d]", req.StallMS, minStall.Milliseconds(), maxStall.Milliseconds())
-			}
-			stall = time.Duration(req.StallMS) * time.Millisecond
+		stall, err := stallOf(req.StallMS)
+		if err != nil {
+			return "", nil, fmt.Errorf("stall_ms: %w", err)
 		}
 		if s.env == nil {
 			return "", nil, errors.New("no VMs running")
@@ -340,7 +336,6 @@ func (s *supervisor) do(ctx context.Context, req request, onProgress func(realba
 		if s.v.Sink != nil {
 			sink = *s.v.Sink
 		}
-		var err error
 		if req.Algo != "" {
 			if algo, err = core.ParseAlgorithm(req.Algo); err != nil {
 				return "", nil, err

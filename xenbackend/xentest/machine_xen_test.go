@@ -32,8 +32,15 @@ vms:
 // while PID lives, prints its I/O count whenever it changed (the migration
 // streams through the receivers' sockets, xl's images, the store's writes),
 // so that a long snapshot under a loaded host shows progress on the console
-// while the workload stands still, and a hung one falls silent.
-const dom0Shell = `diag() { echo "VNSNAP-T-DIAG"; free; $XL info | grep -E 'free_memory|total_memory'; $XL list; dmesg | tail -n 30; }
+// while the workload stands still, and a hung one falls silent. STALL is
+// the scripts' vnsnap snapshot --stall: over vnsnap's default of 2 min (on
+// 8 December 2026, beside a fuzzer, dom0, niced under TCG, moved no byte of
+// a live copy for 2 min and the snapshot aborted) and under the harness's 5
+// min of console silence (BootConfig.Stall), which a stalled snapshot
+// leaves (busy prints only when I/O moves), so that a stall ends as
+// vnsnap's error, not as a killed boot.
+const dom0Shell = `STALL=4m
+diag() { echo "VNSNAP-T-DIAG"; free; $XL info | grep -E 'free_memory|total_memory'; $XL list; dmesg | tail -n 30; }
 busy() {
 	last=""
 	while kill -0 $1 2>/dev/null; do
@@ -98,12 +105,6 @@ manifest() {
 	added=$(grep -o '"object_bytes": *[0-9]*' $M | sed 's/.*: *//')
 	echo "VNSNAP-T-MANIFEST $1 format=${fmt:-none} images=$images added=${added:-0}"
 }
-# STALL: vnsnap's stall bound (no stream byte, no event), over its default
-# 2 min: on 8 December 2026, beside a fuzzer, dom0 (niced under TCG) moved
-# no byte of s1 for 2 min and the snapshot aborted; under the harness's 5
-# min of console silence, which a stalled snapshot leaves (busy prints only
-# when I/O moves), so that a stall ends as vnsnap's error, not a killed boot.
-STALL=4m
 snap() {
 	n=$1
 	shift
